@@ -1,0 +1,507 @@
+//! `PeerActor`: one per peer. It owns that peer's [`PeerLifecycle`], its session, and the
+//! one timer that wakes it at the lifecycle's next deadline (heartbeat, PONG due, backoff,
+//! channel poll). It is a thin driver: it executes the lifecycle's actions through the
+//! [`Ports`], feeds the results back as events, persists every change through the
+//! persistence actor and reports it to its supervisor.
+//!
+//! Faults stop at this boundary: an adapter that panics is caught here and the actor stops;
+//! the actix `Supervisor` it runs under restarts it (same struct, timers re-armed from the
+//! lifecycle), and past the restart intensity the peer is failed with that reason. Other
+//! peers never notice.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures::FutureExt;
+
+use super::clock::NodeClock;
+use super::persistence::{Flush, PersistenceActor, SaveRecord};
+use crate::lifecycle::{Action, Event, LifecycleConfig, PeerLifecycle, PeerRecord, Timestamp};
+use crate::ports::{ChannelRequest, ChannelStatus, PeerTarget, Ports, Resolution, Session};
+
+/// At most `max_restarts` restarts within `window`; one more and the peer is failed.
+#[derive(Debug, Clone, Copy)]
+pub struct RestartPolicy {
+    pub max_restarts: u32,
+    pub window: Duration,
+}
+
+/// A peer's record changed (sent to the supervisor with every write).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct PeerReport(pub PeerRecord);
+
+/// Deliberately disconnect (unfollow, operator): recorded as intent, never retried.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    pub reason: String,
+}
+
+/// Give up this peer's connection slot to a higher-priority peer.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Evict;
+
+/// Explicit retry: leaves failed or a deliberate disconnect.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Retry;
+
+/// The operator's follow list now does / does not name this peer.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SetFollowed(pub bool);
+
+/// The operator approved opening a channel to this peer.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ApproveChannel;
+
+/// Stop for good (the supervisor has dropped its address, so no restart follows).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// The peer's current record.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "PeerRecord")]
+pub struct GetRecord;
+
+pub struct PeerActor {
+    /// The peer's state machine; the only place its state lives.
+    lifecycle: PeerLifecycle,
+    ports: Ports,
+    persistence: Addr<PersistenceActor>,
+    /// Where changes are reported (the supervisor keeps its registry from these).
+    supervisor: Recipient<PeerReport>,
+    clock: NodeClock,
+    /// The open session, if any (not durable: a restart loses it).
+    session: Option<Arc<dyn Session>>,
+    /// Futures bound to the session (close watcher, PING in flight), cancelled with it.
+    session_tasks: Vec<SpawnHandle>,
+    /// Wakes the actor at the lifecycle's next deadline.
+    timer: Option<SpawnHandle>,
+    restart_policy: RestartPolicy,
+    /// When recent restarts happened; survives restarts because actix reuses the struct.
+    restarts: VecDeque<Timestamp>,
+}
+
+impl PeerActor {
+    pub fn new(
+        record: PeerRecord,
+        config: LifecycleConfig,
+        restart_policy: RestartPolicy,
+        ports: Ports,
+        persistence: Addr<PersistenceActor>,
+        supervisor: Recipient<PeerReport>,
+        clock: NodeClock,
+    ) -> Self {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        record.nostr_pubkey.hash(&mut hasher);
+        let mut lifecycle = PeerLifecycle::new(record, config, hasher.finish());
+        let _ = lifecycle.handle(Event::Resume, clock.now());
+        PeerActor {
+            lifecycle,
+            ports,
+            persistence,
+            supervisor,
+            clock,
+            session: None,
+            session_tasks: Vec::new(),
+            timer: None,
+            restart_policy,
+            restarts: VecDeque::new(),
+        }
+    }
+
+    fn pubkey(&self) -> &str {
+        &self.lifecycle.record().nostr_pubkey
+    }
+
+    /// Feeds one event and runs whatever it calls for.
+    fn feed(&mut self, event: Event, ctx: &mut Context<Self>) -> bool {
+        let now = self.clock.now();
+        let lifecycle = &mut self.lifecycle;
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| lifecycle.handle(event, now)));
+        let accepted = match result {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                log::debug!("peer {}: {e}", self.pubkey());
+                false
+            }
+            Err(panic) => {
+                self.crash(
+                    ctx,
+                    format!("lifecycle panicked: {}", panic_message(&panic)),
+                );
+                return false;
+            }
+        };
+        self.drive(ctx);
+        accepted
+    }
+
+    /// The timer fired: let the lifecycle handle its deadlines.
+    fn on_deadline(&mut self, ctx: &mut Context<Self>) {
+        self.timer = None;
+        let now = self.clock.now();
+        let lifecycle = &mut self.lifecycle;
+        if let Err(panic) =
+            std::panic::catch_unwind(AssertUnwindSafe(|| lifecycle.handle_timeout(now)))
+        {
+            self.crash(
+                ctx,
+                format!("lifecycle panicked: {}", panic_message(&panic)),
+            );
+            return;
+        }
+        self.drive(ctx);
+    }
+
+    /// Executes queued actions, then sleeps until the next deadline.
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        while let Some(action) = self.lifecycle.poll_action() {
+            if !self.execute(action, ctx) {
+                // Paused until a durable write completes; the continuation drives on.
+                return;
+            }
+        }
+        self.rearm(ctx);
+    }
+
+    fn rearm(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        if let Some(deadline) = self.lifecycle.poll_timeout() {
+            let delay = deadline.saturating_since(self.clock.now());
+            self.timer = Some(ctx.run_later(delay, |act, ctx| act.on_deadline(ctx)));
+        }
+    }
+
+    /// Runs `fut` as this actor's work, catching a panic as a fault of this peer only.
+    fn spawn_op<T: 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        what: &'static str,
+        fut: impl Future<Output = T> + 'static,
+        on_done: impl FnOnce(&mut Self, T, &mut Context<Self>) + 'static,
+    ) -> SpawnHandle {
+        let guarded = AssertUnwindSafe(fut).catch_unwind();
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(guarded).map(move |result, act, ctx| match result {
+                Ok(value) => on_done(act, value, ctx),
+                Err(panic) => act.crash(ctx, format!("{what} panicked: {}", panic_message(&panic))),
+            }),
+        )
+    }
+
+    /// A fault in this peer's code: stop, and let the supervisor restart us.
+    fn crash(&mut self, ctx: &mut Context<Self>, what: String) {
+        log::error!("peer {}: {what}; restarting", self.pubkey());
+        ctx.stop();
+    }
+
+    /// Returns false when the remaining actions must wait for a durable write.
+    fn execute(&mut self, action: Action, ctx: &mut Context<Self>) -> bool {
+        let target = PeerTarget::from(self.lifecycle.record());
+        match action {
+            Action::Resolve => {
+                let resolver = self.ports.resolver.clone();
+                let fut = async move { resolver.resolve(&target.nostr_pubkey).await };
+                self.spawn_op(ctx, "resolver", fut, |act, resolution, ctx| {
+                    let event = match resolution {
+                        Resolution::Found(a) => Event::Resolved(a),
+                        Resolution::NotFound => Event::NotFound,
+                        Resolution::Failed(f) => Event::ResolveFailed(f),
+                    };
+                    act.feed(event, ctx);
+                });
+            }
+            Action::OpenSession => {
+                let sessions = self.ports.sessions.clone();
+                let fut = async move { sessions.open(&target).await };
+                self.spawn_op(
+                    ctx,
+                    "session connector",
+                    fut,
+                    |act, result, ctx| match result {
+                        Ok(session) => act.session_opened(session, ctx),
+                        Err(fault) => {
+                            act.feed(Event::SessionFailed(fault), ctx);
+                        }
+                    },
+                );
+            }
+            Action::CheckChannel => {
+                let channels = self.ports.channels.clone();
+                let fut = async move { channels.find_channel(&target).await };
+                self.spawn_op(ctx, "channel port", fut, |act, result, ctx| {
+                    let event = match result {
+                        Ok(Some(channel_id)) => Event::ChannelFound { channel_id },
+                        Ok(None) => Event::ChannelMissing,
+                        Err(f) => Event::ChannelFailed(f),
+                    };
+                    act.feed(event, ctx);
+                });
+            }
+            Action::RequestChannel => {
+                let channels = self.ports.channels.clone();
+                let fut = async move { channels.request_channel(&target).await };
+                self.spawn_op(ctx, "channel port", fut, |act, result, ctx| {
+                    let event = match result {
+                        Ok(ChannelRequest::Opened { tx_hash }) => {
+                            Event::ChannelTxSigned { tx_hash }
+                        }
+                        Ok(ChannelRequest::AwaitingOperator) => Event::ChannelAwaitingOperator,
+                        Err(f) => Event::ChannelFailed(f),
+                    };
+                    act.feed(event, ctx);
+                });
+            }
+            Action::OpenChannel => {
+                let channels = self.ports.channels.clone();
+                let fut = async move { channels.open_channel(&target).await };
+                self.spawn_op(ctx, "channel port", fut, |act, result, ctx| {
+                    let event = match result {
+                        Ok(tx_hash) => Event::ChannelTxSigned { tx_hash },
+                        Err(f) => Event::ChannelFailed(f),
+                    };
+                    act.feed(event, ctx);
+                });
+            }
+            Action::BroadcastChannel { tx_hash } => {
+                let channels = self.ports.channels.clone();
+                let fut = async move { channels.broadcast_open(&tx_hash).await };
+                self.spawn_op(ctx, "channel port", fut, |act, result, ctx| {
+                    let event = match result {
+                        Ok(()) => Event::ChannelBroadcast,
+                        Err(f) => Event::ChannelFailed(f),
+                    };
+                    act.feed(event, ctx);
+                });
+            }
+            Action::AwaitChannel { tx_hash } => {
+                let channels = self.ports.channels.clone();
+                let fut = async move { channels.channel_status(&tx_hash).await };
+                self.spawn_op(ctx, "channel port", fut, |act, result, ctx| {
+                    let event = match result {
+                        Ok(ChannelStatus::Pending { .. }) => Event::ChannelPending,
+                        Ok(ChannelStatus::Confirmed { channel_id }) => {
+                            Event::ChannelConfirmed { channel_id }
+                        }
+                        Ok(ChannelStatus::Dropped) => Event::ChannelDropped,
+                        Err(f) => Event::ChannelFailed(f),
+                    };
+                    act.feed(event, ctx);
+                });
+            }
+            Action::Subscribe => {
+                let subscriptions = self.ports.subscriptions.clone();
+                let fut = async move { subscriptions.subscribe(&target).await };
+                self.spawn_op(ctx, "subscriptions", fut, |act, result, ctx| {
+                    let event = match result {
+                        Ok(subscription_ids) => Event::Subscribed { subscription_ids },
+                        Err(f) => Event::SessionLost(format!("initial REQ failed: {}", f.reason())),
+                    };
+                    act.feed(event, ctx);
+                });
+            }
+            Action::SendPing { nonce } => {
+                if let Some(session) = self.session.clone() {
+                    let fut = async move { session.ping(nonce).await };
+                    let handle = self.spawn_op(ctx, "session", fut, |act, result, ctx| {
+                        let event = match result {
+                            Ok(echoed) => Event::PongReceived { nonce: echoed },
+                            Err(f) => Event::SessionLost(f.reason().to_string()),
+                        };
+                        act.feed(event, ctx);
+                    });
+                    self.session_tasks.push(handle);
+                }
+            }
+            Action::CloseSession => self.close_session(ctx),
+            Action::Persist { durable } => {
+                let record = self.lifecycle.record().clone();
+                self.persistence.do_send(SaveRecord(record.clone()));
+                self.supervisor.do_send(PeerReport(record));
+                if durable {
+                    let flush = self.persistence.send(Flush);
+                    ctx.wait(
+                        actix::fut::wrap_future::<_, Self>(flush).map(|result, act, ctx| {
+                            let failure = match result {
+                                Ok(Ok(())) => None,
+                                Ok(Err(e)) => Some(format!("flush failed: {e}")),
+                                Err(e) => Some(format!("persistence gone: {e}")),
+                            };
+                            match failure {
+                                None => act.drive(ctx),
+                                // What follows relied on this write (e.g. broadcasting the
+                                // open transaction whose hash it holds): never go on without
+                                // it. The restart resumes from the record.
+                                Some(why) => act.crash(ctx, why),
+                            }
+                        }),
+                    );
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn session_opened(&mut self, session: Arc<dyn Session>, ctx: &mut Context<Self>) {
+        self.close_session(ctx);
+        self.session = Some(session.clone());
+        if !self.feed(Event::SessionOpened, ctx) {
+            // Nobody waits for this session any more (the peer moved on): close it.
+            self.close_session(ctx);
+            return;
+        }
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &session))
+        {
+            let closed = session.closed();
+            let handle = self.spawn_op(ctx, "session", closed, |act, reason, ctx| {
+                act.session = None;
+                act.feed(Event::SessionLost(reason), ctx);
+            });
+            self.session_tasks.push(handle);
+        }
+    }
+
+    fn close_session(&mut self, ctx: &mut Context<Self>) {
+        for handle in self.session_tasks.drain(..) {
+            ctx.cancel_future(handle);
+        }
+        if let Some(session) = self.session.take() {
+            let subscriptions = self.ports.subscriptions.clone();
+            let target = PeerTarget::from(self.lifecycle.record());
+            let ids = self.lifecycle.record().subscription_ids.clone();
+            // Not tied to this actor's life: a stopping actor still closes its session.
+            actix::spawn(async move {
+                if !ids.is_empty() {
+                    subscriptions.unsubscribe(&target, &ids).await;
+                }
+                session.close().await;
+            });
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+impl Actor for PeerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.drive(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        log::debug!(
+            "peer {} stopped in {}",
+            self.pubkey(),
+            self.lifecycle.state()
+        );
+    }
+}
+
+impl Supervised for PeerActor {
+    fn restarting(&mut self, ctx: &mut Self::Context) {
+        // actix cancelled every future and timer of the old run; rebuild from the lifecycle.
+        self.timer = None;
+        self.session_tasks.clear();
+        self.close_session(ctx);
+        let now = self.clock.now();
+        let window = self.restart_policy.window;
+        self.restarts.push_back(now);
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now.saturating_since(*t) > window)
+        {
+            self.restarts.pop_front();
+        }
+        let event = if self.restarts.len() as u32 > self.restart_policy.max_restarts {
+            Event::GiveUp {
+                reason: format!(
+                    "restart intensity: {} restarts within {}s",
+                    self.restarts.len(),
+                    window.as_secs()
+                ),
+            }
+        } else {
+            Event::Resume
+        };
+        if let Err(e) = self.lifecycle.handle(event, now) {
+            log::debug!("peer {}: {e}", self.pubkey());
+        }
+        // `started` runs next and drives the queued actions.
+    }
+}
+
+impl Handler<Disconnect> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: Disconnect, ctx: &mut Self::Context) {
+        self.feed(Event::DisconnectRequested { reason: msg.reason }, ctx);
+    }
+}
+
+impl Handler<Evict> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, _: Evict, ctx: &mut Self::Context) {
+        self.feed(Event::Evicted, ctx);
+    }
+}
+
+impl Handler<Retry> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, _: Retry, ctx: &mut Self::Context) {
+        self.feed(Event::RetryRequested, ctx);
+    }
+}
+
+impl Handler<SetFollowed> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: SetFollowed, ctx: &mut Self::Context) {
+        self.feed(Event::FollowChanged { followed: msg.0 }, ctx);
+    }
+}
+
+impl Handler<ApproveChannel> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, _: ApproveChannel, ctx: &mut Self::Context) {
+        self.feed(Event::OpenChannelApproved, ctx);
+    }
+}
+
+impl Handler<Shutdown> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        self.close_session(ctx);
+        ctx.stop();
+    }
+}
+
+impl Handler<GetRecord> for PeerActor {
+    type Result = MessageResult<GetRecord>;
+    fn handle(&mut self, _: GetRecord, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.lifecycle.record().clone())
+    }
+}

@@ -1,0 +1,346 @@
+//! The persistence actor: the only writer of peer records.
+//!
+//! It owns the peer snapshots that are not yet durable. Peers send it [`SaveRecord`] with
+//! their whole current record; the actor keeps only the newest snapshot of each peer
+//! (a record is a complete snapshot, so coalescing loses nothing) and writes what it holds
+//! in batches, one transaction per batch ([`Database::upsert_batch`]): every
+//! `flush_interval`, or as soon as `max_batch` peers are pending, whichever comes first.
+//!
+//! The write runs on tokio's blocking pool, never on the actor's thread, and only one write
+//! is in flight at a time, so snapshots reach the database in the order they were received.
+//! A failed write is logged, its records go back under any newer snapshots that arrived
+//! meanwhile, and it is retried after a backoff (`retry_initial_delay`, doubling up to
+//! `retry_max_delay`): no change is ever dropped. [`Flush`] answers once every change
+//! received before it is committed; a caller whose next step depends on a state being
+//! durable (e.g. "channel tx sent") awaits it. When the actor stops it makes one last,
+//! synchronous write of whatever it still holds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::config::PersistenceSettings;
+use crate::lifecycle::record::PeerRecord;
+use crate::storage::{Database, StorageError};
+
+/// Stores this snapshot of a peer (replacing any older one not yet written).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct SaveRecord(pub PeerRecord);
+
+/// Resolves once every `SaveRecord` received before it is committed to the database.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), PersistenceError>")]
+pub struct Flush;
+
+/// Returns the actor's counters.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "PersistenceStats")]
+pub struct GetStats;
+
+/// What the persistence actor has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PersistenceStats {
+    /// `SaveRecord` messages received.
+    pub changes_received: u64,
+    /// Rows written by committed transactions (after coalescing: at most one per peer and
+    /// batch).
+    pub records_written: u64,
+    /// Committed write transactions.
+    pub transactions: u64,
+    /// Writes that failed and were put back to be retried.
+    pub failed_attempts: u64,
+    /// Peer snapshots held but not yet committed (waiting, or in the write in flight).
+    pub pending: usize,
+}
+
+/// Why a [`Flush`] could not be confirmed. Failed writes are retried, never reported here:
+/// only a stop can end a wait unsuccessfully.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PersistenceError {
+    #[error(
+        "the persistence actor stopped and its last write failed, the changes are not durable: {0}"
+    )]
+    LastWriteFailed(String),
+    #[error("the persistence actor stopped before confirming the write")]
+    Stopped,
+}
+
+/// The batch being written on the blocking pool.
+struct InFlight {
+    /// Every change numbered up to this is in `records` (or older than a snapshot that is).
+    covers_seq: u64,
+    /// Shared with the write task; kept so a failure can put them back and a stop can
+    /// rewrite them.
+    records: Arc<Vec<PeerRecord>>,
+}
+
+type FlushReply = oneshot::Sender<Result<(), PersistenceError>>;
+
+/// Batches peer snapshots into transactions; see the module documentation.
+pub struct PersistenceActor {
+    db: Database,
+    settings: PersistenceSettings,
+    /// The newest snapshot of each peer not yet handed to a write.
+    pending: HashMap<String, PeerRecord>,
+    /// The write running now, if any (at most one, to keep order).
+    in_flight: Option<InFlight>,
+    /// Number of the last change received; changes are numbered 1, 2, … on arrival.
+    received_seq: u64,
+    /// Every change numbered up to this is committed.
+    durable_seq: u64,
+    /// `Flush` callers, each waiting for a change number to become durable.
+    waiters: Vec<(u64, FlushReply)>,
+    /// The flush-interval timer, armed while changes wait and nothing else will write them.
+    flush_timer: Option<SpawnHandle>,
+    /// Armed after a failed write; no write starts until it fires.
+    retry_timer: Option<SpawnHandle>,
+    /// How long the next failure waits before retrying; doubles per failure, reset by success.
+    next_retry_delay: Duration,
+    /// Held by each write for its duration. The last write at stop takes it and sets it to
+    /// `true` (closed): a write task still queued then finds it closed and skips, so it
+    /// cannot overwrite the last write with older snapshots.
+    writer: Arc<Mutex<bool>>,
+    stats: PersistenceStats,
+}
+
+impl PersistenceActor {
+    pub fn new(db: Database, settings: PersistenceSettings) -> Self {
+        let next_retry_delay = settings.retry_initial_delay();
+        PersistenceActor {
+            db,
+            settings,
+            pending: HashMap::new(),
+            in_flight: None,
+            received_seq: 0,
+            durable_seq: 0,
+            waiters: Vec::new(),
+            flush_timer: None,
+            retry_timer: None,
+            next_retry_delay,
+            writer: Arc::new(Mutex::new(false)),
+            stats: PersistenceStats::default(),
+        }
+    }
+
+    /// Arms the flush-interval timer unless something else will write the pending changes
+    /// (a timer already armed, a write in flight, a retry waiting).
+    fn arm_flush_timer(&mut self, ctx: &mut Context<Self>) {
+        if self.flush_timer.is_some() || self.in_flight.is_some() || self.retry_timer.is_some() {
+            return;
+        }
+        let handle = ctx.run_later(self.settings.flush_interval(), |act, ctx| {
+            act.flush_timer = None;
+            act.start_write(ctx);
+        });
+        self.flush_timer = Some(handle);
+    }
+
+    /// Hands everything pending to one write on the blocking pool, unless a write is already
+    /// in flight or a retry is waiting (they come back here when done).
+    fn start_write(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight.is_some() || self.retry_timer.is_some() || self.pending.is_empty() {
+            return;
+        }
+        if let Some(handle) = self.flush_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        let records: Arc<Vec<PeerRecord>> =
+            Arc::new(self.pending.drain().map(|(_, record)| record).collect());
+        self.in_flight = Some(InFlight {
+            covers_seq: self.received_seq,
+            records: Arc::clone(&records),
+        });
+        let db = self.db.clone();
+        let writer = Arc::clone(&self.writer);
+        let write = tokio::task::spawn_blocking(move || {
+            let closed = writer.lock().unwrap_or_else(PoisonError::into_inner);
+            if *closed {
+                // The actor stopped and its last write covered these records.
+                return Ok(());
+            }
+            db.upsert_batch(&records)
+        });
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(write)
+                .map(|joined, act, ctx| act.write_finished(joined, ctx)),
+        );
+    }
+
+    fn write_finished(
+        &mut self,
+        joined: Result<Result<(), StorageError>, tokio::task::JoinError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(batch) = self.in_flight.take() else {
+            return;
+        };
+        let outcome = match joined {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(join) => Err(format!("the write task did not finish: {join}")),
+        };
+        match outcome {
+            Ok(()) => {
+                self.stats.transactions += 1;
+                self.stats.records_written += batch.records.len() as u64;
+                self.durable_seq = batch.covers_seq;
+                self.next_retry_delay = self.settings.retry_initial_delay();
+                self.answer_waiters();
+                self.schedule_next(ctx);
+            }
+            Err(error) => {
+                self.stats.failed_attempts += 1;
+                let delay = self.next_retry_delay;
+                self.next_retry_delay = (delay * 2).min(self.settings.retry_max_delay());
+                log::warn!(
+                    "persistence: writing {} peer records failed (failure {}), retrying in {:?}: {}",
+                    batch.records.len(),
+                    self.stats.failed_attempts,
+                    delay,
+                    error
+                );
+                let records = Arc::try_unwrap(batch.records).unwrap_or_else(|arc| (*arc).clone());
+                for record in records {
+                    // A newer snapshot of the same peer, received meanwhile, wins.
+                    self.pending
+                        .entry(record.nostr_pubkey.clone())
+                        .or_insert(record);
+                }
+                let handle = ctx.run_later(delay, |act, ctx| {
+                    act.retry_timer = None;
+                    act.start_write(ctx);
+                });
+                self.retry_timer = Some(handle);
+            }
+        }
+    }
+
+    /// After a write: what arrived meanwhile is written at once if it is a full batch or
+    /// someone is waiting for it, otherwise at the next interval.
+    fn schedule_next(&mut self, ctx: &mut Context<Self>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        if self.pending.len() >= self.settings.max_batch || !self.waiters.is_empty() {
+            self.start_write(ctx);
+        } else {
+            self.arm_flush_timer(ctx);
+        }
+    }
+
+    /// Answers every `Flush` whose changes are now all committed.
+    fn answer_waiters(&mut self) {
+        let durable = self.durable_seq;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|(seq, _)| *seq <= durable);
+        self.waiters = waiting;
+        for (_, reply) in ready {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    /// The last write, made synchronously when the actor stops: everything pending, and the
+    /// batch in flight (whose outcome the actor will never see) under it.
+    fn write_remaining(&mut self) {
+        let mut closed = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        *closed = true;
+        // Holding the lock: a write that was running has finished (committed or not).
+        let mut remaining = std::mem::take(&mut self.pending);
+        if let Some(batch) = self.in_flight.take() {
+            for record in batch.records.iter() {
+                remaining
+                    .entry(record.nostr_pubkey.clone())
+                    .or_insert_with(|| record.clone());
+            }
+        }
+        let result = if remaining.is_empty() {
+            Ok(())
+        } else {
+            let records: Vec<PeerRecord> = remaining.into_values().collect();
+            match self.db.upsert_batch(&records) {
+                Ok(()) => {
+                    self.stats.transactions += 1;
+                    self.stats.records_written += records.len() as u64;
+                    log::info!(
+                        "persistence: wrote the last {} peer records at stop",
+                        records.len()
+                    );
+                    Ok(())
+                }
+                Err(error) => {
+                    log::error!(
+                        "persistence: the last write at stop failed, {} peer records are not durable: {}",
+                        records.len(),
+                        error
+                    );
+                    Err(PersistenceError::LastWriteFailed(error.to_string()))
+                }
+            }
+        };
+        if result.is_ok() {
+            self.durable_seq = self.received_seq;
+        }
+        for (_, reply) in self.waiters.drain(..) {
+            let _ = reply.send(result.clone());
+        }
+    }
+}
+
+impl Actor for PersistenceActor {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.write_remaining();
+    }
+}
+
+impl Handler<SaveRecord> for PersistenceActor {
+    type Result = ();
+
+    fn handle(&mut self, SaveRecord(record): SaveRecord, ctx: &mut Self::Context) {
+        self.received_seq += 1;
+        self.stats.changes_received += 1;
+        self.pending.insert(record.nostr_pubkey.clone(), record);
+        if self.pending.len() >= self.settings.max_batch {
+            self.start_write(ctx);
+        } else {
+            self.arm_flush_timer(ctx);
+        }
+    }
+}
+
+impl Handler<Flush> for PersistenceActor {
+    type Result = ResponseFuture<Result<(), PersistenceError>>;
+
+    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) -> Self::Result {
+        let target = self.received_seq;
+        if self.durable_seq >= target {
+            return Box::pin(async { Ok(()) });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.waiters.push((target, reply));
+        // Someone is waiting: write now rather than at the next interval (a retry in
+        // backoff still waits for its timer).
+        self.start_write(ctx);
+        Box::pin(async move { answer.await.unwrap_or(Err(PersistenceError::Stopped)) })
+    }
+}
+
+impl Handler<GetStats> for PersistenceActor {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _ctx: &mut Self::Context) -> Self::Result {
+        let in_flight = self
+            .in_flight
+            .as_ref()
+            .map_or(0, |batch| batch.records.len());
+        MessageResult(PersistenceStats {
+            pending: self.pending.len() + in_flight,
+            ..self.stats
+        })
+    }
+}

@@ -1,0 +1,243 @@
+//! `btp-nips-bench sessions --peers N`: real BTP sessions on loopback.
+//!
+//! The server side runs in a child process (this binary, `session-server`), so each process
+//! holds N sockets. In the same run, the client measures:
+//! - the floor: N bare WebSocket connects to a bare echo endpoint of the same actix-web
+//!   stack, plus one binary round trip each;
+//! - N sessions opened with mutual Nostr-key authentication (N distinct client keys), each
+//!   answering one PING with its PONG — and the ratio to the floor;
+//! - PING/PONG round trips per second over the open sessions;
+//! - RSS per session, client and server process separately (growth from before the floor's
+//!   connections to N sessions open).
+//!
+//! Both phases dial at most `CONCURRENCY` at once.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use btp_nips_node::config::Settings;
+use btp_nips_node::ports::Session;
+use btp_nips_node::session::client::{BtpSession, ClientAuth};
+use btp_nips_node::session::{SessionContext, SessionServer};
+use futures::{SinkExt, StreamExt};
+use nostr::{Keys, PublicKey};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+const CONCURRENCY: usize = 256;
+
+/// Raises the open-files limit to its hard maximum (N sockets per process).
+fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+    limit.rlim_cur
+}
+
+fn rss_of(pid: u32) -> u64 {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+fn settings() -> btp_nips_node::config::SessionSettings {
+    let mut s = Settings::defaults().expect("defaults").session;
+    s.listen = "127.0.0.1:0".into();
+    s
+}
+
+async fn echo(req: HttpRequest, body: web::Payload) -> Result<HttpResponse, actix_web::Error> {
+    let (response, mut session, mut stream) = actix_ws::handle(&req, body)?;
+    actix_web::rt::spawn(async move {
+        while let Some(Ok(msg)) = stream.recv().await {
+            let keep = match msg {
+                actix_ws::Message::Binary(b) => session.binary(b).await.is_ok(),
+                actix_ws::Message::Ping(p) => session.pong(&p).await.is_ok(),
+                actix_ws::Message::Close(_) => false,
+                _ => true,
+            };
+            if !keep {
+                break;
+            }
+        }
+    });
+    Ok(response)
+}
+
+/// The child process: a BTP session server and a bare echo endpoint, until stdin closes.
+pub fn session_server() {
+    raise_fd_limit();
+    actix::System::new().block_on(async {
+        let keys = Keys::generate();
+        let ctx = SessionContext::new(keys.clone(), "benchserver", settings());
+        let server = SessionServer::start(ctx, "127.0.0.1:0", None).expect("bind");
+        // The same actix-web stack and accept queue as the session server.
+        let floor = HttpServer::new(|| App::new().default_service(web::to(echo)))
+            .workers(1)
+            .disable_signals()
+            .backlog(2048)
+            .bind("127.0.0.1:0")
+            .expect("bind");
+        let floor_port = floor.addrs()[0].port();
+        let floor = floor.run();
+        actix_web::rt::spawn(floor);
+        println!(
+            "{floor_port} {} {}",
+            server.local_addr.port(),
+            keys.public_key().to_hex()
+        );
+        std::io::stdout().flush().unwrap();
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        })
+        .await;
+    });
+}
+
+/// One bare connect + round trip, with the same WebSocket settings as our client; the
+/// connection is closed at once, so the floor holds no memory the sessions could reuse.
+async fn floor_round_trip(url: String) {
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(16 * 1024);
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true)
+            .await
+            .expect("floor connect");
+    ws.send(Message::Binary(vec![0u8; 64].into()))
+        .await
+        .expect("floor send");
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(_))) => break,
+            Some(Ok(_)) => {}
+            other => panic!("floor: {other:?}"),
+        }
+    }
+    let _ = ws.close(None).await;
+}
+
+async fn open_session(endpoint: String, server: PublicKey, i: u64) -> BtpSession {
+    let ctx = SessionContext::new(Keys::generate(), "benchclient", settings());
+    let session = BtpSession::connect(ctx, &endpoint, ClientAuth::Nostr { server })
+        .await
+        .unwrap_or_else(|e| panic!("session {i}: {e}"));
+    assert_eq!(session.ping(i).await, Ok(i), "PONG echoes the nonce");
+    session
+}
+
+pub fn sessions(n: usize) -> Value {
+    let fd_limit = raise_fd_limit();
+    let mut child = Command::new(std::env::current_exe().expect("own path"))
+        .arg("session-server")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the session server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("server ready");
+    let mut parts = line.split_whitespace();
+    let floor_port: u16 = parts.next().unwrap().parse().unwrap();
+    let btp_port: u16 = parts.next().unwrap().parse().unwrap();
+    let server_pk = PublicKey::parse(parts.next().unwrap()).unwrap();
+    let server_pid = child.id();
+
+    let result = actix::System::new().block_on(async move {
+        // Warm both servers up (threads, allocators) so neither phase pays for it.
+        let url = format!("ws://127.0.0.1:{floor_port}/");
+        let endpoint = format!("ws://127.0.0.1:{btp_port}/btp");
+        futures::stream::iter(0..CONCURRENCY.min(n))
+            .map(|_| floor_round_trip(url.clone()))
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<()>>()
+            .await;
+        let warm: Vec<_> = futures::stream::iter(0..16)
+            .map(|i| open_session(endpoint.clone(), server_pk, i))
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        drop(warm);
+
+        // RSS from here (before any of the N connections) to N sessions open: memory the
+        // floor's connections freed is reused by the sessions, so a later baseline would
+        // undercount.
+        let (rss_client_before, rss_server_before) =
+            (rss_of(std::process::id()), rss_of(server_pid));
+
+        // Floor: bare WebSocket connect + one round trip, N times.
+        let start = Instant::now();
+        futures::stream::iter(0..n)
+            .map(|_| floor_round_trip(url.clone()))
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<()>>()
+            .await;
+        let floor = start.elapsed();
+        actix::clock::sleep(Duration::from_millis(500)).await;
+
+        let start = Instant::now();
+        let sessions: Vec<Arc<BtpSession>> = futures::stream::iter(0..n)
+            .map(|i| open_session(endpoint.clone(), server_pk, i as u64))
+            .buffer_unordered(CONCURRENCY)
+            .map(Arc::new)
+            .collect()
+            .await;
+        let authed = start.elapsed();
+        let rss_client = rss_of(std::process::id()).saturating_sub(rss_client_before);
+        let rss_server = rss_of(server_pid).saturating_sub(rss_server_before);
+
+        // PING/PONG rate over the open sessions.
+        let pings = (2 * n).max(20_000);
+        let start = Instant::now();
+        let answered = futures::stream::iter(0..pings)
+            .map(|i| {
+                let s = sessions[i % n].clone();
+                async move { s.ping(i as u64).await == Ok(i as u64) }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .filter(|ok| futures::future::ready(*ok))
+            .count()
+            .await;
+        let ping_time = start.elapsed();
+        assert_eq!(answered, pings, "every PING got its PONG");
+        for s in &sessions {
+            s.close().await;
+        }
+        json!({
+            "scenario": "sessions",
+            "peers": n,
+            "concurrency": CONCURRENCY,
+            "floor_ms": floor.as_secs_f64() * 1e3,
+            "floor": "N bare WebSocket connects + one binary round trip each",
+            "sessions_ms": authed.as_secs_f64() * 1e3,
+            "sessions": "N sessions: connect, mutual Nostr auth (sign + verify both ways), one PING/PONG",
+            "ratio_to_floor": authed.as_secs_f64() / floor.as_secs_f64(),
+            "per_session_us": authed.as_secs_f64() * 1e6 / n as f64,
+            "ping_pong_round_trips": pings,
+            "ping_pong_per_second": pings as f64 / ping_time.as_secs_f64(),
+            "rss_per_session_client_bytes": rss_client / n as u64,
+            "rss_per_session_server_bytes": rss_server / n as u64,
+            "fd_limit": fd_limit,
+        })
+    });
+    drop(child.stdin.take());
+    let _ = child.wait();
+    result
+}

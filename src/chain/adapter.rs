@@ -1,0 +1,733 @@
+//! `EvmChannels`: the [`ChannelPort`] over alloy. It reads channels from the
+//! `PaymentChannels` contract, signs open transactions with the node's key, sends them only
+//! when the core asks (after the hash is durable), and follows them to their confirmations.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::future::IntoFuture;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use alloy::eips::eip2718::Encodable2718;
+use alloy::eips::{BlockId, BlockNumberOrTag};
+use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
+use alloy::primitives::{Address, Bytes, B256, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::{SolCall, SolEvent};
+use async_trait::async_trait;
+
+use super::contract::{self, PaymentChannels};
+use crate::config::ChainSettings;
+use crate::ports::{ChannelPort, ChannelRequest, ChannelStatus, Fault, PeerTarget};
+
+/// A signed open transaction nobody asked to broadcast within this long is forgotten (it
+/// was never sent, so its nonce is free again).
+const SIGNED_TTL: Duration = Duration::from_secs(120);
+
+/// Why the adapter could not be set up (startup, CLI). Each names what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("configuration key `{key}`: {reason}")]
+    Config { key: &'static str, reason: String },
+    #[error("RPC endpoint {url}: {reason}")]
+    Rpc { url: String, reason: String },
+    #[error("contract {address}: {reason}")]
+    Contract { address: Address, reason: String },
+    #[error("{0}")]
+    Fault(String),
+}
+
+impl From<Fault> for ChainError {
+    fn from(f: Fault) -> Self {
+        ChainError::Fault(f.reason().to_string())
+    }
+}
+
+/// Deposits, lifetimes and the auto-open policy (from `chain.*`).
+#[derive(Debug, Clone)]
+pub struct ChannelPolicy {
+    pub deposit: U256,
+    pub duration: Duration,
+    pub min_balance: U256,
+    pub min_time_left: Duration,
+    /// `Some((per_channel_cap, total_cap))` when auto-open is on.
+    pub auto_open: Option<(U256, U256)>,
+}
+
+impl ChannelPolicy {
+    pub fn from_settings(s: &ChainSettings) -> ChannelPolicy {
+        ChannelPolicy {
+            deposit: U256::from(s.deposit()),
+            duration: Duration::from_secs(s.channel_duration_seconds),
+            min_balance: U256::from(s.min_balance()),
+            min_time_left: Duration::from_secs(s.min_time_left_seconds),
+            auto_open: s
+                .auto_open
+                .enabled
+                .then(|| (U256::from(s.per_channel_cap()), U256::from(s.total_cap()))),
+        }
+    }
+}
+
+/// What an open will do, told to the operator before it is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenPlan {
+    pub tx_hash: B256,
+    pub payee: Address,
+    pub deposit: U256,
+    pub expiry: u64,
+    pub nonce: u64,
+}
+
+/// A signed open transaction, held until the core asks to broadcast it.
+struct Signed {
+    raw: Bytes,
+    nonce: u64,
+    signed_at: Instant,
+    /// Counted against the auto-open total cap until it is seen mined.
+    auto_deposit: Option<U256>,
+}
+
+#[derive(Default)]
+struct Held {
+    signed: HashMap<B256, Signed>,
+    /// Auto-opened deposits broadcast but not yet seen in a block.
+    auto_in_flight: HashMap<B256, U256>,
+}
+
+/// One channel as the contract stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelState {
+    pub id: B256,
+    pub payer: Address,
+    pub payee: Address,
+    pub deposit: U256,
+    pub claimed: U256,
+    pub expiry: u64,
+    pub closed: bool,
+}
+
+pub struct EvmChannels {
+    provider: DynProvider,
+    signer: PrivateKeySigner,
+    wallet: EthereumWallet,
+    chain_id: u64,
+    contract: Address,
+    confirmations: u64,
+    rpc_timeout: Duration,
+    policy: ChannelPolicy,
+    /// Serialises nonce choice and signing, so two opens never take the same nonce.
+    sign_lock: tokio::sync::Mutex<()>,
+    held: Mutex<Held>,
+}
+
+/// Parses a `0x…` EVM address named by `what`.
+pub fn parse_address(what: &str, text: &str) -> Result<Address, String> {
+    let t = text.trim();
+    if !(t.len() == 42 && t.starts_with("0x") && t[2..].chars().all(|c| c.is_ascii_hexdigit())) {
+        return Err(format!("{what} `{t}` is not 0x followed by 40 hex digits"));
+    }
+    t.parse::<Address>()
+        .map_err(|e| format!("{what} `{t}` is not an EVM address: {e}"))
+}
+
+/// Parses a hex private key (with or without 0x) without ever echoing it.
+pub fn parse_key(key: &'static str, text: &str) -> Result<PrivateKeySigner, ChainError> {
+    let t = text.trim();
+    let hex = t.strip_prefix("0x").unwrap_or(t);
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(ChainError::Config {
+            key,
+            reason: "the EVM key must be 64 hex digits (optionally 0x-prefixed)".into(),
+        });
+    }
+    hex.parse::<PrivateKeySigner>()
+        .map_err(|_| ChainError::Config {
+            key,
+            reason: "the EVM key is not a valid secp256k1 private key".into(),
+        })
+}
+
+/// The node's EVM key from `chain.key_file` or `chain.key_env`.
+pub fn load_key(settings: &ChainSettings) -> Result<PrivateKeySigner, ChainError> {
+    if !settings.key_file.trim().is_empty() {
+        let path = settings.key_file.trim();
+        let text = std::fs::read_to_string(path).map_err(|e| ChainError::Config {
+            key: "chain.key_file",
+            reason: format!("cannot read {path}: {e}"),
+        })?;
+        return parse_key("chain.key_file", &text);
+    }
+    let var = settings.key_env.trim();
+    if var.is_empty() {
+        return Err(ChainError::Config {
+            key: "chain.key_file",
+            reason: "set chain.key_file or chain.key_env".into(),
+        });
+    }
+    let text = std::env::var(var).map_err(|_| ChainError::Config {
+        key: "chain.key_env",
+        reason: format!("the environment variable {var} is not set"),
+    })?;
+    parse_key("chain.key_env", &text)
+}
+
+/// An HTTP provider without fillers: the adapter fills and signs its transactions itself.
+pub fn http_provider(rpc_url: &str) -> Result<DynProvider, ChainError> {
+    let url = rpc_url.parse().map_err(|e| ChainError::Config {
+        key: "chain.rpc_url",
+        reason: format!("`{rpc_url}` is not a URL: {e}"),
+    })?;
+    Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .connect_http(url)
+        .erased())
+}
+
+fn transient(what: &str, e: impl Display) -> Fault {
+    Fault::Transient(format!("{what}: {e}"))
+}
+
+fn hex_id(id: B256) -> String {
+    format!("{id:#x}")
+}
+
+impl EvmChannels {
+    /// Builds the adapter from `chain.*` and checks the endpoint: its chain id must be
+    /// `chain.chain_id`, and the contract must answer with this chain's EIP-712 domain.
+    pub async fn connect(settings: &ChainSettings) -> Result<EvmChannels, ChainError> {
+        let signer = load_key(settings)?;
+        let contract = parse_address("chain.contract_address", &settings.contract_address)
+            .map_err(|reason| ChainError::Config {
+                key: "chain.contract_address",
+                reason,
+            })?;
+        let adapter = EvmChannels::new(
+            http_provider(&settings.rpc_url)?,
+            signer,
+            settings.chain_id,
+            contract,
+            settings.confirmations,
+            settings.rpc_timeout(),
+            ChannelPolicy::from_settings(settings),
+        );
+        adapter.check_endpoint(&settings.rpc_url).await?;
+        Ok(adapter)
+    }
+
+    pub fn new(
+        provider: DynProvider,
+        signer: PrivateKeySigner,
+        chain_id: u64,
+        contract: Address,
+        confirmations: u64,
+        rpc_timeout: Duration,
+        policy: ChannelPolicy,
+    ) -> EvmChannels {
+        EvmChannels {
+            provider,
+            wallet: EthereumWallet::from(signer.clone()),
+            signer,
+            chain_id,
+            contract,
+            confirmations: confirmations.max(1),
+            rpc_timeout,
+            policy,
+            sign_lock: tokio::sync::Mutex::new(()),
+            held: Mutex::new(Held::default()),
+        }
+    }
+
+    /// The node's EVM address (the payer of its channels).
+    pub fn address(&self) -> Address {
+        self.signer.address()
+    }
+
+    pub fn contract(&self) -> Address {
+        self.contract
+    }
+
+    /// Chain id and contract checks (see [`EvmChannels::connect`]).
+    pub async fn check_endpoint(&self, url: &str) -> Result<(), ChainError> {
+        let rpc = |reason: String| ChainError::Rpc {
+            url: url.to_string(),
+            reason,
+        };
+        let chain_id = self
+            .rpc("eth_chainId", self.provider.get_chain_id())
+            .await
+            .map_err(|f| rpc(f.reason().to_string()))?;
+        if chain_id != self.chain_id {
+            return Err(ChainError::Config {
+                key: "chain.chain_id",
+                reason: format!(
+                    "configured {} but {url} serves chain {chain_id}",
+                    self.chain_id
+                ),
+            });
+        }
+        let code = self
+            .rpc("eth_getCode", self.provider.get_code_at(self.contract))
+            .await
+            .map_err(|f| rpc(f.reason().to_string()))?;
+        if code.is_empty() {
+            return Err(ChainError::Contract {
+                address: self.contract,
+                reason: format!("no contract is deployed there on chain {chain_id}"),
+            });
+        }
+        let separator = self
+            .view(PaymentChannels::domainSeparatorCall {}, BlockId::latest())
+            .await
+            .map_err(|f| ChainError::Contract {
+                address: self.contract,
+                reason: format!("does not answer as PaymentChannels: {}", f.reason()),
+            })?;
+        let expected = contract::domain(self.chain_id, self.contract).separator();
+        if separator != expected {
+            return Err(ChainError::Contract {
+                address: self.contract,
+                reason: "its EIP-712 domain is not PaymentChannels on this chain".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs one RPC call with the configured timeout; every failure is transient.
+    async fn rpc<T, E: Display>(
+        &self,
+        what: &str,
+        call: impl IntoFuture<Output = Result<T, E>>,
+    ) -> Result<T, Fault> {
+        match tokio::time::timeout(self.rpc_timeout, call.into_future()).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(transient(what, e)),
+            Err(_) => Err(Fault::Transient(format!(
+                "{what}: no answer within {}s",
+                self.rpc_timeout.as_secs()
+            ))),
+        }
+    }
+
+    /// Calls a view function of the contract at `block`.
+    async fn view<C: SolCall>(&self, call: C, block: BlockId) -> Result<C::Return, Fault> {
+        let tx = TransactionRequest::default()
+            .with_to(self.contract)
+            .with_input(call.abi_encode());
+        let out = self
+            .rpc(C::SIGNATURE, self.provider.call(tx).block(block))
+            .await?;
+        C::abi_decode_returns(&out).map_err(|e| {
+            Fault::Permanent(format!(
+                "contract {} answered {} with something undecodable: {e}",
+                self.contract,
+                C::SIGNATURE
+            ))
+        })
+    }
+
+    /// The head block's number and timestamp.
+    async fn head(&self) -> Result<(u64, u64), Fault> {
+        let block = self
+            .rpc(
+                "eth_getBlockByNumber",
+                self.provider.get_block_by_number(BlockNumberOrTag::Latest),
+            )
+            .await?
+            .ok_or_else(|| Fault::Transient("the endpoint has no latest block".into()))?;
+        Ok((block.header.number, block.header.timestamp))
+    }
+
+    async fn timestamp_at(&self, number: u64) -> Result<u64, Fault> {
+        let block = self
+            .rpc(
+                "eth_getBlockByNumber",
+                self.provider
+                    .get_block_by_number(BlockNumberOrTag::Number(number)),
+            )
+            .await?
+            .ok_or_else(|| Fault::Transient(format!("block {number} is not available")))?;
+        Ok(block.header.timestamp)
+    }
+
+    /// One channel as stored at `block`.
+    pub async fn channel_at(&self, id: B256, block: BlockId) -> Result<ChannelState, Fault> {
+        let c = self
+            .view(PaymentChannels::channelsCall { channelId: id }, block)
+            .await?;
+        Ok(ChannelState {
+            id,
+            payer: c.payer,
+            payee: c.payee,
+            deposit: c.deposit,
+            claimed: c.claimed,
+            expiry: c.expiry,
+            closed: c.closed,
+        })
+    }
+
+    /// Why `c` is not usable for paying `payee` at chain time `now`, or `None` if it is.
+    fn unusable(&self, c: &ChannelState, payee: Address, now: u64) -> Option<String> {
+        if c.payer != self.address() {
+            return Some(format!(
+                "its payer is {}, not us ({})",
+                c.payer,
+                self.address()
+            ));
+        }
+        if c.payee != payee {
+            return Some(format!("its payee is {}, not {payee}", c.payee));
+        }
+        if c.closed {
+            return Some("it is closed".into());
+        }
+        let balance = c.deposit.saturating_sub(c.claimed);
+        if balance < self.policy.min_balance {
+            return Some(format!(
+                "{balance} wei unclaimed is less than the minimum {}",
+                self.policy.min_balance
+            ));
+        }
+        let left = c.expiry.saturating_sub(now);
+        if left < self.policy.min_time_left.as_secs() {
+            return Some(format!(
+                "{left}s to expiry is less than the minimum {}s",
+                self.policy.min_time_left.as_secs()
+            ));
+        }
+        None
+    }
+
+    fn payee_of(peer: &PeerTarget) -> Result<Address, Fault> {
+        let text = peer.base_address.as_deref().ok_or_else(|| {
+            Fault::Permanent("the peer announced no base-address (EVM) to pay".into())
+        })?;
+        parse_address("announced base-address", text).map_err(Fault::Permanent)
+    }
+
+    /// Our newest usable channel to `payee`, read at one block.
+    pub async fn usable_channel(&self, payee: Address) -> Result<Option<ChannelState>, Fault> {
+        let (number, now) = self.head().await?;
+        let block = BlockId::number(number);
+        let ids = self
+            .view(
+                PaymentChannels::channelsBetweenCall {
+                    payer: self.address(),
+                    payee,
+                },
+                block,
+            )
+            .await?;
+        for id in ids.into_iter().rev() {
+            let c = self.channel_at(id, block).await?;
+            match self.unusable(&c, payee, now) {
+                None => return Ok(Some(c)),
+                Some(why) => log::debug!("channel {} to {payee} not usable: {why}", hex_id(id)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Signs an open of a channel to `payee` holding `deposit`; nothing is sent. The
+    /// transaction is held until [`ChannelPort::broadcast_open`] is called with its hash.
+    pub async fn sign_open(
+        &self,
+        payee: Address,
+        deposit: U256,
+        auto: bool,
+    ) -> Result<OpenPlan, Fault> {
+        if payee == self.address() {
+            return Err(Fault::Permanent(format!(
+                "the peer's base-address {payee} is our own address"
+            )));
+        }
+        let _guard = self.sign_lock.lock().await;
+        let (_, now) = self.head().await?;
+        let expiry = now + self.policy.duration.as_secs();
+        let pending_nonce = self
+            .rpc(
+                "eth_getTransactionCount",
+                self.provider
+                    .get_transaction_count(self.address())
+                    .pending(),
+            )
+            .await?;
+        let nonce = {
+            let mut held = self.held.lock().expect("held lock");
+            held.signed
+                .retain(|_, s| s.signed_at.elapsed() < SIGNED_TTL);
+            held.signed
+                .values()
+                .map(|s| s.nonce + 1)
+                .fold(pending_nonce, u64::max)
+        };
+        let input = PaymentChannels::openCall { payee, expiry }.abi_encode();
+        let mut tx = TransactionRequest::default()
+            .with_from(self.address())
+            .with_to(self.contract)
+            .with_value(deposit)
+            .with_input(input)
+            .with_nonce(nonce)
+            .with_chain_id(self.chain_id);
+        let gas = self
+            .rpc("eth_estimateGas", self.provider.estimate_gas(tx.clone()))
+            .await?;
+        let fees = self
+            .rpc("fee estimate", self.provider.estimate_eip1559_fees())
+            .await?;
+        // A margin over the estimate: the channel list of a busy payer may grow meanwhile.
+        tx.set_gas_limit(gas + gas / 5);
+        tx.set_max_fee_per_gas(fees.max_fee_per_gas);
+        tx.set_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+        let envelope = tx
+            .build(&self.wallet)
+            .await
+            .map_err(|e| Fault::Permanent(format!("cannot sign the open transaction: {e}")))?;
+        let tx_hash = *envelope.tx_hash();
+        let raw = Bytes::from(envelope.encoded_2718());
+        self.held.lock().expect("held lock").signed.insert(
+            tx_hash,
+            Signed {
+                raw,
+                nonce,
+                signed_at: Instant::now(),
+                auto_deposit: auto.then_some(deposit),
+            },
+        );
+        log::info!(
+            "signed channel open {tx_hash:#x}: {deposit} wei to {payee}, expiry {expiry}, nonce {nonce}"
+        );
+        Ok(OpenPlan {
+            tx_hash,
+            payee,
+            deposit,
+            expiry,
+            nonce,
+        })
+    }
+
+    /// Sends the signed transaction `tx_hash`.
+    pub async fn broadcast(&self, tx_hash: B256) -> Result<(), Fault> {
+        let Some(signed) = self.held.lock().expect("held lock").signed.remove(&tx_hash) else {
+            return Err(Fault::Transient(format!(
+                "no signed transaction {tx_hash:#x} is held (signed by an earlier run?); it was never sent"
+            )));
+        };
+        let sent = tokio::time::timeout(
+            self.rpc_timeout,
+            self.provider.send_raw_transaction(&signed.raw),
+        )
+        .await;
+        match sent {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.to_string().contains("already known") => {}
+            // The node answered and refused it (funds, nonce, gas): it will never land.
+            Ok(Err(e)) if e.as_error_resp().is_some() => {
+                return Err(Fault::Permanent(format!("open transaction refused: {e}")));
+            }
+            Ok(Err(e)) => return Err(transient("eth_sendRawTransaction", e)),
+            Err(_) => {
+                return Err(Fault::Transient(format!(
+                    "eth_sendRawTransaction: no answer within {}s",
+                    self.rpc_timeout.as_secs()
+                )))
+            }
+        }
+        if let Some(deposit) = signed.auto_deposit {
+            self.held
+                .lock()
+                .expect("held lock")
+                .auto_in_flight
+                .insert(tx_hash, deposit);
+        }
+        log::info!("broadcast channel open {tx_hash:#x}");
+        Ok(())
+    }
+
+    /// Where the open transaction `tx_hash` stands (see [`ChannelPort::channel_status`]).
+    pub async fn status(&self, tx_hash: B256) -> Result<ChannelStatus, Fault> {
+        let receipt = self
+            .rpc(
+                "eth_getTransactionReceipt",
+                self.provider.get_transaction_receipt(tx_hash),
+            )
+            .await?;
+        let Some(receipt) = receipt else {
+            let known = self
+                .rpc(
+                    "eth_getTransactionByHash",
+                    self.provider.get_transaction_by_hash(tx_hash),
+                )
+                .await?;
+            if known.is_some() {
+                return Ok(ChannelStatus::Pending { confirmations: 0 });
+            }
+            // Neither mined nor pending: never sent (a crash between the durable write and
+            // the broadcast), or a reorg dropped it. Whatever we still hold is discarded
+            // unsent, so its nonce goes to the next open.
+            let mut held = self.held.lock().expect("held lock");
+            held.signed.remove(&tx_hash);
+            held.auto_in_flight.remove(&tx_hash);
+            log::warn!("channel open {tx_hash:#x} is on no chain and in no pool: dropped");
+            return Ok(ChannelStatus::Dropped);
+        };
+        self.held
+            .lock()
+            .expect("held lock")
+            .auto_in_flight
+            .remove(&tx_hash);
+        if !receipt.status() {
+            return Err(Fault::Permanent(format!(
+                "the open transaction {tx_hash:#x} reverted"
+            )));
+        }
+        let mined_in = receipt
+            .block_number
+            .ok_or_else(|| Fault::Transient("the receipt names no block".into()))?;
+        let (head, _) = self.head().await?;
+        let confirmations = (head + 1).saturating_sub(mined_in);
+        if confirmations < self.confirmations {
+            return Ok(ChannelStatus::Pending { confirmations });
+        }
+        let opened = receipt
+            .logs()
+            .iter()
+            .filter(|log| log.address() == self.contract)
+            .find_map(|log| PaymentChannels::ChannelOpened::decode_log(&log.inner).ok())
+            .ok_or_else(|| {
+                Fault::Permanent(format!(
+                    "the transaction {tx_hash:#x} opened no channel in {}",
+                    self.contract
+                ))
+            })?;
+        // Re-read the channel at the block that completed the confirmations.
+        let confirmed_at = mined_in + self.confirmations - 1;
+        let channel = self
+            .channel_at(opened.channelId, BlockId::number(confirmed_at))
+            .await?;
+        let now = self.timestamp_at(confirmed_at).await?;
+        if let Some(why) = self.unusable(&channel, opened.payee, now) {
+            return Err(Fault::Permanent(format!(
+                "channel {} does not check out at block {confirmed_at}: {why}",
+                hex_id(channel.id)
+            )));
+        }
+        log::info!(
+            "channel {} confirmed ({confirmations} confirmations): {} wei to {}",
+            hex_id(channel.id),
+            channel.deposit,
+            channel.payee
+        );
+        Ok(ChannelStatus::Confirmed {
+            channel_id: hex_id(channel.id),
+        })
+    }
+
+    /// Whether the auto-open policy lets this node lock `deposit` more, and why not.
+    async fn auto_open_refusal(&self, deposit: U256) -> Result<Option<String>, Fault> {
+        let Some((per_channel, total)) = self.policy.auto_open else {
+            return Ok(Some("auto-open is off (chain.auto_open.enabled)".into()));
+        };
+        if deposit > per_channel {
+            return Ok(Some(format!(
+                "{deposit} wei exceeds the per-channel cap {per_channel}"
+            )));
+        }
+        let locked = self
+            .view(
+                PaymentChannels::lockedByCall {
+                    payer: self.address(),
+                },
+                BlockId::latest(),
+            )
+            .await?;
+        let in_flight: U256 = {
+            let held = self.held.lock().expect("held lock");
+            held.auto_in_flight.values().copied().sum::<U256>()
+                + held
+                    .signed
+                    .values()
+                    .filter_map(|s| s.auto_deposit)
+                    .sum::<U256>()
+        };
+        let after = locked + in_flight + deposit;
+        if after > total {
+            return Ok(Some(format!(
+                "locked {locked} + opening {in_flight} + {deposit} wei would exceed the total cap {total}"
+            )));
+        }
+        Ok(None)
+    }
+
+    fn parse_hash(tx_hash: &str) -> Result<B256, Fault> {
+        tx_hash
+            .parse::<B256>()
+            .map_err(|e| Fault::Permanent(format!("`{tx_hash}` is not a transaction hash: {e}")))
+    }
+}
+
+#[async_trait]
+impl ChannelPort for EvmChannels {
+    async fn find_channel(&self, peer: &PeerTarget) -> Result<Option<String>, Fault> {
+        let payee = Self::payee_of(peer)?;
+        Ok(self.usable_channel(payee).await?.map(|c| hex_id(c.id)))
+    }
+
+    async fn request_channel(&self, peer: &PeerTarget) -> Result<ChannelRequest, Fault> {
+        let payee = Self::payee_of(peer)?;
+        let deposit = self.policy.deposit;
+        let refusal = if peer.followed {
+            self.auto_open_refusal(deposit).await?
+        } else {
+            Some("the peer is not followed".into())
+        };
+        match refusal {
+            None => match self.sign_open(payee, deposit, true).await {
+                Ok(plan) => {
+                    log::info!(
+                        "auto-open: channel to peer {} ({payee}), {deposit} wei",
+                        peer.nostr_pubkey
+                    );
+                    Ok(ChannelRequest::Opened {
+                        tx_hash: format!("{:#x}", plan.tx_hash),
+                    })
+                }
+                // E.g. not enough funds for the deposit: the operator decides; the peer
+                // waits in channel_needed and the policy is tried again at the re-check.
+                Err(fault) => {
+                    log::warn!(
+                        "peer {} needs a payment channel to {payee}; auto-open failed ({}). Open one with: btp-nips-node open-channel {} [--deposit WEI]",
+                        peer.nostr_pubkey,
+                        fault.reason(),
+                        peer.nostr_pubkey
+                    );
+                    Ok(ChannelRequest::AwaitingOperator)
+                }
+            },
+            Some(why) => {
+                log::warn!(
+                    "peer {} needs a payment channel to {payee} and none is usable; not opened automatically ({why}). Open one with: btp-nips-node open-channel {} [--deposit WEI]",
+                    peer.nostr_pubkey,
+                    peer.nostr_pubkey
+                );
+                Ok(ChannelRequest::AwaitingOperator)
+            }
+        }
+    }
+
+    async fn open_channel(&self, peer: &PeerTarget) -> Result<String, Fault> {
+        let payee = Self::payee_of(peer)?;
+        let plan = self.sign_open(payee, self.policy.deposit, false).await?;
+        Ok(format!("{:#x}", plan.tx_hash))
+    }
+
+    async fn broadcast_open(&self, tx_hash: &str) -> Result<(), Fault> {
+        self.broadcast(Self::parse_hash(tx_hash)?).await
+    }
+
+    async fn channel_status(&self, tx_hash: &str) -> Result<ChannelStatus, Fault> {
+        self.status(Self::parse_hash(tx_hash)?).await
+    }
+}

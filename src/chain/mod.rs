@@ -1,0 +1,21 @@
+//! Payment channels on the EVM chain: the contract's bindings ([`contract`]) and the
+//! [`ChannelPort`](crate::ports::ChannelPort) adapter over alloy ([`EvmChannels`]).
+//!
+//! What the adapter guarantees the core:
+//! - `find_channel` reports only a channel from our address to the peer's announced
+//!   `base_address` that is open, holds `chain.min_balance_wei` unclaimed and has
+//!   `chain.min_time_left_seconds` before expiry, read at one block.
+//! - Opening is sign → (the core persists the hash durably) → broadcast: the adapter never
+//!   sends a transaction whose hash the core has not been handed first, and the core never
+//!   asks to broadcast before the hash is on disk. A hash the chain never saw (crash before
+//!   the broadcast, or a reorg that dropped it) is reported `Dropped`; a new open then reuses
+//!   the account's next nonce, so two opens can never both land.
+//! - `channel_status` counts confirmations from the receipt's block to the head; at
+//!   `chain.confirmations` it re-reads the channel at the confirmed block and checks it
+//!   before reporting `Confirmed`. RPC trouble is a transient fault.
+
+pub mod adapter;
+pub mod contract;
+pub mod operator;
+
+pub use adapter::{ChainError, ChannelPolicy, EvmChannels, OpenPlan};

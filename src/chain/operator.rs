@@ -1,0 +1,221 @@
+//! The operator's chain commands: `open-channel` (open a channel to a peer waiting in
+//! `channel_needed`, and wait for its confirmations) and `deploy-contract`. They run as
+//! their own process beside the node: the node picks up a channel opened here at its next
+//! re-check of the chain (`btp_nips.peer_connections.channel_recheck_seconds`).
+
+use std::time::{Duration, Instant};
+
+use alloy::eips::eip2718::Encodable2718;
+use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider;
+use alloy::rpc::types::TransactionRequest;
+
+use super::adapter::{http_provider, load_key, parse_address, ChainError, EvmChannels};
+use super::contract;
+use crate::config::Settings;
+use crate::lifecycle::PeerState;
+use crate::ports::{ChannelStatus, Fault};
+use crate::storage::Database;
+
+fn enabled(settings: &Settings) -> Result<(), ChainError> {
+    if settings.chain.enabled {
+        Ok(())
+    } else {
+        Err(ChainError::Config {
+            key: "chain.enabled",
+            reason: "is false: configure the chain section (rpc_url, chain_id, contract_address, key_file or key_env) and set it to true".into(),
+        })
+    }
+}
+
+/// Opens a channel to the stored peer `pubkey` with `deposit` wei (default
+/// `chain.deposit_wei`) and waits for `chain.confirmations`. Refuses while an earlier
+/// transaction of ours is still pending (it may be an open), unless `force`.
+pub async fn open_channel(
+    settings: &Settings,
+    pubkey: &str,
+    deposit: Option<u128>,
+    force: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    enabled(settings)?;
+    let db = Database::open(&settings.database.url, 1)?;
+    let record = db
+        .load_all()?
+        .into_iter()
+        .find(|r| r.nostr_pubkey == pubkey)
+        .ok_or_else(|| format!("no peer with pubkey {pubkey} in the database"))?;
+    let base = record.base_address.clone().ok_or_else(|| {
+        format!(
+            "peer {pubkey} has announced no base-address yet (state {})",
+            record.state
+        )
+    })?;
+    let payee = parse_address("the peer's base-address", &base)?;
+    let deposit = U256::from(deposit.unwrap_or_else(|| settings.chain.deposit()));
+    if deposit.is_zero() {
+        return Err("--deposit must be more than 0 wei".into());
+    }
+    let min_balance = U256::from(settings.chain.min_balance());
+    if deposit < min_balance {
+        return Err(format!(
+            "--deposit {deposit} is below chain.min_balance_wei ({min_balance}): the node would never use such a channel"
+        )
+        .into());
+    }
+    if record.state == PeerState::ChannelOpening {
+        return Err(format!(
+            "peer {pubkey} is channel_opening: the node is already waiting for its open transaction {}",
+            record.channel_tx_hash.as_deref().unwrap_or("?")
+        )
+        .into());
+    }
+    let adapter = EvmChannels::connect(&settings.chain).await?;
+    if let Some(existing) = adapter
+        .usable_channel(payee)
+        .await
+        .map_err(ChainError::from)?
+    {
+        println!(
+            "a usable channel to {payee} exists already: {:#x} ({} wei deposited, {} claimed); nothing sent",
+            existing.id, existing.deposit, existing.claimed
+        );
+        return Ok(());
+    }
+    let provider = http_provider(&settings.chain.rpc_url)?;
+    let latest = provider.get_transaction_count(adapter.address()).await?;
+    let pending = provider
+        .get_transaction_count(adapter.address())
+        .pending()
+        .await?;
+    if pending > latest && !force {
+        return Err(format!(
+            "{} transaction(s) from {} are still pending (one may be an earlier open); wait for them, or pass --force",
+            pending - latest,
+            adapter.address()
+        )
+        .into());
+    }
+    let plan = adapter
+        .sign_open(payee, deposit, false)
+        .await
+        .map_err(ChainError::from)?;
+    println!(
+        "sending open transaction {:#x}: {} wei from {} to {payee} (peer {pubkey}), expiry {}, nonce {}",
+        plan.tx_hash,
+        plan.deposit,
+        adapter.address(),
+        plan.expiry,
+        plan.nonce
+    );
+    adapter
+        .broadcast(plan.tx_hash)
+        .await
+        .map_err(ChainError::from)?;
+    let poll = settings.btp_nips.peer_connections.channel_poll_interval();
+    let timeout = settings.btp_nips.peer_connections.channel_opening_timeout();
+    let started = Instant::now();
+    let mut last_seen = None;
+    loop {
+        match adapter.status(plan.tx_hash).await {
+            Ok(ChannelStatus::Confirmed { channel_id }) => {
+                println!(
+                    "channel {channel_id} confirmed ({} confirmations); a running node picks it up within {}s",
+                    settings.chain.confirmations,
+                    settings.btp_nips.peer_connections.channel_recheck_seconds
+                );
+                return Ok(());
+            }
+            Ok(ChannelStatus::Pending { confirmations }) => {
+                if last_seen != Some(confirmations) {
+                    println!(
+                        "{confirmations}/{} confirmations",
+                        settings.chain.confirmations
+                    );
+                    last_seen = Some(confirmations);
+                }
+            }
+            Ok(ChannelStatus::Dropped) => {
+                return Err(format!(
+                    "the open transaction {:#x} was dropped (reorg or evicted); nothing is locked: run open-channel again",
+                    plan.tx_hash
+                )
+                .into())
+            }
+            Err(Fault::Transient(reason)) => eprintln!("checking {:#x}: {reason}", plan.tx_hash),
+            Err(Fault::Permanent(reason)) => {
+                return Err(format!("checking {:#x}: {reason}", plan.tx_hash).into())
+            }
+        }
+        if started.elapsed() >= timeout {
+            return Err(format!(
+                "not confirmed within {}s; {:#x} may still land: check it before opening again",
+                timeout.as_secs(),
+                plan.tx_hash
+            )
+            .into());
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Deploys the contract from the compiled-in artifact with the node's key; prints its
+/// address (to put in `chain.contract_address`).
+pub async fn deploy_contract(settings: &Settings) -> Result<Address, Box<dyn std::error::Error>> {
+    let signer = load_key(&settings.chain)?;
+    let provider = http_provider(&settings.chain.rpc_url)?;
+    let chain_id = provider.get_chain_id().await?;
+    if chain_id != settings.chain.chain_id {
+        return Err(ChainError::Config {
+            key: "chain.chain_id",
+            reason: format!(
+                "configured {} but {} serves chain {chain_id}",
+                settings.chain.chain_id, settings.chain.rpc_url
+            ),
+        }
+        .into());
+    }
+    let nonce = provider
+        .get_transaction_count(signer.address())
+        .pending()
+        .await?;
+    let mut tx = TransactionRequest::default()
+        .with_from(signer.address())
+        .with_deploy_code(contract::creation_bytecode()?)
+        .with_nonce(nonce)
+        .with_chain_id(chain_id);
+    let gas = provider.estimate_gas(tx.clone()).await?;
+    let fees = provider.estimate_eip1559_fees().await?;
+    tx.set_gas_limit(gas + gas / 5);
+    tx.set_max_fee_per_gas(fees.max_fee_per_gas);
+    tx.set_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+    let envelope = tx.build(&EthereumWallet::from(signer)).await?;
+    let hash = *provider
+        .send_raw_transaction(&envelope.encoded_2718())
+        .await?
+        .tx_hash();
+    println!("deploying PaymentChannels: transaction {hash:#x}");
+    let poll = settings.btp_nips.peer_connections.channel_poll_interval();
+    let timeout = settings.btp_nips.peer_connections.channel_opening_timeout();
+    let started = Instant::now();
+    loop {
+        if let Some(receipt) = provider.get_transaction_receipt(hash).await? {
+            if !receipt.status() {
+                return Err(format!("the deployment {hash:#x} reverted").into());
+            }
+            let address = receipt
+                .contract_address
+                .ok_or("the deployment receipt names no contract address")?;
+            println!("PaymentChannels deployed at {address} (set chain.contract_address)");
+            return Ok(address);
+        }
+        if started.elapsed() >= timeout {
+            return Err(format!(
+                "deployment {hash:#x} not mined within {}s",
+                timeout.as_secs()
+            )
+            .into());
+        }
+        tokio::time::sleep(poll.min(Duration::from_secs(2))).await;
+    }
+}

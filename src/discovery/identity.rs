@@ -1,0 +1,155 @@
+//! The node's Nostr identity: a secret key read from a file or an environment variable
+//! (nsec bech32 or 64 hex characters), and `keygen`, which writes a new one to a file only
+//! its owner can read (mode 0600) and never overwrites an existing key.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nostr_sdk::prelude::{Keys, ToBech32};
+
+/// Why the node's key could not be loaded or written.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("no node key: set the environment variable {env_var} or nostr.key_file")]
+    Missing { env_var: String },
+    #[error("key file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin} does not hold a Nostr secret key (nsec1… or 64 hex characters): {reason}")]
+    Malformed { origin: String, reason: String },
+    #[error("key file {0} already exists; refusing to overwrite a key")]
+    Exists(PathBuf),
+    #[error("key file {path} is readable by others (mode {mode:o}); chmod 600 it")]
+    TooOpen { path: PathBuf, mode: u32 },
+}
+
+/// Parses a secret key written as `nsec1…` or as 64 hex characters.
+pub fn parse_secret(text: &str, origin: &str) -> Result<Keys, IdentityError> {
+    let text = text.trim();
+    let malformed = |reason: String| IdentityError::Malformed {
+        origin: origin.to_string(),
+        reason,
+    };
+    if text.is_empty() {
+        return Err(malformed("it is empty".into()));
+    }
+    let looks_hex = text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit());
+    if !text.starts_with("nsec1") && !looks_hex {
+        return Err(malformed(format!(
+            "expected nsec1… or 64 hex characters, found {} characters",
+            text.len()
+        )));
+    }
+    Keys::parse(text).map_err(|e| malformed(e.to_string()))
+}
+
+/// Loads the node key: the environment variable `env_var` if set, else `key_file`.
+pub fn load(env_var: &str, key_file: Option<&Path>) -> Result<Keys, IdentityError> {
+    if let Ok(value) = std::env::var(env_var) {
+        return parse_secret(&value, &format!("environment variable {env_var}"));
+    }
+    let Some(path) = key_file else {
+        return Err(IdentityError::Missing {
+            env_var: env_var.to_string(),
+        });
+    };
+    load_file(path)
+}
+
+/// Reads a key file; refuses one that others can read.
+pub fn load_file(path: &Path) -> Result<Keys, IdentityError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(IdentityError::TooOpen {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    parse_secret(&text, &format!("key file {}", path.display()))
+}
+
+/// Writes a new key to `path` (created with mode 0600, never overwriting); returns it.
+pub fn keygen(path: &Path) -> Result<Keys, IdentityError> {
+    let keys = Keys::generate();
+    let nsec = keys
+        .secret_key()
+        .to_bech32()
+        .expect("a secret key always encodes");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::AlreadyExists => IdentityError::Exists(path.to_path_buf()),
+            _ => IdentityError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
+    writeln!(file, "{nsec}")
+        .and_then(|_| file.sync_all())
+        .map_err(|source| IdentityError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn keygen_writes_a_private_file_that_loads_back_and_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.nsec");
+        let keys = keygen(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(load_file(&path).unwrap().public_key(), keys.public_key());
+        assert!(matches!(keygen(&path), Err(IdentityError::Exists(_))));
+        assert_eq!(load_file(&path).unwrap().public_key(), keys.public_key());
+    }
+
+    #[test]
+    fn hex_and_nsec_forms_give_the_same_key() {
+        let keys = Keys::generate();
+        let hex = keys.secret_key().to_secret_hex();
+        let nsec = keys.secret_key().to_bech32().unwrap();
+        assert_eq!(
+            parse_secret(&hex, "t").unwrap().public_key(),
+            keys.public_key()
+        );
+        assert_eq!(
+            parse_secret(&nsec, "t").unwrap().public_key(),
+            keys.public_key()
+        );
+    }
+
+    #[test]
+    fn bad_keys_are_refused_naming_where_they_came_from() {
+        let err = parse_secret("npub1xyz", "environment variable K").unwrap_err();
+        assert!(err.to_string().contains("environment variable K"), "{err}");
+        let err = parse_secret(&"0".repeat(64), "key file f").unwrap_err();
+        assert!(err.to_string().contains("key file f"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("open.nsec");
+        std::fs::write(&path, Keys::generate().secret_key().to_secret_hex()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            load_file(&path),
+            Err(IdentityError::TooOpen { .. })
+        ));
+    }
+}

@@ -1,0 +1,235 @@
+//! The configured Nostr relays, through one nostr-sdk `Client`. One thing the SDK does not
+//! say is whether a relay *answered*: its `fetch_events` ends the same way on EOSE and on a
+//! timeout. Discovery needs the difference ("every relay answered and none has it" is not
+//! "no relay answered"), so [`RelaySet::query`] sends its own REQ to each relay and watches
+//! that relay's messages for EOSE (answered), CLOSED (refused) or silence (not answered).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::future::join_all;
+use nostr_sdk::prelude::{
+    Client, ClientMessage, Event, Filter, Keys, Relay, RelayMessage, RelayNotification,
+    RelayOptions, RelayStatus, RelayUrl, SubscriptionId,
+};
+use tokio::sync::broadcast::error::RecvError;
+
+/// How one relay took one REQ.
+#[derive(Debug, Clone)]
+pub struct RelayAnswer {
+    pub url: RelayUrl,
+    /// EOSE arrived: the events below are everything the relay had (up to the limit).
+    pub answered: bool,
+    /// Why the relay did not answer (disconnected, timeout, CLOSED, …).
+    pub problem: Option<String>,
+    pub events: Vec<Event>,
+}
+
+/// How the relay connections behave.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayTuning {
+    /// How long a REQ waits for EOSE.
+    pub query_timeout: Duration,
+    /// How long a query waits for a disconnected relay to come back before giving up on it.
+    pub connect_timeout: Duration,
+    /// How often a lost relay is redialled (the SDK also resubscribes live subscriptions).
+    pub retry_interval: Duration,
+    /// Messages a relay connection buffers for each listener. A listener that falls
+    /// further behind loses messages (its query then counts as unanswered): size it for
+    /// the events of all parallel REQs (the SDK sends two notifications per new event).
+    pub notification_capacity: usize,
+}
+
+impl RelayTuning {
+    /// A buffer for `parallel_reqs` REQs of up to `events_per_req` events each, with room.
+    pub fn capacity_for(parallel_reqs: usize, events_per_req: usize) -> usize {
+        (parallel_reqs * events_per_req * 4).max(4096)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("relay URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+}
+
+/// The node's relays.
+#[derive(Clone)]
+pub struct RelaySet {
+    client: Client,
+    urls: Vec<RelayUrl>,
+    tuning: RelayTuning,
+}
+
+impl RelaySet {
+    /// Adds every relay and starts connecting (in the background: a relay that is down now
+    /// is redialled every `retry_interval`).
+    pub async fn connect(
+        keys: Keys,
+        urls: &[String],
+        tuning: RelayTuning,
+    ) -> Result<RelaySet, RelayError> {
+        let client = Client::builder().signer(keys).build();
+        let mut parsed = Vec::new();
+        for url in urls {
+            let relay_url = RelayUrl::parse(url).map_err(|e| RelayError::Url {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+            let opts = RelayOptions::default()
+                .retry_interval(tuning.retry_interval)
+                .adjust_retry_interval(false)
+                .notification_channel_size(tuning.notification_capacity);
+            client
+                .pool()
+                .add_relay(relay_url.clone(), opts)
+                .await
+                .map_err(|e| RelayError::Url {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })?;
+            parsed.push(relay_url);
+        }
+        client.connect().await;
+        Ok(RelaySet {
+            client,
+            urls: parsed,
+            tuning,
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn urls(&self) -> &[RelayUrl] {
+        &self.urls
+    }
+
+    pub fn tuning(&self) -> RelayTuning {
+        self.tuning
+    }
+
+    /// Waits (up to `timeout`) until every relay is connected; returns how many are.
+    pub async fn wait_connected(&self, timeout: Duration) -> usize {
+        self.client.wait_for_connection(timeout).await;
+        let relays = self.client.relays().await;
+        relays.values().filter(|r| r.is_connected()).count()
+    }
+
+    /// Sends `filter` as one REQ to every relay at once.
+    pub async fn query(&self, filter: Filter) -> Vec<RelayAnswer> {
+        let relays = self.client.relays().await;
+        let asks = self.urls.iter().map(|url| {
+            let relay = relays.get(url).cloned();
+            let filter = filter.clone();
+            async move {
+                match relay {
+                    Some(relay) => self.query_one(relay, filter).await,
+                    None => RelayAnswer {
+                        url: url.clone(),
+                        answered: false,
+                        problem: Some("relay was removed".into()),
+                        events: Vec::new(),
+                    },
+                }
+            }
+        });
+        join_all(asks).await
+    }
+
+    async fn query_one(&self, relay: Relay, filter: Filter) -> RelayAnswer {
+        let url = relay.url().clone();
+        let unanswered = |problem: String, events| RelayAnswer {
+            url: url.clone(),
+            answered: false,
+            problem: Some(problem),
+            events,
+        };
+        if !relay.is_connected() {
+            relay.wait_for_connection(self.tuning.connect_timeout).await;
+            if !relay.is_connected() {
+                return unanswered(format!("{url}: not connected"), Vec::new());
+            }
+        }
+        let mut messages = relay.notifications();
+        let id = SubscriptionId::generate();
+        if let Err(e) = relay.send_msg(ClientMessage::req(id.clone(), vec![filter])) {
+            return unanswered(format!("{url}: REQ not sent: {e}"), Vec::new());
+        }
+        let mut events = Vec::new();
+        let wait = async {
+            loop {
+                match messages.recv().await {
+                    Ok(RelayNotification::Message { message }) => match message {
+                        RelayMessage::Event {
+                            subscription_id,
+                            event,
+                        } if *subscription_id == id => events.push(event.into_owned()),
+                        RelayMessage::EndOfStoredEvents(sid) if *sid == id => return Ok(()),
+                        RelayMessage::Closed {
+                            subscription_id,
+                            message,
+                        } if *subscription_id == id => {
+                            return Err(format!("{url}: CLOSED: {message}"));
+                        }
+                        _ => {}
+                    },
+                    Ok(RelayNotification::RelayStatus {
+                        status:
+                            RelayStatus::Disconnected | RelayStatus::Terminated | RelayStatus::Banned,
+                    }) => {
+                        return Err(format!("{url}: disconnected during the query"));
+                    }
+                    Ok(RelayNotification::Shutdown) => return Err(format!("{url}: shut down")),
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => {
+                        return Err(format!("{url}: {n} messages lost while reading the answer"));
+                    }
+                    Err(RecvError::Closed) => return Err(format!("{url}: connection gone")),
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(self.tuning.query_timeout, wait).await;
+        let _ = relay.send_msg(ClientMessage::close(id));
+        match outcome {
+            Ok(Ok(())) => RelayAnswer {
+                url,
+                answered: true,
+                problem: None,
+                events,
+            },
+            Ok(Err(problem)) => unanswered(problem, events),
+            Err(_) => unanswered(
+                format!(
+                    "{url}: no EOSE within {}s",
+                    self.tuning.query_timeout.as_secs_f64()
+                ),
+                events,
+            ),
+        }
+    }
+
+    /// Publishes `event` to every relay; returns the relays that accepted it and why the
+    /// others did not.
+    pub async fn publish(&self, event: &Event) -> (Vec<RelayUrl>, HashMap<RelayUrl, String>) {
+        match self.client.send_event(event).await {
+            Ok(output) => (
+                output.success.into_iter().collect(),
+                output.failed.into_iter().collect(),
+            ),
+            Err(e) => (
+                Vec::new(),
+                self.urls
+                    .iter()
+                    .map(|u| (u.clone(), e.to_string()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Disconnects from every relay.
+    pub async fn shutdown(&self) {
+        self.client.shutdown().await;
+    }
+}

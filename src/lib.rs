@@ -1,0 +1,34 @@
+//! # btp-nips-node
+//!
+//! Runs beside an operator's Nostr relay and connects it, over Interledger (BTP), to the
+//! relays of the people the operator follows.
+//!
+//! Where things are:
+//! - [`lifecycle`] — the peer lifecycle as plain, time-driven logic with no IO and no clock
+//!   of its own: states, the transition table, backoff, heartbeat, priority.
+//! - [`actors`] — the actix actors that drive it: one [`actors::peer::PeerActor`] per peer,
+//!   the [`actors::supervisor::PeerSupervisor`] (restarts, connection limit, recovery) and
+//!   the [`actors::persistence::PersistenceActor`] (batched durable writes).
+//! - [`ports`] — the small traits behind which the outside worlds live (Nostr discovery,
+//!   BTP sessions, the EVM channel, subscriptions), with in-memory doubles for tests.
+//! - [`storage`] — diesel: one schema, PostgreSQL and SQLite behind one connection type.
+//! - [`chain`] — payment channels on the EVM chain: the contract's bindings and the
+//!   alloy adapter behind [`ports::ChannelPort`].
+//! - [`config`] — settings, their defaults and their validation.
+//! - [`wire`] — the codecs: OER, ILPv4, BTP/2.0, BTP-NIPs.
+//! - [`session`] — real BTP sessions over WebSocket: mutual Nostr-key authentication,
+//!   PING/PONG, ILDCP; the node's [`ports::SessionConnector`] and its inbound endpoint.
+//! - [`discovery`] — Nostr: the node's key, its kind 32001 announcement, the resolver and
+//!   the follow-list monitor.
+//! - [`node`] — wires it all together for the binary.
+
+pub mod actors;
+pub mod chain;
+pub mod config;
+pub mod discovery;
+pub mod lifecycle;
+pub mod node;
+pub mod ports;
+pub mod session;
+pub mod storage;
+pub mod wire;

@@ -1,0 +1,17 @@
+//! The peer lifecycle, sans-IO: states and their table ([`state`]), the per-peer logic
+//! ([`peer::PeerLifecycle`]), backoff ([`backoff`]), priority ([`priority`]), the durable
+//! record ([`record`]) and the time type ([`time`]). Nothing here does IO or reads a clock.
+
+pub mod backoff;
+pub mod peer;
+pub mod priority;
+pub mod record;
+pub mod state;
+pub mod time;
+
+pub use peer::{
+    Action, Announcement, Event, Fault, LifecycleConfig, LifecycleError, PeerLifecycle,
+};
+pub use record::PeerRecord;
+pub use state::{PeerIntent, PeerState};
+pub use time::Timestamp;

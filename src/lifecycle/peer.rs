@@ -1,0 +1,862 @@
+//! One peer's lifecycle as plain logic: given events and the current time, it changes
+//! state, queues actions for its driver and names its next deadline. It owns no socket, no
+//! clock and no database (quinn-proto's `Connection` is the model), so the whole lifecycle,
+//! backoff and heartbeat are tested with simulated time in microseconds.
+//!
+//! The driver's loop is: feed an event with [`PeerLifecycle::handle`] (or a deadline with
+//! [`PeerLifecycle::handle_timeout`]), drain [`PeerLifecycle::poll_action`], execute each
+//! action and feed its result back as an event, then sleep until
+//! [`PeerLifecycle::poll_timeout`].
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::backoff::BackoffPolicy;
+use super::priority::{calculate_priority, cap_subscriber_hint};
+use super::record::PeerRecord;
+use super::state::{PeerIntent, PeerState};
+use super::time::Timestamp;
+use crate::config::PeerConnectionSettings;
+
+/// The lifecycle's timing and retry rules, from `btp_nips.peer_connections`.
+#[derive(Debug, Clone)]
+pub struct LifecycleConfig {
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub backoff: BackoffPolicy,
+    /// Connected this long → the attempt counter resets.
+    pub stable_connection: Duration,
+    /// "Every relay answered, none has it" this many times in a row → failed.
+    pub max_discovery_attempts: u32,
+    pub discovery_retry: Duration,
+    pub channel_opening_timeout: Duration,
+    pub channel_poll_interval: Duration,
+    /// While `channel_needed` waits for the operator, the chain is re-checked this often (a
+    /// channel the operator opened with `open-channel` is found and the peer goes on).
+    pub channel_recheck_interval: Duration,
+}
+
+impl From<&PeerConnectionSettings> for LifecycleConfig {
+    fn from(s: &PeerConnectionSettings) -> Self {
+        LifecycleConfig {
+            heartbeat_interval: s.heartbeat_interval(),
+            heartbeat_timeout: s.heartbeat_timeout(),
+            backoff: BackoffPolicy {
+                initial: s.reconnect_initial_delay(),
+                max: s.reconnect_max_delay(),
+                jitter: s.reconnect_jitter,
+                max_attempts: s.max_reconnect_attempts,
+            },
+            stable_connection: s.stable_connection(),
+            max_discovery_attempts: s.max_discovery_attempts,
+            discovery_retry: s.discovery_retry(),
+            channel_opening_timeout: s.channel_opening_timeout(),
+            channel_poll_interval: s.channel_poll_interval(),
+            channel_recheck_interval: s.channel_recheck_interval(),
+        }
+    }
+}
+
+/// A fault reported by an adapter, already classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Timeout, refused connection, relay or RPC unavailable: retried with backoff.
+    Transient(String),
+    /// Invalid announcement, authentication refused, …: the peer is failed with this reason.
+    Permanent(String),
+}
+
+impl Fault {
+    pub fn reason(&self) -> &str {
+        match self {
+            Fault::Transient(r) | Fault::Permanent(r) => r,
+        }
+    }
+}
+
+/// What a peer announced in its kind 32001 event (already validated by the resolver).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    pub ilp_address: String,
+    pub endpoint: String,
+    pub base_address: String,
+    /// The `subscribers` hint from the announcement metadata: untrusted, capped.
+    pub subscribers: Option<u64>,
+}
+
+/// Something that happened to the peer, fed to [`PeerLifecycle::handle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Begin, or resume after a restart, from whatever state the record holds.
+    Resume,
+    /// The announcement was found and is valid.
+    Resolved(Announcement),
+    /// Every relay answered and none has an announcement.
+    NotFound,
+    /// Resolution failed: no relay answered (transient), or the announcement is invalid.
+    ResolveFailed(Fault),
+    /// The BTP session is open and authenticated.
+    SessionOpened,
+    /// The session could not be opened.
+    SessionFailed(Fault),
+    /// An established session ended.
+    SessionLost(String),
+    /// A usable channel to the peer exists on chain.
+    ChannelFound { channel_id: String },
+    /// No usable channel exists.
+    ChannelMissing,
+    /// A channel is needed and the operator has been told; nothing is sent until they approve.
+    ChannelAwaitingOperator,
+    /// The operator (or the auto-open policy) approved opening a channel.
+    OpenChannelApproved,
+    /// Our open transaction is signed but not yet sent: its hash is made durable first, and
+    /// only then is it broadcast ([`Action::BroadcastChannel`]).
+    ChannelTxSigned { tx_hash: String },
+    /// The signed open transaction was handed to the chain.
+    ChannelBroadcast,
+    /// The open transaction is not yet confirmed.
+    ChannelPending,
+    /// The open transaction has its confirmations and the channel checks out.
+    ChannelConfirmed { channel_id: String },
+    /// A reorg dropped the open transaction.
+    ChannelDropped,
+    /// A chain call failed.
+    ChannelFailed(Fault),
+    /// The initial REQ was sent; these subscriptions are open.
+    Subscribed { subscription_ids: Vec<String> },
+    /// A PONG echoing `nonce` arrived.
+    PongReceived { nonce: u64 },
+    /// The peer broke the protocol; it needs a person.
+    Misbehaved(String),
+    /// The operator's follow list now does / does not name this peer.
+    FollowChanged { followed: bool },
+    /// Deliberate stop (unfollow, operator command): recorded as intent, never retried.
+    DisconnectRequested { reason: String },
+    /// The supervisor took this peer's slot for a higher-priority one.
+    Evicted,
+    /// Explicit retry (operator command or a new follow): leaves failed or a deliberate stop.
+    RetryRequested,
+    /// The driver gives up on this peer (e.g. restart intensity exceeded): failed, with reason.
+    GiveUp { reason: String },
+}
+
+/// Work for the driver. Results come back as [`Event`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Find and validate the peer's announcement.
+    Resolve,
+    /// Open and authenticate a BTP session to the record's endpoint.
+    OpenSession,
+    /// Look on chain for a usable channel to the record's base address.
+    CheckChannel,
+    /// A channel is needed: apply the auto-open policy or tell the operator.
+    RequestChannel,
+    /// Sign the channel-open transaction (approved); it is not sent yet.
+    OpenChannel,
+    /// Broadcast the signed open transaction, whose hash is already durable.
+    BroadcastChannel { tx_hash: String },
+    /// Check the confirmations of our open transaction.
+    AwaitChannel { tx_hash: String },
+    /// Send the initial REQ for the peer's events.
+    Subscribe,
+    /// Send a PING carrying `nonce`.
+    SendPing { nonce: u64 },
+    /// Close the session (and its subscriptions).
+    CloseSession,
+    /// Write the record; `durable`: wait for the commit before going on.
+    Persist { durable: bool },
+}
+
+/// An event that does not apply in the peer's current state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("transition {from} -> {to} is not in the table")]
+    InvalidTransition { from: PeerState, to: PeerState },
+    #[error("event {event} does not apply in state {state}")]
+    Unexpected {
+        event: &'static str,
+        state: PeerState,
+    },
+}
+
+/// An operation whose result the lifecycle is waiting for; a result that nobody waits for
+/// is stale (the peer moved on) and is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    Resolve,
+    Session,
+    ChannelCheck,
+    ChannelRequest,
+    ChannelOpen,
+    ChannelBroadcast,
+    ChannelStatus,
+}
+
+/// The lifecycle of one peer.
+#[derive(Debug)]
+pub struct PeerLifecycle {
+    /// Everything durable; written whole on each `Persist`.
+    record: PeerRecord,
+    config: LifecycleConfig,
+    /// Work queued for the driver.
+    actions: VecDeque<Action>,
+    /// The one operation in flight, if any.
+    awaiting: Option<Awaiting>,
+    /// Whether a BTP session is open (it is not durable: a restart loses it).
+    session_up: bool,
+    /// Once the session is up, go to connected (set when a channel is ready first).
+    connect_when_session_up: bool,
+    /// Supervisor parked the peer (evicted / no slot): no retry timer until resumed.
+    parked: bool,
+    /// Consecutive "not found" answers in `discovering`.
+    discovery_misses: u32,
+    discovery_retry_at: Option<Timestamp>,
+    channel_poll_at: Option<Timestamp>,
+    connected_since: Option<Timestamp>,
+    next_ping_at: Option<Timestamp>,
+    /// The PING in flight: its nonce, when it was sent, and when its PONG is due.
+    ping_in_flight: Option<(u64, Timestamp, Timestamp)>,
+    /// Source of backoff jitter and PING nonces; seeded by the driver.
+    rng: fastrand::Rng,
+}
+
+/// Recorded on a peer that gave up, or never got, a slot under `max_active_connections`.
+pub const CONNECTION_LIMIT_REASON: &str = "connection limit: waiting for a slot";
+
+/// Smoothing factor of the round-trip estimate (TCP's SRTT uses 1/8).
+const RTT_SMOOTHING: f64 = 0.125;
+
+impl PeerLifecycle {
+    /// Takes over a record (new, or loaded from the database). Call `handle(Resume)` to start.
+    pub fn new(record: PeerRecord, config: LifecycleConfig, seed: u64) -> Self {
+        PeerLifecycle {
+            record,
+            config,
+            actions: VecDeque::new(),
+            awaiting: None,
+            session_up: false,
+            connect_when_session_up: false,
+            parked: false,
+            discovery_misses: 0,
+            discovery_retry_at: None,
+            channel_poll_at: None,
+            connected_since: None,
+            next_ping_at: None,
+            ping_in_flight: None,
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    pub fn record(&self) -> &PeerRecord {
+        &self.record
+    }
+
+    pub fn state(&self) -> PeerState {
+        self.record.state
+    }
+
+    pub fn priority(&self) -> u8 {
+        self.record.priority
+    }
+
+    pub fn session_up(&self) -> bool {
+        self.session_up
+    }
+
+    /// Next action for the driver, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The earliest moment `handle_timeout` has work to do.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let candidates: [Option<Timestamp>; 5] = match self.record.state {
+            PeerState::Discovering => [self.discovery_retry_at, None, None, None, None],
+            PeerState::ChannelNeeded => [self.channel_poll_at, None, None, None, None],
+            PeerState::ChannelOpening => [
+                self.channel_poll_at,
+                self.channel_deadline(),
+                None,
+                None,
+                None,
+            ],
+            PeerState::Connected => [
+                self.next_ping_at,
+                self.ping_in_flight.map(|(_, _, due)| due),
+                self.stable_at(),
+                None,
+                None,
+            ],
+            PeerState::Disconnected if self.retries() => [
+                Some(self.record.next_attempt_at.unwrap_or_default()),
+                None,
+                None,
+                None,
+                None,
+            ],
+            _ => [None; 5],
+        };
+        candidates.into_iter().flatten().min()
+    }
+
+    /// Whether a disconnected peer is waiting to be retried.
+    fn retries(&self) -> bool {
+        self.record.desired == PeerIntent::Connect && !self.parked
+    }
+
+    fn channel_deadline(&self) -> Option<Timestamp> {
+        self.record
+            .channel_opening_since
+            .map(|since| since + self.config.channel_opening_timeout)
+    }
+
+    fn stable_at(&self) -> Option<Timestamp> {
+        match self.connected_since {
+            Some(since) if self.record.reconnect_attempts > 0 => {
+                Some(since + self.config.stable_connection)
+            }
+            _ => None,
+        }
+    }
+
+    /// Does whatever deadlines at or before `now` call for.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        match self.record.state {
+            PeerState::Discovering if self.discovery_retry_at.is_some_and(|at| at <= now) => {
+                self.discovery_retry_at = None;
+                self.start(Awaiting::Resolve, Action::Resolve);
+            }
+            PeerState::ChannelNeeded
+                if self.awaiting.is_none() && self.channel_poll_at.is_some_and(|at| at <= now) =>
+            {
+                // Waiting for the operator: has a channel appeared on chain meanwhile?
+                self.channel_poll_at = None;
+                self.start(Awaiting::ChannelCheck, Action::CheckChannel);
+            }
+            PeerState::ChannelOpening => {
+                if self.channel_deadline().is_some_and(|at| at <= now) {
+                    self.fail(now, "channel timeout".into());
+                } else if self.channel_poll_at.is_some_and(|at| at <= now) {
+                    self.channel_poll_at = None;
+                    self.await_channel();
+                }
+            }
+            PeerState::Connected => {
+                if let Some((_, _, due)) = self.ping_in_flight {
+                    if due <= now {
+                        let reason = format!(
+                            "heartbeat timeout: no PONG within {}s",
+                            self.config.heartbeat_timeout.as_secs_f64()
+                        );
+                        self.lose(now, reason, true);
+                        return;
+                    }
+                }
+                if self.stable_at().is_some_and(|at| at <= now) {
+                    self.record.reconnect_attempts = 0;
+                    self.persist(now, false);
+                }
+                if self.next_ping_at.is_some_and(|at| at <= now) && self.ping_in_flight.is_none() {
+                    let nonce = self.rng.u64(..);
+                    self.ping_in_flight = Some((nonce, now, now + self.config.heartbeat_timeout));
+                    self.next_ping_at = Some(now + self.config.heartbeat_interval);
+                    self.actions.push_back(Action::SendPing { nonce });
+                }
+            }
+            PeerState::Disconnected
+                if self.retries() && self.record.next_attempt_at.unwrap_or_default() <= now =>
+            {
+                self.record.next_attempt_at = None;
+                self.begin_discovery(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Feeds one event. An event that does not apply in the current state (or a result
+    /// nobody is waiting for) is refused and changes nothing.
+    pub fn handle(&mut self, event: Event, now: Timestamp) -> Result<(), LifecycleError> {
+        use PeerState as S;
+        let state = self.record.state;
+        match event {
+            Event::Resume => self.resume(now),
+            Event::Resolved(announcement) => {
+                self.finish(Awaiting::Resolve, "Resolved")?;
+                self.record.ilp_address = Some(announcement.ilp_address);
+                self.record.endpoint = Some(announcement.endpoint);
+                self.record.base_address = Some(announcement.base_address);
+                self.record.subscribers = announcement.subscribers.map(cap_subscriber_hint);
+                self.discovery_misses = 0;
+                self.reprioritise();
+                if state == S::Discovering {
+                    self.transition(S::Connecting, now)?;
+                }
+                self.start(Awaiting::Session, Action::OpenSession);
+                self.persist(now, false);
+            }
+            Event::NotFound => {
+                self.finish(Awaiting::Resolve, "NotFound")?;
+                self.discovery_misses += 1;
+                if self.discovery_misses >= self.config.max_discovery_attempts {
+                    self.fail(now, "no announcement".into());
+                } else {
+                    self.discovery_retry_at = Some(now + self.config.discovery_retry);
+                }
+            }
+            Event::ResolveFailed(fault) => {
+                self.finish(Awaiting::Resolve, "ResolveFailed")?;
+                self.fault(now, fault);
+            }
+            Event::SessionOpened => {
+                self.finish(Awaiting::Session, "SessionOpened")?;
+                self.session_up = true;
+                if self.connect_when_session_up {
+                    self.enter_connected(now)?;
+                } else if self.record.channel_tx_hash.is_some() && self.record.channel_id.is_none()
+                {
+                    // Our open transaction from before a restart may still be pending.
+                    self.transition(S::ChannelOpening, now)?;
+                    self.record.channel_opening_since.get_or_insert(now);
+                    self.await_channel();
+                    self.persist(now, false);
+                } else {
+                    self.start(Awaiting::ChannelCheck, Action::CheckChannel);
+                }
+            }
+            Event::SessionFailed(fault) => {
+                self.finish(Awaiting::Session, "SessionFailed")?;
+                self.fault(now, fault);
+            }
+            Event::SessionLost(reason) => {
+                if !self.session_up {
+                    return Err(self.unexpected("SessionLost"));
+                }
+                self.session_up = false;
+                self.lose(now, reason, false);
+            }
+            Event::ChannelFound { channel_id } => {
+                self.finish(Awaiting::ChannelCheck, "ChannelFound")?;
+                self.channel_poll_at = None;
+                self.record.channel_id = Some(channel_id);
+                self.go_connected(now)?;
+            }
+            Event::ChannelMissing => {
+                self.finish(Awaiting::ChannelCheck, "ChannelMissing")?;
+                if state != S::ChannelNeeded {
+                    self.transition(S::ChannelNeeded, now)?;
+                    self.persist(now, false);
+                }
+                self.start(Awaiting::ChannelRequest, Action::RequestChannel);
+            }
+            Event::ChannelAwaitingOperator => {
+                self.finish(Awaiting::ChannelRequest, "ChannelAwaitingOperator")?;
+                self.record.failure_reason =
+                    Some("waiting for the operator to open a channel".into());
+                self.channel_poll_at = Some(now + self.config.channel_recheck_interval);
+                self.persist(now, false);
+            }
+            Event::OpenChannelApproved => {
+                if state != S::ChannelNeeded || matches!(self.awaiting, Some(Awaiting::ChannelOpen))
+                {
+                    return Err(self.unexpected("OpenChannelApproved"));
+                }
+                self.awaiting = None;
+                self.channel_poll_at = None;
+                self.start(Awaiting::ChannelOpen, Action::OpenChannel);
+            }
+            Event::ChannelTxSigned { tx_hash } => {
+                if !matches!(
+                    self.awaiting,
+                    Some(Awaiting::ChannelOpen | Awaiting::ChannelRequest)
+                ) {
+                    return Err(self.unexpected("ChannelTxSigned"));
+                }
+                self.awaiting = None;
+                self.transition(S::ChannelOpening, now)?;
+                self.record.channel_tx_hash = Some(tx_hash.clone());
+                self.record.channel_opening_since = Some(now);
+                self.record.failure_reason = None;
+                self.channel_poll_at = None;
+                // The hash goes to disk before the transaction goes to the chain: a crash in
+                // between leaves a hash the chain never saw (found dropped on restart, and
+                // opened again), never a deposit the node forgot.
+                self.persist(now, true);
+                self.start(
+                    Awaiting::ChannelBroadcast,
+                    Action::BroadcastChannel { tx_hash },
+                );
+            }
+            Event::ChannelBroadcast => {
+                self.finish(Awaiting::ChannelBroadcast, "ChannelBroadcast")?;
+                self.channel_poll_at = Some(now + self.config.channel_poll_interval);
+            }
+            Event::ChannelPending => {
+                self.finish(Awaiting::ChannelStatus, "ChannelPending")?;
+                self.channel_poll_at = Some(now + self.config.channel_poll_interval);
+            }
+            Event::ChannelConfirmed { channel_id } => {
+                self.finish(Awaiting::ChannelStatus, "ChannelConfirmed")?;
+                self.record.channel_id = Some(channel_id);
+                self.record.channel_opening_since = None;
+                self.channel_poll_at = None;
+                self.go_connected(now)?;
+                self.persist(now, false);
+            }
+            Event::ChannelDropped => {
+                self.finish(Awaiting::ChannelStatus, "ChannelDropped")?;
+                self.transition(S::ChannelNeeded, now)?;
+                self.record.channel_tx_hash = None;
+                self.record.channel_opening_since = None;
+                self.channel_poll_at = None;
+                self.record.failure_reason = Some("a reorg dropped the open transaction".into());
+                self.persist(now, false);
+                self.start(Awaiting::ChannelRequest, Action::RequestChannel);
+            }
+            Event::ChannelFailed(fault) => {
+                let Some(op) = self.awaiting.filter(|op| {
+                    matches!(
+                        op,
+                        Awaiting::ChannelCheck
+                            | Awaiting::ChannelRequest
+                            | Awaiting::ChannelOpen
+                            | Awaiting::ChannelBroadcast
+                            | Awaiting::ChannelStatus
+                    )
+                }) else {
+                    return Err(self.unexpected("ChannelFailed"));
+                };
+                self.awaiting = None;
+                match (op, &fault) {
+                    // RPC trouble while waiting for confirmations: keep waiting.
+                    (Awaiting::ChannelStatus, Fault::Transient(_)) => {
+                        self.channel_poll_at = Some(now + self.config.channel_poll_interval);
+                    }
+                    // The operator may approve again; the peer stays channel_needed.
+                    (Awaiting::ChannelOpen, Fault::Transient(reason)) => {
+                        self.record.failure_reason = Some(format!("channel open failed: {reason}"));
+                        self.channel_poll_at = Some(now + self.config.channel_recheck_interval);
+                        self.persist(now, false);
+                    }
+                    // A re-check while waiting for the operator failed: check again later.
+                    (Awaiting::ChannelCheck, Fault::Transient(_)) if state == S::ChannelNeeded => {
+                        self.channel_poll_at = Some(now + self.config.channel_recheck_interval);
+                    }
+                    // The broadcast may have reached the chain or not: the status check
+                    // tells (a transaction the chain never saw is reported dropped).
+                    (Awaiting::ChannelBroadcast, Fault::Transient(_)) => {
+                        self.channel_poll_at = Some(now + self.config.channel_poll_interval);
+                    }
+                    // The chain refused the transaction (e.g. insufficient funds): nothing
+                    // is pending; back to channel_needed, waiting for the operator.
+                    (Awaiting::ChannelBroadcast, Fault::Permanent(reason)) => {
+                        self.transition(S::ChannelNeeded, now)?;
+                        self.record.channel_tx_hash = None;
+                        self.record.channel_opening_since = None;
+                        self.record.failure_reason =
+                            Some(format!("channel open refused by the chain: {reason}"));
+                        self.channel_poll_at = Some(now + self.config.channel_recheck_interval);
+                        self.persist(now, false);
+                    }
+                    _ => self.fault(now, fault),
+                }
+            }
+            Event::Subscribed { subscription_ids } => {
+                if state != S::Connected {
+                    return Err(self.unexpected("Subscribed"));
+                }
+                self.record.subscription_ids = subscription_ids;
+                self.persist(now, false);
+            }
+            Event::PongReceived { nonce } => match self.ping_in_flight {
+                Some((expected, sent, _)) if expected == nonce && state == S::Connected => {
+                    self.ping_in_flight = None;
+                    let sample = (now - sent).as_secs_f64() * 1000.0;
+                    let smoothed = match self.record.rtt_ms {
+                        None => sample,
+                        Some(old) => old as f64 + RTT_SMOOTHING * (sample - old as f64),
+                    };
+                    self.record.rtt_ms = Some(smoothed.round() as u32);
+                    self.record.last_heartbeat = Some(now);
+                    self.reprioritise();
+                    self.persist(now, false);
+                }
+                _ => return Err(self.unexpected("PongReceived")),
+            },
+            Event::Misbehaved(reason) => {
+                if state != S::Connected {
+                    return Err(self.unexpected("Misbehaved"));
+                }
+                self.fail(now, reason);
+            }
+            Event::FollowChanged { followed } => {
+                self.record.followed = followed;
+                self.reprioritise();
+                self.persist(now, false);
+            }
+            Event::DisconnectRequested { reason } => {
+                self.record.desired = PeerIntent::Disconnect;
+                self.record.next_attempt_at = None;
+                if !matches!(state, S::Disconnected | S::Failed) {
+                    self.transition(S::Disconnected, now)?;
+                }
+                if state != S::Failed {
+                    self.record.failure_reason = Some(reason);
+                }
+                self.leave_active();
+                self.persist(now, false);
+            }
+            Event::Evicted => {
+                if matches!(state, S::Disconnected | S::Failed) {
+                    self.parked = true;
+                    return Ok(());
+                }
+                if state == S::ChannelOpening {
+                    return Err(self.unexpected("Evicted"));
+                }
+                self.transition(S::Disconnected, now)?;
+                self.parked = true;
+                self.record.next_attempt_at = None;
+                self.record.failure_reason = Some(CONNECTION_LIMIT_REASON.into());
+                self.leave_active();
+                self.persist(now, false);
+            }
+            Event::GiveUp { reason } => {
+                if state == S::Failed {
+                    return Err(self.unexpected("GiveUp"));
+                }
+                self.fail(now, reason);
+            }
+            Event::RetryRequested => {
+                let deliberate = self.record.desired == PeerIntent::Disconnect;
+                match state {
+                    S::Failed | S::Disconnected => {
+                        self.record.desired = PeerIntent::Connect;
+                        if state == S::Failed || deliberate {
+                            self.record.reconnect_attempts = 0;
+                        }
+                        self.parked = false;
+                        self.record.next_attempt_at = None;
+                        self.begin_discovery(now);
+                    }
+                    _ if deliberate => {
+                        self.record.desired = PeerIntent::Connect;
+                        self.persist(now, false);
+                    }
+                    _ => return Err(self.unexpected("RetryRequested")),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the peer back from whatever its record says, after an actor start or restart.
+    fn resume(&mut self, now: Timestamp) {
+        use PeerState as S;
+        // Whatever was queued belonged to the previous run; only a pending write survives.
+        let persist_pending = self
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Persist { .. }));
+        self.actions.clear();
+        if persist_pending {
+            self.persist(now, false);
+        }
+        self.awaiting = None;
+        self.session_up = false;
+        self.connect_when_session_up = false;
+        self.parked = false;
+        if self.record.desired == PeerIntent::Disconnect {
+            return;
+        }
+        match self.record.state {
+            S::Discovering => self.start(Awaiting::Resolve, Action::Resolve),
+            S::Connecting if self.record.endpoint.is_some() => {
+                self.start(Awaiting::Session, Action::OpenSession)
+            }
+            S::Connecting => self.start(Awaiting::Resolve, Action::Resolve),
+            S::ChannelNeeded => self.start(Awaiting::ChannelCheck, Action::CheckChannel),
+            S::ChannelOpening => match self.record.channel_tx_hash {
+                Some(_) => {
+                    self.record.channel_opening_since.get_or_insert(now);
+                    self.await_channel();
+                }
+                None => {
+                    // No hash was ever made durable, so no transaction can be pending.
+                    let _ = self.transition(S::ChannelNeeded, now);
+                    self.persist(now, false);
+                    self.start(Awaiting::ChannelRequest, Action::RequestChannel);
+                }
+            },
+            S::Connected => {
+                // The session did not survive the restart; reconnect now, not counted
+                // as a failed attempt: the peer did nothing wrong.
+                let _ = self.transition(S::Disconnected, now);
+                self.record.failure_reason = Some("node restarted".into());
+                self.record.next_attempt_at = Some(now);
+                self.leave_active();
+                self.persist(now, false);
+            }
+            S::Disconnected | S::Failed => {}
+        }
+    }
+
+    /// Moves to `to` if the table allows it.
+    pub fn transition(&mut self, to: PeerState, now: Timestamp) -> Result<(), LifecycleError> {
+        let from = self.record.state;
+        if from.transition_reason(to).is_none() {
+            return Err(LifecycleError::InvalidTransition { from, to });
+        }
+        log::debug!("peer {}: {from} -> {to}", self.record.nostr_pubkey);
+        self.record.state = to;
+        self.record.updated_at = now;
+        Ok(())
+    }
+
+    fn unexpected(&self, event: &'static str) -> LifecycleError {
+        LifecycleError::Unexpected {
+            event,
+            state: self.record.state,
+        }
+    }
+
+    fn start(&mut self, op: Awaiting, action: Action) {
+        self.awaiting = Some(op);
+        self.actions.push_back(action);
+    }
+
+    fn finish(&mut self, op: Awaiting, event: &'static str) -> Result<(), LifecycleError> {
+        if self.awaiting != Some(op) {
+            return Err(self.unexpected(event));
+        }
+        self.awaiting = None;
+        Ok(())
+    }
+
+    fn await_channel(&mut self) {
+        if let Some(tx_hash) = self.record.channel_tx_hash.clone() {
+            self.start(Awaiting::ChannelStatus, Action::AwaitChannel { tx_hash });
+        }
+    }
+
+    fn persist(&mut self, now: Timestamp, durable: bool) {
+        self.record.updated_at = now;
+        // One write carries the whole record: a later one in the same batch supersedes.
+        if let Some(Action::Persist { durable: queued }) = self.actions.back_mut() {
+            *queued |= durable;
+            return;
+        }
+        self.actions.push_back(Action::Persist { durable });
+    }
+
+    fn reprioritise(&mut self) {
+        self.record.priority = calculate_priority(
+            self.record.followed,
+            self.record.rtt_ms,
+            self.record.subscribers,
+        );
+    }
+
+    fn begin_discovery(&mut self, now: Timestamp) {
+        if self.transition(PeerState::Discovering, now).is_ok() {
+            self.record.failure_reason = None;
+            self.discovery_misses = 0;
+            self.discovery_retry_at = None;
+            self.persist(now, false);
+            self.start(Awaiting::Resolve, Action::Resolve);
+        }
+    }
+
+    /// Goes to connected once a channel is ready, opening a session first if needed.
+    fn go_connected(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        if self.session_up {
+            self.enter_connected(now)
+        } else {
+            self.connect_when_session_up = true;
+            self.start(Awaiting::Session, Action::OpenSession);
+            Ok(())
+        }
+    }
+
+    fn enter_connected(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        self.transition(PeerState::Connected, now)?;
+        self.connect_when_session_up = false;
+        self.connected_since = Some(now);
+        self.next_ping_at = Some(now + self.config.heartbeat_interval);
+        self.ping_in_flight = None;
+        self.record.failure_reason = None;
+        self.record.next_attempt_at = None;
+        self.record.channel_opening_since = None;
+        self.actions.push_back(Action::Subscribe);
+        self.persist(now, false);
+        Ok(())
+    }
+
+    fn fault(&mut self, now: Timestamp, fault: Fault) {
+        match fault {
+            Fault::Transient(reason) => self.lose(now, reason, false),
+            Fault::Permanent(reason) => self.fail(now, reason),
+        }
+    }
+
+    /// A transient loss: disconnected, one backoff wait, or failed once attempts run out.
+    fn lose(&mut self, now: Timestamp, reason: String, close_session: bool) {
+        let attempts = self.record.reconnect_attempts;
+        if attempts >= self.config.backoff.max_attempts {
+            self.fail(
+                now,
+                format!("reconnect attempts exhausted ({attempts}); last: {reason}"),
+            );
+            return;
+        }
+        if self.transition(PeerState::Disconnected, now).is_err() {
+            return;
+        }
+        let delay = self.config.backoff.delay(attempts, &mut self.rng);
+        self.record.reconnect_attempts = attempts + 1;
+        self.record.next_attempt_at = Some(now + delay);
+        self.record.failure_reason = Some(reason);
+        if close_session || self.session_up {
+            self.actions.push_back(Action::CloseSession);
+        }
+        self.session_up = false;
+        self.clear_timers();
+        self.persist(now, false);
+    }
+
+    /// A permanent fault: failed, with the reason recorded.
+    fn fail(&mut self, now: Timestamp, reason: String) {
+        // Every state but `failed` itself has an edge to `failed` in the table.
+        if self.transition(PeerState::Failed, now).is_err() {
+            return;
+        }
+        log::warn!("peer {} failed: {reason}", self.record.nostr_pubkey);
+        self.record.failure_reason = Some(reason);
+        self.record.next_attempt_at = None;
+        self.leave_active();
+        self.persist(now, false);
+    }
+
+    /// Drops the session and every timer and pending operation.
+    fn leave_active(&mut self) {
+        if self.session_up {
+            self.actions.push_back(Action::CloseSession);
+        }
+        self.session_up = false;
+        self.awaiting = None;
+        self.connect_when_session_up = false;
+        self.clear_timers();
+    }
+
+    fn clear_timers(&mut self) {
+        self.discovery_retry_at = None;
+        self.channel_poll_at = None;
+        self.connected_since = None;
+        self.next_ping_at = None;
+        self.ping_in_flight = None;
+    }
+
+    /// Marks the peer as waiting for a connection slot (the supervisor resumes it later).
+    pub fn park(&mut self) {
+        self.parked = true;
+    }
+}

@@ -1,0 +1,86 @@
+//! The durable form of one peer: everything the node must remember about it across a
+//! restart. The lifecycle produces these snapshots; storage writes them whole (an upsert
+//! keyed by `nostr_pubkey`), which is what lets the persistence actor coalesce changes per
+//! peer without losing any: the newest snapshot of a peer contains every older change.
+
+use serde::{Deserialize, Serialize};
+
+use super::state::{PeerIntent, PeerState};
+use super::time::Timestamp;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRecord {
+    /// The peer's Nostr public key (64 lowercase hex chars); the peer's identity.
+    pub nostr_pubkey: String,
+    /// Learned from the peer's kind 32001 announcement.
+    pub ilp_address: Option<String>,
+    /// BTP WebSocket URL, from the announcement.
+    pub endpoint: Option<String>,
+    /// EVM address that receives channel payments, from the announcement.
+    pub base_address: Option<String>,
+    pub state: PeerState,
+    /// The operator's intent: a deliberately disconnected peer is never reconnected on restart.
+    pub desired: PeerIntent,
+    /// Whether the operator's follow list (kind 3) names this peer.
+    pub followed: bool,
+    /// Untrusted, capped subscriber-count hint from the announcement metadata.
+    pub subscribers: Option<u32>,
+    /// 1 (best) … 10 (worst); see `lifecycle::priority`.
+    pub priority: u8,
+    /// On-chain channel id once a channel is known.
+    pub channel_id: Option<String>,
+    /// Hash of our channel-open transaction, made durable before we wait on it.
+    pub channel_tx_hash: Option<String>,
+    /// When the channel wait began; with the configured timeout it gives the deadline.
+    pub channel_opening_since: Option<Timestamp>,
+    /// Last PONG received.
+    pub last_heartbeat: Option<Timestamp>,
+    /// Smoothed PING/PONG round trip in milliseconds.
+    pub rtt_ms: Option<u32>,
+    /// Consecutive failed attempts; reset after a stable connection.
+    pub reconnect_attempts: u32,
+    /// When the next connection attempt is due (kept so a restart does not forget it).
+    pub next_attempt_at: Option<Timestamp>,
+    /// Why the peer is failed or disconnected.
+    pub failure_reason: Option<String>,
+    /// Open subscription ids toward this peer.
+    pub subscription_ids: Vec<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl PeerRecord {
+    /// A peer we have just learned of, about to be discovered.
+    pub fn new(nostr_pubkey: impl Into<String>, followed: bool, now: Timestamp) -> Self {
+        let mut record = PeerRecord {
+            nostr_pubkey: nostr_pubkey.into(),
+            ilp_address: None,
+            endpoint: None,
+            base_address: None,
+            state: PeerState::Discovering,
+            desired: PeerIntent::Connect,
+            followed,
+            subscribers: None,
+            priority: 10,
+            channel_id: None,
+            channel_tx_hash: None,
+            channel_opening_since: None,
+            last_heartbeat: None,
+            rtt_ms: None,
+            reconnect_attempts: 0,
+            next_attempt_at: None,
+            failure_reason: None,
+            subscription_ids: Vec::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        record.priority =
+            super::priority::calculate_priority(record.followed, record.rtt_ms, record.subscribers);
+        record
+    }
+
+    /// Whether the node should bring this peer back after a restart.
+    pub fn resumes_on_startup(&self) -> bool {
+        self.desired == PeerIntent::Connect && self.state != PeerState::Failed
+    }
+}

@@ -1,0 +1,248 @@
+//! `btp-nips-node`: the node process and its operator commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use btp_nips_node::actors::clock::NodeClock;
+use btp_nips_node::chain::operator::{deploy_contract, open_channel};
+use btp_nips_node::chain::EvmChannels;
+use btp_nips_node::config::Settings;
+use btp_nips_node::discovery::{identity, Discovery};
+use btp_nips_node::lifecycle::{PeerRecord, Timestamp};
+use btp_nips_node::node::Node;
+use btp_nips_node::ports::unwired::Unwired;
+use btp_nips_node::session::{self, BtpConnector, SessionContext, SessionServer};
+use btp_nips_node::storage::Database;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "btp-nips-node", version, about)]
+struct Cli {
+    /// Configuration file overriding config/default.yaml (environment variables
+    /// BTP_NIPS_NODE__SECTION__KEY override both).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node until SIGINT or SIGTERM.
+    Run,
+    /// Print every peer stored in the database.
+    Peers,
+    /// Open a payment channel to a peer waiting in channel_needed, and wait for its
+    /// confirmations; a running node picks it up at its next re-check of the chain.
+    OpenChannel {
+        /// The peer's Nostr pubkey (64 hex), as `peers` lists it.
+        peer: String,
+        /// Deposit in wei (default: chain.deposit_wei).
+        #[arg(long, value_name = "WEI", value_parser = parse_wei)]
+        deposit: Option<u128>,
+        /// Send even though an earlier transaction of ours is still pending.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Deploy the PaymentChannels contract with the node's key; prints its address (works
+    /// before chain.enabled is set: it needs chain.rpc_url, chain_id and the key).
+    DeployContract,
+    /// Write a new Nostr secret key for the node (mode 0600; never overwrites).
+    Keygen {
+        /// Where to write it (default: the configured nostr.key_file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn parse_wei(text: &str) -> Result<u128, String> {
+    match text.parse::<u128>() {
+        Ok(0) => Err("the deposit must be more than 0 wei".into()),
+        Ok(wei) => Ok(wei),
+        Err(_) => Err(format!("`{text}` is not a whole number of wei")),
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("btp-nips-node: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Run => run(settings),
+        Command::Peers => print_peers(&settings),
+        Command::OpenChannel {
+            peer,
+            deposit,
+            force,
+        } => chain_command(open_channel(&settings, &peer, deposit, force)),
+        Command::DeployContract => {
+            chain_command(async { deploy_contract(&settings).await.map(|_| ()) })
+        }
+        Command::Keygen { out } => keygen(&settings, out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("btp-nips-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn chain_command(
+    command: impl std::future::Future<Output = Result<(), Box<dyn std::error::Error>>>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(command)
+}
+
+fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let system = actix::System::new();
+    system.block_on(async move {
+        // Every adapter is real: Nostr discovery when `nostr.relays` is set, BTP sessions,
+        // EVM channels when `chain.enabled`. The node has one Nostr identity: the discovery
+        // key when discovery is on, else `session.secret_key_hex` (or an ephemeral key).
+        let discovery = Discovery::connect(&settings).await?;
+        let keys = match &discovery {
+            Some(d) => d.keys.clone(),
+            None => session::keys_from_settings(&settings.session)?,
+        };
+        let sessions = SessionContext::new(keys, &settings.node.id, settings.session.clone());
+        let mut ports = Unwired::ports();
+        ports.sessions = std::sync::Arc::new(BtpConnector::new(sessions.clone()));
+        if let Some(d) = &discovery {
+            ports.resolver = std::sync::Arc::new(d.resolver.clone());
+        }
+        if settings.chain.enabled {
+            let channels = EvmChannels::connect(&settings.chain).await?;
+            log::info!(
+                "payment channels on chain {} at {}, paying from {}",
+                settings.chain.chain_id,
+                channels.contract(),
+                channels.address()
+            );
+            ports.channels = std::sync::Arc::new(channels);
+        }
+        let node = Node::start(&settings, ports, NodeClock::system())?;
+        let server = match settings.session.listen.as_str() {
+            "" => None,
+            listen => Some(
+                SessionServer::start(sessions.clone(), listen, Some(node.supervisor.clone()))
+                    .map_err(|e| format!("session.listen `{listen}`: {e}"))?,
+            ),
+        };
+        let _discovery_actors = discovery.as_ref().map(|d| {
+            log::info!(
+                "discovery on {} relays as {}, following {}'s list",
+                d.relays.urls().len(),
+                d.keys.public_key(),
+                d.operator
+            );
+            d.start_actors(&settings, node.supervisor.clone())
+        });
+        let signals = Signals::install()?;
+        log::info!(
+            "btp-nips-node {} running on {}",
+            settings.node.id,
+            redact(&settings.database.url)
+        );
+        signals.wait().await;
+        log::info!("shutting down: stopping peers and flushing pending changes");
+        if let Some(server) = &server {
+            server.stop().await;
+        }
+        node.shutdown().await?;
+        if let Some(d) = &discovery {
+            d.relays.shutdown().await;
+        }
+        log::info!("every change is on disk; bye");
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
+
+/// SIGINT and SIGTERM, installed before the node says it runs, so no signal is missed.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => log::info!("SIGINT received"),
+            _ = self.terminate.recv() => log::info!("SIGTERM received"),
+        }
+    }
+}
+
+fn keygen(settings: &Settings, out: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
+    let path = out.unwrap_or_else(|| PathBuf::from(&settings.nostr.key_file));
+    let keys = identity::keygen(&path)?;
+    println!("{}", keys.public_key());
+    eprintln!("wrote a new node key to {} (mode 0600)", path.display());
+    Ok(())
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn print_peers(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let db = Database::open(&settings.database.url, 1)?;
+    let peers = db.load_all()?;
+    let now = Timestamp::now_system();
+    println!(
+        "{:<16} {:<15} {:>3} {:>8} {:<14} {:<14} {:>7}  reason",
+        "pubkey", "state", "pri", "attempts", "next attempt", "heartbeat", "rtt ms"
+    );
+    for peer in &peers {
+        println!("{}", peer_line(peer, now));
+    }
+    println!("{} peers", peers.len());
+    Ok(())
+}
+
+fn peer_line(p: &PeerRecord, now: Timestamp) -> String {
+    let ago = |t: Option<Timestamp>| match t {
+        None => "-".to_string(),
+        Some(t) if t >= now => format!("in {}s", (t - now).as_secs()),
+        Some(t) => format!("{}s ago", (now - t).as_secs()),
+    };
+    let state = if p.desired == btp_nips_node::lifecycle::PeerIntent::Disconnect {
+        format!("{} (stop)", p.state)
+    } else {
+        p.state.to_string()
+    };
+    format!(
+        "{:<16} {:<15} {:>3} {:>8} {:<14} {:<14} {:>7}  {}",
+        &p.nostr_pubkey[..p.nostr_pubkey.len().min(16)],
+        state,
+        p.priority,
+        p.reconnect_attempts,
+        ago(p.next_attempt_at),
+        ago(p.last_heartbeat),
+        p.rtt_ms.map_or("-".into(), |r| r.to_string()),
+        p.failure_reason.as_deref().unwrap_or("")
+    )
+}

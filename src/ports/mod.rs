@@ -1,0 +1,134 @@
+//! The outside worlds, each behind a small trait: Nostr discovery ([`AddressResolver`]),
+//! BTP sessions ([`SessionConnector`], [`Session`]), the EVM chain ([`ChannelPort`]) and
+//! the event subscriptions ([`Subscriptions`]). The peer actor only talks to these, so the
+//! core runs unchanged against in-memory doubles ([`memory`]) and real adapters.
+//!
+//! Every adapter classifies its own faults into [`Fault::Transient`] (retried with
+//! backoff) or [`Fault::Permanent`] (the peer is failed with the reason).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+
+use crate::lifecycle::PeerRecord;
+pub use crate::lifecycle::{Announcement, Fault};
+
+pub mod memory;
+pub mod unwired;
+
+/// What an adapter needs to know about a peer, taken from its record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTarget {
+    pub nostr_pubkey: String,
+    pub ilp_address: Option<String>,
+    pub endpoint: Option<String>,
+    pub base_address: Option<String>,
+    /// Whether the operator follows this peer (the channel auto-open policy covers only these).
+    pub followed: bool,
+}
+
+impl From<&PeerRecord> for PeerTarget {
+    fn from(r: &PeerRecord) -> Self {
+        PeerTarget {
+            nostr_pubkey: r.nostr_pubkey.clone(),
+            ilp_address: r.ilp_address.clone(),
+            endpoint: r.endpoint.clone(),
+            base_address: r.base_address.clone(),
+            followed: r.followed,
+        }
+    }
+}
+
+/// The answer to "where is this peer?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// A valid announcement.
+    Found(Announcement),
+    /// Every relay answered and none has one.
+    NotFound,
+    /// No relay answered (transient) or the announcement is invalid (permanent).
+    Failed(Fault),
+}
+
+/// Finds and validates a peer's kind 32001 announcement.
+#[async_trait]
+pub trait AddressResolver: Send + Sync {
+    async fn resolve(&self, nostr_pubkey: &str) -> Resolution;
+}
+
+/// Opens authenticated BTP sessions.
+#[async_trait]
+pub trait SessionConnector: Send + Sync {
+    async fn open(&self, peer: &PeerTarget) -> Result<Arc<dyn Session>, Fault>;
+}
+
+/// One open, authenticated session to a peer.
+#[async_trait]
+pub trait Session: Send + Sync {
+    /// Sends a PING with `nonce`; resolves with the nonce the PONG echoed. If the peer never
+    /// answers, the future never resolves: the lifecycle's PONG deadline decides.
+    async fn ping(&self, nonce: u64) -> Result<u64, Fault>;
+    /// Resolves, with the reason, when the session ends by itself.
+    fn closed(&self) -> BoxFuture<'static, String>;
+    /// Closes the session (idempotent).
+    async fn close(&self);
+}
+
+/// What a channel request led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelRequest {
+    /// The auto-open policy signed an open transaction (not yet sent: see
+    /// [`ChannelPort::broadcast_open`]).
+    Opened { tx_hash: String },
+    /// The operator has been told and must approve.
+    AwaitingOperator,
+}
+
+/// Where our open transaction stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelStatus {
+    Pending {
+        confirmations: u64,
+    },
+    Confirmed {
+        channel_id: String,
+    },
+    /// No longer on the canonical chain (reorg).
+    Dropped,
+}
+
+/// Payment channels on the EVM chain.
+#[async_trait]
+pub trait ChannelPort: Send + Sync {
+    /// A usable open channel from us to the peer, if one exists.
+    async fn find_channel(&self, peer: &PeerTarget) -> Result<Option<String>, Fault>;
+    /// A channel is needed: apply the auto-open policy or tell the operator.
+    async fn request_channel(&self, peer: &PeerTarget) -> Result<ChannelRequest, Fault>;
+    /// Signs the open transaction (operator approved) without sending it; returns its hash.
+    /// The core makes the hash durable, then calls [`ChannelPort::broadcast_open`].
+    async fn open_channel(&self, peer: &PeerTarget) -> Result<String, Fault>;
+    /// Sends the open transaction signed under `tx_hash`. A transient fault means it may or
+    /// may not have reached the chain; `channel_status` tells which.
+    async fn broadcast_open(&self, tx_hash: &str) -> Result<(), Fault>;
+    /// Confirmations of our open transaction.
+    async fn channel_status(&self, tx_hash: &str) -> Result<ChannelStatus, Fault>;
+}
+
+/// The initial REQ toward a connected peer, and its closing.
+#[async_trait]
+pub trait Subscriptions: Send + Sync {
+    /// Opens the peer's subscriptions; returns their ids.
+    async fn subscribe(&self, peer: &PeerTarget) -> Result<Vec<String>, Fault>;
+    /// Closes them (CLOSE); best effort.
+    async fn unsubscribe(&self, peer: &PeerTarget, subscription_ids: &[String]);
+}
+
+/// The set of adapters a node runs with.
+#[derive(Clone)]
+pub struct Ports {
+    pub resolver: Arc<dyn AddressResolver>,
+    pub sessions: Arc<dyn SessionConnector>,
+    pub channels: Arc<dyn ChannelPort>,
+    pub subscriptions: Arc<dyn Subscriptions>,
+}

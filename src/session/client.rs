@@ -1,0 +1,420 @@
+//! Dialing out: [`BtpConnector`] opens an authenticated BTP session over WebSocket
+//! (tokio-tungstenite; `ws://` on loopback when allowed, `wss://` through rustls otherwise),
+//! proves our Nostr key (or a shared secret for plain ILP peers), checks the server's proof,
+//! and hands the lifecycle a [`BtpSession`]: PING/PONG over ILP, ILDCP, any ILP Prepare.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use futures::{SinkExt, StreamExt};
+use nostr::PublicKey;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::auth::{self, PROTOCOL_AUTH_PROOF};
+use super::connection::{error_text, Link, LinkError, Outgoing, MAX_MESSAGE_LEN};
+use super::ildcp::{self, IldcpInfo};
+use super::service::dispatch_binary;
+use super::{unix_now, PeerIdentity, SessionContext};
+use crate::lifecycle::Fault;
+use crate::ports::{PeerTarget, Session, SessionConnector};
+use crate::wire::btp::Packet;
+use crate::wire::btp_nips::{self, MessageType};
+use crate::wire::ilp::{self, Timestamp};
+
+/// How the client authenticates.
+#[derive(Debug, Clone)]
+pub enum ClientAuth {
+    /// Prove our Nostr key to the node holding `server`, and make it prove its own.
+    Nostr { server: PublicKey },
+    /// A plain ILP peer: `auth_username` and the shared secret as `auth_token`.
+    SharedSecret { username: String, secret: String },
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// Worth retrying: unreachable, timed out, dropped.
+    #[error("{0}")]
+    Transient(String),
+    /// Needs a person: refused authentication, a server that cannot prove its key, an
+    /// endpoint we must not dial.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<ConnectError> for Fault {
+    fn from(e: ConnectError) -> Fault {
+        match e {
+            ConnectError::Transient(r) => Fault::Transient(r),
+            ConnectError::Permanent(r) => Fault::Permanent(r),
+        }
+    }
+}
+
+/// Checks that we may dial `endpoint`: `wss://` anywhere, `ws://` only to a loopback host
+/// and only when `allow_ws_loopback`.
+pub fn check_endpoint(endpoint: &str, allow_ws_loopback: bool) -> Result<(), String> {
+    let (scheme, rest) = endpoint
+        .split_once("://")
+        .ok_or_else(|| format!("endpoint `{endpoint}`: no scheme"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = if let Some(bracketed) = authority.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    if host.is_empty() {
+        return Err(format!("endpoint `{endpoint}`: no host"));
+    }
+    match scheme {
+        "wss" => Ok(()),
+        "ws" => {
+            let loopback =
+                host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                Err(format!(
+                    "endpoint `{endpoint}`: ws:// is allowed only for loopback; use wss://"
+                ))
+            } else if !allow_ws_loopback {
+                Err(format!(
+                    "endpoint `{endpoint}`: ws:// is disabled (session.allow_ws_loopback)"
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        other => Err(format!(
+            "endpoint `{endpoint}`: scheme `{other}` is not ws or wss"
+        )),
+    }
+}
+
+/// One open, authenticated session we dialed.
+pub struct BtpSession {
+    link: Arc<Link>,
+    ctx: Arc<SessionContext>,
+    /// The peer we reached (as authenticated).
+    pub peer: PeerIdentity,
+}
+
+impl BtpSession {
+    /// Dials `endpoint` and authenticates as `auth` says.
+    pub async fn connect(
+        ctx: Arc<SessionContext>,
+        endpoint: &str,
+        auth: ClientAuth,
+    ) -> Result<BtpSession, ConnectError> {
+        check_endpoint(endpoint, ctx.settings.allow_ws_loopback)
+            .map_err(ConnectError::Permanent)?;
+        // A 16 KiB read buffer instead of tungstenite's 128 KiB: a session is mostly idle,
+        // and a node holds a thousand of them.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(16 * 1024)
+            .max_message_size(Some(MAX_MESSAGE_LEN))
+            .max_frame_size(Some(MAX_MESSAGE_LEN));
+        let dial = tokio_tungstenite::connect_async_with_config(endpoint, Some(config), true);
+        let (ws, _) = match tokio::time::timeout(ctx.timings.connect_timeout, dial).await {
+            Err(_) => {
+                return Err(ConnectError::Transient(format!(
+                    "connect to {endpoint}: no answer within {:?}",
+                    ctx.timings.connect_timeout
+                )))
+            }
+            Ok(Err(e)) => {
+                return Err(ConnectError::Transient(format!(
+                    "connect to {endpoint}: {e}"
+                )))
+            }
+            Ok(Ok(ws)) => ws,
+        };
+        let (link, out) = Link::new(ctx.timings.request_timeout);
+        let (sink, stream) = ws.split();
+        let peer = match &auth {
+            ClientAuth::Nostr { server } => PeerIdentity::Nostr(*server),
+            ClientAuth::SharedSecret { username, .. } => {
+                PeerIdentity::SharedSecret(username.clone())
+            }
+        };
+        tokio::spawn(write_loop(sink, out, ctx.timings.ws_ping_interval));
+        tokio::spawn(read_loop(stream, link.clone(), ctx.clone(), peer.clone()));
+
+        let (username, token, our_token) = match &auth {
+            ClientAuth::Nostr { server } => {
+                let token =
+                    auth::sign_token(&ctx.keys, endpoint, server, unix_now(), fastrand::u64(..))
+                        .map_err(|e| ConnectError::Permanent(e.to_string()))?;
+                (
+                    ctx.public_key().to_hex(),
+                    auth::token_text(&token),
+                    Some(token),
+                )
+            }
+            ClientAuth::SharedSecret { username, secret } => {
+                (username.clone(), secret.clone(), None)
+            }
+        };
+        let request = link.request(Packet::auth(0, &username, &token));
+        let answer = match tokio::time::timeout(ctx.timings.auth_timeout, request).await {
+            Err(_) | Ok(Err(LinkError::Timeout(_))) => {
+                link.shut("authentication timed out");
+                return Err(ConnectError::Transient(format!(
+                    "{endpoint}: no answer to auth within {:?}",
+                    ctx.timings.auth_timeout
+                )));
+            }
+            Ok(Err(e)) => {
+                link.shut(e.to_string());
+                return Err(ConnectError::Transient(format!("{endpoint}: auth: {e}")));
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        if let Some(text) = error_text(&answer) {
+            link.shut("authentication refused");
+            return Err(ConnectError::Permanent(format!(
+                "authentication refused by {endpoint}: {text}"
+            )));
+        }
+        if let (ClientAuth::Nostr { server }, Some(token)) = (&auth, &our_token) {
+            let proof = answer
+                .entry(PROTOCOL_AUTH_PROOF)
+                .and_then(|e| std::str::from_utf8(&e.data).ok());
+            let checked = match proof {
+                None => Err("auth_proof: missing from the server's Response".to_string()),
+                Some(proof) => auth::verify_proof(proof, token, server).map_err(|e| e.to_string()),
+            };
+            if let Err(reason) = checked {
+                link.shut("server failed to prove its key");
+                return Err(ConnectError::Permanent(format!(
+                    "{endpoint} did not prove key {}: {reason}",
+                    server.to_hex()
+                )));
+            }
+        }
+        log::info!("session to {endpoint} ({peer}) authenticated");
+        Ok(BtpSession { link, ctx, peer })
+    }
+
+    /// Sends an ILP Prepare; resolves with the Fulfill or Reject.
+    pub async fn send_prepare(&self, prepare: &ilp::Prepare) -> Result<ilp::Packet, String> {
+        let bytes = prepare.encode().map_err(|e| e.to_string())?;
+        let answer = self
+            .link
+            .request(Packet::ilp_message(0, bytes))
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(text) = error_text(&answer) {
+            return Err(format!("BTP error: {text}"));
+        }
+        match answer.decode_ilp() {
+            Ok(Some(packet @ (ilp::Packet::Fulfill(_) | ilp::Packet::Reject(_)))) => Ok(packet),
+            Ok(Some(ilp::Packet::Prepare(_))) => Err("answer is a Prepare".into()),
+            Ok(None) => Err("answer has no ilp entry".into()),
+            Err(e) => Err(format!("answer: {e}")),
+        }
+    }
+
+    /// Asks the peer's `peer.config` (ILDCP) for our address and the asset.
+    pub async fn fetch_ildcp(&self) -> Result<IldcpInfo, String> {
+        match self.send_prepare(&ildcp::request(self.expiry())).await? {
+            ilp::Packet::Fulfill(f) => ildcp::parse_response(&f.data).map_err(|e| e.to_string()),
+            ilp::Packet::Reject(r) => Err(format!(
+                "ILDCP rejected: {} {}",
+                r.code_str(),
+                String::from_utf8_lossy(&r.message)
+            )),
+            ilp::Packet::Prepare(_) => Err("ILDCP answer is a Prepare".into()),
+        }
+    }
+
+    fn expiry(&self) -> Timestamp {
+        let millis = self.ctx.timings.request_timeout.as_millis() as u64;
+        Timestamp::now()
+            .checked_add_millis(millis)
+            .unwrap_or_else(Timestamp::now)
+    }
+
+    pub fn link(&self) -> &Arc<Link> {
+        &self.link
+    }
+}
+
+#[async_trait]
+impl Session for BtpSession {
+    async fn ping(&self, nonce: u64) -> Result<u64, Fault> {
+        let ping = btp_nips::Packet::ping(
+            self.ctx.own_address.as_str(),
+            unix_now(),
+            format!("{nonce:016x}"),
+        );
+        let prepare = ping
+            .to_prepare(self.expiry())
+            .map_err(|e| Fault::Transient(e.to_string()))?;
+        match self.send_prepare(&prepare).await {
+            Ok(ilp::Packet::Fulfill(f)) => {
+                let pong = btp_nips::Packet::decode(&f.data)
+                    .map_err(|e| Fault::Transient(format!("PONG unreadable: {e}")))?;
+                if pong.message_type != MessageType::Pong {
+                    return Err(Fault::Transient(format!(
+                        "PING answered with {}",
+                        pong.message_type
+                    )));
+                }
+                pong.nonce()
+                    .and_then(|n| u64::from_str_radix(n, 16).ok())
+                    .ok_or_else(|| Fault::Transient("PONG nonce is not 16 hex digits".into()))
+            }
+            Ok(ilp::Packet::Reject(r)) => Err(Fault::Transient(format!(
+                "PING rejected: {} {}",
+                r.code_str(),
+                String::from_utf8_lossy(&r.message)
+            ))),
+            Ok(ilp::Packet::Prepare(_)) => {
+                Err(Fault::Transient("PING answered by a Prepare".into()))
+            }
+            // A timeout or a closed link: the lifecycle's PONG deadline, or the close watcher,
+            // decides; never resolve with an error the lifecycle would misread.
+            Err(_) => futures::future::pending().await,
+        }
+    }
+
+    fn closed(&self) -> BoxFuture<'static, String> {
+        self.link.closed()
+    }
+
+    async fn close(&self) {
+        self.link.shut("closed by us");
+    }
+}
+
+impl Drop for BtpSession {
+    fn drop(&mut self) {
+        self.link.shut("session dropped");
+    }
+}
+
+/// Opens sessions for the lifecycle: Nostr mode against the peer's pubkey, or shared-secret
+/// mode when the endpoint belongs to a configured plain ILP peer.
+pub struct BtpConnector {
+    ctx: Arc<SessionContext>,
+}
+
+impl BtpConnector {
+    pub fn new(ctx: Arc<SessionContext>) -> Self {
+        BtpConnector { ctx }
+    }
+}
+
+#[async_trait]
+impl SessionConnector for BtpConnector {
+    async fn open(&self, peer: &PeerTarget) -> Result<Arc<dyn Session>, Fault> {
+        let endpoint = peer
+            .endpoint
+            .as_deref()
+            .ok_or_else(|| Fault::Permanent("no BTP endpoint known".into()))?;
+        let auth = match self.ctx.shared_secret_for_endpoint(endpoint) {
+            Some(p) => ClientAuth::SharedSecret {
+                username: p.username.clone(),
+                secret: p.secret.clone(),
+            },
+            None => ClientAuth::Nostr {
+                server: auth::parse_pubkey(&peer.nostr_pubkey)
+                    .map_err(|e| Fault::Permanent(e.to_string()))?,
+            },
+        };
+        let session = BtpSession::connect(self.ctx.clone(), endpoint, auth).await?;
+        Ok(Arc::new(session))
+    }
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Sends what the link queues, and a WebSocket ping every `ping_every` to keep it warm.
+async fn write_loop(
+    mut sink: futures::stream::SplitSink<WsStream, Message>,
+    mut out: tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
+    ping_every: std::time::Duration,
+) {
+    let mut ticker = tokio::time::interval(ping_every);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            next = out.recv() => match next {
+                Some(Outgoing::Packet(bytes)) => {
+                    if sink.send(Message::Binary(bytes.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Outgoing::Close(reason)) => {
+                    let frame = CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: close_reason_text(&reason).into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    break;
+                }
+                None => break,
+            },
+            _ = ticker.tick() => {
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A close reason fits in 123 bytes (RFC 6455); cut at a character boundary.
+pub fn close_reason_text(reason: &str) -> String {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_string()
+}
+
+/// Reads frames until the link closes, the peer goes quiet past the idle timeout, or it
+/// sends garbage (disconnected with the reason logged).
+async fn read_loop(
+    mut stream: futures::stream::SplitStream<WsStream>,
+    link: Arc<Link>,
+    ctx: Arc<SessionContext>,
+    peer: PeerIdentity,
+) {
+    let closed = link.closed();
+    tokio::pin!(closed);
+    let reason = loop {
+        let next = tokio::select! {
+            _ = &mut closed => return,
+            next = tokio::time::timeout(ctx.timings.idle_timeout, stream.next()) => next,
+        };
+        match next {
+            Err(_) => break format!("no frame for {:?}", ctx.timings.idle_timeout),
+            Ok(None) => break "connection closed".into(),
+            Ok(Some(Err(e))) => break format!("WebSocket error: {e}"),
+            Ok(Some(Ok(Message::Binary(bytes)))) => {
+                if let Err(reason) = dispatch_binary(&link, &ctx.handler, &peer, &bytes) {
+                    log::warn!("disconnecting {peer}: {reason}");
+                    break reason;
+                }
+            }
+            Ok(Some(Ok(Message::Text(_)))) => {
+                log::warn!("disconnecting {peer}: text frame (BTP is binary)");
+                break "peer sent a text frame".into();
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                break format!(
+                    "closed by peer{}",
+                    frame.map_or(String::new(), |f| format!(": {}", f.reason))
+                )
+            }
+            Ok(Some(Ok(_))) => {} // ping (answered by tungstenite), pong, raw frame
+        }
+    };
+    // The link's Close goes out through the writer; waiting requests fail now.
+    link.shut(reason);
+}

@@ -1,0 +1,240 @@
+//! What the node answers to its peers' requests: every BTP Message carrying an ILP Prepare
+//! goes to an [`IlpHandler`]; the node's own ([`NodeService`]) answers a BTP-NIPs PING with
+//! its PONG and `peer.config` with ILDCP, and rejects the rest (event flow is separate work).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::connection::{error_packet, Incoming, Link};
+use super::ildcp::{self, IldcpInfo};
+use super::{unix_now, PeerIdentity};
+use crate::wire::btp::{Body, Packet, PROTOCOL_AUTH};
+use crate::wire::btp_nips::{self, MessageType};
+use crate::wire::ilp::{self, codes, Address, Prepare, Reject};
+
+/// Answers one ILP Prepare from an authenticated peer with a Fulfill or a Reject.
+#[async_trait]
+pub trait IlpHandler: Send + Sync {
+    async fn handle_prepare(&self, from: &PeerIdentity, prepare: Prepare) -> ilp::Packet;
+}
+
+/// The node's own answers.
+pub struct NodeService {
+    own_address: Address,
+    asset_code: String,
+    asset_scale: u8,
+}
+
+impl NodeService {
+    pub fn new(own_address: Address, asset_code: String, asset_scale: u8) -> Self {
+        NodeService {
+            own_address,
+            asset_code,
+            asset_scale,
+        }
+    }
+
+    fn reject(&self, code: [u8; 3], message: &str) -> ilp::Packet {
+        ilp::Packet::Reject(Reject::new(code, Some(self.own_address.clone()), message))
+    }
+
+    /// The address a neighbour gets under ours: its pubkey prefix, or its username.
+    fn child_address(&self, from: &PeerIdentity) -> Result<Address, String> {
+        let segment = match from {
+            PeerIdentity::Nostr(pk) => pk.to_hex()[..16].to_string(),
+            PeerIdentity::SharedSecret(name) => name.clone(),
+        };
+        self.own_address
+            .with_suffix(&segment)
+            .map_err(|e| format!("no ILP address for `{segment}`: {e}"))
+    }
+}
+
+#[async_trait]
+impl IlpHandler for NodeService {
+    async fn handle_prepare(&self, from: &PeerIdentity, prepare: Prepare) -> ilp::Packet {
+        if ildcp::is_request(&prepare) {
+            return match self.child_address(from) {
+                Ok(client_address) => ilp::Packet::Fulfill(ildcp::response(&IldcpInfo {
+                    client_address,
+                    asset_scale: self.asset_scale,
+                    asset_code: self.asset_code.clone(),
+                })),
+                Err(e) => self.reject(codes::F00_BAD_REQUEST, &e),
+            };
+        }
+        if prepare.destination.as_str() != btp_nips::DESTINATION {
+            return self.reject(
+                codes::F02_UNREACHABLE,
+                &format!("no route to {}", prepare.destination),
+            );
+        }
+        if !prepare.is_peer_control() {
+            return self.reject(
+                codes::F00_BAD_REQUEST,
+                "peer.btp-nips takes zero-amount control packets only",
+            );
+        }
+        let packet = match btp_nips::Packet::decode(&prepare.data) {
+            Ok(p) => p,
+            Err(e) => return self.reject(codes::F01_INVALID_PACKET, &e.to_string()),
+        };
+        match packet.message_type {
+            MessageType::Ping => {
+                match btp_nips::Packet::pong(&packet, self.own_address.as_str(), unix_now())
+                    .and_then(|pong| pong.to_fulfill())
+                {
+                    Ok(fulfill) => ilp::Packet::Fulfill(fulfill),
+                    Err(e) => self.reject(codes::F01_INVALID_PACKET, &e.to_string()),
+                }
+            }
+            other => self.reject(
+                codes::F02_UNREACHABLE,
+                &format!("BTP-NIPs {other} is not served by this node yet"),
+            ),
+        }
+    }
+}
+
+/// Handles one binary WebSocket message of an authenticated peer, on either side of the
+/// session: an answer completes its request, a request is served in its own task, garbage
+/// is an error whose text is the reason to disconnect.
+pub fn dispatch_binary(
+    link: &Arc<Link>,
+    handler: &Arc<dyn IlpHandler>,
+    peer: &PeerIdentity,
+    bytes: &[u8],
+) -> Result<(), String> {
+    match link.on_binary(bytes) {
+        Ok(Incoming::Request(packet)) => {
+            tokio::spawn(serve_request(
+                link.clone(),
+                handler.clone(),
+                peer.clone(),
+                packet,
+            ));
+            Ok(())
+        }
+        Ok(Incoming::Answered) => Ok(()),
+        Ok(Incoming::Unexpected(id)) => {
+            log::debug!("{peer}: answer to unknown request {id} dropped");
+            Ok(())
+        }
+        Err(e) => Err(format!("peer sent an unreadable packet: {e}")),
+    }
+}
+
+/// Serves one request of the peer (a Message or Transfer) and sends the answer.
+pub async fn serve_request(
+    link: Arc<Link>,
+    handler: Arc<dyn IlpHandler>,
+    from: PeerIdentity,
+    packet: Packet,
+) {
+    let id = packet.request_id;
+    let answer = match &packet.body {
+        Body::Transfer { .. } => error_packet(
+            id,
+            *b"F00",
+            "NotAcceptedError",
+            "BTP transfers are not accepted: settlement is on chain",
+        ),
+        _ => match packet.decode_ilp() {
+            Ok(Some(ilp::Packet::Prepare(prepare))) => {
+                let reply = handler.handle_prepare(&from, prepare).await;
+                match reply.encode() {
+                    Ok(bytes) => Packet::ilp_response(id, bytes),
+                    Err(e) => error_packet(id, *b"T00", "InternalError", &e.to_string()),
+                }
+            }
+            Ok(Some(_)) => error_packet(
+                id,
+                *b"F00",
+                "NotAcceptedError",
+                "a request's ilp entry must be an ILP Prepare",
+            ),
+            Ok(None) if packet.primary_protocol() == Some(PROTOCOL_AUTH) => {
+                error_packet(id, *b"F00", "NotAcceptedError", "already authenticated")
+            }
+            Ok(None) => error_packet(
+                id,
+                *b"F00",
+                "NotAcceptedError",
+                "no ilp entry: only ILP is spoken here",
+            ),
+            Err(e) => error_packet(id, *b"F01", "InvalidPacketError", &e.to_string()),
+        },
+    };
+    link.answer(&answer);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ilp::Timestamp;
+
+    fn service() -> NodeService {
+        NodeService::new(
+            Address::new("g.btp-nips.a.0011223344556677").unwrap(),
+            "msat".into(),
+            3,
+        )
+    }
+
+    fn expiry() -> Timestamp {
+        Timestamp::now().checked_add_millis(30_000).unwrap()
+    }
+
+    #[tokio::test]
+    async fn ping_is_answered_with_a_pong_echoing_the_nonce() {
+        let ping = btp_nips::Packet::ping("g.btp-nips.b.8899aabbccddeeff", 1, "00000000000000ff");
+        let prepare = ping.to_prepare(expiry()).unwrap();
+        let from = PeerIdentity::SharedSecret("b".into());
+        let ilp::Packet::Fulfill(f) = service().handle_prepare(&from, prepare).await else {
+            panic!("not fulfilled")
+        };
+        assert_eq!(f.fulfillment, ilp::PEER_PROTOCOL_FULFILLMENT);
+        let pong = btp_nips::Packet::decode(&f.data).unwrap();
+        assert_eq!(pong.message_type, MessageType::Pong);
+        assert_eq!(pong.nonce(), Some("00000000000000ff"));
+        assert_eq!(
+            pong.payload.metadata.sender,
+            "g.btp-nips.a.0011223344556677"
+        );
+    }
+
+    #[tokio::test]
+    async fn ildcp_gives_the_peer_an_address_under_ours_and_unknown_routes_are_rejected() {
+        let from = PeerIdentity::SharedSecret("alice".into());
+        let ilp::Packet::Fulfill(f) = service()
+            .handle_prepare(&from, ildcp::request(expiry()))
+            .await
+        else {
+            panic!("not fulfilled")
+        };
+        let info = ildcp::parse_response(&f.data).unwrap();
+        assert_eq!(
+            info.client_address.as_str(),
+            "g.btp-nips.a.0011223344556677.alice"
+        );
+        assert_eq!((info.asset_scale, info.asset_code.as_str()), (3, "msat"));
+
+        let elsewhere =
+            Prepare::peer_control(Address::new("g.somewhere").unwrap(), expiry(), vec![]);
+        let ilp::Packet::Reject(r) = service().handle_prepare(&from, elsewhere).await else {
+            panic!("not rejected")
+        };
+        assert_eq!(r.code_str(), "F02");
+        let garbage = Prepare::peer_control(
+            Address::new(btp_nips::DESTINATION).unwrap(),
+            expiry(),
+            vec![1, 8, 0, 99],
+        );
+        let ilp::Packet::Reject(r) = service().handle_prepare(&from, garbage).await else {
+            panic!("not rejected")
+        };
+        assert_eq!(r.code_str(), "F01");
+        assert!(String::from_utf8_lossy(&r.message).contains("payload length"));
+    }
+}

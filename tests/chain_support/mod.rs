@@ -1,0 +1,348 @@
+//! A real local chain for the chain tests: an anvil process on 127.0.0.1 with mining off
+//! (`--no-mining`: a block exists only when a test mines it with `anvil_mine`), accounts
+//! funded with `anvil_setBalance` for keys the tests generate, the contract deployed from
+//! the committed artifact, and an RPC proxy a test can take down and bring back.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::eips::BlockId;
+use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
+use alloy::primitives::{Address, Bytes, B256, U256};
+use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolCall;
+use btp_nips_node::chain::adapter::http_provider;
+use btp_nips_node::chain::contract;
+use tokio::io::copy_bidirectional;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+pub const CHAIN_ID: u64 = 31337;
+/// One ether, in wei.
+pub const ETH: u128 = 1_000_000_000_000_000_000;
+
+/// The anvil binary: `ANVIL_BIN`, or the one `npm ci` put in `contracts/node_modules`.
+pub fn anvil_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("ANVIL_BIN") {
+        return PathBuf::from(path);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
+}
+
+/// A running anvil; killed when dropped.
+pub struct Anvil {
+    child: Child,
+    pub url: String,
+    pub provider: DynProvider,
+}
+
+impl Anvil {
+    /// Starts anvil on a free loopback port, mining only on demand.
+    pub fn start() -> Anvil {
+        let bin = anvil_bin();
+        assert!(
+            bin.exists(),
+            "anvil not found at {} (run `npm ci` in contracts/, as .ci/run does, or set ANVIL_BIN)",
+            bin.display()
+        );
+        let mut child = Command::new(&bin)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-mining",
+                "--chain-id",
+                &CHAIN_ID.to_string(),
+                "--accounts",
+                "1",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("anvil starts");
+        let stdout = child.stdout.take().expect("anvil stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("anvil printed where it listens before exiting")
+                .expect("anvil stdout is readable");
+            if let Some(addr) = line.strip_prefix("Listening on ") {
+                break format!("http://{}", addr.trim());
+            }
+        };
+        // Keep draining anvil's output so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let provider = http_provider(&url).expect("anvil URL parses");
+        Anvil {
+            child,
+            url,
+            provider,
+        }
+    }
+
+    pub async fn mine(&self, blocks: u64) {
+        let _: serde_json::Value = self
+            .provider
+            .raw_request("anvil_mine".into(), (U256::from(blocks),))
+            .await
+            .expect("anvil_mine");
+    }
+
+    /// Mines one block with the given timestamp.
+    pub async fn mine_at(&self, timestamp: u64) {
+        let _: serde_json::Value = self
+            .provider
+            .raw_request("evm_setNextBlockTimestamp".into(), (U256::from(timestamp),))
+            .await
+            .expect("evm_setNextBlockTimestamp");
+        self.mine(1).await;
+    }
+
+    /// Replaces the newest `depth` blocks with empty ones (their transactions are gone).
+    pub async fn reorg(&self, depth: u64) {
+        let _: serde_json::Value = self
+            .provider
+            .raw_request(
+                "anvil_reorg".into(),
+                (depth, Vec::<(serde_json::Value, u64)>::new()),
+            )
+            .await
+            .expect("anvil_reorg");
+    }
+
+    pub async fn set_balance(&self, who: Address, wei: u128) {
+        let _: serde_json::Value = self
+            .provider
+            .raw_request("anvil_setBalance".into(), (who, U256::from(wei)))
+            .await
+            .expect("anvil_setBalance");
+    }
+
+    /// A fresh key with `eth` ether.
+    pub async fn funded_key(&self, eth: u128) -> PrivateKeySigner {
+        let key = PrivateKeySigner::random();
+        self.set_balance(key.address(), eth * ETH).await;
+        key
+    }
+
+    pub async fn head(&self) -> (u64, u64) {
+        let block = self
+            .provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .expect("latest block")
+            .expect("a latest block exists");
+        (block.header.number, block.header.timestamp)
+    }
+
+    pub async fn balance(&self, who: Address) -> U256 {
+        self.provider.get_balance(who).await.expect("balance")
+    }
+
+    /// Signs and sends a transaction from `from` (not mined: call `mine`).
+    pub async fn send(
+        &self,
+        from: &PrivateKeySigner,
+        to: Option<Address>,
+        value: U256,
+        input: Vec<u8>,
+    ) -> B256 {
+        let nonce = self
+            .provider
+            .get_transaction_count(from.address())
+            .pending()
+            .await
+            .expect("nonce");
+        let mut tx = TransactionRequest::default()
+            .with_from(from.address())
+            .with_value(value)
+            .with_input(input)
+            .with_nonce(nonce)
+            .with_chain_id(CHAIN_ID)
+            .with_gas_limit(3_000_000)
+            .with_max_fee_per_gas(20_000_000_000)
+            .with_max_priority_fee_per_gas(1_000_000_000);
+        match to {
+            Some(to) => tx.set_to(to),
+            None => tx.set_create(),
+        }
+        let envelope = tx
+            .build(&EthereumWallet::from(from.clone()))
+            .await
+            .expect("signs");
+        use alloy::eips::eip2718::Encodable2718;
+        *self
+            .provider
+            .send_raw_transaction(&envelope.encoded_2718())
+            .await
+            .expect("anvil accepts the transaction")
+            .tx_hash()
+    }
+
+    pub async fn receipt(&self, tx: B256) -> TransactionReceipt {
+        self.provider
+            .get_transaction_receipt(tx)
+            .await
+            .expect("receipt call")
+            .expect("the transaction is mined")
+    }
+
+    /// Deploys the contract from the committed artifact (one block).
+    pub async fn deploy(&self, deployer: &PrivateKeySigner) -> Address {
+        let code = contract::creation_bytecode().expect("artifact has bytecode");
+        self.deploy_code(deployer, code.to_vec()).await
+    }
+
+    /// Deploys creation code (constructor arguments appended) in one block.
+    pub async fn deploy_code(&self, deployer: &PrivateKeySigner, code: Vec<u8>) -> Address {
+        let tx = self.send(deployer, None, U256::ZERO, code).await;
+        self.mine(1).await;
+        let receipt = self.receipt(tx).await;
+        assert!(receipt.status(), "deployment succeeds");
+        receipt.contract_address.expect("a contract address")
+    }
+
+    /// Calls a view function of `at` at the latest block.
+    pub async fn view<C: SolCall>(&self, at: Address, call: C) -> C::Return {
+        let tx = TransactionRequest::default()
+            .with_to(at)
+            .with_input(call.abi_encode());
+        let out = self
+            .provider
+            .call(tx)
+            .block(BlockId::latest())
+            .await
+            .expect("view call");
+        C::abi_decode_returns(&out).expect("decodes")
+    }
+
+    /// Sends `call` from `from`, mines it, and returns its receipt.
+    pub async fn transact<C: SolCall>(
+        &self,
+        from: &PrivateKeySigner,
+        at: Address,
+        value: U256,
+        call: C,
+    ) -> TransactionReceipt {
+        let tx = self.send(from, Some(at), value, call.abi_encode()).await;
+        self.mine(1).await;
+        self.receipt(tx).await
+    }
+
+    /// The 4-byte selector of the error `call` from `from` reverts with at the latest block
+    /// (replayed with `eth_call`), or `None` if it would succeed.
+    pub async fn revert_selector<C: SolCall>(
+        &self,
+        from: Address,
+        at: Address,
+        value: U256,
+        call: &C,
+        block: BlockId,
+    ) -> Option<[u8; 4]> {
+        let tx = TransactionRequest::default()
+            .with_from(from)
+            .with_to(at)
+            .with_value(value)
+            .with_input(call.abi_encode());
+        match self.provider.call(tx).block(block).await {
+            Ok(_) => None,
+            Err(e) => {
+                let payload = e
+                    .as_error_resp()
+                    .unwrap_or_else(|| panic!("a revert, not a transport error: {e}"));
+                let data: Bytes = payload
+                    .as_revert_data()
+                    .unwrap_or_else(|| panic!("revert data in {payload:?}"));
+                Some(data[..4].try_into().expect("a selector"))
+            }
+        }
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy in front of the RPC endpoint that a test can take down (every connection
+/// is cut and new ones are refused at once) and bring back: an RPC outage, as the node sees it.
+pub struct RpcProxy {
+    pub url: String,
+    up: Arc<AtomicBool>,
+    cut: watch::Sender<u64>,
+}
+
+impl RpcProxy {
+    pub async fn start(upstream: &str) -> RpcProxy {
+        let upstream = upstream
+            .strip_prefix("http://")
+            .expect("an http URL")
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, _) = watch::channel(0u64);
+        let (accept_up, accept_cut) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !accept_up.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let mut cut_rx = accept_cut.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut_rx.changed() => {}
+                    }
+                });
+            }
+        });
+        RpcProxy { url, up, cut }
+    }
+
+    /// Takes the endpoint down: open connections are cut, new ones closed at once.
+    pub fn stop(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    pub fn resume(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Waits (polling every 20 ms, at most `limit`) until `check` yields a value.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,143 @@
+//! Configuration: the defaults are the seed's, files and environment override them, and
+//! every invalid value is refused with an error naming its key.
+
+use std::io::Write;
+
+use btp_nips_node::config::{ConfigError, Settings};
+
+#[test]
+fn defaults_are_the_seeds_block() {
+    let s = Settings::defaults().unwrap();
+    let c = &s.btp_nips.peer_connections;
+    assert_eq!(c.heartbeat_interval_seconds, 60);
+    assert_eq!(c.heartbeat_timeout_seconds, 10);
+    assert_eq!(c.max_reconnect_attempts, 10);
+    assert_eq!(c.reconnect_initial_delay_ms, 1000);
+    assert_eq!(c.reconnect_max_delay_ms, 300_000);
+    assert_eq!(c.channel_opening_timeout_seconds, 600);
+    assert!(c.auto_reconnect_on_startup);
+    assert_eq!(c.max_active_connections, 1000);
+    assert!(
+        s.database.url.starts_with("sqlite://"),
+        "SQLite is the embedded default"
+    );
+}
+
+#[test]
+fn every_invalid_value_is_refused_naming_its_key() {
+    let cases = [
+        ("node: {id: \"9lives\"}", "node.id"),
+        ("node: {id: \"Upper\"}", "node.id"),
+        ("node: {id: \"\"}", "node.id"),
+        ("database: {url: \"mysql://x\"}", "database.url"),
+        ("database: {url: \"  \"}", "database.url"),
+        ("database: {pool_size: 0}", "database.pool_size"),
+        (
+            "persistence: {flush_interval_ms: 0}",
+            "persistence.flush_interval_ms",
+        ),
+        ("persistence: {max_batch: 0}", "persistence.max_batch"),
+        (
+            "persistence: {retry_initial_delay_ms: 0}",
+            "persistence.retry_initial_delay_ms",
+        ),
+        (
+            "persistence: {retry_initial_delay_ms: 500, retry_max_delay_ms: 100}",
+            "persistence.retry_max_delay_ms",
+        ),
+    ];
+    let peer = [
+        (
+            "heartbeat_interval_seconds: 0",
+            "heartbeat_interval_seconds",
+        ),
+        ("heartbeat_timeout_seconds: 0", "heartbeat_timeout_seconds"),
+        ("heartbeat_timeout_seconds: 60", "heartbeat_timeout_seconds"),
+        ("max_reconnect_attempts: 0", "max_reconnect_attempts"),
+        (
+            "reconnect_initial_delay_ms: 0",
+            "reconnect_initial_delay_ms",
+        ),
+        ("reconnect_max_delay_ms: 10", "reconnect_max_delay_ms"),
+        ("reconnect_jitter: 1.0", "reconnect_jitter"),
+        ("reconnect_jitter: -0.1", "reconnect_jitter"),
+        (
+            "channel_opening_timeout_seconds: 0",
+            "channel_opening_timeout_seconds",
+        ),
+        (
+            "channel_poll_interval_seconds: 0",
+            "channel_poll_interval_seconds",
+        ),
+        (
+            "channel_poll_interval_seconds: 601",
+            "channel_poll_interval_seconds",
+        ),
+        ("max_active_connections: 0", "max_active_connections"),
+        ("max_discovery_attempts: 0", "max_discovery_attempts"),
+        ("discovery_retry_seconds: 0", "discovery_retry_seconds"),
+        ("restart_window_seconds: 0", "restart_window_seconds"),
+        ("startup_dial_batch: 0", "startup_dial_batch"),
+        ("startup_dial_interval_ms: 0", "startup_dial_interval_ms"),
+    ];
+    let peer_cases: Vec<(String, String)> = peer
+        .iter()
+        .map(|(yaml, key)| {
+            (
+                format!("btp_nips: {{peer_connections: {{{yaml}}}}}"),
+                format!("btp_nips.peer_connections.{key}"),
+            )
+        })
+        .collect();
+    let all = cases
+        .iter()
+        .map(|(y, k)| (y.to_string(), k.to_string()))
+        .chain(peer_cases);
+    for (yaml, key) in all {
+        let err = Settings::from_yaml_overrides(&yaml).expect_err(&yaml);
+        assert_eq!(err.key(), Some(key.as_str()), "{yaml}: {err}");
+        assert!(
+            err.to_string().contains(&key),
+            "message names the key: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_timeout_not_shorter_than_the_interval_says_why() {
+    let err = Settings::from_yaml_overrides(
+        "btp_nips: {peer_connections: {heartbeat_interval_seconds: 30, heartbeat_timeout_seconds: 30}}",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "configuration key `btp_nips.peer_connections.heartbeat_timeout_seconds` is invalid: \
+         must be at least 1 and shorter than heartbeat_interval_seconds (30)"
+    );
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_refused_with_their_name() {
+    let err =
+        Settings::from_yaml_overrides("btp_nips: {peer_connections: {heartbeat_intervall: 5}}")
+            .unwrap_err();
+    assert!(matches!(err, ConfigError::Load(_)));
+    assert!(err.to_string().contains("heartbeat_intervall"), "{err}");
+    let err = Settings::from_yaml_overrides("database: {pool_size: many}").unwrap_err();
+    assert!(err.to_string().contains("pool_size"), "{err}");
+}
+
+#[test]
+fn a_file_overrides_the_defaults_and_a_missing_file_is_an_error() {
+    let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    writeln!(
+        file,
+        "btp_nips:\n  peer_connections:\n    max_active_connections: 7"
+    )
+    .unwrap();
+    let s = Settings::load(Some(file.path())).unwrap();
+    assert_eq!(s.btp_nips.peer_connections.max_active_connections, 7);
+    assert_eq!(s.btp_nips.peer_connections.heartbeat_interval_seconds, 60);
+    let err = Settings::load(Some(std::path::Path::new("/nonexistent/node.yaml"))).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/node.yaml"), "{err}");
+}

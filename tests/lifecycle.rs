@@ -1,0 +1,648 @@
+//! The sans-IO lifecycle driven with simulated time: every test jumps the clock straight to
+//! the lifecycle's next deadline (quinn-proto's test pattern), so minutes of backoff and
+//! heartbeat run in microseconds and the outcomes are exact.
+
+use std::time::Duration;
+
+use btp_nips_node::config::Settings;
+use btp_nips_node::lifecycle::backoff::BackoffPolicy;
+use btp_nips_node::lifecycle::{
+    Action, Announcement, Event, Fault, LifecycleConfig, LifecycleError, PeerIntent, PeerLifecycle,
+    PeerRecord, PeerState, Timestamp,
+};
+
+const PUBKEY: &str = "aa11bb22cc33dd44ee55ff6600112233445566778899aabbccddeeff00112233";
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+fn config() -> LifecycleConfig {
+    let settings = Settings::defaults().expect("defaults are valid");
+    let mut config = LifecycleConfig::from(&settings.btp_nips.peer_connections);
+    config.backoff.jitter = 0.0;
+    config
+}
+
+fn announcement() -> Announcement {
+    Announcement {
+        ilp_address: "g.btp-nips.bob.aa11bb22cc33dd44".into(),
+        endpoint: "ws://127.0.0.1:7001/btp".into(),
+        base_address: "0x00000000000000000000000000000000000000b0".into(),
+        subscribers: None,
+    }
+}
+
+/// A lifecycle with its own simulated clock and a log of the actions it asked for.
+struct Sim {
+    lc: PeerLifecycle,
+    now: Timestamp,
+    log: Vec<(Timestamp, Action)>,
+}
+
+impl Sim {
+    fn new(config: LifecycleConfig) -> Sim {
+        Self::from_record(PeerRecord::new(PUBKEY, true, T0), config)
+    }
+
+    fn from_record(record: PeerRecord, config: LifecycleConfig) -> Sim {
+        let mut sim = Sim {
+            lc: PeerLifecycle::new(record, config, 42),
+            now: T0,
+            log: Vec::new(),
+        };
+        sim.feed(Event::Resume);
+        sim
+    }
+
+    fn drain(&mut self) {
+        while let Some(action) = self.lc.poll_action() {
+            self.log.push((self.now, action));
+        }
+    }
+
+    fn feed(&mut self, event: Event) {
+        self.lc.handle(event, self.now).expect("event applies");
+        self.drain();
+    }
+
+    fn try_feed(&mut self, event: Event) -> Result<(), LifecycleError> {
+        let result = self.lc.handle(event, self.now);
+        self.drain();
+        result
+    }
+
+    /// Jumps to the next deadline and handles it; returns how far the clock moved.
+    fn step(&mut self) -> Duration {
+        let deadline = self.lc.poll_timeout().expect("a deadline is pending");
+        let moved = deadline - self.now;
+        self.now = deadline.max(self.now);
+        self.lc.handle_timeout(self.now);
+        self.drain();
+        moved
+    }
+
+    fn advance(&mut self, by: Duration) {
+        let until = self.now + by;
+        while let Some(deadline) = self.lc.poll_timeout() {
+            if deadline > until {
+                break;
+            }
+            self.step();
+        }
+        self.now = until;
+    }
+
+    fn last_action(&self) -> Option<&Action> {
+        self.log.last().map(|(_, a)| a)
+    }
+
+    fn count(&self, pred: impl Fn(&Action) -> bool) -> usize {
+        self.log.iter().filter(|(_, a)| pred(a)).count()
+    }
+
+    fn state(&self) -> PeerState {
+        self.lc.state()
+    }
+
+    /// discovering → connecting → connected over an existing channel.
+    fn connect(&mut self) {
+        self.feed(Event::Resolved(announcement()));
+        self.feed(Event::SessionOpened);
+        self.feed(Event::ChannelFound {
+            channel_id: "0xc1".into(),
+        });
+        assert_eq!(self.state(), PeerState::Connected);
+    }
+
+    fn answer_pings(&mut self, rtt: Duration) {
+        let Some(Action::SendPing { nonce }) = self.last_action().cloned() else {
+            panic!("expected a PING, got {:?}", self.last_action());
+        };
+        self.now = self.now + rtt;
+        self.feed(Event::PongReceived { nonce });
+    }
+}
+
+#[test]
+fn success_path_goes_discovering_connecting_connected() {
+    let mut sim = Sim::new(config());
+    assert_eq!(sim.state(), PeerState::Discovering);
+    assert_eq!(sim.last_action(), Some(&Action::Resolve));
+    sim.feed(Event::Resolved(announcement()));
+    assert_eq!(sim.state(), PeerState::Connecting);
+    assert!(sim.log.iter().any(|(_, a)| *a == Action::OpenSession));
+    sim.feed(Event::SessionOpened);
+    assert_eq!(sim.last_action(), Some(&Action::CheckChannel));
+    sim.feed(Event::ChannelFound {
+        channel_id: "0xc1".into(),
+    });
+    assert_eq!(sim.state(), PeerState::Connected);
+    assert!(sim.log.iter().any(|(_, a)| *a == Action::Subscribe));
+    let record = sim.lc.record();
+    assert_eq!(record.endpoint.as_deref(), Some("ws://127.0.0.1:7001/btp"));
+    assert_eq!(record.channel_id.as_deref(), Some("0xc1"));
+    assert_eq!(record.failure_reason, None);
+}
+
+#[test]
+fn not_found_retries_then_fails_with_reason() {
+    let config = config();
+    let tries = config.max_discovery_attempts;
+    let retry = config.discovery_retry;
+    let mut sim = Sim::new(config);
+    for attempt in 1..tries {
+        sim.feed(Event::NotFound);
+        assert_eq!(sim.state(), PeerState::Discovering, "attempt {attempt}");
+        assert_eq!(sim.step(), retry);
+        assert_eq!(sim.last_action(), Some(&Action::Resolve));
+    }
+    sim.feed(Event::NotFound);
+    assert_eq!(sim.state(), PeerState::Failed);
+    assert_eq!(
+        sim.lc.record().failure_reason.as_deref(),
+        Some("no announcement")
+    );
+    assert_eq!(
+        sim.lc.poll_timeout(),
+        None,
+        "a failed peer waits for a person"
+    );
+    assert_eq!(sim.count(|a| *a == Action::Resolve), tries as usize);
+}
+
+#[test]
+fn an_invalid_announcement_fails_but_no_relay_answering_is_retried() {
+    let mut sim = Sim::new(config());
+    sim.feed(Event::ResolveFailed(Fault::Transient(
+        "no relay answered".into(),
+    )));
+    assert_eq!(sim.state(), PeerState::Disconnected);
+    assert_eq!(sim.lc.record().reconnect_attempts, 1);
+    sim.step();
+    assert_eq!(sim.state(), PeerState::Discovering);
+    sim.feed(Event::ResolveFailed(Fault::Permanent(
+        "ilp address suffix does not match the author's pubkey".into(),
+    )));
+    assert_eq!(sim.state(), PeerState::Failed);
+    assert!(sim
+        .lc
+        .record()
+        .failure_reason
+        .as_deref()
+        .unwrap()
+        .contains("suffix"));
+}
+
+#[test]
+fn channel_path_goes_needed_opening_connected_with_durable_hash() {
+    let config = config();
+    let poll = config.channel_poll_interval;
+    let timeout = config.channel_opening_timeout;
+    let mut sim = Sim::new(config);
+    sim.feed(Event::Resolved(announcement()));
+    sim.feed(Event::SessionOpened);
+    sim.feed(Event::ChannelMissing);
+    assert_eq!(sim.state(), PeerState::ChannelNeeded);
+    assert_eq!(sim.last_action(), Some(&Action::RequestChannel));
+    sim.feed(Event::ChannelAwaitingOperator);
+    assert_eq!(sim.state(), PeerState::ChannelNeeded);
+    sim.feed(Event::OpenChannelApproved);
+    assert_eq!(sim.last_action(), Some(&Action::OpenChannel));
+    sim.feed(Event::ChannelTxSigned {
+        tx_hash: "0xabc".into(),
+    });
+    assert_eq!(sim.state(), PeerState::ChannelOpening);
+    let n = sim.log.len();
+    assert_eq!(
+        sim.log[n - 2..]
+            .iter()
+            .map(|(_, a)| a.clone())
+            .collect::<Vec<_>>(),
+        vec![
+            Action::Persist { durable: true },
+            Action::BroadcastChannel {
+                tx_hash: "0xabc".into()
+            }
+        ],
+        "the hash is made durable before the transaction is broadcast"
+    );
+    assert_eq!(
+        sim.lc.poll_timeout(),
+        sim.lc.record().channel_opening_since.map(|t| t + timeout),
+        "no status poll before the broadcast is done"
+    );
+    sim.feed(Event::ChannelBroadcast);
+    assert_eq!(sim.step(), poll);
+    assert_eq!(
+        sim.last_action(),
+        Some(&Action::AwaitChannel {
+            tx_hash: "0xabc".into()
+        })
+    );
+    sim.feed(Event::ChannelPending);
+    sim.step();
+    sim.feed(Event::ChannelConfirmed {
+        channel_id: "0xc2".into(),
+    });
+    assert_eq!(sim.state(), PeerState::Connected);
+    assert_eq!(sim.lc.record().channel_id.as_deref(), Some("0xc2"));
+    assert_eq!(sim.lc.record().channel_opening_since, None);
+}
+
+#[test]
+fn invalid_transitions_and_stale_events_are_refused() {
+    let mut sim = Sim::new(config());
+    let before = sim.lc.record().clone();
+    assert_eq!(
+        sim.lc.transition(PeerState::Connected, sim.now),
+        Err(LifecycleError::InvalidTransition {
+            from: PeerState::Discovering,
+            to: PeerState::Connected
+        })
+    );
+    assert!(matches!(
+        sim.try_feed(Event::ChannelConfirmed {
+            channel_id: "0x1".into()
+        }),
+        Err(LifecycleError::Unexpected { .. })
+    ));
+    assert!(sim.try_feed(Event::SessionOpened).is_err());
+    assert!(sim.try_feed(Event::PongReceived { nonce: 1 }).is_err());
+    assert_eq!(sim.lc.record(), &before, "a refused event changes nothing");
+    // A failed peer does not move without an explicit retry.
+    sim.feed(Event::ResolveFailed(Fault::Permanent("forged".into())));
+    assert!(sim.lc.transition(PeerState::Connecting, sim.now).is_err());
+    assert!(sim.try_feed(Event::Resume).is_ok());
+    assert_eq!(sim.state(), PeerState::Failed);
+}
+
+#[test]
+fn pongs_keep_a_peer_connected_and_feed_its_latency() {
+    let config = config();
+    let interval = config.heartbeat_interval;
+    let mut sim = Sim::new(config);
+    sim.connect();
+    assert_eq!(sim.lc.priority(), 3, "followed, latency unknown");
+    let mut ping_times = Vec::new();
+    for _ in 0..30 {
+        sim.step();
+        ping_times.push(sim.now);
+        sim.answer_pings(Duration::from_millis(40));
+        assert_eq!(sim.state(), PeerState::Connected);
+    }
+    assert!(ping_times.windows(2).all(|w| w[1] - w[0] == interval));
+    let record = sim.lc.record();
+    assert_eq!(record.rtt_ms, Some(40));
+    assert!(record.last_heartbeat.is_some());
+    assert_eq!(sim.lc.priority(), 1, "followed and under 100 ms");
+    assert_eq!(sim.count(|a| matches!(a, Action::SendPing { .. })), 30);
+}
+
+#[test]
+fn latency_is_smoothed_not_replaced() {
+    let mut sim = Sim::new(config());
+    sim.connect();
+    sim.step();
+    sim.answer_pings(Duration::from_millis(80));
+    sim.step();
+    sim.answer_pings(Duration::from_millis(400));
+    // 80 + (400 - 80) / 8 = 120
+    assert_eq!(sim.lc.record().rtt_ms, Some(120));
+    assert_eq!(sim.lc.priority(), 3, "no longer under 100 ms");
+}
+
+#[test]
+fn a_missing_pong_disconnects_and_schedules_one_reconnect() {
+    let config = config();
+    let (interval, timeout) = (config.heartbeat_interval, config.heartbeat_timeout);
+    let mut sim = Sim::new(config);
+    sim.connect();
+    sim.step();
+    sim.answer_pings(Duration::from_millis(30));
+    let lost_at = sim.now - Duration::from_millis(30) + interval + timeout;
+    sim.step(); // PING, never answered
+    assert_eq!(sim.step(), timeout);
+    assert_eq!(sim.now, lost_at);
+    assert_eq!(sim.state(), PeerState::Disconnected);
+    assert_eq!(sim.last_action(), Some(&Action::Persist { durable: false }));
+    assert!(sim.log.iter().any(|(_, a)| *a == Action::CloseSession));
+    let record = sim.lc.record();
+    assert!(record
+        .failure_reason
+        .as_deref()
+        .unwrap()
+        .starts_with("heartbeat timeout"));
+    assert_eq!(
+        record.next_attempt_at,
+        Some(lost_at + Duration::from_secs(1))
+    );
+    assert_eq!(sim.step(), Duration::from_secs(1));
+    assert_eq!(sim.state(), PeerState::Discovering);
+}
+
+#[test]
+fn a_peer_that_never_answered_any_ping_is_caught() {
+    let config = config();
+    let deadline = config.heartbeat_interval + config.heartbeat_timeout;
+    let mut sim = Sim::new(config);
+    sim.connect();
+    let connected_at = sim.now;
+    sim.advance(deadline);
+    assert_eq!(sim.state(), PeerState::Disconnected);
+    assert_eq!(sim.lc.record().last_heartbeat, None);
+    assert_eq!(
+        sim.lc.record().next_attempt_at,
+        Some(connected_at + deadline + Duration::from_secs(1))
+    );
+}
+
+#[test]
+fn backoff_doubles_to_the_cap_then_fails_after_the_last_attempt() {
+    let config = config();
+    let max = config.backoff.max_attempts;
+    let mut sim = Sim::new(config);
+    let mut waits = Vec::new();
+    for _ in 0..max {
+        assert_eq!(sim.state(), PeerState::Discovering);
+        sim.feed(Event::ResolveFailed(Fault::Transient("relays down".into())));
+        assert_eq!(sim.state(), PeerState::Disconnected);
+        let resolves_before = sim.count(|a| *a == Action::Resolve);
+        waits.push(sim.step().as_secs());
+        // One wait per attempt: the retry fires once, at the end of that one wait.
+        assert_eq!(sim.count(|a| *a == Action::Resolve), resolves_before + 1);
+    }
+    assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]);
+    sim.feed(Event::ResolveFailed(Fault::Transient("relays down".into())));
+    assert_eq!(sim.state(), PeerState::Failed);
+    assert!(sim
+        .lc
+        .record()
+        .failure_reason
+        .as_deref()
+        .unwrap()
+        .starts_with("reconnect attempts exhausted (10)"));
+}
+
+#[test]
+fn backoff_jitter_stays_within_bounds_and_varies() {
+    let mut config = config();
+    config.backoff.jitter = 0.25;
+    let policy: BackoffPolicy = config.backoff;
+    let mut seen = std::collections::HashSet::new();
+    for seed in 0..50u64 {
+        let mut lc = PeerLifecycle::new(PeerRecord::new(PUBKEY, false, T0), config.clone(), seed);
+        lc.handle(Event::Resume, T0).unwrap();
+        let mut now = T0;
+        for attempt in 0..6 {
+            lc.handle(Event::ResolveFailed(Fault::Transient("x".into())), now)
+                .unwrap();
+            let wait = lc.poll_timeout().unwrap() - now;
+            let base = policy.base_delay(attempt);
+            assert!(
+                wait <= base && wait >= base.mul_f64(0.75),
+                "{wait:?} vs {base:?}"
+            );
+            seen.insert(wait);
+            now = lc.poll_timeout().unwrap();
+            lc.handle_timeout(now);
+            while lc.poll_action().is_some() {}
+        }
+    }
+    assert!(
+        seen.len() > 100,
+        "jitter should spread the delays: {}",
+        seen.len()
+    );
+}
+
+#[test]
+fn the_attempt_counter_resets_after_a_stable_connection() {
+    let config = config();
+    let stable = config.stable_connection;
+    let mut sim = Sim::new(config);
+    for _ in 0..3 {
+        sim.feed(Event::ResolveFailed(Fault::Transient("down".into())));
+        sim.step();
+    }
+    assert_eq!(sim.lc.record().reconnect_attempts, 3);
+    sim.connect();
+    // A short connection does not reset the counter…
+    sim.advance(Duration::from_secs(30));
+    sim.feed(Event::SessionLost("reset by peer".into()));
+    assert_eq!(sim.lc.record().reconnect_attempts, 4);
+    assert_eq!(sim.step(), Duration::from_secs(8));
+    sim.connect();
+    // …a stable one does, and the next loss starts over at the first delay.
+    let mut elapsed = Duration::ZERO;
+    while elapsed < stable {
+        elapsed += sim.step();
+        if let Some(Action::SendPing { .. }) = sim.last_action() {
+            sim.answer_pings(Duration::ZERO);
+        }
+    }
+    assert_eq!(sim.lc.record().reconnect_attempts, 0);
+    sim.feed(Event::SessionLost("reset by peer".into()));
+    assert_eq!(sim.step(), Duration::from_secs(1));
+}
+
+#[test]
+fn a_deliberate_disconnect_is_intent_and_never_retried() {
+    let mut sim = Sim::new(config());
+    sim.connect();
+    sim.feed(Event::DisconnectRequested {
+        reason: "unfollowed".into(),
+    });
+    assert_eq!(sim.state(), PeerState::Disconnected);
+    assert_eq!(sim.lc.record().desired, PeerIntent::Disconnect);
+    assert_eq!(sim.lc.poll_timeout(), None);
+    assert!(sim.log.iter().any(|(_, a)| *a == Action::CloseSession));
+    // A restart does not bring it back…
+    let mut restarted = Sim::from_record(sim.lc.record().clone(), config());
+    assert_eq!(restarted.lc.poll_timeout(), None);
+    assert!(restarted.log.is_empty());
+    // …an explicit retry does.
+    restarted.feed(Event::RetryRequested);
+    assert_eq!(restarted.state(), PeerState::Discovering);
+    assert_eq!(restarted.lc.record().desired, PeerIntent::Connect);
+}
+
+#[test]
+fn failed_leaves_only_by_explicit_retry() {
+    let mut sim = Sim::new(config());
+    sim.feed(Event::Resolved(announcement()));
+    sim.feed(Event::SessionFailed(Fault::Permanent(
+        "authentication refused".into(),
+    )));
+    assert_eq!(sim.state(), PeerState::Failed);
+    assert_eq!(sim.lc.poll_timeout(), None);
+    sim.advance(Duration::from_secs(3600));
+    assert_eq!(sim.state(), PeerState::Failed);
+    sim.feed(Event::RetryRequested);
+    assert_eq!(sim.state(), PeerState::Discovering);
+    assert_eq!(sim.lc.record().reconnect_attempts, 0);
+    assert_eq!(sim.lc.record().failure_reason, None);
+}
+
+#[test]
+fn a_restart_in_channel_opening_resumes_the_wait_on_the_stored_hash() {
+    let config = config();
+    let timeout = config.channel_opening_timeout;
+    let mut sim = Sim::new(config.clone());
+    sim.feed(Event::Resolved(announcement()));
+    sim.feed(Event::SessionOpened);
+    sim.feed(Event::ChannelMissing);
+    sim.feed(Event::ChannelTxSigned {
+        tx_hash: "0xfeed".into(),
+    });
+    let sent_at = sim.now;
+    let stored = sim.lc.record().clone();
+
+    let mut after = Sim::from_record(stored, config);
+    after.now = sent_at + Duration::from_secs(100);
+    assert_eq!(
+        after.last_action(),
+        Some(&Action::AwaitChannel {
+            tx_hash: "0xfeed".into()
+        })
+    );
+    assert_eq!(
+        after.count(|a| *a == Action::OpenChannel),
+        0,
+        "never deposits twice"
+    );
+    // Still unconfirmed at the original deadline → failed.
+    after.feed(Event::ChannelPending);
+    while after.state() == PeerState::ChannelOpening {
+        after.step();
+        if let Some(Action::AwaitChannel { .. }) = after.last_action() {
+            after.feed(Event::ChannelPending);
+        }
+    }
+    assert_eq!(after.state(), PeerState::Failed);
+    assert_eq!(after.now, sent_at + timeout);
+    assert_eq!(
+        after.lc.record().failure_reason.as_deref(),
+        Some("channel timeout")
+    );
+}
+
+#[test]
+fn a_confirmed_channel_after_restart_reopens_the_session_before_connected() {
+    let mut record = PeerRecord::new(PUBKEY, true, T0);
+    record.state = PeerState::ChannelOpening;
+    record.endpoint = Some("ws://127.0.0.1:1/btp".into());
+    record.channel_tx_hash = Some("0x1".into());
+    record.channel_opening_since = Some(T0);
+    let mut sim = Sim::from_record(record, config());
+    sim.feed(Event::ChannelConfirmed {
+        channel_id: "0xc".into(),
+    });
+    assert_eq!(sim.state(), PeerState::ChannelOpening);
+    assert!(sim.log.iter().any(|(_, a)| *a == Action::OpenSession));
+    sim.feed(Event::SessionOpened);
+    assert_eq!(sim.state(), PeerState::Connected);
+}
+
+#[test]
+fn a_reorg_that_drops_the_open_goes_back_to_channel_needed() {
+    let mut sim = Sim::new(config());
+    sim.feed(Event::Resolved(announcement()));
+    sim.feed(Event::SessionOpened);
+    sim.feed(Event::ChannelMissing);
+    sim.feed(Event::ChannelTxSigned {
+        tx_hash: "0x1".into(),
+    });
+    sim.feed(Event::ChannelBroadcast);
+    sim.step();
+    sim.feed(Event::ChannelDropped);
+    assert_eq!(sim.state(), PeerState::ChannelNeeded);
+    assert_eq!(sim.lc.record().channel_tx_hash, None);
+    assert_eq!(sim.last_action(), Some(&Action::RequestChannel));
+}
+
+#[test]
+fn rpc_errors_while_waiting_for_confirmations_are_transient() {
+    let mut sim = Sim::new(config());
+    sim.feed(Event::Resolved(announcement()));
+    sim.feed(Event::SessionOpened);
+    sim.feed(Event::ChannelMissing);
+    sim.feed(Event::ChannelTxSigned {
+        tx_hash: "0x1".into(),
+    });
+    sim.feed(Event::ChannelBroadcast);
+    for _ in 0..5 {
+        sim.step();
+        sim.feed(Event::ChannelFailed(Fault::Transient(
+            "rpc unavailable".into(),
+        )));
+        assert_eq!(sim.state(), PeerState::ChannelOpening);
+    }
+    sim.step();
+    sim.feed(Event::ChannelConfirmed {
+        channel_id: "0xc".into(),
+    });
+    assert_eq!(sim.state(), PeerState::Connected);
+}
+
+#[test]
+fn a_channel_opened_by_someone_else_goes_straight_on() {
+    let mut sim = Sim::new(config());
+    sim.feed(Event::Resolved(announcement()));
+    sim.feed(Event::SessionOpened);
+    sim.feed(Event::ChannelMissing);
+    // The driver re-checks the chain (e.g. after a restart).
+    let mut after = Sim::from_record(sim.lc.record().clone(), config());
+    assert_eq!(after.last_action(), Some(&Action::CheckChannel));
+    after.feed(Event::ChannelFound {
+        channel_id: "0xtheirs".into(),
+    });
+    assert_eq!(after.last_action(), Some(&Action::OpenSession));
+    after.feed(Event::SessionOpened);
+    assert_eq!(after.state(), PeerState::Connected);
+}
+
+#[test]
+fn a_connected_peer_restored_after_restart_reconnects_without_counting_an_attempt() {
+    let mut sim = Sim::new(config());
+    sim.connect();
+    let mut after = Sim::from_record(sim.lc.record().clone(), config());
+    assert_eq!(after.state(), PeerState::Disconnected);
+    assert_eq!(after.lc.record().reconnect_attempts, 0);
+    assert_eq!(after.step(), Duration::ZERO);
+    assert_eq!(after.state(), PeerState::Discovering);
+}
+
+#[test]
+fn a_restored_backoff_keeps_its_stored_attempt_time() {
+    let mut sim = Sim::new(config());
+    for _ in 0..4 {
+        sim.feed(Event::ResolveFailed(Fault::Transient("down".into())));
+        if sim.lc.record().reconnect_attempts < 4 {
+            sim.step();
+        }
+    }
+    let record = sim.lc.record().clone();
+    let due = record.next_attempt_at.unwrap();
+    let mut after = Sim::from_record(record, config());
+    after.now = due - Duration::from_secs(3);
+    assert_eq!(after.step(), Duration::from_secs(3));
+    assert_eq!(after.state(), PeerState::Discovering);
+}
+
+#[test]
+fn eviction_parks_without_a_retry_timer_and_a_channel_opening_peer_is_protected() {
+    let mut sim = Sim::new(config());
+    sim.connect();
+    sim.feed(Event::Evicted);
+    assert_eq!(sim.state(), PeerState::Disconnected);
+    assert_eq!(sim.lc.poll_timeout(), None);
+    assert_eq!(sim.lc.record().desired, PeerIntent::Connect, "still wanted");
+
+    let mut opening = Sim::new(config());
+    opening.feed(Event::Resolved(announcement()));
+    opening.feed(Event::SessionOpened);
+    opening.feed(Event::ChannelMissing);
+    opening.feed(Event::ChannelTxSigned {
+        tx_hash: "0x1".into(),
+    });
+    assert!(opening.try_feed(Event::Evicted).is_err());
+    assert_eq!(opening.state(), PeerState::ChannelOpening);
+}

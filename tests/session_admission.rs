@@ -1,0 +1,162 @@
+//! Inbound sessions go through the supervisor: at the connection limit, held by a followed
+//! peer that cannot be evicted, a stranger is refused with a BTP Error naming the limit,
+//! while the followed peer itself is admitted; with room, a stranger is admitted.
+
+mod sessions_common;
+
+use std::time::Duration;
+
+use btp_nips_node::actors::clock::NodeClock;
+use btp_nips_node::actors::supervisor::{FollowPeer, GetSupervisorStats};
+use btp_nips_node::config::Settings;
+use btp_nips_node::node::Node;
+use btp_nips_node::ports::memory::MemoryWorld;
+use btp_nips_node::session::auth::{sign_token, token_text};
+use btp_nips_node::session::{unix_now, SessionContext, SessionServer};
+use btp_nips_node::storage::Database;
+use btp_nips_node::wire::btp::Packet;
+use nostr::Keys;
+use sessions_common::*;
+
+async fn knock(endpoint: &str, server: &nostr::PublicKey, client: &Keys) -> Reaction {
+    let token = sign_token(client, endpoint, server, unix_now(), fastrand::u64(..)).unwrap();
+    let mut ws = raw_connect(endpoint).await;
+    send_packet(
+        &mut ws,
+        &Packet::auth(1, &client.public_key().to_hex(), &token_text(&token)),
+    )
+    .await;
+    next_reaction(&mut ws).await
+}
+
+fn admitted(reaction: &Reaction) -> bool {
+    matches!(reaction, Reaction::Answer(p) if p.body.is_response())
+}
+
+#[actix_rt::test]
+async fn the_supervisor_decides_who_may_open_an_inbound_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("n.db").display());
+    let settings = Settings::from_yaml_overrides(&format!(
+        "database:\n  url: \"{url}\"\nbtp_nips:\n  peer_connections:\n    max_active_connections: 1\n"
+    ))
+    .unwrap();
+    let world = MemoryWorld::new();
+    let node = Node::start_on(
+        Database::open(&url, 1).unwrap(),
+        &settings,
+        world.ports(),
+        NodeClock::system(),
+    )
+    .unwrap();
+    let keys = Keys::generate();
+    let ctx = SessionContext::new(keys.clone(), "node", session_settings(""));
+    let server = SessionServer::start(ctx, "127.0.0.1:0", Some(node.supervisor.clone())).unwrap();
+    let endpoint = format!("ws://127.0.0.1:{}/btp", server.local_addr.port());
+
+    // With room, a stranger is admitted.
+    let stranger = Keys::generate();
+    assert!(admitted(
+        &knock(&endpoint, &keys.public_key(), &stranger).await
+    ));
+
+    // A followed peer takes the only slot.
+    let friend = Keys::generate();
+    world.add_ready_peer(&friend.public_key().to_hex());
+    node.supervisor.do_send(FollowPeer {
+        nostr_pubkey: friend.public_key().to_hex(),
+    });
+    let started = std::time::Instant::now();
+    while node
+        .supervisor
+        .send(GetSupervisorStats)
+        .await
+        .unwrap()
+        .running
+        < 1
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "follow not started"
+        );
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let text = refusal_text(knock(&endpoint, &keys.public_key(), &stranger).await);
+    assert!(
+        text.contains("not admitted") && text.contains("connection limit"),
+        "{text}"
+    );
+    assert!(admitted(
+        &knock(&endpoint, &keys.public_key(), &friend).await
+    ));
+    server.stop().await;
+    node.shutdown().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn peers_the_node_does_not_know_hold_a_limited_number_of_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("n.db").display());
+    let settings =
+        Settings::from_yaml_overrides(&format!("database:\n  url: \"{url}\"\n")).unwrap();
+    let world = MemoryWorld::new();
+    let node = Node::start_on(
+        Database::open(&url, 1).unwrap(),
+        &settings,
+        world.ports(),
+        NodeClock::system(),
+    )
+    .unwrap();
+    let keys = Keys::generate();
+    let ctx = SessionContext::new(
+        keys.clone(),
+        "node",
+        session_settings("  max_unknown_inbound: 1\n"),
+    );
+    let server = SessionServer::start(ctx, "127.0.0.1:0", Some(node.supervisor.clone())).unwrap();
+    let endpoint = format!("ws://127.0.0.1:{}/btp", server.local_addr.port());
+    let server_pk = keys.public_key();
+
+    // One stranger holds the only slot for strangers (its connection stays open).
+    let first = Keys::generate();
+    let token = sign_token(&first, &endpoint, &server_pk, unix_now(), 1).unwrap();
+    let mut held = raw_connect(&endpoint).await;
+    send_packet(
+        &mut held,
+        &Packet::auth(1, &first.public_key().to_hex(), &token_text(&token)),
+    )
+    .await;
+    assert!(admitted(&next_reaction(&mut held).await));
+
+    // A second stranger is refused, naming the setting.
+    let text = refusal_text(knock(&endpoint, &server_pk, &Keys::generate()).await);
+    assert!(text.contains("session.max_unknown_inbound"), "{text}");
+    // The same stranger reconnecting replaces its own session: not refused.
+    assert!(admitted(&knock(&endpoint, &server_pk, &first).await));
+
+    // A followed peer is not counted against the strangers' limit.
+    let friend = Keys::generate();
+    world.add_ready_peer(&friend.public_key().to_hex());
+    node.supervisor.do_send(FollowPeer {
+        nostr_pubkey: friend.public_key().to_hex(),
+    });
+    let started = std::time::Instant::now();
+    while node
+        .supervisor
+        .send(GetSupervisorStats)
+        .await
+        .unwrap()
+        .running
+        < 1
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "follow not started"
+        );
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(admitted(&knock(&endpoint, &server_pk, &friend).await));
+    server.stop().await;
+    node.shutdown().await.unwrap();
+}
