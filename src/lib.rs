@@ -20,12 +20,15 @@
 //!   PING/PONG, ILDCP; the node's [`ports::SessionConnector`] and its inbound endpoint.
 //! - [`discovery`] — Nostr: the node's key, its kind 32001 announcement, the resolver and
 //!   the follow-list monitor.
+//! - [`events`] — the event flow of connected peers: the initial REQ, verifying and
+//!   publishing received events, serving the peers' REQs from the operator's relay.
 //! - [`node`] — wires it all together for the binary.
 
 pub mod actors;
 pub mod chain;
 pub mod config;
 pub mod discovery;
+pub mod events;
 pub mod lifecycle;
 pub mod node;
 pub mod ports;

@@ -1,0 +1,1 @@
+//! The operator's relay (placeholder: being written).
