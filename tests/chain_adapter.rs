@@ -92,6 +92,7 @@ fn peer(payee: Address, followed: bool) -> PeerTarget {
         endpoint: None,
         base_address: Some(payee.to_string()),
         followed,
+        event_cursor: None,
     }
 }
 

@@ -15,7 +15,7 @@ use btp_nips_node::actors::persistence::{
     Flush, GetStats, PersistenceActor, PersistenceError, SaveRecord,
 };
 use btp_nips_node::config::PersistenceSettings;
-use btp_nips_node::lifecycle::record::PeerRecord;
+use btp_nips_node::lifecycle::record::{EventCursor, PeerRecord};
 use btp_nips_node::lifecycle::state::{PeerIntent, PeerState};
 use btp_nips_node::lifecycle::time::Timestamp;
 use btp_nips_node::storage::scratch::ScratchPostgres;
@@ -119,6 +119,10 @@ fn full_record(pk: &str) -> PeerRecord {
         next_attempt_at: Some(Timestamp(1_700_000_300_000)),
         failure_reason: Some("timeout: 'quoted' \"double\" ünïcødé".into()),
         subscription_ids: vec!["sub-1".into(), "sub \"2\"".into(), String::new()],
+        event_cursor: Some(EventCursor {
+            created_at: i64::MAX as u64,
+            ids: vec!["ab".repeat(32), "cd".repeat(32)],
+        }),
         created_at: Timestamp(1_600_000_000_000),
         updated_at: Timestamp(1_700_000_000_999),
     }

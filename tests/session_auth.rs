@@ -119,6 +119,7 @@ async fn our_client_fails_permanently_on_refusal_and_transiently_on_timeout() {
         endpoint: Some(endpoint.clone()),
         base_address: None,
         followed: true,
+        event_cursor: None,
     };
     match connector.open(&wrong).await {
         Err(Fault::Permanent(reason)) => {

@@ -64,6 +64,12 @@ pub struct SetFollowed(pub bool);
 #[rtype(result = "()")]
 pub struct ApproveChannel;
 
+/// Something another part of the node observed about this peer (an event received from
+/// it, a protocol violation), fed to its lifecycle as is.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Observed(pub Event);
+
 /// Stop for good (the supervisor has dropped its address, so no restart follows).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
@@ -86,6 +92,9 @@ pub struct PeerActor {
     session: Option<Arc<dyn Session>>,
     /// Futures bound to the session (close watcher, PING in flight), cancelled with it.
     session_tasks: Vec<SpawnHandle>,
+    /// The subscriptions opened on the session, closed with it (the record forgets them as
+    /// soon as the lifecycle leaves connected, before the driver closes the session).
+    session_subscriptions: Vec<String>,
     /// Wakes the actor at the lifecycle's next deadline.
     timer: Option<SpawnHandle>,
     restart_policy: RestartPolicy,
@@ -115,6 +124,7 @@ impl PeerActor {
             clock,
             session: None,
             session_tasks: Vec::new(),
+            session_subscriptions: Vec::new(),
             timer: None,
             restart_policy,
             restarts: VecDeque::new(),
@@ -304,11 +314,23 @@ impl PeerActor {
                 });
             }
             Action::Subscribe => {
+                let Some(session) = self.session.clone() else {
+                    ctx.notify(Observed(Event::SessionLost(
+                        "no session to subscribe on".into(),
+                    )));
+                    return true;
+                };
                 let subscriptions = self.ports.subscriptions.clone();
-                let fut = async move { subscriptions.subscribe(&target).await };
-                self.spawn_op(ctx, "subscriptions", fut, |act, result, ctx| {
+                let on = session.clone();
+                let fut = async move { subscriptions.subscribe(&target, on).await };
+                self.spawn_op(ctx, "subscriptions", fut, move |act, result, ctx| {
                     let event = match result {
-                        Ok(subscription_ids) => Event::Subscribed { subscription_ids },
+                        Ok(subscription_ids) => {
+                            if act.session.as_ref().is_some_and(|s| Arc::ptr_eq(s, &session)) {
+                                act.session_subscriptions = subscription_ids.clone();
+                            }
+                            Event::Subscribed { subscription_ids }
+                        }
                         Err(f) => Event::SessionLost(format!("initial REQ failed: {}", f.reason())),
                     };
                     act.feed(event, ctx);
@@ -383,14 +405,16 @@ impl PeerActor {
         for handle in self.session_tasks.drain(..) {
             ctx.cancel_future(handle);
         }
+        let ids = std::mem::take(&mut self.session_subscriptions);
         if let Some(session) = self.session.take() {
             let subscriptions = self.ports.subscriptions.clone();
             let target = PeerTarget::from(self.lifecycle.record());
-            let ids = self.lifecycle.record().subscription_ids.clone();
             // Not tied to this actor's life: a stopping actor still closes its session.
             actix::spawn(async move {
                 if !ids.is_empty() {
-                    subscriptions.unsubscribe(&target, &ids).await;
+                    subscriptions
+                        .unsubscribe(&target, session.clone(), &ids)
+                        .await;
                 }
                 session.close().await;
             });
@@ -460,6 +484,13 @@ impl Handler<Disconnect> for PeerActor {
     type Result = ();
     fn handle(&mut self, msg: Disconnect, ctx: &mut Self::Context) {
         self.feed(Event::DisconnectRequested { reason: msg.reason }, ctx);
+    }
+}
+
+impl Handler<Observed> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: Observed, ctx: &mut Self::Context) {
+        self.feed(msg.0, ctx);
     }
 }
 

@@ -15,8 +15,8 @@ use actix::prelude::*;
 
 use super::clock::NodeClock;
 use super::peer::{
-    ApproveChannel, Disconnect, Evict, GetRecord, PeerActor, PeerReport, RestartPolicy, Retry,
-    SetFollowed, Shutdown,
+    ApproveChannel, Disconnect, Evict, GetRecord, Observed, PeerActor, PeerReport, RestartPolicy,
+    Retry, SetFollowed, Shutdown,
 };
 use super::persistence::{PersistenceActor, SaveRecord};
 use crate::config::PeerConnectionSettings;
@@ -54,6 +54,16 @@ pub struct ReconcileFollows {
 pub struct DisconnectPeer {
     pub nostr_pubkey: String,
     pub reason: String,
+}
+
+/// Another part of the node observed something about a running peer (the event flow: an
+/// event received, a forged one); passed to its actor. Dropped if the peer has no running
+/// actor (it is no longer connected, so there is nothing to update).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ObservedPeer {
+    pub nostr_pubkey: String,
+    pub event: Event,
 }
 
 /// The operator retries a failed or deliberately disconnected peer.
@@ -496,6 +506,20 @@ impl Handler<DisconnectPeer> for PeerSupervisor {
             self.park(record);
         }
         Ok(())
+    }
+}
+
+impl Handler<ObservedPeer> for PeerSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: ObservedPeer, _ctx: &mut Self::Context) {
+        match self.running.get(&msg.nostr_pubkey) {
+            Some(peer) => peer.addr.do_send(Observed(msg.event)),
+            None => log::debug!(
+                "peer {}: {:?} observed with no running actor; dropped",
+                msg.nostr_pubkey,
+                msg.event
+            ),
+        }
     }
 }
 

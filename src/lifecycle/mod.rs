@@ -12,6 +12,6 @@ pub mod time;
 pub use peer::{
     Action, Announcement, Event, Fault, LifecycleConfig, LifecycleError, PeerLifecycle,
 };
-pub use record::PeerRecord;
+pub use record::{EventCursor, PeerRecord};
 pub use state::{PeerIntent, PeerState};
 pub use time::Timestamp;

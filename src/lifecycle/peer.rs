@@ -124,6 +124,10 @@ pub enum Event {
     ChannelFailed(Fault),
     /// The initial REQ was sent; these subscriptions are open.
     Subscribed { subscription_ids: Vec<String> },
+    /// An event from the peer was verified and published to the operator's relay: the
+    /// cursor moves past it (in any state: an event published while the session was
+    /// closing still counts as received).
+    EventReceived { created_at: u64, id: String },
     /// A PONG echoing `nonce` arrived.
     PongReceived { nonce: u64 },
     /// The peer broke the protocol; it needs a person.
@@ -567,6 +571,12 @@ impl PeerLifecycle {
                 self.record.subscription_ids = subscription_ids;
                 self.persist(now, false);
             }
+            Event::EventReceived { created_at, id } => {
+                let cursor = self.record.event_cursor.get_or_insert_with(Default::default);
+                if cursor.advance(created_at, &id) {
+                    self.persist(now, false);
+                }
+            }
             Event::PongReceived { nonce } => match self.ping_in_flight {
                 Some((expected, sent, _)) if expected == nonce && state == S::Connected => {
                     self.ping_in_flight = None;
@@ -707,6 +717,11 @@ impl PeerLifecycle {
             return Err(LifecycleError::InvalidTransition { from, to });
         }
         log::debug!("peer {}: {from} -> {to}", self.record.nostr_pubkey);
+        if from == PeerState::Connected && to != PeerState::Connected {
+            // Leaving connected closes the session and its subscriptions (the driver sends
+            // the CLOSEs with the session it holds); none stays open.
+            self.record.subscription_ids.clear();
+        }
         self.record.state = to;
         self.record.updated_at = now;
         Ok(())

@@ -45,8 +45,48 @@ pub struct PeerRecord {
     pub failure_reason: Option<String>,
     /// Open subscription ids toward this peer.
     pub subscription_ids: Vec<String>,
+    /// Where the event flow from this peer stopped; the next REQ resumes here.
+    pub event_cursor: Option<EventCursor>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// How far the events of a peer have been received: the `created_at` (unix seconds) of the
+/// newest event received, and the ids of the events received at that second. A REQ resumes
+/// with `since` = that second (inclusive, so an event of the same second that had not
+/// arrived yet is not missed) and the ids tell which of that second's events are already
+/// here (so none is published twice).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventCursor {
+    pub created_at: u64,
+    pub ids: Vec<String>,
+}
+
+impl EventCursor {
+    /// Moves the cursor past an event just received (events older than the cursor leave it
+    /// where it is). Returns whether the event was new to the cursor: `false` for one
+    /// already received at the cursor's second.
+    pub fn advance(&mut self, created_at: u64, id: &str) -> bool {
+        if created_at > self.created_at {
+            self.created_at = created_at;
+            self.ids.clear();
+            self.ids.push(id.to_owned());
+            true
+        } else if created_at == self.created_at {
+            if self.ids.iter().any(|known| known == id) {
+                return false;
+            }
+            self.ids.push(id.to_owned());
+            true
+        } else {
+            true
+        }
+    }
+
+    /// Whether `id` at `created_at` is an event this cursor already counts as received.
+    pub fn has(&self, created_at: u64, id: &str) -> bool {
+        created_at == self.created_at && self.ids.iter().any(|known| known == id)
+    }
 }
 
 impl PeerRecord {
@@ -71,6 +111,7 @@ impl PeerRecord {
             next_attempt_at: None,
             failure_reason: None,
             subscription_ids: Vec::new(),
+            event_cursor: None,
             created_at: now,
             updated_at: now,
         };

@@ -244,6 +244,16 @@ impl Session for MemorySession {
         Ok(nonce)
     }
 
+    async fn send(
+        &self,
+        _packet: crate::wire::btp_nips::Packet,
+    ) -> Result<Option<crate::wire::btp_nips::Packet>, Fault> {
+        if self.closed.borrow().is_some() {
+            return Err(Fault::Transient("session closed".into()));
+        }
+        Ok(None)
+    }
+
     fn closed(&self) -> BoxFuture<'static, String> {
         let mut rx = self.closed.clone();
         Box::pin(async move {
@@ -319,11 +329,21 @@ impl ChannelPort for MemoryWorld {
 
 #[async_trait]
 impl Subscriptions for MemoryWorld {
-    async fn subscribe(&self, peer: &PeerTarget) -> Result<Vec<String>, Fault> {
+    async fn subscribe(
+        &self,
+        peer: &PeerTarget,
+        _session: Arc<dyn Session>,
+    ) -> Result<Vec<String>, Fault> {
         self.with(|w| w.subscribe_count += 1);
         let prefix: String = peer.nostr_pubkey.chars().take(8).collect();
         Ok(vec![format!("sub-{prefix}")])
     }
 
-    async fn unsubscribe(&self, _peer: &PeerTarget, _subscription_ids: &[String]) {}
+    async fn unsubscribe(
+        &self,
+        _peer: &PeerTarget,
+        _session: Arc<dyn Session>,
+        _subscription_ids: &[String],
+    ) {
+    }
 }

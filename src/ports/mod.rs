@@ -11,7 +11,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 
-use crate::lifecycle::PeerRecord;
+use crate::lifecycle::{EventCursor, PeerRecord};
+use crate::wire::btp_nips;
 pub use crate::lifecycle::{Announcement, Fault};
 
 pub mod memory;
@@ -26,6 +27,8 @@ pub struct PeerTarget {
     pub base_address: Option<String>,
     /// Whether the operator follows this peer (the channel auto-open policy covers only these).
     pub followed: bool,
+    /// Where the events received from this peer stopped (the REQ resumes there).
+    pub event_cursor: Option<EventCursor>,
 }
 
 impl From<&PeerRecord> for PeerTarget {
@@ -36,6 +39,7 @@ impl From<&PeerRecord> for PeerTarget {
             endpoint: r.endpoint.clone(),
             base_address: r.base_address.clone(),
             followed: r.followed,
+            event_cursor: r.event_cursor.clone(),
         }
     }
 }
@@ -69,6 +73,10 @@ pub trait Session: Send + Sync {
     /// Sends a PING with `nonce`; resolves with the nonce the PONG echoed. If the peer never
     /// answers, the future never resolves: the lifecycle's PONG deadline decides.
     async fn ping(&self, nonce: u64) -> Result<u64, Fault>;
+    /// Sends a BTP-NIPs packet (REQ, CLOSE, …) as a zero-amount Prepare; resolves with the
+    /// packet the Fulfill carried, if any. A Reject, a timeout or a closed session is a
+    /// transient fault naming it.
+    async fn send(&self, packet: btp_nips::Packet) -> Result<Option<btp_nips::Packet>, Fault>;
     /// Resolves, with the reason, when the session ends by itself.
     fn closed(&self) -> BoxFuture<'static, String>;
     /// Closes the session (idempotent).
@@ -118,10 +126,20 @@ pub trait ChannelPort: Send + Sync {
 /// The initial REQ toward a connected peer, and its closing.
 #[async_trait]
 pub trait Subscriptions: Send + Sync {
-    /// Opens the peer's subscriptions; returns their ids.
-    async fn subscribe(&self, peer: &PeerTarget) -> Result<Vec<String>, Fault>;
-    /// Closes them (CLOSE); best effort.
-    async fn unsubscribe(&self, peer: &PeerTarget, subscription_ids: &[String]);
+    /// Opens the peer's subscriptions over `session` (REQ from `peer.event_cursor`);
+    /// returns their ids.
+    async fn subscribe(
+        &self,
+        peer: &PeerTarget,
+        session: Arc<dyn Session>,
+    ) -> Result<Vec<String>, Fault>;
+    /// Closes them (CLOSE over `session`, if it is still open); best effort.
+    async fn unsubscribe(
+        &self,
+        peer: &PeerTarget,
+        session: Arc<dyn Session>,
+        subscription_ids: &[String],
+    );
 }
 
 /// The set of adapters a node runs with.

@@ -1,7 +1,7 @@
 //! The ports of a node built before its real adapters exist: every call is a transient
 //! fault that names the missing adapter, so peers wait in `disconnected` with backoff
-//! instead of pretending to connect — except `subscribe`, which opens nothing and says so,
-//! so that connected peers keep their sessions until the event flow lands. `run` replaces
+//! instead of pretending to connect — except `subscribe`, which opens nothing and says so
+//! (a node without an operator relay configured moves no events, but keeps its sessions). `run` replaces
 //! each port with its real adapter when that adapter is configured.
 
 use std::sync::Arc;
@@ -69,16 +69,26 @@ impl ChannelPort for Unwired {
 
 #[async_trait]
 impl Subscriptions for Unwired {
-    /// The event flow is not built yet: no subscription is opened, and the connected peer
+    /// No operator relay is configured: no subscription is opened, and the connected peer
     /// keeps its session and heartbeat (failing here would tear every session down and
     /// spend the peer's reconnect attempts for nothing).
-    async fn subscribe(&self, peer: &PeerTarget) -> Result<Vec<String>, Fault> {
+    async fn subscribe(
+        &self,
+        peer: &PeerTarget,
+        _session: Arc<dyn Session>,
+    ) -> Result<Vec<String>, Fault> {
         log::warn!(
-            "peer {}: connected, but the event-flow adapter is not wired into this build: \
+            "peer {}: connected, but no operator relay is configured (events.operator_relay): \
              no subscription opened",
             peer.nostr_pubkey
         );
         Ok(Vec::new())
     }
-    async fn unsubscribe(&self, _peer: &PeerTarget, _subscription_ids: &[String]) {}
+    async fn unsubscribe(
+        &self,
+        _peer: &PeerTarget,
+        _session: Arc<dyn Session>,
+        _subscription_ids: &[String],
+    ) {
+    }
 }

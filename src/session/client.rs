@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::auth::{self, PROTOCOL_AUTH_PROOF};
 use super::connection::{error_text, Link, LinkError, Outgoing, MAX_MESSAGE_LEN};
 use super::ildcp::{self, IldcpInfo};
-use super::service::dispatch_binary;
+use super::service::{dispatch_binary, send_btp_nips, send_prepare};
 use super::{unix_now, PeerIdentity, SessionContext};
 use crate::lifecycle::Fault;
 use crate::ports::{PeerTarget, Session, SessionConnector};
@@ -200,21 +200,7 @@ impl BtpSession {
 
     /// Sends an ILP Prepare; resolves with the Fulfill or Reject.
     pub async fn send_prepare(&self, prepare: &ilp::Prepare) -> Result<ilp::Packet, String> {
-        let bytes = prepare.encode().map_err(|e| e.to_string())?;
-        let answer = self
-            .link
-            .request(Packet::ilp_message(0, bytes))
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(text) = error_text(&answer) {
-            return Err(format!("BTP error: {text}"));
-        }
-        match answer.decode_ilp() {
-            Ok(Some(packet @ (ilp::Packet::Fulfill(_) | ilp::Packet::Reject(_)))) => Ok(packet),
-            Ok(Some(ilp::Packet::Prepare(_))) => Err("answer is a Prepare".into()),
-            Ok(None) => Err("answer has no ilp entry".into()),
-            Err(e) => Err(format!("answer: {e}")),
-        }
+        send_prepare(&self.link, prepare).await
     }
 
     /// Asks the peer's `peer.config` (ILDCP) for our address and the asset.
@@ -279,6 +265,12 @@ impl Session for BtpSession {
             // decides; never resolve with an error the lifecycle would misread.
             Err(_) => futures::future::pending().await,
         }
+    }
+
+    async fn send(&self, packet: btp_nips::Packet) -> Result<Option<btp_nips::Packet>, Fault> {
+        send_btp_nips(&self.link, &packet, self.ctx.timings.request_timeout)
+            .await
+            .map_err(|e| Fault::Transient(format!("{}: {e}", packet.message_type)))
     }
 
     fn closed(&self) -> BoxFuture<'static, String> {

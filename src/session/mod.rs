@@ -31,7 +31,7 @@ pub mod service;
 
 pub use client::{BtpConnector, BtpSession};
 pub use server::SessionServer;
-pub use service::{IlpHandler, NodeService};
+pub use service::{IlpHandler, NodeService, NostrMessages};
 
 /// Who is at the other end of an authenticated session.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1,22 +1,44 @@
-//! What the node answers to its peers' requests: every BTP Message carrying an ILP Prepare
-//! goes to an [`IlpHandler`]; the node's own ([`NodeService`]) answers a BTP-NIPs PING with
-//! its PONG and `peer.config` with ILDCP, and rejects the rest (event flow is separate work).
+//! What the node answers to its peers' requests, and how it asks them: every BTP Message
+//! carrying an ILP Prepare goes to an [`IlpHandler`]; the node's own ([`NodeService`])
+//! answers a BTP-NIPs PING with its PONG and `peer.config` with ILDCP, and hands the Nostr
+//! messages (EVENT, REQ, CLOSE, NOTICE, EOSE) to its [`NostrMessages`] (the event flow).
+//! [`send_prepare`] and [`send_btp_nips`] ask the peer at the other end of a link, from
+//! either side of the session.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::connection::{error_packet, Incoming, Link};
+use super::connection::{error_packet, error_text, Incoming, Link};
 use super::ildcp::{self, IldcpInfo};
 use super::{unix_now, PeerIdentity};
 use crate::wire::btp::{Body, Packet, PROTOCOL_AUTH};
 use crate::wire::btp_nips::{self, MessageType};
-use crate::wire::ilp::{self, codes, Address, Prepare, Reject};
+use crate::wire::ilp::{self, codes, Address, Prepare, Reject, Timestamp};
 
-/// Answers one ILP Prepare from an authenticated peer with a Fulfill or a Reject.
+/// Answers one ILP Prepare from an authenticated peer with a Fulfill or a Reject. `link`
+/// is the session it came over, for answers that go on (a subscription's events).
 #[async_trait]
 pub trait IlpHandler: Send + Sync {
-    async fn handle_prepare(&self, from: &PeerIdentity, prepare: Prepare) -> ilp::Packet;
+    async fn handle_prepare(
+        &self,
+        from: &PeerIdentity,
+        link: &Arc<Link>,
+        prepare: Prepare,
+    ) -> ilp::Packet;
+}
+
+/// Serves the Nostr messages of BTP-NIPs: EVENT, REQ, CLOSE, NOTICE, EOSE (and OK, AUTH).
+#[async_trait]
+pub trait NostrMessages: Send + Sync {
+    /// Answers one decoded packet from `from` with a Fulfill or a Reject.
+    async fn handle(
+        &self,
+        from: &PeerIdentity,
+        link: &Arc<Link>,
+        packet: btp_nips::Packet,
+    ) -> ilp::Packet;
 }
 
 /// The node's own answers.
@@ -24,6 +46,8 @@ pub struct NodeService {
     own_address: Address,
     asset_code: String,
     asset_scale: u8,
+    /// The event flow; without it (no operator relay) Nostr messages are rejected.
+    nostr: Option<Arc<dyn NostrMessages>>,
 }
 
 impl NodeService {
@@ -32,7 +56,14 @@ impl NodeService {
             own_address,
             asset_code,
             asset_scale,
+            nostr: None,
         }
+    }
+
+    /// This service, handing Nostr messages to `nostr`.
+    pub fn with_nostr(mut self, nostr: Arc<dyn NostrMessages>) -> Self {
+        self.nostr = Some(nostr);
+        self
     }
 
     fn reject(&self, code: [u8; 3], message: &str) -> ilp::Packet {
@@ -53,7 +84,12 @@ impl NodeService {
 
 #[async_trait]
 impl IlpHandler for NodeService {
-    async fn handle_prepare(&self, from: &PeerIdentity, prepare: Prepare) -> ilp::Packet {
+    async fn handle_prepare(
+        &self,
+        from: &PeerIdentity,
+        link: &Arc<Link>,
+        prepare: Prepare,
+    ) -> ilp::Packet {
         if ildcp::is_request(&prepare) {
             return match self.child_address(from) {
                 Ok(client_address) => ilp::Packet::Fulfill(ildcp::response(&IldcpInfo {
@@ -89,11 +125,78 @@ impl IlpHandler for NodeService {
                     Err(e) => self.reject(codes::F01_INVALID_PACKET, &e.to_string()),
                 }
             }
-            other => self.reject(
-                codes::F02_UNREACHABLE,
-                &format!("BTP-NIPs {other} is not served by this node yet"),
+            MessageType::Pong => self.reject(
+                codes::F00_BAD_REQUEST,
+                "a PONG answers a PING; it is never a request",
             ),
+            other => match &self.nostr {
+                Some(nostr) => nostr.handle(from, link, packet).await,
+                None => self.reject(
+                    codes::F02_UNREACHABLE,
+                    &format!("BTP-NIPs {other}: this node has no operator relay (events.operator_relay)"),
+                ),
+            },
         }
+    }
+}
+
+/// Sends an ILP Prepare to the peer at the other end of `link`; resolves with its Fulfill
+/// or Reject, or why there was none.
+pub async fn send_prepare(link: &Link, prepare: &Prepare) -> Result<ilp::Packet, String> {
+    let bytes = prepare.encode().map_err(|e| e.to_string())?;
+    let answer = link
+        .request(Packet::ilp_message(0, bytes))
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(text) = error_text(&answer) {
+        return Err(format!("BTP error: {text}"));
+    }
+    match answer.decode_ilp() {
+        Ok(Some(packet @ (ilp::Packet::Fulfill(_) | ilp::Packet::Reject(_)))) => Ok(packet),
+        Ok(Some(ilp::Packet::Prepare(_))) => Err("answer is a Prepare".into()),
+        Ok(None) => Err("answer has no ilp entry".into()),
+        Err(e) => Err(format!("answer: {e}")),
+    }
+}
+
+/// Why a BTP-NIPs packet got no Fulfill.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The packet does not fit in one ILP packet (refused, never cut).
+    #[error("{0}")]
+    TooLarge(String),
+    /// The peer rejected it.
+    #[error("rejected with {code}: {message}")]
+    Rejected { code: String, message: String },
+    /// No answer (timeout, closed session) or an unreadable one.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Sends a BTP-NIPs packet as a zero-amount Prepare to `peer.btp-nips` over `link`, expiring
+/// after `timeout`; resolves with the packet the Fulfill carried (`None` if it was empty).
+pub async fn send_btp_nips(
+    link: &Link,
+    packet: &btp_nips::Packet,
+    timeout: Duration,
+) -> Result<Option<btp_nips::Packet>, SendError> {
+    let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    let expiry = Timestamp::now()
+        .checked_add_millis(millis)
+        .unwrap_or_else(Timestamp::now);
+    let prepare = packet
+        .to_prepare(expiry)
+        .map_err(|e| SendError::TooLarge(e.to_string()))?;
+    match send_prepare(link, &prepare).await.map_err(SendError::Failed)? {
+        ilp::Packet::Fulfill(f) if f.data.is_empty() => Ok(None),
+        ilp::Packet::Fulfill(f) => btp_nips::Packet::decode(&f.data)
+            .map(Some)
+            .map_err(|e| SendError::Failed(format!("answer unreadable: {e}"))),
+        ilp::Packet::Reject(r) => Err(SendError::Rejected {
+            code: r.code_str().to_owned(),
+            message: String::from_utf8_lossy(&r.message).into_owned(),
+        }),
+        ilp::Packet::Prepare(_) => Err(SendError::Failed("answered by a Prepare".into())),
     }
 }
 
@@ -142,7 +245,7 @@ pub async fn serve_request(
         ),
         _ => match packet.decode_ilp() {
             Ok(Some(ilp::Packet::Prepare(prepare))) => {
-                let reply = handler.handle_prepare(&from, prepare).await;
+                let reply = handler.handle_prepare(&from, &link, prepare).await;
                 match reply.encode() {
                     Ok(bytes) => Packet::ilp_response(id, bytes),
                     Err(e) => error_packet(id, *b"T00", "InternalError", &e.to_string()),
@@ -172,7 +275,6 @@ pub async fn serve_request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::ilp::Timestamp;
 
     fn service() -> NodeService {
         NodeService::new(
@@ -191,7 +293,8 @@ mod tests {
         let ping = btp_nips::Packet::ping("g.btp-nips.b.8899aabbccddeeff", 1, "00000000000000ff");
         let prepare = ping.to_prepare(expiry()).unwrap();
         let from = PeerIdentity::SharedSecret("b".into());
-        let ilp::Packet::Fulfill(f) = service().handle_prepare(&from, prepare).await else {
+        let (link, _out) = Link::new(Duration::from_secs(1));
+        let ilp::Packet::Fulfill(f) = service().handle_prepare(&from, &link, prepare).await else {
             panic!("not fulfilled")
         };
         assert_eq!(f.fulfillment, ilp::PEER_PROTOCOL_FULFILLMENT);
@@ -207,8 +310,9 @@ mod tests {
     #[tokio::test]
     async fn ildcp_gives_the_peer_an_address_under_ours_and_unknown_routes_are_rejected() {
         let from = PeerIdentity::SharedSecret("alice".into());
+        let (link, _out) = Link::new(Duration::from_secs(1));
         let ilp::Packet::Fulfill(f) = service()
-            .handle_prepare(&from, ildcp::request(expiry()))
+            .handle_prepare(&from, &link, ildcp::request(expiry()))
             .await
         else {
             panic!("not fulfilled")
@@ -222,7 +326,7 @@ mod tests {
 
         let elsewhere =
             Prepare::peer_control(Address::new("g.somewhere").unwrap(), expiry(), vec![]);
-        let ilp::Packet::Reject(r) = service().handle_prepare(&from, elsewhere).await else {
+        let ilp::Packet::Reject(r) = service().handle_prepare(&from, &link, elsewhere).await else {
             panic!("not rejected")
         };
         assert_eq!(r.code_str(), "F02");
@@ -231,7 +335,7 @@ mod tests {
             expiry(),
             vec![1, 8, 0, 99],
         );
-        let ilp::Packet::Reject(r) = service().handle_prepare(&from, garbage).await else {
+        let ilp::Packet::Reject(r) = service().handle_prepare(&from, &link, garbage).await else {
             panic!("not rejected")
         };
         assert_eq!(r.code_str(), "F01");

@@ -326,6 +326,8 @@ impl Database {
                         next_attempt_at.eq(excluded(next_attempt_at)),
                         failure_reason.eq(excluded(failure_reason)),
                         subscription_ids.eq(excluded(subscription_ids)),
+                        last_event_at.eq(excluded(last_event_at)),
+                        last_event_ids.eq(excluded(last_event_ids)),
                         updated_at.eq(excluded(updated_at)),
                     ))
                     .execute(c)?;

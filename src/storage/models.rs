@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use super::schema::peer_connections;
 use super::StorageError;
 use crate::lifecycle::priority::{BEST_PRIORITY, WORST_PRIORITY};
-use crate::lifecycle::record::PeerRecord;
+use crate::lifecycle::record::{EventCursor, PeerRecord};
 use crate::lifecycle::state::{PeerIntent, PeerState};
 use crate::lifecycle::time::Timestamp;
 
@@ -33,6 +33,8 @@ pub struct PeerConnectionRow {
     pub next_attempt_at: Option<i64>,
     pub failure_reason: Option<String>,
     pub subscription_ids: String,
+    pub last_event_at: Option<i64>,
+    pub last_event_ids: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -61,6 +63,8 @@ pub struct PeerConnectionWrite<'a> {
     pub next_attempt_at: Option<i64>,
     pub failure_reason: Option<&'a str>,
     pub subscription_ids: String,
+    pub last_event_at: Option<i64>,
+    pub last_event_ids: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -86,6 +90,23 @@ impl<'a> PeerConnectionWrite<'a> {
                 value: e.to_string(),
             }
         })?;
+        let (last_event_at, last_event_ids) = match &record.event_cursor {
+            None => (None, "[]".to_owned()),
+            Some(cursor) => (
+                Some(i64::try_from(cursor.created_at).map_err(|_| {
+                    StorageError::OutOfRange {
+                        pubkey: pubkey.to_owned(),
+                        field: "last_event_at",
+                        value: cursor.created_at.to_string(),
+                    }
+                })?),
+                serde_json::to_string(&cursor.ids).map_err(|e| StorageError::OutOfRange {
+                    pubkey: pubkey.to_owned(),
+                    field: "last_event_ids",
+                    value: e.to_string(),
+                })?,
+            ),
+        };
         Ok(PeerConnectionWrite {
             nostr_pubkey: pubkey,
             ilp_address: record.ilp_address.as_deref(),
@@ -108,6 +129,8 @@ impl<'a> PeerConnectionWrite<'a> {
             next_attempt_at: opt_millis("next_attempt_at", record.next_attempt_at)?,
             failure_reason: record.failure_reason.as_deref(),
             subscription_ids,
+            last_event_at,
+            last_event_ids,
             created_at: millis("created_at", record.created_at)?,
             updated_at: millis("updated_at", record.updated_at)?,
         })
@@ -141,6 +164,14 @@ impl PeerConnectionRow {
             .ok_or_else(|| corrupt("priority", self.priority.to_string()))?;
         let subscription_ids: Vec<String> = serde_json::from_str(&self.subscription_ids)
             .map_err(|_| corrupt("subscription_ids", self.subscription_ids.clone()))?;
+        let event_cursor = match self.last_event_at {
+            None => None,
+            Some(at) => Some(EventCursor {
+                created_at: u64::try_from(at).map_err(|_| corrupt("last_event_at", at.to_string()))?,
+                ids: serde_json::from_str(&self.last_event_ids)
+                    .map_err(|_| corrupt("last_event_ids", self.last_event_ids.clone()))?,
+            }),
+        };
 
         // `nostr_pubkey` is the last field: the closures above borrow it until then.
         Ok(PeerRecord {
@@ -173,6 +204,7 @@ impl PeerConnectionRow {
                 .transpose()?,
             failure_reason: self.failure_reason,
             subscription_ids,
+            event_cursor,
             created_at: timestamp("created_at", self.created_at)?,
             updated_at: timestamp("updated_at", self.updated_at)?,
             nostr_pubkey: pubkey,

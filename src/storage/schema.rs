@@ -25,6 +25,10 @@ diesel::table! {
         failure_reason -> Nullable<Text>,
         /// JSON array of strings.
         subscription_ids -> Text,
+        /// Unix seconds of the newest event received from the peer.
+        last_event_at -> Nullable<BigInt>,
+        /// JSON array of the event ids received at `last_event_at`.
+        last_event_ids -> Text,
         created_at -> BigInt,
         updated_at -> BigInt,
     }

@@ -223,6 +223,24 @@ impl Packet {
         }
     }
 
+    /// A free (zero-payment) packet carrying the NIP-01 message `nostr`, from `sender` at
+    /// `timestamp` (Unix seconds); the payment's purpose is the message type in lower case.
+    pub fn nostr(message_type: MessageType, nostr: Value, sender: &str, timestamp: u64) -> Self {
+        Packet::new(
+            message_type,
+            Payload {
+                payment: Payment::free(&message_type.name().to_ascii_lowercase()),
+                nostr,
+                metadata: Metadata {
+                    timestamp,
+                    sender: sender.to_owned(),
+                    ttl: None,
+                    nonce: None,
+                },
+            },
+        )
+    }
+
     /// A heartbeat PING from `sender` at `timestamp` (Unix seconds); `nostr` is null.
     pub fn ping(sender: &str, timestamp: u64, nonce: impl Into<String>) -> Self {
         Packet::new(

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use btp_nips_node::config::{SessionSettings, Settings};
+use btp_nips_node::session::connection::Link;
 use btp_nips_node::session::{own_address, IlpHandler, NodeService, PeerIdentity, SessionContext};
 use btp_nips_node::wire::btp::Packet;
 use btp_nips_node::wire::ilp;
@@ -36,11 +37,16 @@ pub struct Switchable {
 
 #[async_trait]
 impl IlpHandler for Switchable {
-    async fn handle_prepare(&self, from: &PeerIdentity, prepare: ilp::Prepare) -> ilp::Packet {
+    async fn handle_prepare(
+        &self,
+        from: &PeerIdentity,
+        link: &Arc<Link>,
+        prepare: ilp::Prepare,
+    ) -> ilp::Packet {
         if self.silent.load(Ordering::SeqCst) {
             futures::future::pending::<()>().await;
         }
-        self.inner.handle_prepare(from, prepare).await
+        self.inner.handle_prepare(from, link, prepare).await
     }
 }
 
