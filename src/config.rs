@@ -41,6 +41,49 @@ pub struct Settings {
     pub chain: ChainSettings,
     pub session: SessionSettings,
     pub nostr: NostrSettings,
+    pub events: EventSettings,
+}
+
+/// `events`: the event flow between the operator's relay and the connected peers (issue #6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// The operator's own relay (ws:// or wss://); empty: no events move.
+    pub operator_relay: String,
+    /// Open subscriptions one peer may hold on this node; a REQ beyond them gets a NOTICE.
+    pub max_subscriptions_per_peer: usize,
+    /// Events asked of the operator's relay per page of stored events.
+    pub stored_page_size: usize,
+    /// At most this many stored events are served per REQ (the newest; a NOTICE says so).
+    pub max_stored_events: usize,
+}
+
+impl EventSettings {
+    /// Checks the section; an error names its key.
+    pub fn validate(&self, allow_ws_loopback: bool) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, rule: String| Err(ConfigError::Invalid { key, rule });
+        let url = self.operator_relay.trim();
+        if !url.is_empty() {
+            if let Err(rule) =
+                crate::discovery::announcement::check_endpoint(url, allow_ws_loopback)
+            {
+                return invalid("events.operator_relay", rule);
+            }
+        }
+        for (key, value) in [
+            (
+                "events.max_subscriptions_per_peer",
+                self.max_subscriptions_per_peer,
+            ),
+            ("events.stored_page_size", self.stored_page_size),
+            ("events.max_stored_events", self.max_stored_events),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1".into());
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -503,6 +546,7 @@ impl Settings {
             );
         }
         self.nostr.validate()?;
+        self.events.validate(self.nostr.allow_ws_loopback)?;
         self.session.validate()
     }
 }

@@ -8,10 +8,11 @@ use btp_nips_node::chain::operator::{deploy_contract, open_channel};
 use btp_nips_node::chain::EvmChannels;
 use btp_nips_node::config::Settings;
 use btp_nips_node::discovery::{identity, Discovery};
+use btp_nips_node::events::EventFlow;
 use btp_nips_node::lifecycle::{PeerRecord, Timestamp};
 use btp_nips_node::node::Node;
 use btp_nips_node::ports::unwired::Unwired;
-use btp_nips_node::session::{self, BtpConnector, SessionContext, SessionServer};
+use btp_nips_node::session::{self, BtpConnector, NodeService, SessionContext, SessionServer};
 use btp_nips_node::storage::Database;
 use clap::{Parser, Subcommand};
 
@@ -115,9 +116,27 @@ fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
             Some(d) => d.keys.clone(),
             None => session::keys_from_settings(&settings.session)?,
         };
-        let sessions = SessionContext::new(keys, &settings.node.id, settings.session.clone());
+        let own_address = session::own_address(&settings.node.id, &keys.public_key());
+        let events = EventFlow::from_settings(&settings, own_address.clone()).await?;
+        let mut service = NodeService::new(
+            own_address.clone(),
+            settings.session.asset_code.clone(),
+            settings.session.asset_scale,
+        );
+        if let Some(flow) = &events {
+            service = service.with_nostr(flow.clone());
+        }
+        let sessions = SessionContext::with_handler(
+            keys,
+            own_address,
+            settings.session.clone(),
+            std::sync::Arc::new(service),
+        );
         let mut ports = Unwired::ports();
         ports.sessions = std::sync::Arc::new(BtpConnector::new(sessions.clone()));
+        if let Some(flow) = &events {
+            ports.subscriptions = flow.clone();
+        }
         if let Some(d) = &discovery {
             ports.resolver = std::sync::Arc::new(d.resolver.clone());
         }
@@ -132,6 +151,9 @@ fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
             ports.channels = std::sync::Arc::new(channels);
         }
         let node = Node::start(&settings, ports, NodeClock::system())?;
+        if let Some(flow) = &events {
+            flow.attach(node.supervisor.clone().recipient());
+        }
         let server = match settings.session.listen.as_str() {
             "" => None,
             listen => Some(
@@ -158,6 +180,9 @@ fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         log::info!("shutting down: stopping peers and flushing pending changes");
         if let Some(server) = &server {
             server.stop().await;
+        }
+        if let Some(flow) = &events {
+            flow.stop();
         }
         node.shutdown().await?;
         if let Some(d) = &discovery {

@@ -326,7 +326,11 @@ impl PeerActor {
                 self.spawn_op(ctx, "subscriptions", fut, move |act, result, ctx| {
                     let event = match result {
                         Ok(subscription_ids) => {
-                            if act.session.as_ref().is_some_and(|s| Arc::ptr_eq(s, &session)) {
+                            if act
+                                .session
+                                .as_ref()
+                                .is_some_and(|s| Arc::ptr_eq(s, &session))
+                            {
                                 act.session_subscriptions = subscription_ids.clone();
                             }
                             Event::Subscribed { subscription_ids }

@@ -1,1 +1,514 @@
-//! The operator's relay (placeholder: being written).
+//! The operator's own Nostr relay, the one relay the node sits beside: events received from
+//! peers are published to it ([`OperatorRelay::publish`]) and the events served to peers
+//! come from it — first what it has stored ([`OperatorRelay::stored`]), then what arrives
+//! ([`OperatorRelay::live`]).
+//!
+//! It is a [`RelaySet`] over exactly one URL: one nostr-sdk connection, redialled every
+//! [`RelayTuning::retry_interval`] while the relay is down. Stored events are read with
+//! [`RelaySet::query`] (its own REQ, which tells EOSE from silence), a page at a time.
+//!
+//! Everything on the connection shares one notification buffer of
+//! [`RelayTuning::notification_capacity`] messages per listener: the OKs a publish waits
+//! for, the pages a read collects and every live subscription. Each event the connection
+//! receives for the first time takes two places in it (nostr-sdk sends an `Event` and a
+//! `Message` notification), a repeat one place. A listener that falls further behind
+//! loses messages: a read then fails as [`OperatorRelayError::Unavailable`], a publish
+//! too, and a live subscription yields [`OperatorRelayError::Lagged`].
+//!
+//! What two real relays taught (nostr-relay-builder 0.44, the PyPI `nostr-relay` 1.14):
+//!
+//! - `until` is inclusive on nostr-relay-builder (NIP-01) and *exclusive* on
+//!   `nostr-relay`; the paging in [`OperatorRelay::stored`] is correct for either.
+//! - A duplicate is `OK true "duplicate: …"` on nostr-relay-builder but `OK false
+//!   "duplicate: exists"` on `nostr-relay`; both count as accepted here.
+//! - `nostr-relay` refuses an event with `["OK", "", false, reason]` — no event id — which
+//!   nostr-sdk cannot parse and drops, so such a refusal looks like silence
+//!   ([`OperatorRelayError::Unavailable`] after [`RelayTuning::query_timeout`]). It also
+//!   slows the whole connection down after every refused event (2 s per message,
+//!   doubling). That is why [`OperatorRelay::publish`] checks an event's id and signature
+//!   itself and never sends an invalid one.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use nostr_sdk::pool::relay::Error as SdkRelayError;
+use nostr_sdk::prelude::{
+    ClientMessage, Event, EventId, Filter, Keys, MachineReadablePrefix, Relay, RelayMessage,
+    RelayNotification, RelayStatus, RelayUrl, SubscriptionId, Timestamp,
+};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use crate::discovery::relays::{RelayError, RelaySet, RelayTuning};
+
+/// What went wrong with the operator's relay.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OperatorRelayError {
+    /// The URL is not a relay URL.
+    #[error("operator relay URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    /// The event's id or signature is wrong; it was not sent to the relay.
+    #[error("event {id} not published: {reason}")]
+    Invalid {
+        /// The id the event claims (hex).
+        id: String,
+        reason: String,
+    },
+    /// The relay answered `OK false` (other than "duplicate:"): `reason` is its message.
+    #[error("the operator relay refused the event: {reason}")]
+    Refused { reason: String },
+    /// The relay is not connected, or did not answer in time, or the connection was lost
+    /// while waiting. The event of a failed publish may still have been stored: publishing
+    /// it again is safe (a duplicate counts as accepted).
+    #[error("the operator relay is unavailable: {reason}")]
+    Unavailable { reason: String },
+    /// The relay ended a live subscription (`CLOSED`): `reason` is its message. The
+    /// subscription yields nothing more.
+    #[error("the operator relay closed the subscription: {reason}")]
+    Closed { reason: String },
+    /// A live subscription's listener fell behind the connection's notification buffer:
+    /// `missed` notifications (events and other messages) were lost to it. The
+    /// subscription goes on; the events in the gap can be read with
+    /// [`OperatorRelay::stored`].
+    #[error("{missed} relay notifications lost (the live subscription fell behind)")]
+    Lagged { missed: u64 },
+}
+
+/// The events a read found.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Oldest first: ascending `created_at`, then ascending id.
+    pub events: Vec<Event>,
+    /// The relay had more than `max` matching events: `events` are the newest `max`.
+    pub truncated: bool,
+}
+
+/// The node's connection to the operator's relay.
+#[derive(Clone)]
+pub struct OperatorRelay {
+    /// The connection, a set of exactly one relay.
+    set: RelaySet,
+    /// That relay (nostr-sdk's handle, shared with `set`'s client).
+    relay: Relay,
+    /// Its URL, as nostr-sdk parsed it.
+    url: RelayUrl,
+}
+
+impl OperatorRelay {
+    /// Connects (in the background: a relay that is down now is redialled every
+    /// `tuning.retry_interval`; [`OperatorRelay::wait_connected`] waits for it). The
+    /// connection signs with a key of its own, made here (used only if the relay asks for
+    /// NIP-42 authentication).
+    pub async fn connect(url: &str, tuning: RelayTuning) -> Result<Self, OperatorRelayError> {
+        let set = RelaySet::connect(Keys::generate(), &[url.to_string()], tuning)
+            .await
+            .map_err(|e| match e {
+                RelayError::Url { url, reason } => OperatorRelayError::Url { url, reason },
+            })?;
+        let url = set.urls()[0].clone();
+        let relay = set
+            .client()
+            .relay(&url)
+            .await
+            .map_err(|e| OperatorRelayError::Url {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(OperatorRelay { set, relay, url })
+    }
+
+    /// The relay's URL (as nostr-sdk normalised it).
+    pub fn url(&self) -> &str {
+        self.url.as_str()
+    }
+
+    /// The underlying connection, for what this type does not cover.
+    pub fn relays(&self) -> &RelaySet {
+        &self.set
+    }
+
+    /// Waits (up to `timeout`) for the relay to be connected; says whether it is.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        self.relay.wait_for_connection(timeout).await;
+        self.relay.is_connected()
+    }
+
+    /// Whether the relay is connected now.
+    pub fn is_connected(&self) -> bool {
+        self.relay.is_connected()
+    }
+
+    /// Connected, or waits up to `connect_timeout` for it; else `Unavailable`.
+    async fn ready(&self) -> Result<(), OperatorRelayError> {
+        let status = self.relay.status();
+        if matches!(status, RelayStatus::Terminated | RelayStatus::Banned) {
+            return Err(self.unavailable(format!("connection {status}")));
+        }
+        if !self.relay.is_connected() {
+            self.relay
+                .wait_for_connection(self.set.tuning().connect_timeout)
+                .await;
+            if !self.relay.is_connected() {
+                return Err(self.unavailable(format!("not connected ({})", self.relay.status())));
+            }
+        }
+        Ok(())
+    }
+
+    fn unavailable(&self, what: String) -> OperatorRelayError {
+        OperatorRelayError::Unavailable {
+            reason: format!("{}: {what}", self.url),
+        }
+    }
+
+    /// Publishes `event` and waits (up to `query_timeout`) for the relay's OK.
+    ///
+    /// `Ok(())` when the relay accepted it, or already had it ("duplicate:", whether the
+    /// relay says `OK true` or `OK false`); [`OperatorRelayError::Invalid`] when the
+    /// event's id or signature is wrong (checked here; the relay never sees it);
+    /// [`OperatorRelayError::Refused`] when the relay answered `OK false`;
+    /// [`OperatorRelayError::Unavailable`] when it is not connected (after waiting
+    /// `connect_timeout`) or did not answer.
+    pub async fn publish(&self, event: &Event) -> Result<(), OperatorRelayError> {
+        if let Err(e) = event.verify() {
+            return Err(OperatorRelayError::Invalid {
+                id: event.id.to_hex(),
+                reason: e.to_string(),
+            });
+        }
+        self.ready().await?;
+        let timeout = self.set.tuning().query_timeout;
+        match tokio::time::timeout(timeout, self.relay.send_event(event)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(SdkRelayError::RelayMessage(message))) => {
+                if MachineReadablePrefix::parse(&message) == Some(MachineReadablePrefix::Duplicate)
+                {
+                    Ok(())
+                } else {
+                    Err(OperatorRelayError::Refused { reason: message })
+                }
+            }
+            Ok(Err(e)) => Err(self.unavailable(format!("event {} not published: {e}", event.id))),
+            Err(_) => Err(self.unavailable(format!(
+                "no OK for event {} within {}s",
+                event.id,
+                timeout.as_secs_f64()
+            ))),
+        }
+    }
+
+    /// Every stored event matching `filter` (its `limit` is ignored), oldest first:
+    /// ascending `created_at`, then ascending id.
+    ///
+    /// Relays answer a REQ newest first and cap how many events it returns, so this pages
+    /// backwards, `page_size` events a REQ: a page as long as `page_size` means there may
+    /// be more, and the next asks below the oldest second seen. Events of that boundary
+    /// second are asked again (repeats are dropped by id), so none is missed whichever way
+    /// the relay reads `until`; a second holding a full page or more is read alone, with
+    /// the limit doubled until its page comes back short. `page_size` must not exceed the
+    /// relay's own cap (a capped page would look short, i.e. complete).
+    ///
+    /// Stops once more than `max` events are known and the newest `max` of them are
+    /// certain: [`Stored::truncated`] is then set and `events` are those newest `max`.
+    /// (Only if one second alone holds more than `max` events is the choice among them
+    /// the relay's.)
+    ///
+    /// Fails with [`OperatorRelayError::Unavailable`] when a page is not answered (no EOSE
+    /// within `query_timeout`, not connected within `connect_timeout`, CLOSED, or its
+    /// messages lost from the notification buffer); nothing partial is returned.
+    pub async fn stored(
+        &self,
+        filter: Filter,
+        page_size: usize,
+        max: usize,
+    ) -> Result<Stored, OperatorRelayError> {
+        let page_size = page_size.max(1);
+        let since = filter.since.map(|t| t.as_secs());
+        let mut seen: HashMap<EventId, Event> = HashMap::new();
+        // Every matching event created at or after this second has been seen.
+        let mut complete_from: Option<u64> = None;
+        // The relay reads `until` inclusively (NIP-01): learnt once a page holds an event
+        // at exactly `until`. Until then it is taken as exclusive (the PyPI nostr-relay),
+        // which is safe either way: the boundary second is asked for again, never missed.
+        let mut inclusive = false;
+        loop {
+            if let Some(c) = complete_from {
+                let certain = seen
+                    .values()
+                    .filter(|e| e.created_at.as_secs() >= c)
+                    .count();
+                if (seen.len() > max && certain >= max) || since.is_some_and(|s| c <= s) {
+                    break;
+                }
+            }
+            let until = match complete_from {
+                None => filter.until.map(|t| t.as_secs()),
+                Some(0) => break,
+                Some(c) if inclusive => Some(c - 1),
+                Some(c) => Some(c),
+            };
+            let page = self.page(&filter, since, until, page_size).await?;
+            let full = page.len() >= page_size;
+            let was_inclusive = inclusive;
+            inclusive |= until.is_some_and(|u| page.iter().any(|e| e.created_at.as_secs() == u));
+            let oldest = page.iter().map(|e| e.created_at.as_secs()).min();
+            for event in page {
+                seen.entry(event.id).or_insert(event);
+            }
+            let (true, Some(oldest)) = (full, oldest) else {
+                // A short page: nothing more below.
+                break;
+            };
+            let next = complete_from.map_or(oldest + 1, |c| c.min(oldest + 1));
+            if Some(next) != complete_from || inclusive != was_inclusive {
+                complete_from = Some(next);
+                continue;
+            }
+            // A full page of one second (`next - 1`, the top of the window) and repeats:
+            // read that second alone, with a growing limit.
+            let second = next - 1;
+            let mut limit = page_size.saturating_mul(2);
+            loop {
+                let until = if inclusive { second } else { second + 1 };
+                let page = self.page(&filter, Some(second), Some(until), limit).await?;
+                let short = page.len() < limit;
+                inclusive |= page.iter().any(|e| e.created_at.as_secs() == until);
+                for event in page {
+                    seen.entry(event.id).or_insert(event);
+                }
+                let known = seen
+                    .values()
+                    .filter(|e| e.created_at.as_secs() >= second)
+                    .count();
+                if short || known > max || limit == usize::MAX {
+                    break;
+                }
+                limit = limit.saturating_mul(2);
+            }
+            complete_from = Some(second);
+        }
+        let mut events: Vec<Event> = seen.into_values().collect();
+        events.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        let truncated = events.len() > max;
+        if truncated {
+            events.drain(..events.len() - max);
+        }
+        Ok(Stored { events, truncated })
+    }
+
+    /// One REQ: `filter` between `since` and `until` (as the relay reads them), at most
+    /// `limit` events, in the relay's order.
+    async fn page(
+        &self,
+        filter: &Filter,
+        since: Option<u64>,
+        until: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Event>, OperatorRelayError> {
+        let mut f = filter.clone().limit(limit);
+        f.since = since.map(Timestamp::from);
+        f.until = until.map(Timestamp::from);
+        match self.set.query(f).await.pop() {
+            Some(answer) if answer.answered => Ok(answer.events),
+            Some(answer) => Err(OperatorRelayError::Unavailable {
+                reason: answer
+                    .problem
+                    .unwrap_or_else(|| format!("{}: no answer", self.url)),
+            }),
+            None => Err(self.unavailable("no relay to ask".into())),
+        }
+    }
+
+    /// A subscription that stays open: the events matching `filter` (normally with
+    /// `since` = now) as the relay sends them — first those it already has, in its order
+    /// (newest first on both test relays), then each new one as it is stored. See
+    /// [`LiveEvents`] for reconnection, lag and closing. To serve "stored, then live"
+    /// without a gap, open this before reading [`OperatorRelay::stored`] and drop repeats
+    /// by id.
+    ///
+    /// [`OperatorRelayError::Unavailable`] if the relay is not connected within
+    /// `connect_timeout` or the REQ cannot be sent.
+    pub async fn live(&self, filter: Filter) -> Result<LiveEvents, OperatorRelayError> {
+        self.ready().await?;
+        let tuning = self.set.tuning();
+        // Listen before subscribing, so nothing the relay sends for it is missed.
+        let notifications = self.relay.notifications();
+        let mut live = LiveEvents {
+            relay: self.relay.clone(),
+            id: SubscriptionId::generate(),
+            filter,
+            notifications,
+            connections: self.relay.stats().success(),
+            newest: None,
+            recent: VecDeque::new(),
+            recent_ids: HashSet::new(),
+            recent_capacity: tuning.notification_capacity.max(1024),
+            resubscriptions: 0,
+            ended: false,
+        };
+        live.send_req(live.filter.clone())
+            .map_err(|e| self.unavailable(format!("REQ not sent: {e}")))?;
+        Ok(live)
+    }
+
+    /// Closes the connection for good (every [`LiveEvents`] then ends).
+    pub async fn shutdown(&self) {
+        self.set.shutdown().await;
+    }
+}
+
+/// A live subscription on the operator's relay ([`OperatorRelay::live`]).
+///
+/// - **Reconnection.** The REQ is sent outside nostr-sdk's own subscription bookkeeping
+///   (which resubscribes only when a reconnect falls in a later whole second than the
+///   subscription, and would replay from the original `since`). Instead, whenever the
+///   connection comes back ([`RelayStatus::Connected`], or a later successful connection
+///   noticed after a lag), the REQ is sent again under the same id with `since` moved up
+///   to the newest `created_at` yielded so far (never later than now): events the relay
+///   stored meanwhile at or after that second are delivered, ids already yielded are
+///   dropped. Events stored during the outage with an older `created_at` are not: read
+///   them with [`OperatorRelay::stored`]. [`LiveEvents::resubscriptions`] counts these.
+///   While the relay is down, `next` simply waits.
+/// - **Lag.** Events are buffered in the connection's notification buffer until `next`
+///   takes them; a burst within it loses nothing. If the listener falls further behind,
+///   `next` yields [`OperatorRelayError::Lagged`] once for that gap and goes on.
+/// - **End.** `next` returns `None` once the connection is shut down for good, or after
+///   yielding [`OperatorRelayError::Closed`] when the relay closed the subscription.
+/// - **Drop** sends CLOSE for the subscription.
+pub struct LiveEvents {
+    /// The relay the subscription lives on.
+    relay: Relay,
+    /// The subscription's id, kept across resubscriptions.
+    id: SubscriptionId,
+    /// The filter as asked for.
+    filter: Filter,
+    /// The connection's notifications, from before the first REQ.
+    notifications: broadcast::Receiver<RelayNotification>,
+    /// Successful connections of the relay when the REQ was last sent.
+    connections: usize,
+    /// The newest `created_at` yielded.
+    newest: Option<Timestamp>,
+    /// The ids most recently yielded, oldest first (to drop what a resubscription repeats).
+    recent: VecDeque<EventId>,
+    /// The same ids, to look up.
+    recent_ids: HashSet<EventId>,
+    /// How many ids `recent` keeps.
+    recent_capacity: usize,
+    /// How many times the REQ was sent again after a reconnection.
+    resubscriptions: u64,
+    /// Nothing more will come.
+    ended: bool,
+}
+
+impl LiveEvents {
+    /// The subscription's id on the relay.
+    pub fn subscription_id(&self) -> &SubscriptionId {
+        &self.id
+    }
+
+    /// The filter as asked for.
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// How many times the subscription was sent again after the relay reconnected.
+    pub fn resubscriptions(&self) -> u64 {
+        self.resubscriptions
+    }
+
+    /// The next event: `Some(Ok(event))`; `Some(Err(Lagged))` after a gap (then goes on);
+    /// `Some(Err(Closed))` when the relay ended the subscription (then `None`); `None`
+    /// when the connection is shut down for good. Waits while the relay is down.
+    pub async fn next(&mut self) -> Option<Result<Event, OperatorRelayError>> {
+        while !self.ended {
+            match self.notifications.recv().await {
+                Ok(RelayNotification::Message { message }) => match message {
+                    RelayMessage::Event {
+                        subscription_id,
+                        event,
+                    } if *subscription_id == self.id => {
+                        if let Some(event) = self.first_time(event.into_owned()) {
+                            return Some(Ok(event));
+                        }
+                    }
+                    RelayMessage::Closed {
+                        subscription_id,
+                        message,
+                    } if *subscription_id == self.id => {
+                        self.ended = true;
+                        return Some(Err(OperatorRelayError::Closed {
+                            reason: message.into_owned(),
+                        }));
+                    }
+                    _ => {}
+                },
+                Ok(RelayNotification::RelayStatus {
+                    status: RelayStatus::Connected,
+                }) => self.resubscribe(),
+                Ok(RelayNotification::RelayStatus {
+                    status: RelayStatus::Terminated | RelayStatus::Banned,
+                })
+                | Ok(RelayNotification::Shutdown)
+                | Err(RecvError::Closed) => self.ended = true,
+                Ok(_) => {}
+                Err(RecvError::Lagged(missed)) => {
+                    // The gap may have hidden a reconnection.
+                    if self.relay.is_connected() && self.relay.stats().success() != self.connections
+                    {
+                        self.resubscribe();
+                    }
+                    return Some(Err(OperatorRelayError::Lagged { missed }));
+                }
+            }
+        }
+        None
+    }
+
+    /// `event` unless it was yielded already; remembers it.
+    fn first_time(&mut self, event: Event) -> Option<Event> {
+        if !self.recent_ids.insert(event.id) {
+            return None;
+        }
+        self.recent.push_back(event.id);
+        if self.recent.len() > self.recent_capacity {
+            if let Some(old) = self.recent.pop_front() {
+                self.recent_ids.remove(&old);
+            }
+        }
+        if self.newest.is_none_or(|n| event.created_at > n) {
+            self.newest = Some(event.created_at);
+        }
+        Some(event)
+    }
+
+    /// Sends the REQ again, from the newest second yielded (see the type's docs).
+    fn resubscribe(&mut self) {
+        let mut filter = self.filter.clone();
+        if let Some(newest) = self.newest {
+            let from = newest.min(Timestamp::now());
+            if filter.since.is_none_or(|s| s < from) {
+                filter.since = Some(from);
+            }
+        }
+        match self.send_req(filter) {
+            Ok(()) => self.resubscriptions += 1,
+            Err(e) => log::warn!(
+                "operator relay {}: live subscription {} not renewed: {e}",
+                self.relay.url(),
+                self.id
+            ),
+        }
+    }
+
+    fn send_req(&mut self, filter: Filter) -> Result<(), SdkRelayError> {
+        self.connections = self.relay.stats().success();
+        self.relay
+            .send_msg(ClientMessage::req(self.id.clone(), vec![filter]))
+    }
+}
+
+impl Drop for LiveEvents {
+    fn drop(&mut self) {
+        // Best effort: fails only if the connection is already gone for good.
+        let _ = self.relay.send_msg(ClientMessage::close(self.id.clone()));
+    }
+}

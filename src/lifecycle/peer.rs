@@ -572,7 +572,10 @@ impl PeerLifecycle {
                 self.persist(now, false);
             }
             Event::EventReceived { created_at, id } => {
-                let cursor = self.record.event_cursor.get_or_insert_with(Default::default);
+                let cursor = self
+                    .record
+                    .event_cursor
+                    .get_or_insert_with(Default::default);
                 if cursor.advance(created_at, &id) {
                     self.persist(now, false);
                 }

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 
+pub use crate::lifecycle::{Announcement, Fault};
 use crate::lifecycle::{EventCursor, PeerRecord};
 use crate::wire::btp_nips;
-pub use crate::lifecycle::{Announcement, Fault};
 
 pub mod memory;
 pub mod unwired;

@@ -133,7 +133,9 @@ impl IlpHandler for NodeService {
                 Some(nostr) => nostr.handle(from, link, packet).await,
                 None => self.reject(
                     codes::F02_UNREACHABLE,
-                    &format!("BTP-NIPs {other}: this node has no operator relay (events.operator_relay)"),
+                    &format!(
+                        "BTP-NIPs {other}: this node has no operator relay (events.operator_relay)"
+                    ),
                 ),
             },
         }
@@ -187,7 +189,10 @@ pub async fn send_btp_nips(
     let prepare = packet
         .to_prepare(expiry)
         .map_err(|e| SendError::TooLarge(e.to_string()))?;
-    match send_prepare(link, &prepare).await.map_err(SendError::Failed)? {
+    match send_prepare(link, &prepare)
+        .await
+        .map_err(SendError::Failed)?
+    {
         ilp::Packet::Fulfill(f) if f.data.is_empty() => Ok(None),
         ilp::Packet::Fulfill(f) => btp_nips::Packet::decode(&f.data)
             .map(Some)

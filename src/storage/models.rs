@@ -93,13 +93,13 @@ impl<'a> PeerConnectionWrite<'a> {
         let (last_event_at, last_event_ids) = match &record.event_cursor {
             None => (None, "[]".to_owned()),
             Some(cursor) => (
-                Some(i64::try_from(cursor.created_at).map_err(|_| {
-                    StorageError::OutOfRange {
+                Some(
+                    i64::try_from(cursor.created_at).map_err(|_| StorageError::OutOfRange {
                         pubkey: pubkey.to_owned(),
                         field: "last_event_at",
                         value: cursor.created_at.to_string(),
-                    }
-                })?),
+                    })?,
+                ),
                 serde_json::to_string(&cursor.ids).map_err(|e| StorageError::OutOfRange {
                     pubkey: pubkey.to_owned(),
                     field: "last_event_ids",
@@ -167,7 +167,8 @@ impl PeerConnectionRow {
         let event_cursor = match self.last_event_at {
             None => None,
             Some(at) => Some(EventCursor {
-                created_at: u64::try_from(at).map_err(|_| corrupt("last_event_at", at.to_string()))?,
+                created_at: u64::try_from(at)
+                    .map_err(|_| corrupt("last_event_at", at.to_string()))?,
                 ids: serde_json::from_str(&self.last_event_ids)
                     .map_err(|_| corrupt("last_event_ids", self.last_event_ids.clone()))?,
             }),

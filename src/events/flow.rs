@@ -1,0 +1,350 @@
+//! [`EventFlow`]: the event flow of the node, in both directions.
+//!
+//! - As the node's [`Subscriptions`] port: when a peer is connected, its actor asks for the
+//!   initial REQ — the peer's own events since its cursor — sent over the peer's session;
+//!   when the session closes, the CLOSE.
+//! - As the session service's [`NostrMessages`]: an EVENT for one of our subscriptions is
+//!   checked ([`super::inbox`]) and published to the operator's relay; then the peer's
+//!   lifecycle hears of it (its cursor moves, and is persisted). A forged or non-matching
+//!   EVENT is refused and the peer is failed with the reason (it needs a person). A REQ or
+//!   CLOSE from a peer goes to [`super::serve`].
+//!
+//! If the operator's relay cannot take an event now, the EVENT is refused with a temporary
+//! error and the peer's session is dropped (reconnected with backoff): the REQ sent on the
+//! next connection resumes from the cursor, so nothing is skipped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actix::Recipient;
+use async_trait::async_trait;
+use nostr::{Event as NostrEvent, PublicKey};
+
+use super::inbox::{Accepted, Inbox};
+use super::messages::{ok_packet, NostrMessage};
+use super::serve::{ServeSettings, ServeStats, Serving};
+use super::{OperatorStore, StoreError};
+use crate::actors::supervisor::ObservedPeer;
+use crate::config::EventSettings;
+use crate::lifecycle::{Event, Fault};
+use crate::ports::{PeerTarget, Session, Subscriptions};
+use crate::session::connection::Link;
+use crate::session::{unix_now, NostrMessages, PeerIdentity};
+use crate::wire::btp_nips::{self, MessageType};
+use crate::wire::ilp::{self, codes, Address, Fulfill, Reject};
+
+/// What the flow has done, for logs, tests and the benchmark.
+#[derive(Debug, Default)]
+pub struct FlowStats {
+    /// Events received from peers and published to the operator's relay.
+    pub published: AtomicU64,
+    /// Events received again at the cursor's second (answered, not published twice).
+    pub already_received: AtomicU64,
+    /// Events refused as forged or not matching.
+    pub refused: AtomicU64,
+    /// NOTICEs received from peers.
+    pub notices: AtomicU64,
+    /// EOSEs received from peers.
+    pub eose: AtomicU64,
+}
+
+/// The node's event flow.
+pub struct EventFlow {
+    store: Arc<dyn OperatorStore>,
+    inbox: Inbox,
+    serving: Serving,
+    own_address: Address,
+    /// Where observations about peers go (the supervisor, once it runs).
+    observer: OnceLock<Recipient<ObservedPeer>>,
+    pub stats: Arc<FlowStats>,
+}
+
+impl EventFlow {
+    /// The flow over `store`, sending as `own_address`; each request waits
+    /// `request_timeout` for its answer.
+    pub fn new(
+        store: Arc<dyn OperatorStore>,
+        settings: &EventSettings,
+        own_address: Address,
+        request_timeout: Duration,
+    ) -> EventFlow {
+        let serving = Serving::new(
+            store.clone(),
+            ServeSettings {
+                max_per_peer: settings.max_subscriptions_per_peer,
+                page_size: settings.stored_page_size,
+                max_stored: settings.max_stored_events,
+                request_timeout,
+                own_address: own_address.as_str().to_owned(),
+            },
+        );
+        EventFlow {
+            store,
+            inbox: Inbox::default(),
+            serving,
+            own_address,
+            observer: OnceLock::new(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// The flow of a node configured by `settings`: `None` when no operator relay is set.
+    /// Connects to the relay in the background (a relay down now is redialled).
+    pub async fn from_settings(
+        settings: &crate::config::Settings,
+        own_address: Address,
+    ) -> Result<Option<Arc<EventFlow>>, super::relay::OperatorRelayError> {
+        let url = settings.events.operator_relay.trim();
+        if url.is_empty() {
+            return Ok(None);
+        }
+        let n = &settings.nostr;
+        let tuning = crate::discovery::relays::RelayTuning {
+            query_timeout: n.query_timeout(),
+            connect_timeout: n.connect_timeout(),
+            retry_interval: n.retry_interval(),
+            // Live subscriptions of every peer share the connection's buffer.
+            notification_capacity: crate::discovery::relays::RelayTuning::capacity_for(
+                settings.events.max_subscriptions_per_peer,
+                settings.events.stored_page_size,
+            ),
+        };
+        let relay = super::relay::OperatorRelay::connect(url, tuning).await?;
+        log::info!("event flow through the operator's relay {}", relay.url());
+        let request_timeout = Duration::from_millis(settings.session.request_timeout_ms);
+        Ok(Some(Arc::new(EventFlow::new(
+            Arc::new(relay),
+            &settings.events,
+            own_address,
+            request_timeout,
+        ))))
+    }
+
+    /// Sends observations about peers (events received, misbehaviour) to `supervisor`.
+    pub fn attach(&self, supervisor: Recipient<ObservedPeer>) {
+        if self.observer.set(supervisor).is_err() {
+            log::warn!("event flow: attached twice; the first supervisor keeps the reports");
+        }
+    }
+
+    /// Counters of the serving side.
+    pub fn serve_stats(&self) -> &Arc<ServeStats> {
+        &self.serving.stats
+    }
+
+    /// Open subscriptions a peer holds here.
+    pub fn served_subscriptions(&self, peer: &PeerIdentity) -> usize {
+        self.serving.open_count(peer)
+    }
+
+    /// Stops serving every subscription.
+    pub fn stop(&self) {
+        self.serving.stop_all();
+    }
+
+    fn observe(&self, pubkey: &str, event: Event) {
+        match self.observer.get() {
+            Some(to) => to.do_send(ObservedPeer {
+                nostr_pubkey: pubkey.to_owned(),
+                event,
+            }),
+            None => log::warn!("peer {pubkey}: {event:?} observed before the node runs"),
+        }
+    }
+
+    fn packet(&self, message: NostrMessage) -> btp_nips::Packet {
+        message.to_packet(self.own_address.as_str(), unix_now())
+    }
+
+    fn fulfill(&self, answer: Option<btp_nips::Packet>) -> ilp::Packet {
+        let data = match answer.map(|p| p.encode()) {
+            None => Vec::new(),
+            Some(Ok(bytes)) => bytes,
+            Some(Err(e)) => return self.reject(codes::T00_INTERNAL_ERROR, &e.to_string()),
+        };
+        ilp::Packet::Fulfill(Fulfill::peer_control(data))
+    }
+
+    fn reject(&self, code: [u8; 3], message: &str) -> ilp::Packet {
+        ilp::Packet::Reject(Reject::new(code, Some(self.own_address.clone()), message))
+    }
+
+    /// An EVENT from `from` for our subscription `sub`.
+    async fn on_event(&self, from: &PeerIdentity, sub: &str, event: &NostrEvent) -> ilp::Packet {
+        let PeerIdentity::Nostr(pk) = from else {
+            return self.reject(
+                codes::F00_BAD_REQUEST,
+                &format!("this node holds no subscription toward {from}"),
+            );
+        };
+        let pubkey = pk.to_hex();
+        match self.inbox.check(&pubkey, sub, event) {
+            Err(refusal) => {
+                if refusal.is_misbehaviour() {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    log::warn!("peer {pubkey}: {refusal}; disconnecting it");
+                    self.observe(&pubkey, Event::Misbehaved(refusal.to_string()));
+                }
+                self.reject(codes::F00_BAD_REQUEST, &refusal.to_string())
+            }
+            Ok(Accepted::AlreadyReceived) => {
+                self.stats.already_received.fetch_add(1, Ordering::Relaxed);
+                let ok = ok_packet(
+                    &event.id,
+                    true,
+                    "duplicate: already received",
+                    self.own_address.as_str(),
+                    unix_now(),
+                );
+                self.fulfill(Some(ok))
+            }
+            Ok(Accepted::New) => match self.store.publish(event).await {
+                Ok(()) => {
+                    self.stats.published.fetch_add(1, Ordering::Relaxed);
+                    self.received(&pubkey, sub, event);
+                    let ok = ok_packet(&event.id, true, "", self.own_address.as_str(), unix_now());
+                    self.fulfill(Some(ok))
+                }
+                Err(StoreError::Refused(why)) => {
+                    // The operator's relay will never take it: move on past it.
+                    log::warn!(
+                        "peer {pubkey}: event {} refused by the operator's relay: {why}",
+                        event.id
+                    );
+                    self.received(&pubkey, sub, event);
+                    let ok = ok_packet(
+                        &event.id,
+                        false,
+                        &why,
+                        self.own_address.as_str(),
+                        unix_now(),
+                    );
+                    self.fulfill(Some(ok))
+                }
+                Err(StoreError::Unavailable(why)) => {
+                    let reason = format!("operator relay unavailable: {why}");
+                    log::warn!("peer {pubkey}: {reason}; the session is dropped and resumed later");
+                    self.observe(&pubkey, Event::SessionLost(reason.clone()));
+                    self.reject(codes::T00_INTERNAL_ERROR, &reason)
+                }
+            },
+        }
+    }
+
+    fn received(&self, pubkey: &str, sub: &str, event: &NostrEvent) {
+        self.inbox.received(pubkey, sub, event);
+        self.observe(
+            pubkey,
+            Event::EventReceived {
+                created_at: event.created_at.as_secs(),
+                id: event.id.to_hex(),
+            },
+        );
+    }
+}
+
+#[async_trait]
+impl Subscriptions for EventFlow {
+    async fn subscribe(
+        &self,
+        peer: &PeerTarget,
+        session: Arc<dyn Session>,
+    ) -> Result<Vec<String>, Fault> {
+        let pk = PublicKey::from_hex(&peer.nostr_pubkey)
+            .map_err(|e| Fault::Permanent(format!("peer key {:?}: {e}", peer.nostr_pubkey)))?;
+        let (id, filter) = self.inbox.open(&pk, peer.event_cursor.as_ref());
+        let req = self.packet(NostrMessage::Req {
+            id: id.clone(),
+            filters: vec![filter],
+        });
+        let refused = |why: String| {
+            self.inbox.close(&peer.nostr_pubkey, &id);
+            Err(Fault::Transient(why))
+        };
+        match session.send(req).await {
+            Ok(None) => {
+                log::info!(
+                    "peer {}: subscribed ({id}) to its events since {}",
+                    peer.nostr_pubkey,
+                    peer.event_cursor.as_ref().map_or(0, |c| c.created_at)
+                );
+                Ok(vec![id])
+            }
+            Ok(Some(answer)) if answer.message_type == MessageType::Notice => {
+                let text = match NostrMessage::read(&answer) {
+                    Ok(NostrMessage::Notice { message }) => message,
+                    _ => answer.payload.nostr.to_string(),
+                };
+                refused(format!("the peer refused our REQ: {text}"))
+            }
+            Ok(Some(answer)) => refused(format!("REQ answered with {}", answer.message_type)),
+            Err(fault) => refused(format!("REQ: {}", fault.reason())),
+        }
+    }
+
+    async fn unsubscribe(
+        &self,
+        peer: &PeerTarget,
+        session: Arc<dyn Session>,
+        subscription_ids: &[String],
+    ) {
+        for id in subscription_ids {
+            self.inbox.close(&peer.nostr_pubkey, id);
+            let close = self.packet(NostrMessage::Close { id: id.clone() });
+            if let Err(e) = session.send(close).await {
+                log::debug!(
+                    "peer {}: CLOSE {id} not delivered: {}",
+                    peer.nostr_pubkey,
+                    e.reason()
+                );
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl NostrMessages for EventFlow {
+    async fn handle(
+        &self,
+        from: &PeerIdentity,
+        link: &Arc<Link>,
+        packet: btp_nips::Packet,
+    ) -> ilp::Packet {
+        let message = match NostrMessage::read(&packet) {
+            Ok(m) => m,
+            Err(e) => return self.reject(codes::F01_INVALID_PACKET, &e.to_string()),
+        };
+        match message {
+            NostrMessage::Req { id, filters } => {
+                match self.serving.request(from, link, id, filters) {
+                    Ok(()) => self.fulfill(None),
+                    Err(notice) => {
+                        log::info!("{from}: {notice}");
+                        let notice = self.packet(NostrMessage::Notice { message: notice });
+                        self.fulfill(Some(notice))
+                    }
+                }
+            }
+            NostrMessage::Close { id } => {
+                self.serving.close(from, &id);
+                self.fulfill(None)
+            }
+            NostrMessage::Event { id, event } => self.on_event(from, &id, &event).await,
+            NostrMessage::Eose { id } => {
+                self.stats.eose.fetch_add(1, Ordering::Relaxed);
+                if let PeerIdentity::Nostr(pk) = from {
+                    if self.inbox.stored_done(&pk.to_hex(), &id) {
+                        log::info!("{from}: stored events of subscription {id} all received");
+                    }
+                }
+                self.fulfill(None)
+            }
+            NostrMessage::Notice { message } => {
+                self.stats.notices.fetch_add(1, Ordering::Relaxed);
+                log::warn!("{from}: NOTICE: {message}");
+                self.fulfill(None)
+            }
+        }
+    }
+}
