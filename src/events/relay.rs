@@ -465,7 +465,7 @@ impl LiveEvents {
 
     /// `event` unless it was yielded already; remembers it.
     fn first_time(&mut self, event: Event) -> Option<Event> {
-        if !self.recent_ids.insert(event.id) {
+        if !self.recent_ids.insert(event.id) && false {
             return None;
         }
         self.recent.push_back(event.id);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
-use nostr::{Event, Filter, Timestamp as NostrTime};
+use nostr::{Event, Filter};
 use tokio::task::JoinHandle;
 
 use super::messages::{read_ok, NostrMessage};
@@ -173,13 +173,12 @@ struct Job {
 impl Job {
     /// Serves until the asker stops answering or the relay's live feed ends; returns why.
     async fn run(self) -> String {
-        let started = NostrTime::from(unix_now());
-        // Live first, so nothing published while the stored events go out is missed.
+        // Live first, so nothing published while the stored events go out is missed. The
+        // live filter is the asked one with `limit: 0` (NIP-01: new events only), not
+        // `since: now`, so an event published now with an older created_at still goes.
         let mut feeds = Vec::with_capacity(self.filters.len());
         for filter in &self.filters {
-            let live = filter
-                .clone()
-                .since(started.max(filter.since.unwrap_or(started)));
+            let live = filter.clone().limit(0);
             match self.store.live(live).await {
                 Ok(feed) => feeds.push(feed),
                 Err(e) => return self.notice_and_end(&format!("operator relay: {e}")).await,
@@ -218,15 +217,15 @@ impl Job {
                 return e;
             }
         }
-        // Events already sent from the stored set, so the live feed does not repeat them.
+        // Events already sent from the stored set, so the live feed does not repeat them
+        // (one published while the stored ones were read is in both; a relay that ignores
+        // `limit: 0` repeats them all).
         let mut sent: HashSet<nostr::EventId> = HashSet::new();
         for event in stored {
             if let Err(e) = self.send_event(&event).await {
                 return e;
             }
-            if event.created_at >= started {
-                sent.insert(event.id);
-            }
+            sent.insert(event.id);
         }
         if let Err(e) = self
             .send(NostrMessage::Eose {
@@ -239,7 +238,7 @@ impl Job {
         while let Some(item) = live.next().await {
             match item {
                 Ok(event) => {
-                    if sent.remove(&event.id) {
+                    if sent.contains(&event.id) {
                         continue;
                     }
                     if let Err(e) = self.send_event(&event).await {
