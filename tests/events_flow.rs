@@ -354,8 +354,7 @@ impl IlpHandler for Misbehaving {
         link: &Arc<Link>,
         prepare: ilp::Prepare,
     ) -> ilp::Packet {
-        let packet = btp_nips::Packet::decode(&prepare.data);
-        let Ok(packet) = packet.as_ref().map(Clone::clone) else {
+        let Ok(packet) = btp_nips::Packet::decode(&prepare.data) else {
             return self.inner.handle_prepare(from, link, prepare).await;
         };
         if packet.message_type != MessageType::Req {
@@ -559,11 +558,13 @@ async fn subscriptions_are_limited_with_a_notice_and_oversize_events_are_never_c
     // large one, and EOSE; nothing of the large one was cut into a packet.
     let started = Instant::now();
     loop {
-        let r = received.lock().unwrap();
-        if r.eose.iter().filter(|id| id.as_str() != "s2").count() >= 2 {
+        let done = {
+            let r = received.lock().unwrap();
+            r.eose.iter().filter(|id| id.as_str() != "s2").count() >= 2
+        };
+        if done {
             break;
         }
-        drop(r);
         assert!(started.elapsed() < SOON, "EOSE for s1 and s3");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

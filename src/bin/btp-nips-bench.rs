@@ -9,6 +9,8 @@
 //!   actor, against one transaction per change, measured in the same run.
 //!
 //! - `sessions`: N real BTP sessions on loopback (see `bench/sessions.rs`).
+//! - `events --events N`: events from B's relay into A's through two nodes, against
+//!   publishing them straight to a relay (see `bench/events.rs`).
 //!
 //! The seed's floor: 100 peers connected in under 10 s; a heartbeat check of 100 peers in
 //! under 50 ms. Each figure is reported with its ratio to that floor.
@@ -34,6 +36,9 @@ use serde_json::{json, Value};
 #[path = "bench/sessions.rs"]
 mod bench_sessions;
 
+#[path = "bench/events.rs"]
+mod bench_events;
+
 #[derive(Parser)]
 #[command(name = "btp-nips-bench")]
 struct Args {
@@ -48,6 +53,9 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/test"
     )]
     pg_url: String,
+    /// Number of events for `events`.
+    #[arg(long, default_value_t = 2_000)]
+    events: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -62,6 +70,8 @@ enum Scenario {
     SessionServer,
     Resolve,
     FollowDiff,
+    /// Events from B's relay into A's through two nodes, against publishing straight to A's.
+    Events,
     All,
 }
 
@@ -88,6 +98,9 @@ fn main() {
     }
     if run(Scenario::FollowDiff) {
         print(bench_discovery::follow_diff(args.peers));
+    }
+    if run(Scenario::Events) {
+        print(bench_events::events(args.events.max(1)));
     }
 }
 

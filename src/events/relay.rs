@@ -209,12 +209,17 @@ impl OperatorRelay {
     ///
     /// Stops once more than `max` events are known and the newest `max` of them are
     /// certain: [`Stored::truncated`] is then set and `events` are those newest `max`.
-    /// (Only if one second alone holds more than `max` events is the choice among them
-    /// the relay's.)
+    /// (One exception: a crowded second is read alone only until more than `max` events
+    /// are known; if the cut falls inside such a second that was not read whole, which of
+    /// its events are kept is the relay's choice rather than the highest ids.)
+    ///
+    /// The caller's own `until`, if any, is passed on as is (so it is inclusive or not as
+    /// the relay reads it).
     ///
     /// Fails with [`OperatorRelayError::Unavailable`] when a page is not answered (no EOSE
     /// within `query_timeout`, not connected within `connect_timeout`, CLOSED, or its
-    /// messages lost from the notification buffer); nothing partial is returned.
+    /// messages lost from the notification buffer), or answered with events after its
+    /// `until`; nothing partial is returned.
     pub async fn stored(
         &self,
         filter: Filter,
@@ -308,7 +313,21 @@ impl OperatorRelay {
         f.since = since.map(Timestamp::from);
         f.until = until.map(Timestamp::from);
         match self.set.query(f).await.pop() {
-            Some(answer) if answer.answered => Ok(answer.events),
+            Some(answer) if answer.answered => {
+                // Paging relies on `until` (read either way); a relay that ignores it
+                // could keep it paging forever.
+                if let Some(late) =
+                    until.and_then(|u| answer.events.iter().find(|e| e.created_at.as_secs() > u))
+                {
+                    return Err(self.unavailable(format!(
+                        "answered `until` {} with event {} of {}: cannot page",
+                        until.unwrap_or_default(),
+                        late.id,
+                        late.created_at.as_secs()
+                    )));
+                }
+                Ok(answer.events)
+            }
             Some(answer) => Err(OperatorRelayError::Unavailable {
                 reason: answer
                     .problem
@@ -318,9 +337,13 @@ impl OperatorRelay {
         }
     }
 
-    /// A subscription that stays open: the events matching `filter` (normally with
-    /// `since` = now) as the relay sends them — first those it already has, in its order
-    /// (newest first on both test relays), then each new one as it is stored. See
+    /// A subscription that stays open: the events matching `filter` as the relay sends
+    /// them — first those it already has, in its order (newest first on both test relays),
+    /// then each new one as it is stored. Relays match new events against the whole
+    /// filter, `since` included: with `since` = now, an event stored now but created
+    /// earlier (an old event forwarded late) is not delivered; `limit: 0` without `since`
+    /// asks for new events only, whatever their `created_at` (NIP-01; the PyPI
+    /// `nostr-relay` ignores `limit: 0` and sends its stored events too). See
     /// [`LiveEvents`] for reconnection, lag and closing. To serve "stored, then live"
     /// without a gap, open this before reading [`OperatorRelay::stored`] and drop repeats
     /// by id.
@@ -338,6 +361,7 @@ impl OperatorRelay {
             filter,
             notifications,
             connections: self.relay.stats().success(),
+            started: Timestamp::now(),
             newest: None,
             recent: VecDeque::new(),
             recent_ids: HashSet::new(),
@@ -345,7 +369,7 @@ impl OperatorRelay {
             resubscriptions: 0,
             ended: false,
         };
-        live.send_req(live.filter.clone())
+        live.send_req(vec![live.filter.clone()])
             .map_err(|e| self.unavailable(format!("REQ not sent: {e}")))?;
         Ok(live)
     }
@@ -358,16 +382,22 @@ impl OperatorRelay {
 
 /// A live subscription on the operator's relay ([`OperatorRelay::live`]).
 ///
-/// - **Reconnection.** The REQ is sent outside nostr-sdk's own subscription bookkeeping
-///   (which resubscribes only when a reconnect falls in a later whole second than the
-///   subscription, and would replay from the original `since`). Instead, whenever the
-///   connection comes back ([`RelayStatus::Connected`], or a later successful connection
-///   noticed after a lag), the REQ is sent again under the same id with `since` moved up
-///   to the newest `created_at` yielded so far (never later than now): events the relay
-///   stored meanwhile at or after that second are delivered, ids already yielded are
-///   dropped. Events stored during the outage with an older `created_at` are not: read
-///   them with [`OperatorRelay::stored`]. [`LiveEvents::resubscriptions`] counts these.
-///   While the relay is down, `next` simply waits.
+/// - **Reconnection.** A restarted relay has forgotten the subscription. The REQ is sent
+///   outside nostr-sdk's own subscription bookkeeping (which resubscribes only when the
+///   reconnect falls in a later whole second than the subscription, and then replays from
+///   the original filter). Instead, whenever the connection comes back
+///   ([`RelayStatus::Connected`], or a later successful connection noticed after a lag),
+///   the REQ is sent again under the same id with two filters: the caller's filter with
+///   `limit: 0` (new events from now on, exactly as before), and a catch-up: the caller's
+///   filter without its limit and with `since` raised to the newest `created_at` yielded
+///   (or the subscription's start if later; never later than now). So events the relay
+///   stored while the connection was down are delivered if created from that second on;
+///   ids already yielded are dropped (the last `max(notification_capacity, 1024)` are
+///   remembered). Events stored during the outage with an older `created_at` are not:
+///   read them with [`OperatorRelay::stored`]. A relay that ignores `limit: 0` (the PyPI
+///   `nostr-relay`) replays everything matching the filter again, and events older than
+///   the remembered ids come out a second time. [`LiveEvents::resubscriptions`] counts
+///   these renewals. While the relay is down, `next` simply waits.
 /// - **Lag.** Events are buffered in the connection's notification buffer until `next`
 ///   takes them; a burst within it loses nothing. If the listener falls further behind,
 ///   `next` yields [`OperatorRelayError::Lagged`] once for that gap and goes on.
@@ -385,6 +415,8 @@ pub struct LiveEvents {
     notifications: broadcast::Receiver<RelayNotification>,
     /// Successful connections of the relay when the REQ was last sent.
     connections: usize,
+    /// When the subscription was opened.
+    started: Timestamp,
     /// The newest `created_at` yielded.
     newest: Option<Timestamp>,
     /// The ids most recently yielded, oldest first (to drop what a resubscription repeats).
@@ -465,7 +497,7 @@ impl LiveEvents {
 
     /// `event` unless it was yielded already; remembers it.
     fn first_time(&mut self, event: Event) -> Option<Event> {
-        if !self.recent_ids.insert(event.id) && false {
+        if !self.recent_ids.insert(event.id) {
             return None;
         }
         self.recent.push_back(event.id);
@@ -480,16 +512,18 @@ impl LiveEvents {
         Some(event)
     }
 
-    /// Sends the REQ again, from the newest second yielded (see the type's docs).
+    /// Sends the REQ again: the filter for new events, and a catch-up from the newest
+    /// second yielded (see the type's docs).
     fn resubscribe(&mut self) {
-        let mut filter = self.filter.clone();
-        if let Some(newest) = self.newest {
-            let from = newest.min(Timestamp::now());
-            if filter.since.is_none_or(|s| s < from) {
-                filter.since = Some(from);
-            }
-        }
-        match self.send_req(filter) {
+        let new_only = self.filter.clone().limit(0);
+        let mut catch_up = self.filter.clone();
+        catch_up.limit = None;
+        let from = self
+            .newest
+            .map_or(self.started, |n| n.max(self.started))
+            .min(Timestamp::now());
+        catch_up.since = Some(catch_up.since.map_or(from, |s| s.max(from)));
+        match self.send_req(vec![new_only, catch_up]) {
             Ok(()) => self.resubscriptions += 1,
             Err(e) => log::warn!(
                 "operator relay {}: live subscription {} not renewed: {e}",
@@ -499,10 +533,10 @@ impl LiveEvents {
         }
     }
 
-    fn send_req(&mut self, filter: Filter) -> Result<(), SdkRelayError> {
+    fn send_req(&mut self, filters: Vec<Filter>) -> Result<(), SdkRelayError> {
         self.connections = self.relay.stats().success();
         self.relay
-            .send_msg(ClientMessage::req(self.id.clone(), vec![filter]))
+            .send_msg(ClientMessage::req(self.id.clone(), filters))
     }
 }
 

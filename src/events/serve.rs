@@ -205,7 +205,7 @@ impl Job {
                 Err(e) => return self.notice_and_end(&format!("operator relay: {e}")).await,
             }
         }
-        stored.sort_by(|a, b| (a.created_at, a.id).cmp(&(b.created_at, b.id)));
+        stored.sort_by_key(|e| (e.created_at, e.id));
         stored.dedup_by(|a, b| a.id == b.id);
         if truncated {
             let text = format!(

@@ -38,7 +38,7 @@ fn tuning() -> RelayTuning {
 }
 
 /// A relay on 127.0.0.1 whose storage the benchmark can fill directly.
-async fn local_relay() -> (LocalRelay, Arc<dyn NostrDatabase>, String) {
+pub async fn local_relay() -> (LocalRelay, Arc<dyn NostrDatabase>, String) {
     let db: Arc<dyn NostrDatabase> = Arc::new(MemoryDatabase::with_opts(MemoryDatabaseOptions {
         events: true,
         max_events: None,

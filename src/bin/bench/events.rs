@@ -1,0 +1,152 @@
+//! `events --events N`: events per second from B's relay into A's relay through two nodes
+//! (B serves A's REQ from its relay, A checks each event and publishes it to its own),
+//! against publishing the same N events straight to a relay like A's, in the same run.
+//! Both sides use in-process relays (nostr-relay-builder) on loopback and one event at a
+//! time with its OK awaited, so the ratio is the cost of the node path over the relay's.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use btp_nips_node::actors::clock::NodeClock;
+use btp_nips_node::actors::supervisor::FollowPeer;
+use btp_nips_node::config::Settings;
+use btp_nips_node::events::EventFlow;
+use btp_nips_node::lifecycle::Announcement;
+use btp_nips_node::node::Node;
+use btp_nips_node::ports::memory::MemoryWorld;
+use btp_nips_node::session::{
+    own_address, BtpConnector, NodeService, SessionContext, SessionServer,
+};
+use btp_nips_node::storage::Database;
+use nostr_relay_builder::prelude::{EventBuilder, Keys, Timestamp};
+use serde_json::{json, Value};
+
+use crate::bench_discovery::local_relay;
+
+struct BenchNode {
+    node: Node,
+    flow: Arc<EventFlow>,
+    server: SessionServer,
+    world: MemoryWorld,
+}
+
+async fn start_node(
+    name: &str,
+    keys: Keys,
+    dir: &std::path::Path,
+    relay: &str,
+    n: usize,
+) -> BenchNode {
+    let yaml = format!(
+        "node:\n  id: \"{name}\"\ndatabase:\n  url: \"sqlite://{}\"\n\
+         nostr:\n  allow_ws_loopback: true\n\
+         session:\n  listen: \"127.0.0.1:0\"\n\
+         events:\n  operator_relay: \"{relay}\"\n  max_stored_events: {}\n",
+        dir.join(format!("{name}.db")).display(),
+        n.max(1)
+    );
+    let settings = Settings::from_yaml_overrides(&yaml).expect("bench settings");
+    let address = own_address(name, &keys.public_key());
+    let flow = EventFlow::from_settings(&settings, address.clone())
+        .await
+        .expect("operator relay")
+        .expect("configured");
+    let service = NodeService::new(address.clone(), "msat".into(), 0).with_nostr(flow.clone());
+    let ctx =
+        SessionContext::with_handler(keys, address, settings.session.clone(), Arc::new(service));
+    let world = MemoryWorld::new();
+    let mut ports = world.ports();
+    ports.sessions = Arc::new(BtpConnector::new(ctx.clone()));
+    ports.subscriptions = flow.clone();
+    let db = Database::open(&settings.database.url, 2).expect("database");
+    let node = Node::start_on(db, &settings, ports, NodeClock::system()).expect("node");
+    flow.attach(node.supervisor.clone().recipient());
+    let server =
+        SessionServer::start(ctx, "127.0.0.1:0", Some(node.supervisor.clone())).expect("server");
+    BenchNode {
+        node,
+        flow,
+        server,
+        world,
+    }
+}
+
+pub fn events(n: usize) -> Value {
+    actix::System::new().block_on(async move {
+        let keys_b = Keys::generate();
+        let start = Timestamp::now().as_secs() - n as u64 - 10;
+        let events: Vec<_> = (0..n)
+            .map(|i| {
+                EventBuilder::text_note(format!("event {i}"))
+                    .custom_created_at(Timestamp::from(start + i as u64))
+                    .sign_with_keys(&keys_b)
+                    .expect("sign")
+            })
+            .collect();
+
+        // Baseline: the same events published straight to a relay like A's.
+        let (_direct_relay, _, direct_url) = local_relay().await;
+        let client = nostr_sdk::Client::default();
+        client.add_relay(&direct_url).await.expect("relay");
+        client.connect().await;
+        client.wait_for_connection(Duration::from_secs(5)).await;
+        let t = Instant::now();
+        for e in &events {
+            client.send_event(e).await.expect("direct publish");
+        }
+        let direct = t.elapsed();
+        client.shutdown().await;
+
+        // Through the nodes: B's relay holds the events, A follows B.
+        let (_relay_b, db_b, url_b) = local_relay().await;
+        for e in &events {
+            db_b.save_event(e).await.expect("fill B's relay");
+        }
+        let (_relay_a, _, url_a) = local_relay().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let b = start_node("beta", keys_b.clone(), dir.path(), &url_b, n).await;
+        let a = start_node("alpha", Keys::generate(), dir.path(), &url_a, n).await;
+        let pubkey = keys_b.public_key().to_hex();
+        a.world.announce(
+            &pubkey,
+            Announcement {
+                ilp_address: format!("g.btp-nips.beta.{}", &pubkey[..16]),
+                endpoint: format!("ws://127.0.0.1:{}/btp", b.server.local_addr.port()),
+                base_address: format!("0x{:0>40}", &pubkey[..16]),
+                subscribers: None,
+            },
+        );
+        a.world.add_channel(&pubkey);
+        let t = Instant::now();
+        a.node.supervisor.do_send(FollowPeer {
+            nostr_pubkey: pubkey,
+        });
+        let limit = Duration::from_secs(60) + direct * 50;
+        while a.flow.stats.published.load(Ordering::Relaxed) < n as u64 {
+            if t.elapsed() > limit {
+                return json!({ "scenario": "events", "error": format!(
+                    "only {} of {n} events arrived within {limit:?}",
+                    a.flow.stats.published.load(Ordering::Relaxed)) });
+            }
+            actix_rt::time::sleep(Duration::from_millis(2)).await;
+        }
+        let through = t.elapsed();
+        let sent = b.flow.serve_stats().events_sent.load(Ordering::Relaxed);
+        for node in [&a, &b] {
+            node.flow.stop();
+            node.server.stop().await;
+            let _ = node.node.shutdown().await;
+        }
+        let rate = |d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+        json!({
+            "scenario": "events",
+            "events": n,
+            "direct_publish_events_per_s": rate(direct).round(),
+            "through_nodes_events_per_s": rate(through).round(),
+            "through_nodes_over_direct": (rate(through) / rate(direct) * 1000.0).round() / 1000.0,
+            "through_nodes_seconds_incl_connect": through.as_secs_f64(),
+            "events_sent_by_b": sent,
+        })
+    })
+}
