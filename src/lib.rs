@@ -10,7 +10,8 @@
 //!   the [`actors::supervisor::PeerSupervisor`] (restarts, connection limit, recovery) and
 //!   the [`actors::persistence::PersistenceActor`] (batched durable writes).
 //! - [`ports`] — the small traits behind which the outside worlds live (Nostr discovery,
-//!   BTP sessions, the EVM channel, subscriptions), with in-memory doubles for tests.
+//!   BTP sessions, the EVM channel, subscriptions), with in-memory doubles for tests, and
+//!   [`ports::PeerDirectory`], through which adapters tell the node about peers.
 //! - [`storage`] — diesel: one schema, PostgreSQL and SQLite behind one connection type.
 //! - [`chain`] — payment channels on the EVM chain: the contract's bindings and the
 //!   alloy adapter behind [`ports::ChannelPort`].
@@ -22,7 +23,9 @@
 //!   the follow-list monitor.
 //! - [`events`] — the event flow of connected peers: the initial REQ, verifying and
 //!   publishing received events, serving the peers' REQs from the operator's relay.
-//! - [`node`] — wires it all together for the binary.
+//! - [`node`] — the node as one thing: [`node::NodeBuilder`] assembles every part the
+//!   settings enable (the binary, the tests and the benchmark all use it), and
+//!   [`node::Node`] is the cheap-clone handle whose methods are the node's operations.
 
 pub mod actors;
 pub mod chain;

@@ -3,16 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use btp_nips_node::actors::clock::NodeClock;
 use btp_nips_node::chain::operator::{deploy_contract, open_channel};
-use btp_nips_node::chain::EvmChannels;
 use btp_nips_node::config::Settings;
-use btp_nips_node::discovery::{identity, Discovery};
-use btp_nips_node::events::EventFlow;
+use btp_nips_node::discovery::identity;
 use btp_nips_node::lifecycle::{PeerRecord, Timestamp};
-use btp_nips_node::node::Node;
-use btp_nips_node::ports::unwired::Unwired;
-use btp_nips_node::session::{self, BtpConnector, NodeService, SessionContext, SessionServer};
+use btp_nips_node::node::NodeBuilder;
 use btp_nips_node::storage::Database;
 use clap::{Parser, Subcommand};
 
@@ -108,86 +103,14 @@ fn chain_command(
 fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let system = actix::System::new();
     system.block_on(async move {
-        // Every adapter is real: Nostr discovery when `nostr.relays` is set, BTP sessions,
-        // EVM channels when `chain.enabled`. The node has one Nostr identity: the discovery
-        // key when discovery is on, else `session.secret_key_hex` (or an ephemeral key).
-        let discovery = Discovery::connect(&settings).await?;
-        let keys = match &discovery {
-            Some(d) => d.keys.clone(),
-            None => session::keys_from_settings(&settings.session)?,
-        };
-        let own_address = session::own_address(&settings.node.id, &keys.public_key());
-        let events = EventFlow::from_settings(&settings, own_address.clone()).await?;
-        let mut service = NodeService::new(
-            own_address.clone(),
-            settings.session.asset_code.clone(),
-            settings.session.asset_scale,
-        );
-        if let Some(flow) = &events {
-            service = service.with_nostr(flow.clone());
-        }
-        let sessions = SessionContext::with_handler(
-            keys,
-            own_address,
-            settings.session.clone(),
-            std::sync::Arc::new(service),
-        );
-        let mut ports = Unwired::ports();
-        ports.sessions = std::sync::Arc::new(BtpConnector::new(sessions.clone()));
-        if let Some(flow) = &events {
-            ports.subscriptions = flow.clone();
-        }
-        if let Some(d) = &discovery {
-            ports.resolver = std::sync::Arc::new(d.resolver.clone());
-        }
-        if settings.chain.enabled {
-            let channels = EvmChannels::connect(&settings.chain).await?;
-            log::info!(
-                "payment channels on chain {} at {}, paying from {}",
-                settings.chain.chain_id,
-                channels.contract(),
-                channels.address()
-            );
-            ports.channels = std::sync::Arc::new(channels);
-        }
-        let node = Node::start(&settings, ports, NodeClock::system())?;
-        if let Some(flow) = &events {
-            flow.attach(node.supervisor.clone().recipient());
-        }
-        let server = match settings.session.listen.as_str() {
-            "" => None,
-            listen => Some(
-                SessionServer::start(sessions.clone(), listen, Some(node.supervisor.clone()))
-                    .map_err(|e| format!("session.listen `{listen}`: {e}"))?,
-            ),
-        };
-        let _discovery_actors = discovery.as_ref().map(|d| {
-            log::info!(
-                "discovery on {} relays as {}, following {}'s list",
-                d.relays.urls().len(),
-                d.keys.public_key(),
-                d.operator
-            );
-            d.start_actors(&settings, node.supervisor.clone())
-        });
+        let node_id = settings.node.id.clone();
+        let database = redact(&settings.database.url);
+        let node = NodeBuilder::new(settings).start().await?;
         let signals = Signals::install()?;
-        log::info!(
-            "btp-nips-node {} running on {}",
-            settings.node.id,
-            redact(&settings.database.url)
-        );
+        log::info!("btp-nips-node {node_id} running on {database}");
         signals.wait().await;
         log::info!("shutting down: stopping peers and flushing pending changes");
-        if let Some(server) = &server {
-            server.stop().await;
-        }
-        if let Some(flow) = &events {
-            flow.stop();
-        }
         node.shutdown().await?;
-        if let Some(d) = &discovery {
-            d.relays.shutdown().await;
-        }
         log::info!("every change is on disk; bye");
         Ok::<_, Box<dyn std::error::Error>>(())
     })

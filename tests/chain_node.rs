@@ -13,8 +13,7 @@ use alloy::primitives::{Address, B256, U256};
 use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use async_trait::async_trait;
-use btp_nips_node::actors::clock::NodeClock;
-use btp_nips_node::actors::supervisor::{ApproveChannelFor, FollowPeer, PeerSnapshot};
+
 use btp_nips_node::chain::adapter::http_provider;
 use btp_nips_node::chain::contract::PaymentChannels as PC;
 use btp_nips_node::chain::{ChannelPolicy, EvmChannels};
@@ -25,7 +24,7 @@ use btp_nips_node::ports::memory::MemoryWorld;
 use btp_nips_node::ports::{ChannelPort, ChannelRequest, ChannelStatus, Fault, PeerTarget};
 use btp_nips_node::storage::Database;
 use chain_support::{Anvil, RpcProxy, CHAIN_ID, ETH};
-use common::{pubkey, wait_until};
+use common::{memory_node, pubkey, wait_until};
 
 const CONFIRMATIONS: u64 = 5;
 /// Generous bound for anything the node does within a few 1-second polls.
@@ -159,10 +158,15 @@ impl Fixture {
         })
     }
 
-    fn start_node(&self, channels: Arc<Observed>) -> Node {
+    async fn start_node(&self, channels: Arc<Observed>) -> Node {
         let mut ports = self.world.ports();
         ports.channels = channels;
-        Node::start_on(self.db.clone(), &self.settings, ports, NodeClock::system()).unwrap()
+        memory_node(self.settings.clone(), &self.world)
+            .ports(ports)
+            .database(self.db.clone())
+            .start()
+            .await
+            .unwrap()
     }
 
     async fn open_count(&self) -> U256 {
@@ -207,7 +211,7 @@ fn peer(peers: &[PeerRecord]) -> &PeerRecord {
 }
 
 async fn wait_state(node: &Node, state: PeerState, limit: Duration) -> PeerRecord {
-    let peers = wait_until(&node.supervisor, limit, state.as_str(), |peers| {
+    let peers = wait_until(node, limit, state.as_str(), |peers| {
         peers
             .iter()
             .any(|p| p.nostr_pubkey == pubkey(1) && p.state == state)
@@ -219,12 +223,7 @@ async fn wait_state(node: &Node, state: PeerState, limit: Duration) -> PeerRecor
 /// Follows the peer, waits for channel_needed, approves, and waits until the open
 /// transaction is on disk and in the chain's pool; returns its hash.
 async fn follow_and_approve(f: &Fixture, node: &Node) -> String {
-    node.supervisor
-        .send(FollowPeer {
-            nostr_pubkey: pubkey(1),
-        })
-        .await
-        .unwrap();
+    node.follow(&pubkey(1)).await.unwrap();
     let needed = wait_state(node, PeerState::ChannelNeeded, SOON).await;
     assert_eq!(
         needed.failure_reason.as_deref(),
@@ -232,12 +231,8 @@ async fn follow_and_approve(f: &Fixture, node: &Node) -> String {
         "the operator is told, nothing is opened by itself"
     );
     assert_eq!(f.open_count().await, U256::ZERO);
-    node.supervisor
-        .send(ApproveChannelFor {
-            nostr_pubkey: pubkey(1),
-        })
+    node.approve_channel(&pubkey(1))
         .await
-        .unwrap()
         .expect("approval applies in channel_needed");
     let opening = wait_state(node, PeerState::ChannelOpening, SOON).await;
     let tx = opening
@@ -258,20 +253,14 @@ async fn follow_and_approve(f: &Fixture, node: &Node) -> String {
 }
 
 async fn snapshot(node: &Node) -> PeerRecord {
-    node.supervisor
-        .send(PeerSnapshot {
-            nostr_pubkey: pubkey(1),
-        })
-        .await
-        .unwrap()
-        .expect("running")
+    node.peer(&pubkey(1)).await.unwrap().expect("running")
 }
 
 #[actix_rt::test]
 async fn channel_needed_then_approved_open_connects_after_n_confirmations() {
     let f = Fixture::new(120).await;
     let channels = f.adapter(&f.anvil.url);
-    let node = f.start_node(channels.clone());
+    let node = f.start_node(channels.clone()).await;
     follow_and_approve(&f, &node).await;
     f.anvil.mine(CONFIRMATIONS - 1).await;
     channels
@@ -305,7 +294,7 @@ async fn an_open_that_never_gets_a_block_fails_after_the_timeout() {
     let timeout = 4;
     let f = Fixture::new(timeout).await;
     let channels = f.adapter(&f.anvil.url);
-    let node = f.start_node(channels.clone());
+    let node = f.start_node(channels.clone()).await;
     follow_and_approve(&f, &node).await;
     let failed = wait_state(&node, PeerState::Failed, SOON).await;
     assert_eq!(failed.failure_reason.as_deref(), Some("channel timeout"));
@@ -331,7 +320,7 @@ async fn an_open_that_never_gets_a_block_fails_after_the_timeout() {
 async fn a_restart_in_channel_opening_resumes_on_the_stored_hash_and_opens_once() {
     let f = Fixture::new(120).await;
     let first_run = f.adapter(&f.anvil.url);
-    let node = f.start_node(first_run.clone());
+    let node = f.start_node(first_run.clone()).await;
     let tx = follow_and_approve(&f, &node).await;
     f.anvil.mine(2).await;
     first_run
@@ -347,7 +336,7 @@ async fn a_restart_in_channel_opening_resumes_on_the_stored_hash_and_opens_once(
     // A new node on the same database with a fresh adapter: nothing of the first run's
     // memory survives but what is on disk and on chain.
     let second_run = f.adapter(&f.anvil.url);
-    let node = f.start_node(second_run.clone());
+    let node = f.start_node(second_run.clone()).await;
     second_run
         .wait_for("the resumed wait", 1, |s| {
             *s == Ok(ChannelStatus::Pending { confirmations: 2 })
@@ -372,7 +361,7 @@ async fn a_restart_in_channel_opening_resumes_on_the_stored_hash_and_opens_once(
 async fn a_reorg_that_drops_the_open_sends_the_peer_back_to_channel_needed() {
     let f = Fixture::new(120).await;
     let channels = f.adapter(&f.anvil.url);
-    let node = f.start_node(channels.clone());
+    let node = f.start_node(channels.clone()).await;
     let dropped_tx = follow_and_approve(&f, &node).await;
     f.anvil.mine(2).await;
     channels
@@ -391,13 +380,7 @@ async fn a_reorg_that_drops_the_open_sends_the_peer_back_to_channel_needed() {
     );
     assert_eq!(f.open_count().await, U256::ZERO);
     // The operator approves again; the new open lands, once.
-    node.supervisor
-        .send(ApproveChannelFor {
-            nostr_pubkey: pubkey(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    node.approve_channel(&pubkey(1)).await.unwrap();
     let opening = wait_state(&node, PeerState::ChannelOpening, SOON).await;
     let tx = opening.channel_tx_hash.expect("a new hash");
     assert_ne!(tx, dropped_tx);
@@ -416,7 +399,7 @@ async fn an_rpc_outage_while_waiting_keeps_the_peer_opening_until_it_confirms() 
     let f = Fixture::new(120).await;
     let proxy = RpcProxy::start(&f.anvil.url).await;
     let channels = f.adapter(&proxy.url);
-    let node = f.start_node(channels.clone());
+    let node = f.start_node(channels.clone()).await;
     follow_and_approve(&f, &node).await;
     proxy.stop();
     f.anvil.mine(CONFIRMATIONS).await;
@@ -439,13 +422,8 @@ async fn an_rpc_outage_while_waiting_keeps_the_peer_opening_until_it_confirms() 
 async fn a_followed_peer_gets_a_channel_by_the_auto_open_policy_without_approval() {
     let f = Fixture::new(120).await;
     let channels = f.adapter_with(&f.anvil.url, Some((U256::from(ETH), U256::from(3 * ETH))));
-    let node = f.start_node(channels.clone());
-    node.supervisor
-        .send(FollowPeer {
-            nostr_pubkey: pubkey(1),
-        })
-        .await
-        .unwrap();
+    let node = f.start_node(channels.clone()).await;
+    node.follow(&pubkey(1)).await.unwrap();
     let opening = wait_state(&node, PeerState::ChannelOpening, SOON).await;
     let tx = opening.channel_tx_hash.expect("a hash");
     chain_support::eventually(SOON, "the broadcast", || async {
@@ -467,13 +445,8 @@ async fn a_followed_peer_gets_a_channel_by_the_auto_open_policy_without_approval
 async fn a_channel_the_operator_opened_elsewhere_is_found_by_the_recheck() {
     let f = Fixture::with_recheck(120, 1).await;
     let channels = f.adapter(&f.anvil.url);
-    let node = f.start_node(channels.clone());
-    node.supervisor
-        .send(FollowPeer {
-            nostr_pubkey: pubkey(1),
-        })
-        .await
-        .unwrap();
+    let node = f.start_node(channels.clone()).await;
+    node.follow(&pubkey(1)).await.unwrap();
     wait_state(&node, PeerState::ChannelNeeded, SOON).await;
     // As `open-channel` does, from another process with the node's key.
     let (_, now) = f.anvil.head().await;

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use btp_nips_node::actors::clock::NodeClock;
 use btp_nips_node::discovery::announcement::{ilp_address_for, AnnouncementFields};
 use btp_nips_node::discovery::announcer::{Announcer, GetPublished, SetAnnouncement};
 use btp_nips_node::discovery::follows::{FollowListMonitor, GetFollowState};
@@ -271,15 +270,14 @@ async fn every_relay_answering_without_it_fails_the_peer_after_the_tries(kind: I
         dir.path().join("n.db").display()
     ));
     let world = MemoryWorld::new();
-    let mut ports = world.ports();
-    ports.resolver = Arc::new(r.clone());
-    let node = Node::start(&settings, ports, NodeClock::system()).unwrap();
+    let node = common::memory_node(settings, &world)
+        .resolver(Arc::new(r.clone()))
+        .start()
+        .await
+        .unwrap();
     let nobody = Keys::generate().public_key().to_hex();
-    node.supervisor
-        .do_send(btp_nips_node::actors::supervisor::FollowPeer {
-            nostr_pubkey: nobody.clone(),
-        });
-    let peers = common::wait_until(&node.supervisor, Duration::from_secs(20), "failed", |p| {
+    node.follow(&nobody).await.unwrap();
+    let peers = common::wait_until(&node, Duration::from_secs(20), "failed", |p| {
         p.iter().any(|p| p.state == PeerState::Failed)
     })
     .await;
@@ -447,22 +445,16 @@ async fn relay_down_is_transient_and_the_peer_is_not_failed(kind: Impl) {
         dir.path().join("n.db").display()
     ));
     let world = MemoryWorld::new();
-    let mut ports = world.ports();
-    ports.resolver = Arc::new(r.clone());
-    let node = Node::start(&settings, ports, NodeClock::system()).unwrap();
-    node.supervisor
-        .do_send(btp_nips_node::actors::supervisor::FollowPeer {
-            nostr_pubkey: pk.clone(),
-        });
-    let peers = common::wait_until(
-        &node.supervisor,
-        Duration::from_secs(20),
-        "disconnected",
-        |p| {
-            p.iter()
-                .any(|p| p.state == PeerState::Disconnected && p.reconnect_attempts >= 1)
-        },
-    )
+    let node = common::memory_node(settings, &world)
+        .resolver(Arc::new(r.clone()))
+        .start()
+        .await
+        .unwrap();
+    node.follow(&pk).await.unwrap();
+    let peers = common::wait_until(&node, Duration::from_secs(20), "disconnected", |p| {
+        p.iter()
+            .any(|p| p.state == PeerState::Disconnected && p.reconnect_attempts >= 1)
+    })
     .await;
     assert!(peers[0]
         .failure_reason
@@ -471,11 +463,11 @@ async fn relay_down_is_transient_and_the_peer_is_not_failed(kind: Impl) {
         .contains("no relay answered"));
     // …and once the relay is back it is discovered.
     relay.restart().await;
-    common::wait_until(&node.supervisor, Duration::from_secs(30), "resolved", |p| {
+    common::wait_until(&node, Duration::from_secs(30), "resolved", |p| {
         p.iter().any(|p| p.ilp_address.is_some())
     })
     .await;
-    let peers = common::wait_until(&node.supervisor, Duration::from_secs(1), "any", |_| true).await;
+    let peers = common::wait_until(&node, Duration::from_secs(1), "any", |_| true).await;
     assert_ne!(peers[0].state, PeerState::Failed);
     node.shutdown().await.unwrap();
 }
@@ -504,13 +496,17 @@ async fn follow_node(db_url: &str, relays: &[&TestRelay], operator: &Keys) -> Fo
     let settings = common::settings(&format!("database: {{url: \"{db_url}\"}}\n"));
     let db = Database::open(db_url, 2).unwrap();
     let world = MemoryWorld::new();
-    let node = Node::start_on(db, &settings, world.ports(), NodeClock::system()).unwrap();
+    let node = common::memory_node(settings, &world)
+        .database(db)
+        .start()
+        .await
+        .unwrap();
     let set = relay_set(relays).await;
     let monitor = FollowListMonitor::new(
         set.clone(),
         operator.public_key(),
         None,
-        node.supervisor.clone(),
+        node.directory(),
         Duration::from_secs(5),
     )
     .start();
@@ -547,31 +543,22 @@ async fn follow_unfollow_and_replaced_lists(kind: Impl) {
     let n = follow_node(&url, &[&relay], &operator).await;
     let t = now_secs() - 1000;
     publish(&[&relay], &contact_list(&operator, t, &[&a, &b])).await;
-    common::wait_until(
-        &n.node.supervisor,
-        Duration::from_secs(20),
-        "a and b followed",
-        |p| following(p, &a) && following(p, &b),
-    )
+    common::wait_until(&n.node, Duration::from_secs(20), "a and b followed", |p| {
+        following(p, &a) && following(p, &b)
+    })
     .await;
     // The list is replaced: a is unfollowed (deliberately disconnected), c followed.
     publish(&[&relay], &contact_list(&operator, t + 10, &[&b, &c])).await;
-    let peers = common::wait_until(
-        &n.node.supervisor,
-        Duration::from_secs(20),
-        "a out, c in",
-        |p| unfollowed(p, &a) && following(p, &c),
-    )
+    let peers = common::wait_until(&n.node, Duration::from_secs(20), "a out, c in", |p| {
+        unfollowed(p, &a) && following(p, &c)
+    })
     .await;
     assert!(following(&peers, &b));
     // An empty list unfollows everyone.
     publish(&[&relay], &contact_list(&operator, t + 20, &[])).await;
-    common::wait_until(
-        &n.node.supervisor,
-        Duration::from_secs(20),
-        "all unfollowed",
-        |p| unfollowed(p, &a) && unfollowed(p, &b) && unfollowed(p, &c),
-    )
+    common::wait_until(&n.node, Duration::from_secs(20), "all unfollowed", |p| {
+        unfollowed(p, &a) && unfollowed(p, &b) && unfollowed(p, &c)
+    })
     .await;
     let state = n.monitor.send(GetFollowState).await.unwrap();
     assert_eq!(state.list.map(|(_, at)| at), Some(t + 20));
@@ -588,12 +575,9 @@ async fn an_older_list_arriving_later_is_ignored(kind: Impl) {
     let n = follow_node(&url, &[&one, &two], &operator).await;
     let t = now_secs() - 1000;
     publish(&[&one], &contact_list(&operator, t + 10, &[&a])).await;
-    common::wait_until(
-        &n.node.supervisor,
-        Duration::from_secs(20),
-        "a followed",
-        |p| following(p, &a),
-    )
+    common::wait_until(&n.node, Duration::from_secs(20), "a followed", |p| {
+        following(p, &a)
+    })
     .await;
     // Relay two never saw the newer list, so it takes (and forwards live) an older one.
     publish(&[&two], &contact_list(&operator, t, &[&b])).await;
@@ -606,8 +590,7 @@ async fn an_older_list_arriving_later_is_ignored(kind: Impl) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(ignored, 1, "the older list never reached the monitor");
-    let peers =
-        common::wait_until(&n.node.supervisor, Duration::from_secs(1), "any", |_| true).await;
+    let peers = common::wait_until(&n.node, Duration::from_secs(1), "any", |_| true).await;
     assert!(following(&peers, &a));
     assert!(
         record(&peers, &b).is_none(),
@@ -626,12 +609,9 @@ async fn reconcile_after_a_restart_with_the_list_changed_meanwhile(kind: Impl) {
     publish(&[&relay], &contact_list(&operator, t, &[&a, &b])).await;
     {
         let n = follow_node(&url, &[&relay], &operator).await;
-        common::wait_until(
-            &n.node.supervisor,
-            Duration::from_secs(20),
-            "a, b followed",
-            |p| following(p, &a) && following(p, &b),
-        )
+        common::wait_until(&n.node, Duration::from_secs(20), "a, b followed", |p| {
+            following(p, &a) && following(p, &b)
+        })
         .await;
         // The monitor's relays go first, so nothing of the old node acts on the new list.
         n.relays.shutdown().await;
@@ -643,12 +623,9 @@ async fn reconcile_after_a_restart_with_the_list_changed_meanwhile(kind: Impl) {
     assert!(following(&stored, &a) && following(&stored, &b));
 
     let n = follow_node(&url, &[&relay], &operator).await;
-    let peers = common::wait_until(
-        &n.node.supervisor,
-        Duration::from_secs(20),
-        "reconciled",
-        |p| unfollowed(p, &a) && following(p, &b) && following(p, &c),
-    )
+    let peers = common::wait_until(&n.node, Duration::from_secs(20), "reconciled", |p| {
+        unfollowed(p, &a) && following(p, &b) && following(p, &c)
+    })
     .await;
     assert_eq!(peers.len(), 3);
     assert!(n.monitor.send(GetFollowState).await.unwrap().reconciled);
@@ -668,19 +645,16 @@ async fn the_follow_subscription_survives_a_relay_restart(kind: Impl) {
     let t = now_secs() - 1000;
     publish(&[&relay], &contact_list(&operator, t, &[&a])).await;
     let n = follow_node(&url, &[&relay], &operator).await;
-    common::wait_until(
-        &n.node.supervisor,
-        Duration::from_secs(20),
-        "a followed",
-        |p| following(p, &a),
-    )
+    common::wait_until(&n.node, Duration::from_secs(20), "a followed", |p| {
+        following(p, &a)
+    })
     .await;
     relay.restart().await;
     // Wait until the monitor's client is back on the restarted relay.
     assert_eq!(n.relays.wait_connected(Duration::from_secs(20)).await, 1);
     publish(&[&relay], &contact_list(&operator, t + 10, &[&a, &d])).await;
     common::wait_until(
-        &n.node.supervisor,
+        &n.node,
         Duration::from_secs(20),
         "d followed after the restart",
         |p| following(p, &a) && following(p, &d),

@@ -13,150 +13,81 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix::Addr;
 use async_trait::async_trait;
-use btp_nips_node::actors::clock::NodeClock;
-use btp_nips_node::actors::supervisor::{FollowPeer, ListPeers, PeerSupervisor};
 use btp_nips_node::config::Settings;
 use btp_nips_node::events::messages::{ok_packet, NostrMessage};
 use btp_nips_node::events::EventFlow;
-use btp_nips_node::lifecycle::{Announcement, PeerRecord, PeerState};
-use btp_nips_node::node::Node;
+use btp_nips_node::lifecycle::{PeerRecord, PeerState};
+use btp_nips_node::node::NodeBuilder;
 use btp_nips_node::ports::memory::MemoryWorld;
 use btp_nips_node::ports::Session;
 use btp_nips_node::session::client::ClientAuth;
 use btp_nips_node::session::connection::Link;
 use btp_nips_node::session::service::send_btp_nips;
 use btp_nips_node::session::{
-    own_address, unix_now, BtpConnector, BtpSession, IlpHandler, NodeService, PeerIdentity,
-    SessionContext, SessionServer,
+    own_address, unix_now, BtpSession, IlpHandler, NodeService, PeerIdentity, SessionContext,
+    SessionServer,
 };
-use btp_nips_node::storage::Database;
 use btp_nips_node::wire::btp_nips::{self, MessageType};
 use btp_nips_node::wire::ilp;
 use nostr::{Event, EventBuilder, Filter, Keys, Timestamp as NostrTime};
 use nostr_relays::{Impl, TestRelay};
-use sessions_common::session_settings;
+use sessions_common::{announce_peer, session_settings, NodeThread};
 
 const SOON: Duration = Duration::from_secs(20);
 
 /// One node in its own thread and actix system, beside the relay at `relay_url`.
 struct RunningNode {
-    supervisor: Addr<PeerSupervisor>,
+    node: NodeThread,
     flow: Arc<EventFlow>,
-    port: u16,
     world: MemoryWorld,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RunningNode {
     fn start(name: &str, keys: Keys, db_url: String, relay_url: &str, max_subs: usize) -> Self {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (name, relay_url) = (name.to_string(), relay_url.to_string());
-        let thread = std::thread::spawn(move || {
-            actix::System::new().block_on(async move {
-                let yaml = format!(
-                    "node:\n  id: \"{name}\"\ndatabase:\n  url: \"{db_url}\"\n\
-                     btp_nips:\n  peer_connections:\n    reconnect_initial_delay_ms: 100\n\
-                     \x20   reconnect_max_delay_ms: 400\n    max_reconnect_attempts: 64\n\
-                     nostr:\n  allow_ws_loopback: true\n  query_timeout_ms: 3000\n\
-                     \x20 connect_timeout_ms: 1000\n  retry_interval_ms: 200\n\
-                     session:\n  listen: \"127.0.0.1:0\"\n  request_timeout_ms: 5000\n\
-                     events:\n  operator_relay: \"{relay_url}\"\n\
-                     \x20 max_subscriptions_per_peer: {max_subs}\n  stored_page_size: 7\n"
-                );
-                let settings = Settings::from_yaml_overrides(&yaml).unwrap();
-                let address = own_address(&name, &keys.public_key());
-                let flow = EventFlow::from_settings(&settings, address.clone())
-                    .await
-                    .unwrap()
-                    .expect("an operator relay is configured");
-                let service =
-                    NodeService::new(address.clone(), "msat".into(), 0).with_nostr(flow.clone());
-                let ctx = SessionContext::with_handler(
-                    keys,
-                    address,
-                    settings.session.clone(),
-                    Arc::new(service),
-                );
-                let world = MemoryWorld::new();
-                let mut ports = world.ports();
-                ports.sessions = Arc::new(BtpConnector::new(ctx.clone()));
-                ports.subscriptions = flow.clone();
-                let db = Database::open(&settings.database.url, 2).unwrap();
-                let node = Node::start_on(db, &settings, ports, NodeClock::system()).unwrap();
-                flow.attach(node.supervisor.clone().recipient());
-                let server =
-                    SessionServer::start(ctx, "127.0.0.1:0", Some(node.supervisor.clone()))
-                        .unwrap();
-                ready_tx
-                    .send((
-                        node.supervisor.clone(),
-                        flow.clone(),
-                        server.local_addr.port(),
-                        world,
-                    ))
-                    .unwrap();
-                let _ = stop_rx.await;
-                flow.stop();
-                server.stop().await;
-                node.shutdown().await.unwrap();
-            });
+        let yaml = format!(
+            "node:\n  id: \"{name}\"\ndatabase:\n  url: \"{db_url}\"\n\
+             btp_nips:\n  peer_connections:\n    reconnect_initial_delay_ms: 100\n\
+             \x20   reconnect_max_delay_ms: 400\n    max_reconnect_attempts: 64\n\
+             nostr:\n  allow_ws_loopback: true\n  query_timeout_ms: 3000\n\
+             \x20 connect_timeout_ms: 1000\n  retry_interval_ms: 200\n\
+             session:\n  listen: \"127.0.0.1:0\"\n  request_timeout_ms: 5000\n\
+             events:\n  operator_relay: \"{relay_url}\"\n\
+             \x20 max_subscriptions_per_peer: {max_subs}\n  stored_page_size: 7\n"
+        );
+        let settings = Settings::from_yaml_overrides(&yaml).unwrap();
+        // Discovery and channels from the in-memory doubles; sessions and events are real.
+        let world = MemoryWorld::new();
+        let ports = world.ports();
+        let node = NodeThread::start(move || {
+            NodeBuilder::new(settings)
+                .keys(keys)
+                .resolver(ports.resolver)
+                .channels(ports.channels)
         });
-        let (supervisor, flow, port, world) = ready_rx.recv_timeout(SOON).expect("node started");
-        RunningNode {
-            supervisor,
-            flow,
-            port,
-            world,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
+        let flow = node.event_flow().expect("an operator relay").clone();
+        RunningNode { node, flow, world }
     }
 
     fn endpoint(&self) -> String {
-        format!("ws://127.0.0.1:{}/btp", self.port)
+        self.node.loopback_endpoint().expect("listening")
     }
 
     /// Tells this node where the peer with `peer_keys` listens, and follows it.
-    fn follow(&self, peer_keys: &Keys, endpoint: String) {
+    async fn follow(&self, peer_keys: &Keys, endpoint: String) {
         let pubkey = peer_keys.public_key().to_hex();
-        self.world.announce(
-            &pubkey,
-            Announcement {
-                ilp_address: format!("g.btp-nips.peer.{}", &pubkey[..16]),
-                endpoint,
-                base_address: format!("0x{:0>40}", &pubkey[..16]),
-                subscribers: None,
-            },
-        );
-        self.world.add_channel(&pubkey);
-        self.supervisor.do_send(FollowPeer {
-            nostr_pubkey: pubkey,
-        });
+        announce_peer(&self.world, &pubkey, endpoint);
+        self.node.follow(&pubkey).await.unwrap();
     }
 
     fn kill(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-    }
-}
-
-impl Drop for RunningNode {
-    fn drop(&mut self) {
-        self.kill();
+        self.node.kill();
     }
 }
 
 async fn record_of(node: &RunningNode, peer: &Keys) -> Option<PeerRecord> {
     let pubkey = peer.public_key().to_hex();
-    let peers = node.supervisor.send(ListPeers).await.unwrap();
+    let peers = node.node.peers().await.unwrap();
     peers.into_iter().find(|p| p.nostr_pubkey == pubkey)
 }
 
@@ -259,7 +190,7 @@ async fn a_follows_b_gets_stored_then_live_events_and_resumes_after_a_restart() 
     }
     let b = RunningNode::start("beta", keys_b.clone(), db("b.db"), &relay_b.url(), 4);
     let mut a = RunningNode::start("alpha", keys_a.clone(), db("a.db"), &relay_a.url(), 4);
-    a.follow(&keys_b, b.endpoint());
+    a.follow(&keys_b, b.endpoint()).await;
 
     let got = wait_events(&to_a, &keys_b, 10).await;
     assert_eq!(
@@ -313,7 +244,7 @@ async fn a_follows_b_gets_stored_then_live_events_and_resumes_after_a_restart() 
     );
     // The new node's discovery double knows where B is again (the real resolver would
     // find B's announcement on the relays).
-    a.follow(&keys_b, b.endpoint());
+    a.follow(&keys_b, b.endpoint()).await;
     wait_record(&a, &keys_b, "subscribed again", |r| {
         r.state == PeerState::Connected && !r.subscription_ids.is_empty()
     })
@@ -419,7 +350,8 @@ async fn forged_and_non_matching_events_are_refused_and_fail_the_peer_with_the_r
         a.follow(
             &keys,
             format!("ws://127.0.0.1:{}/btp", server.local_addr.port()),
-        );
+        )
+        .await;
         let failed = wait_record(&a, &keys, "the peer failed", |r| {
             r.state == PeerState::Failed
         })

@@ -6,15 +6,14 @@ mod common;
 
 use std::time::Duration;
 
-use btp_nips_node::actors::supervisor::{
-    Admission, AdmitInbound, DisconnectPeer, FollowPeer, GetSupervisorStats, SupervisorStats,
-};
 use btp_nips_node::lifecycle::{PeerRecord, PeerState, Timestamp};
 use btp_nips_node::node::Node;
+use btp_nips_node::node::SupervisorStats;
 use btp_nips_node::ports::memory::MemoryWorld;
+use btp_nips_node::ports::Admission;
 use common::*;
 
-fn start(
+async fn start(
     world: &MemoryWorld,
     dir: &tempfile::TempDir,
     limit: usize,
@@ -23,11 +22,11 @@ fn start(
     let yaml = format!(
         "btp_nips: {{peer_connections: {{max_active_connections: {limit}, startup_dial_batch: 100}}}}"
     );
-    start_node(world, dir, &yaml, stored)
+    start_node(world, dir, &yaml, stored).await
 }
 
 async fn stats(node: &Node) -> SupervisorStats {
-    node.supervisor.send(GetSupervisorStats).await.unwrap()
+    node.stats().await.unwrap()
 }
 
 #[actix_rt::test]
@@ -44,20 +43,15 @@ async fn with_a_small_limit_the_lowest_priority_peer_is_evicted_and_followed_one
     for i in 1..=6 {
         world.add_ready_peer(&pubkey(i));
     }
-    let node = start(&world, &dir, 3, &stored_peers);
-    wait_until(
-        &node.supervisor,
-        Duration::from_secs(10),
-        "3 connected",
-        |p| count_in(p, PeerState::Connected) == 3,
-    )
+    let node = start(&world, &dir, 3, &stored_peers).await;
+    wait_until(&node, Duration::from_secs(10), "3 connected", |p| {
+        count_in(p, PeerState::Connected) == 3
+    })
     .await;
 
     // A followed peer arrives: the slow unfollowed one (priority 10) gives up its slot.
-    node.supervisor.do_send(FollowPeer {
-        nostr_pubkey: pubkey(4),
-    });
-    let peers = wait_until(&node.supervisor, Duration::from_secs(10), "eviction", |p| {
+    node.follow(&pubkey(4)).await.unwrap();
+    let peers = wait_until(&node, Duration::from_secs(10), "eviction", |p| {
         state_of(p, &pubkey(4)) == Some(PeerState::Connected)
     })
     .await;
@@ -72,27 +66,18 @@ async fn with_a_small_limit_the_lowest_priority_peer_is_evicted_and_followed_one
     assert_eq!(state_of(&peers, &pubkey(2)), Some(PeerState::Connected));
 
     // Two more follows: each evicts one of the priority-7 peers.
-    node.supervisor.do_send(FollowPeer {
-        nostr_pubkey: pubkey(5),
-    });
-    node.supervisor.do_send(FollowPeer {
-        nostr_pubkey: pubkey(6),
-    });
-    let peers = wait_until(
-        &node.supervisor,
-        Duration::from_secs(10),
-        "all followed in",
-        |p| (4..=6).all(|i| state_of(p, &pubkey(i)) == Some(PeerState::Connected)),
-    )
+    node.follow(&pubkey(5)).await.unwrap();
+    node.follow(&pubkey(6)).await.unwrap();
+    let peers = wait_until(&node, Duration::from_secs(10), "all followed in", |p| {
+        (4..=6).all(|i| state_of(p, &pubkey(i)) == Some(PeerState::Connected))
+    })
     .await;
     assert_eq!(count_in(&peers, PeerState::Connected), 3);
 
     // Every slot is held by a followed peer now: a new follow waits, nobody is evicted.
     world.add_ready_peer(&pubkey(7));
-    node.supervisor.do_send(FollowPeer {
-        nostr_pubkey: pubkey(7),
-    });
-    let peers = wait_until(&node.supervisor, Duration::from_secs(5), "7 waiting", |p| {
+    node.follow(&pubkey(7)).await.unwrap();
+    let peers = wait_until(&node, Duration::from_secs(5), "7 waiting", |p| {
         state_of(p, &pubkey(7)) == Some(PeerState::Disconnected)
     })
     .await;
@@ -108,33 +93,17 @@ async fn with_a_small_limit_the_lowest_priority_peer_is_evicted_and_followed_one
         }
     );
     // An unknown inbound peer is refused at the limit.
-    let admission = node
-        .supervisor
-        .send(AdmitInbound {
-            nostr_pubkey: pubkey(99),
-        })
-        .await
-        .unwrap();
+    let admission = node.admit(&pubkey(99)).await.unwrap();
     assert!(
         matches!(admission, Admission::Refused { .. }),
         "{admission:?}"
     );
 
     // A slot frees up (operator disconnects 5): the best waiting peer (7, followed) gets it.
-    node.supervisor
-        .send(DisconnectPeer {
-            nostr_pubkey: pubkey(5),
-            reason: "operator".into(),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    wait_until(
-        &node.supervisor,
-        Duration::from_secs(10),
-        "7 connected",
-        |p| state_of(p, &pubkey(7)) == Some(PeerState::Connected),
-    )
+    node.disconnect(&pubkey(5), "operator").await.unwrap();
+    wait_until(&node, Duration::from_secs(10), "7 connected", |p| {
+        state_of(p, &pubkey(7)) == Some(PeerState::Connected)
+    })
     .await;
     node.shutdown().await.unwrap();
 }
@@ -151,15 +120,13 @@ async fn a_peer_whose_channel_is_opening_is_not_evicted() {
     opening.channel_opening_since = Some(Timestamp(1_700_000_000_000));
     world.add_pending_tx("0xtx-1", &pubkey(1));
     world.add_ready_peer(&pubkey(2));
-    let node = start(&world, &dir, 1, &[opening]);
-    wait_until(&node.supervisor, Duration::from_secs(5), "1 running", |p| {
+    let node = start(&world, &dir, 1, &[opening]).await;
+    wait_until(&node, Duration::from_secs(5), "1 running", |p| {
         state_of(p, &pubkey(1)) == Some(PeerState::ChannelOpening)
     })
     .await;
-    node.supervisor.do_send(FollowPeer {
-        nostr_pubkey: pubkey(2),
-    });
-    let peers = wait_until(&node.supervisor, Duration::from_secs(5), "2 waiting", |p| {
+    node.follow(&pubkey(2)).await.unwrap();
+    let peers = wait_until(&node, Duration::from_secs(5), "2 waiting", |p| {
         state_of(p, &pubkey(2)) == Some(PeerState::Disconnected)
     })
     .await;
@@ -185,18 +152,13 @@ async fn at_1000_connections_the_lowest_priority_peer_makes_room() {
     for i in 1..=1001 {
         world.add_ready_peer(&pubkey(i));
     }
-    let node = start(&world, &dir, 1000, &peers);
-    wait_until(
-        &node.supervisor,
-        Duration::from_secs(60),
-        "1000 connected",
-        |p| count_in(p, PeerState::Connected) == 1000,
-    )
+    let node = start(&world, &dir, 1000, &peers).await;
+    wait_until(&node, Duration::from_secs(60), "1000 connected", |p| {
+        count_in(p, PeerState::Connected) == 1000
+    })
     .await;
-    node.supervisor.do_send(FollowPeer {
-        nostr_pubkey: pubkey(1001),
-    });
-    let peers = wait_until(&node.supervisor, Duration::from_secs(10), "eviction", |p| {
+    node.follow(&pubkey(1001)).await.unwrap();
+    let peers = wait_until(&node, Duration::from_secs(10), "eviction", |p| {
         state_of(p, &pubkey(1001)) == Some(PeerState::Connected)
     })
     .await;
@@ -208,7 +170,7 @@ async fn at_1000_connections_the_lowest_priority_peer_makes_room() {
     let s = stats(&node).await;
     assert_eq!((s.running, s.waiting), (1000, 1));
     node.shutdown().await.unwrap();
-    let stored = node.db.load(&pubkey(1000)).unwrap().unwrap();
+    let stored = node.db().load(&pubkey(1000)).unwrap().unwrap();
     assert_eq!(stored.state, PeerState::Disconnected);
     assert!(stored
         .failure_reason

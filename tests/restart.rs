@@ -8,7 +8,6 @@ mod common;
 use std::time::Duration;
 
 use btp_nips_node::actors::clock::NodeClock;
-use btp_nips_node::actors::supervisor::{DisconnectPeer, FollowPeer};
 use btp_nips_node::config::Settings;
 use btp_nips_node::lifecycle::{PeerIntent, PeerRecord, PeerState, Timestamp};
 use btp_nips_node::node::Node;
@@ -27,13 +26,12 @@ fn run_node<T>(
 ) -> T {
     actix::System::new().block_on(async {
         tokio::time::pause();
-        let node = Node::start_on(
-            db.clone(),
-            settings,
-            world.ports(),
-            NodeClock::anchored_at(T0),
-        )
-        .unwrap();
+        let node = memory_node(settings.clone(), world)
+            .database(db.clone())
+            .clock(NodeClock::anchored_at(T0))
+            .start()
+            .await
+            .unwrap();
         let out = body(&node).await;
         node.shutdown().await.unwrap();
         out
@@ -93,12 +91,9 @@ fn resumes_every_non_terminal_peer_in_priority_order(db: &Database) {
     );
 
     let after = run_node(db, &settings, &world, async |node: &Node| {
-        wait_until(
-            &node.supervisor,
-            Duration::from_secs(60),
-            "six connected",
-            |p| count_in(p, PeerState::Connected) == 6,
-        )
+        wait_until(node, Duration::from_secs(60), "six connected", |p| {
+            count_in(p, PeerState::Connected) == 6
+        })
         .await
     });
 
@@ -152,31 +147,16 @@ fn survive_a_full_stop_and_start(db: &Database) {
     // First life: follow 20 peers, stop one on purpose; one is refused for good.
     run_node(db, &settings, &world, async |node: &Node| {
         for i in 1..=20 {
-            node.supervisor.do_send(FollowPeer {
-                nostr_pubkey: pubkey(i),
-            });
+            node.follow(&pubkey(i)).await.unwrap();
         }
-        wait_until(
-            &node.supervisor,
-            Duration::from_secs(60),
-            "19 connected",
-            |p| count_in(p, PeerState::Connected) == 19 && count_in(p, PeerState::Failed) == 1,
-        )
+        wait_until(node, Duration::from_secs(60), "19 connected", |p| {
+            count_in(p, PeerState::Connected) == 19 && count_in(p, PeerState::Failed) == 1
+        })
         .await;
-        node.supervisor
-            .send(DisconnectPeer {
-                nostr_pubkey: pubkey(19),
-                reason: "operator".into(),
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        wait_until(
-            &node.supervisor,
-            Duration::from_secs(5),
-            "19 stopped",
-            |p| state_of(p, &pubkey(19)) == Some(PeerState::Disconnected),
-        )
+        node.disconnect(&pubkey(19), "operator").await.unwrap();
+        wait_until(node, Duration::from_secs(5), "19 stopped", |p| {
+            state_of(p, &pubkey(19)) == Some(PeerState::Disconnected)
+        })
         .await;
     });
     let stored = db.load_all().unwrap();
@@ -185,7 +165,7 @@ fn survive_a_full_stop_and_start(db: &Database) {
 
     // Second life on the same database.
     run_node(db, &settings, &world, async |node: &Node| {
-        wait_until(&node.supervisor, Duration::from_secs(60), "18 back", |p| {
+        wait_until(node, Duration::from_secs(60), "18 back", |p| {
             count_in(p, PeerState::Connected) == 18
         })
         .await;
@@ -220,11 +200,9 @@ async fn a_peer_followed_while_still_queued_for_recovery_goes_first() {
     // One peer per 10 s: 1 starts at once, 2 and 3 wait in the recovery queue.
     let yaml =
         "btp_nips: {peer_connections: {startup_dial_batch: 1, startup_dial_interval_ms: 10000}}";
-    let node = start_node(&world, &dir, yaml, &stored_peers);
-    node.supervisor.do_send(FollowPeer {
-        nostr_pubkey: pubkey(3),
-    });
-    let peers = wait_until(&node.supervisor, Duration::from_secs(30), "all back", |p| {
+    let node = start_node(&world, &dir, yaml, &stored_peers).await;
+    node.follow(&pubkey(3)).await.unwrap();
+    let peers = wait_until(&node, Duration::from_secs(30), "all back", |p| {
         count_in(p, PeerState::Connected) == 3
     })
     .await;

@@ -1,19 +1,14 @@
-//! Inbound sessions go through the supervisor: at the connection limit, held by a followed
+//! Inbound sessions go through the node's admission: at the connection limit, held by a followed
 //! peer that cannot be evicted, a stranger is refused with a BTP Error naming the limit,
 //! while the followed peer itself is admitted; with room, a stranger is admitted.
 
 mod sessions_common;
 
-use std::time::Duration;
-
-use btp_nips_node::actors::clock::NodeClock;
-use btp_nips_node::actors::supervisor::{FollowPeer, GetSupervisorStats};
 use btp_nips_node::config::Settings;
-use btp_nips_node::node::Node;
+use btp_nips_node::node::NodeBuilder;
 use btp_nips_node::ports::memory::MemoryWorld;
 use btp_nips_node::session::auth::{sign_token, token_text};
-use btp_nips_node::session::{unix_now, SessionContext, SessionServer};
-use btp_nips_node::storage::Database;
+use btp_nips_node::session::unix_now;
 use btp_nips_node::wire::btp::Packet;
 use nostr::Keys;
 use sessions_common::*;
@@ -42,17 +37,16 @@ async fn the_supervisor_decides_who_may_open_an_inbound_session() {
     ))
     .unwrap();
     let world = MemoryWorld::new();
-    let node = Node::start_on(
-        Database::open(&url, 1).unwrap(),
-        &settings,
-        world.ports(),
-        NodeClock::system(),
-    )
-    .unwrap();
     let keys = Keys::generate();
-    let ctx = SessionContext::new(keys.clone(), "node", session_settings(""));
-    let server = SessionServer::start(ctx, "127.0.0.1:0", Some(node.supervisor.clone())).unwrap();
-    let endpoint = format!("ws://127.0.0.1:{}/btp", server.local_addr.port());
+    let mut settings = settings;
+    settings.session = session_settings("");
+    let node = NodeBuilder::new(settings)
+        .keys(keys.clone())
+        .ports(world.ports())
+        .start()
+        .await
+        .unwrap();
+    let endpoint = node.loopback_endpoint().unwrap();
 
     // With room, a stranger is admitted.
     let stranger = Keys::generate();
@@ -63,24 +57,9 @@ async fn the_supervisor_decides_who_may_open_an_inbound_session() {
     // A followed peer takes the only slot.
     let friend = Keys::generate();
     world.add_ready_peer(&friend.public_key().to_hex());
-    node.supervisor.do_send(FollowPeer {
-        nostr_pubkey: friend.public_key().to_hex(),
-    });
-    let started = std::time::Instant::now();
-    while node
-        .supervisor
-        .send(GetSupervisorStats)
-        .await
-        .unwrap()
-        .running
-        < 1
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "follow not started"
-        );
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
-    }
+    node.follow(&friend.public_key().to_hex()).await.unwrap();
+    // The follow is handled once answered: the peer holds its slot.
+    assert_eq!(node.stats().await.unwrap().running, 1);
 
     let text = refusal_text(knock(&endpoint, &keys.public_key(), &stranger).await);
     assert!(
@@ -90,7 +69,6 @@ async fn the_supervisor_decides_who_may_open_an_inbound_session() {
     assert!(admitted(
         &knock(&endpoint, &keys.public_key(), &friend).await
     ));
-    server.stop().await;
     node.shutdown().await.unwrap();
 }
 
@@ -101,21 +79,16 @@ async fn peers_the_node_does_not_know_hold_a_limited_number_of_sessions() {
     let settings =
         Settings::from_yaml_overrides(&format!("database:\n  url: \"{url}\"\n")).unwrap();
     let world = MemoryWorld::new();
-    let node = Node::start_on(
-        Database::open(&url, 1).unwrap(),
-        &settings,
-        world.ports(),
-        NodeClock::system(),
-    )
-    .unwrap();
     let keys = Keys::generate();
-    let ctx = SessionContext::new(
-        keys.clone(),
-        "node",
-        session_settings("  max_unknown_inbound: 1\n"),
-    );
-    let server = SessionServer::start(ctx, "127.0.0.1:0", Some(node.supervisor.clone())).unwrap();
-    let endpoint = format!("ws://127.0.0.1:{}/btp", server.local_addr.port());
+    let mut settings = settings;
+    settings.session = session_settings("  max_unknown_inbound: 1\n");
+    let node = NodeBuilder::new(settings)
+        .keys(keys.clone())
+        .ports(world.ports())
+        .start()
+        .await
+        .unwrap();
+    let endpoint = node.loopback_endpoint().unwrap();
     let server_pk = keys.public_key();
 
     // One stranger holds the only slot for strangers (its connection stays open).
@@ -138,25 +111,9 @@ async fn peers_the_node_does_not_know_hold_a_limited_number_of_sessions() {
     // A followed peer is not counted against the strangers' limit.
     let friend = Keys::generate();
     world.add_ready_peer(&friend.public_key().to_hex());
-    node.supervisor.do_send(FollowPeer {
-        nostr_pubkey: friend.public_key().to_hex(),
-    });
-    let started = std::time::Instant::now();
-    while node
-        .supervisor
-        .send(GetSupervisorStats)
-        .await
-        .unwrap()
-        .running
-        < 1
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "follow not started"
-        );
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
-    }
+    node.follow(&friend.public_key().to_hex()).await.unwrap();
+    // The follow is handled once answered: the peer holds its slot.
+    assert_eq!(node.stats().await.unwrap().running, 1);
     assert!(admitted(&knock(&endpoint, &server_pk, &friend).await));
-    server.stop().await;
     node.shutdown().await.unwrap();
 }

@@ -11,15 +11,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::Addr;
-use btp_nips_node::actors::clock::NodeClock;
-use btp_nips_node::actors::supervisor::{FollowPeer, ListPeers, PeerSupervisor};
 use btp_nips_node::config::Settings;
-use btp_nips_node::lifecycle::{Announcement, PeerRecord, PeerState, Timestamp};
-use btp_nips_node::node::Node;
+use btp_nips_node::lifecycle::{PeerRecord, PeerState, Timestamp};
+use btp_nips_node::node::NodeBuilder;
 use btp_nips_node::ports::memory::MemoryWorld;
-use btp_nips_node::session::{BtpConnector, SessionServer};
-use btp_nips_node::storage::Database;
 use nostr::Keys;
 use sessions_common::*;
 
@@ -28,101 +23,64 @@ const PONG_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One node running in its own thread and actix system.
 struct RunningNode {
-    supervisor: Addr<PeerSupervisor>,
-    port: u16,
+    node: NodeThread,
     /// Where its resolver finds peers (the discovery double).
     world: MemoryWorld,
     handler: Arc<Switchable>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RunningNode {
     fn start(name: &str, keys: Keys, db_url: String, listen: String) -> RunningNode {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let name = name.to_string();
-        let thread = std::thread::spawn(move || {
-            actix::System::new().block_on(async move {
-                let yaml = format!(
-                    "node:\n  id: \"{name}\"\ndatabase:\n  url: \"{db_url}\"\n\
-                     btp_nips:\n  peer_connections:\n    heartbeat_interval_seconds: {}\n\
-                     \x20   heartbeat_timeout_seconds: {}\n    reconnect_initial_delay_ms: 100\n\
-                     \x20   reconnect_max_delay_ms: 400\n    max_reconnect_attempts: 64\n",
-                    HEARTBEAT.as_secs(),
-                    PONG_TIMEOUT.as_secs()
-                );
-                let settings: Settings = Settings::from_yaml_overrides(&yaml).unwrap();
-                let (ctx, handler) = switchable_context(keys, &name, session_settings(""));
-                let world = MemoryWorld::new();
-                let mut ports = world.ports();
-                ports.sessions = Arc::new(BtpConnector::new(ctx.clone()));
-                let db = Database::open(&settings.database.url, 2).unwrap();
-                let node = Node::start_on(db, &settings, ports, NodeClock::system()).unwrap();
-                let server =
-                    SessionServer::start(ctx, &listen, Some(node.supervisor.clone())).unwrap();
-                ready_tx
-                    .send((
-                        node.supervisor.clone(),
-                        server.local_addr.port(),
-                        world,
-                        handler,
-                    ))
-                    .unwrap();
-                let _ = stop_rx.await;
-                server.stop().await;
-                node.shutdown().await.unwrap();
-            });
+        let yaml = format!(
+            "node:\n  id: \"{name}\"\ndatabase:\n  url: \"{db_url}\"\n\
+             btp_nips:\n  peer_connections:\n    heartbeat_interval_seconds: {}\n\
+             \x20   heartbeat_timeout_seconds: {}\n    reconnect_initial_delay_ms: 100\n\
+             \x20   reconnect_max_delay_ms: 400\n    max_reconnect_attempts: 64\n",
+            HEARTBEAT.as_secs(),
+            PONG_TIMEOUT.as_secs()
+        );
+        let mut settings: Settings = Settings::from_yaml_overrides(&yaml).unwrap();
+        settings.session = session_settings("");
+        let world = MemoryWorld::new();
+        let ports = world.ports();
+        let (handler_tx, handler_rx) = std::sync::mpsc::channel();
+        let node = NodeThread::start(move || {
+            NodeBuilder::new(settings)
+                .keys(keys)
+                .listen(listen)
+                .resolver(ports.resolver)
+                .channels(ports.channels)
+                .wrap_handler(move |inner| {
+                    let handler = Switchable::wrap(inner);
+                    handler_tx.send(handler.clone()).unwrap();
+                    handler
+                })
         });
-        let (supervisor, port, world, handler) = ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("node started");
+        let handler = handler_rx.recv().expect("the node's handler");
         RunningNode {
-            supervisor,
-            port,
+            node,
             world,
             handler,
-            stop: Some(stop_tx),
-            thread: Some(thread),
         }
+    }
+
+    fn port(&self) -> u16 {
+        self.node.local_addr().expect("listening").port()
     }
 
     fn endpoint(&self) -> String {
-        format!("ws://127.0.0.1:{}/btp", self.port)
+        self.node.loopback_endpoint().expect("listening")
     }
 
     /// Tells this node where `peer` is, and makes it follow `peer`.
-    fn follow(&self, peer_keys: &Keys, peer: &RunningNode) {
+    async fn follow(&self, peer_keys: &Keys, peer: &RunningNode) {
         let pubkey = peer_keys.public_key().to_hex();
-        self.world.announce(
-            &pubkey,
-            Announcement {
-                ilp_address: format!("g.btp-nips.peer.{}", &pubkey[..16]),
-                endpoint: peer.endpoint(),
-                base_address: format!("0x{:0>40}", &pubkey[..16]),
-                subscribers: None,
-            },
-        );
-        self.world.add_channel(&pubkey);
-        self.supervisor.do_send(FollowPeer {
-            nostr_pubkey: pubkey,
-        });
+        announce_peer(&self.world, &pubkey, peer.endpoint());
+        self.node.follow(&pubkey).await.unwrap();
     }
 
-    /// Stops the whole system: every socket of this node closes.
     fn kill(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-    }
-}
-
-impl Drop for RunningNode {
-    fn drop(&mut self) {
-        self.kill();
+        self.node.kill();
     }
 }
 
@@ -137,7 +95,7 @@ async fn wait_for(
     let pubkey = peer.public_key().to_hex();
     let started = Instant::now();
     loop {
-        let peers = node.supervisor.send(ListPeers).await.unwrap();
+        let peers = node.node.peers().await.unwrap();
         let record = peers.into_iter().find(|p| p.nostr_pubkey == pubkey);
         if let Some(record) = &record {
             if done(record) {
@@ -165,8 +123,8 @@ async fn two_nodes_authenticate_heartbeat_detect_loss_and_reconnect() {
     let (keys_a, keys_b) = (Keys::generate(), Keys::generate());
     let a = RunningNode::start("alpha", keys_a.clone(), url("a.db"), "127.0.0.1:0".into());
     let mut b = RunningNode::start("beta", keys_b.clone(), url("b.db"), "127.0.0.1:0".into());
-    a.follow(&keys_b, &b);
-    b.follow(&keys_a, &a);
+    a.follow(&keys_b, &b).await;
+    b.follow(&keys_a, &a).await;
 
     // Both directions: authenticated sessions, then a PONG each (latency recorded).
     let limit = HEARTBEAT * 3;
@@ -243,9 +201,9 @@ async fn two_nodes_authenticate_heartbeat_detect_loss_and_reconnect() {
         "beta",
         keys_b.clone(),
         url("b.db"),
-        format!("127.0.0.1:{}", b.port),
+        format!("127.0.0.1:{}", b.port()),
     );
-    b2.follow(&keys_a, &a);
+    b2.follow(&keys_a, &a).await;
     wait_for(
         &a,
         &keys_b,
@@ -272,7 +230,7 @@ async fn a_peer_whose_endpoint_belongs_to_another_key_is_failed_with_the_reason(
     let b = RunningNode::start("beta", Keys::generate(), url("b.db"), "127.0.0.1:0".into());
     // An announcement claims beta's endpoint for a key beta does not hold.
     let claimed = Keys::generate();
-    a.follow(&claimed, &b);
+    a.follow(&claimed, &b).await;
     let failed = wait_for(
         &a,
         &claimed,

@@ -6,15 +6,14 @@ mod common;
 
 use std::time::Duration;
 
-use btp_nips_node::actors::supervisor::FollowPeer;
 use btp_nips_node::lifecycle::PeerState;
 use btp_nips_node::node::Node;
 use btp_nips_node::ports::memory::MemoryWorld;
 use common::*;
 
-fn start(world: &MemoryWorld, dir: &tempfile::TempDir) -> Node {
+async fn start(world: &MemoryWorld, dir: &tempfile::TempDir) -> Node {
     let yaml = "btp_nips: {peer_connections: {max_restarts: 3, restart_window_seconds: 60}}";
-    start_node(world, dir, yaml, &[])
+    start_node(world, dir, yaml, &[]).await
 }
 
 #[actix_rt::test]
@@ -27,18 +26,13 @@ async fn a_faulty_peer_restarts_and_the_others_are_untouched() {
         world.add_ready_peer(p);
     }
     world.panic_on_resolve(&faulty, 2);
-    let node = start(&world, &dir);
+    let node = start(&world, &dir).await;
     for p in [&a, &faulty, &b] {
-        node.supervisor.do_send(FollowPeer {
-            nostr_pubkey: p.clone(),
-        });
+        node.follow(&p.clone()).await.unwrap();
     }
-    let peers = wait_until(
-        &node.supervisor,
-        Duration::from_secs(30),
-        "all connected",
-        |peers| peers.len() == 3 && count_in(peers, PeerState::Connected) == 3,
-    )
+    let peers = wait_until(&node, Duration::from_secs(30), "all connected", |peers| {
+        peers.len() == 3 && count_in(peers, PeerState::Connected) == 3
+    })
     .await;
     assert_eq!(state_of(&peers, &faulty), Some(PeerState::Connected));
     let log = world.connect_log();
@@ -52,7 +46,7 @@ async fn a_faulty_peer_restarts_and_the_others_are_untouched() {
     // The faulty peer went through its lifecycle once more after each restart.
     assert_eq!(log.iter().filter(|x| **x == faulty).count(), 1);
     node.shutdown().await.unwrap();
-    let stored = node.db.load(&faulty).unwrap().unwrap();
+    let stored = node.db().load(&faulty).unwrap().unwrap();
     assert_eq!(stored.state, PeerState::Connected);
 }
 
@@ -65,21 +59,14 @@ async fn past_the_restart_intensity_the_peer_is_failed_with_that_reason() {
     world.add_ready_peer(&faulty);
     world.add_ready_peer(&healthy);
     world.panic_on_resolve(&faulty, 1000);
-    let node = start(&world, &dir);
+    let node = start(&world, &dir).await;
     for p in [&faulty, &healthy] {
-        node.supervisor.do_send(FollowPeer {
-            nostr_pubkey: p.clone(),
-        });
+        node.follow(&p.clone()).await.unwrap();
     }
-    let peers = wait_until(
-        &node.supervisor,
-        Duration::from_secs(30),
-        "faulty failed",
-        |peers| {
-            state_of(peers, &faulty) == Some(PeerState::Failed)
-                && state_of(peers, &healthy) == Some(PeerState::Connected)
-        },
-    )
+    let peers = wait_until(&node, Duration::from_secs(30), "faulty failed", |peers| {
+        state_of(peers, &faulty) == Some(PeerState::Failed)
+            && state_of(peers, &healthy) == Some(PeerState::Connected)
+    })
     .await;
     let failed = peers.iter().find(|p| p.nostr_pubkey == faulty).unwrap();
     let reason = failed.failure_reason.as_deref().unwrap();
@@ -88,7 +75,7 @@ async fn past_the_restart_intensity_the_peer_is_failed_with_that_reason() {
         "{reason}"
     );
     node.shutdown().await.unwrap();
-    let stored = node.db.load(&faulty).unwrap().unwrap();
+    let stored = node.db().load(&faulty).unwrap().unwrap();
     assert_eq!(stored.state, PeerState::Failed);
     assert_eq!(stored.failure_reason.as_deref(), Some(reason));
 }

@@ -1,7 +1,9 @@
-//! The actors of the design card. Each module holds one actor: its state, its messages and
-//! its handlers.
+//! The actors. Each module holds one actor: its state, its messages and its handlers; the
+//! adapters reach them only through [`directory::SupervisorDirectory`], the
+//! [`crate::ports::PeerDirectory`] port.
 
 pub mod clock;
+pub mod directory;
 pub mod peer;
 pub mod persistence;
 pub mod supervisor;

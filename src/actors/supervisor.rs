@@ -23,7 +23,7 @@ use crate::config::PeerConnectionSettings;
 use crate::lifecycle::{
     Event, LifecycleConfig, PeerIntent, PeerLifecycle, PeerRecord, PeerState, Timestamp,
 };
-use crate::ports::Ports;
+use crate::ports::{Admission, Ports};
 
 /// The operator's follow list names this peer (new or again).
 #[derive(Message, Debug, Clone)]
@@ -82,7 +82,7 @@ pub struct ApproveChannelFor {
 
 /// A remote node asks to open a session with us: may it have a slot?
 #[derive(Message, Debug, Clone)]
-#[rtype(result = "Admission")]
+#[rtype(result = "crate::ports::Admission")]
 pub struct AdmitInbound {
     pub nostr_pubkey: String,
 }
@@ -104,7 +104,8 @@ pub struct PeerSnapshot {
 #[rtype(result = "SupervisorStats")]
 pub struct GetSupervisorStats;
 
-/// Stops every peer actor (node shutdown); their last records are already persisted.
+/// Stops every peer actor (node shutdown); answered once every one of them has handled
+/// its stop, so every change they made is already queued for the persistence actor.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct StopAllPeers;
@@ -123,11 +124,42 @@ pub struct SupervisorStats {
     pub recovering: usize,
 }
 
-/// The answer to an inbound session request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Admission {
-    Admitted,
-    Refused { reason: String },
+/// A peer's state changed: what [`crate::node::Node::notifications`] delivers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerChange {
+    /// The state before (`None`: a peer new to the node).
+    pub from: Option<PeerState>,
+    /// The record after the change (its state, reason, attempts, next attempt).
+    pub record: PeerRecord,
+}
+
+impl std::fmt::Display for PeerChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = &self.record;
+        let pubkey = &r.nostr_pubkey[..r.nostr_pubkey.len().min(16)];
+        match self.from {
+            Some(from) => write!(f, "peer {pubkey}: {from} -> {}", r.state)?,
+            None => write!(f, "peer {pubkey}: new, {}", r.state)?,
+        }
+        if r.desired == PeerIntent::Disconnect {
+            write!(f, " (stopped by the operator)")?;
+        }
+        if let Some(reason) = &r.failure_reason {
+            write!(f, ": {reason}")?;
+        }
+        if let Some(at) = r.next_attempt_at {
+            if r.state == PeerState::Disconnected {
+                let wait = at.saturating_since(r.updated_at);
+                write!(
+                    f,
+                    "; attempt {} in {}ms",
+                    r.reconnect_attempts,
+                    wait.as_millis()
+                )?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,6 +217,8 @@ pub struct PeerSupervisor {
     /// Stored peers to bring back after a restart, best priority first.
     recovery: VecDeque<PeerRecord>,
     recovery_timer: Option<SpawnHandle>,
+    /// Every state change, for whoever listens (tests, the operator's event stream).
+    changes: tokio::sync::broadcast::Sender<PeerChange>,
 }
 
 impl PeerSupervisor {
@@ -195,6 +229,7 @@ impl PeerSupervisor {
         persistence: Addr<PersistenceActor>,
         clock: NodeClock,
         stored: Vec<PeerRecord>,
+        changes: tokio::sync::broadcast::Sender<PeerChange>,
     ) -> Self {
         let lifecycle_config = LifecycleConfig::from(&settings);
         let mut idle = HashMap::new();
@@ -226,11 +261,31 @@ impl PeerSupervisor {
             waiting: BTreeSet::new(),
             recovery: recovery.into(),
             recovery_timer: None,
+            changes,
         }
     }
 
     fn limit(&self) -> usize {
         self.settings.max_active_connections
+    }
+
+    /// Logs and broadcasts a change of state (or of the operator's intent); other changes
+    /// (a heartbeat, a cursor) are not news.
+    fn announce_change(&self, before: Option<&PeerRecord>, after: &PeerRecord) {
+        let news = match before {
+            None => true,
+            Some(b) => b.state != after.state || b.desired != after.desired,
+        };
+        if !news {
+            return;
+        }
+        let change = PeerChange {
+            from: before.map(|b| b.state),
+            record: after.clone(),
+        };
+        log::info!("{change}");
+        // Nobody listening is fine.
+        let _ = self.changes.send(change);
     }
 
     /// Brings back the next batch of stored peers.
@@ -309,7 +364,11 @@ impl PeerSupervisor {
 
     /// Runs the lifecycle on a record that has no actor, and persists the result.
     fn apply_offline(&self, record: PeerRecord, event: Event, persist: bool) -> PeerRecord {
+        let before = record.clone();
         let (after, changed) = run_offline(&self.lifecycle_config, record, event, self.clock.now());
+        if changed {
+            self.announce_change(Some(&before), &after);
+        }
         if persist && changed {
             self.persistence.do_send(SaveRecord(after.clone()));
         }
@@ -394,17 +453,21 @@ impl Handler<PeerReport> for PeerSupervisor {
         let pubkey = record.nostr_pubkey.clone();
         let finished =
             record.state == PeerState::Failed || record.desired == PeerIntent::Disconnect;
-        if let Some(peer) = self.running.get_mut(&pubkey) {
-            peer.record = record;
+        if let Some(peer) = self.running.get(&pubkey) {
+            self.announce_change(Some(&peer.record), &record);
+            if let Some(peer) = self.running.get_mut(&pubkey) {
+                peer.record = record;
+            }
             if finished {
                 self.retire(&pubkey, ctx);
             }
-        } else if self
+        } else if let Some(idle) = self
             .idle
             .get(&pubkey)
-            .is_some_and(|idle| idle.updated_at <= record.updated_at)
+            .filter(|idle| idle.updated_at <= record.updated_at)
         {
             // A late report from an actor already stopped (e.g. its eviction write).
+            self.announce_change(Some(idle), &record);
             self.unpark(&pubkey);
             self.park(record);
         }
@@ -428,6 +491,7 @@ impl Handler<FollowPeer> for PeerSupervisor {
             self.admit(record, ctx);
         } else {
             let record = PeerRecord::new(pubkey, true, self.clock.now());
+            self.announce_change(None, &record);
             self.persistence.do_send(SaveRecord(record.clone()));
             self.admit(record, ctx);
         }
@@ -565,12 +629,13 @@ impl Handler<AdmitInbound> for PeerSupervisor {
             .or_else(|| self.idle.get(&pubkey));
         let admission = match known {
             Some(record) if self.running.contains_key(&pubkey) || record.followed => {
-                Admission::Admitted
+                Admission::Admitted { known: true }
             }
             Some(record) if record.desired == PeerIntent::Disconnect => Admission::Refused {
                 reason: "disconnected by the operator".into(),
             },
-            _ if self.running.len() < self.limit() => Admission::Admitted,
+            Some(_) if self.running.len() < self.limit() => Admission::Admitted { known: true },
+            None if self.running.len() < self.limit() => Admission::Admitted { known: false },
             // At the limit only followed or running peers get in. Evicting for an inbound
             // peer would be pointless: an inbound session holds no slot, and a known peer
             // that outranks an evictable running one has its slot already (admission
@@ -632,15 +697,22 @@ impl Handler<GetSupervisorStats> for PeerSupervisor {
 }
 
 impl Handler<StopAllPeers> for PeerSupervisor {
-    type Result = ();
-    fn handle(&mut self, _: StopAllPeers, ctx: &mut Self::Context) {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: StopAllPeers, ctx: &mut Self::Context) -> Self::Result {
         if let Some(timer) = self.recovery_timer.take() {
             ctx.cancel_future(timer);
         }
+        let mut stopping = Vec::with_capacity(self.running.len());
         for (_, peer) in self.running.drain() {
-            peer.addr.do_send(Shutdown);
+            // The request holds no address: once the actor stops, nothing keeps it alive
+            // (an address still held would make actix restart it).
+            stopping.push(peer.addr.send(Shutdown));
             self.idle
                 .insert(peer.record.nostr_pubkey.clone(), peer.record);
         }
+        Box::pin(async move {
+            // An actor that is already gone has nothing left to say.
+            futures::future::join_all(stopping).await;
+        })
     }
 }

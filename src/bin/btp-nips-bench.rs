@@ -21,12 +21,10 @@ mod bench_discovery;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use btp_nips_node::actors::clock::NodeClock;
 use btp_nips_node::actors::persistence::{Flush, GetStats, PersistenceActor, SaveRecord};
-use btp_nips_node::actors::supervisor::{FollowPeer, GetSupervisorStats};
 use btp_nips_node::config::Settings;
 use btp_nips_node::lifecycle::{PeerRecord, PeerState, Timestamp};
-use btp_nips_node::node::Node;
+use btp_nips_node::node::{Node, NodeBuilder};
 use btp_nips_node::ports::memory::MemoryWorld;
 use btp_nips_node::storage::scratch::ScratchPostgres;
 use btp_nips_node::storage::Database;
@@ -141,19 +139,28 @@ fn node_settings(dir: &tempfile::TempDir, yaml: &str) -> Settings {
         .expect("bench settings")
 }
 
+/// A node on the in-memory world, without a BTP listener.
+async fn start_node(settings: Settings, world: &MemoryWorld) -> Node {
+    NodeBuilder::new(settings)
+        .ports(world.ports())
+        .without_listener()
+        .start()
+        .await
+        .expect("node")
+}
+
 /// Follows `n` ready peers and waits until all are connected; returns the elapsed time.
 async fn connect_all(node: &Node, world: &MemoryWorld, n: usize) -> Duration {
     for i in 0..n {
         world.add_ready_peer(&pubkey(i));
     }
     let start = Instant::now();
-    for i in 0..n {
-        node.supervisor.do_send(FollowPeer {
-            nostr_pubkey: pubkey(i),
-        });
-    }
+    let pubkeys: Vec<String> = (0..n).map(pubkey).collect();
+    futures::future::try_join_all(pubkeys.iter().map(|p| node.follow(p)))
+        .await
+        .unwrap();
     loop {
-        let stats = node.supervisor.send(GetSupervisorStats).await.unwrap();
+        let stats = node.stats().await.unwrap();
         if stats.connected == n {
             return start.elapsed();
         }
@@ -172,14 +179,14 @@ fn lifecycle(n: usize) -> Value {
     );
     System::new().block_on(async move {
         let world = MemoryWorld::new();
-        let node = Node::start(&settings, world.ports(), NodeClock::system()).unwrap();
+        let node = start_node(settings, &world).await;
         let rss_before = rss_bytes();
         let cpu_before = cpu_time();
         let elapsed = connect_all(&node, &world, n).await;
         let cpu = cpu_time() - cpu_before;
         let rss_per_peer = rss_bytes().saturating_sub(rss_before) / n.max(1) as u64;
         node.shutdown().await.unwrap();
-        let stored = node.db.load_all().unwrap();
+        let stored = node.db().load_all().unwrap();
         let connected_rows = stored
             .iter()
             .filter(|p| p.state == PeerState::Connected)
@@ -212,7 +219,7 @@ fn heartbeat(n: usize) -> Value {
     );
     System::new().block_on(async move {
         let world = MemoryWorld::new();
-        let node = Node::start(&settings, world.ports(), NodeClock::system()).unwrap();
+        let node = start_node(settings, &world).await;
         connect_all(&node, &world, n).await;
         let intervals = 3u32;
         let pings_before = world.pings_answered();
@@ -220,8 +227,8 @@ fn heartbeat(n: usize) -> Value {
         actix::clock::sleep(Duration::from_secs(interval_s) * intervals).await;
         let cpu = (cpu_time() - cpu_before) / intervals;
         let pings = (world.pings_answered() - pings_before) as f64 / intervals as f64;
-        let stats = node.supervisor.send(GetSupervisorStats).await.unwrap();
-        let persisted = node.persistence.send(GetStats).await.unwrap();
+        let stats = node.stats().await.unwrap();
+        let persisted = node.persistence_stats().await.unwrap();
         node.shutdown().await.unwrap();
         // Floor: a heartbeat check of 100 peers in < 50 ms = 500 µs per peer.
         let per_peer_us = cpu.as_secs_f64() * 1e6 / n as f64;

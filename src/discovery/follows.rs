@@ -1,12 +1,11 @@
 //! `FollowListMonitor`: a live subscription to the operator's kind 3 follow list on every
 //! configured relay. It owns the list it last acted on and turns each newer list into
-//! commands for the supervisor: pubkeys new to the list are followed (`FollowPeer`:
-//! connected with follow priority), pubkeys gone from it are deliberately disconnected
-//! (`UnfollowPeer`). An older (or the same) list arriving later, from a lagging relay or a
+//! calls on the node's [`PeerDirectory`]: pubkeys new to the list are followed (connected
+//! with follow priority), pubkeys gone from it are deliberately disconnected. An older (or the same) list arriving later, from a lagging relay or a
 //! resubscription, is ignored: newest `created_at` wins, then the lowest id.
 //!
 //! On startup the monitor first waits for every relay's stored list (EOSE from all, or
-//! `initial_wait`), then hands the newest to the supervisor as a [`ReconcileFollows`]:
+//! `initial_wait`), then hands the newest to the node as one reconcile:
 //! stored peers unfollowed while the node was down are disconnected, new follows added.
 //! A relay that restarts is redialled by the SDK; the monitor sends its REQ again.
 
@@ -22,7 +21,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::announcement::newer;
 use super::relays::RelaySet;
-use crate::actors::supervisor::{FollowPeer, PeerSupervisor, ReconcileFollows, UnfollowPeer};
+use crate::ports::PeerDirectory;
 
 /// A kind 3 event arrived on the subscription.
 #[derive(Message, Debug, Clone)]
@@ -55,12 +54,12 @@ pub struct FollowListMonitor {
     operator: PublicKey,
     /// This node's own key: following it would connect the node to itself.
     own: Option<PublicKey>,
-    supervisor: Addr<PeerSupervisor>,
+    directory: std::sync::Arc<dyn PeerDirectory>,
     subscription: SubscriptionId,
     initial_wait: Duration,
     /// The newest list seen; the one acted on once the startup phase is over.
     newest: Option<Event>,
-    /// The followed set last handed to the supervisor (`None` before the reconcile).
+    /// The followed set last handed to the node (`None` before the reconcile).
     acted: Option<HashSet<String>>,
     /// Startup phase over (every relay sent its stored list, or `initial_wait` passed).
     started_up: bool,
@@ -73,14 +72,14 @@ impl FollowListMonitor {
         relays: RelaySet,
         operator: PublicKey,
         own: Option<PublicKey>,
-        supervisor: Addr<PeerSupervisor>,
+        directory: std::sync::Arc<dyn PeerDirectory>,
         initial_wait: Duration,
     ) -> Self {
         FollowListMonitor {
             relays,
             operator,
             own,
-            supervisor,
+            directory,
             subscription: SubscriptionId::generate(),
             initial_wait,
             newest: None,
@@ -108,7 +107,7 @@ impl FollowListMonitor {
         self.act();
     }
 
-    /// Hands the newest list to the supervisor: the whole set the first time, then diffs.
+    /// Hands the newest list to the node: the whole set the first time, then diffs.
     fn act(&mut self) {
         let Some(list) = &self.newest else { return };
         let now = self.followed_in(list);
@@ -119,9 +118,7 @@ impl FollowListMonitor {
                     list.id,
                     now.len()
                 );
-                self.supervisor.do_send(ReconcileFollows {
-                    followed: now.iter().cloned().collect(),
-                });
+                self.directory.reconcile(now.iter().cloned().collect());
             }
             Some(before) => {
                 let added: Vec<&String> = now.difference(before).collect();
@@ -133,14 +130,10 @@ impl FollowListMonitor {
                     removed.len()
                 );
                 for pk in removed {
-                    self.supervisor.do_send(UnfollowPeer {
-                        nostr_pubkey: pk.clone(),
-                    });
+                    self.directory.unfollow(pk);
                 }
                 for pk in added {
-                    self.supervisor.do_send(FollowPeer {
-                        nostr_pubkey: pk.clone(),
-                    });
+                    self.directory.follow(pk);
                 }
             }
         }

@@ -1,4 +1,4 @@
-//! Discovery on Nostr (issue #4): the node's identity ([`identity`]), its kind 32001
+//! Discovery on Nostr: the node's identity ([`identity`]), its kind 32001
 //! announcement ([`announcement`], published by [`announcer`]), the relays
 //! ([`relays`]), the [`resolver`] (the real `AddressResolver`) and the operator's follow
 //! list ([`follows`], the `FollowListMonitor` actor).
@@ -15,8 +15,8 @@ use std::path::Path;
 use actix::prelude::*;
 use nostr_sdk::prelude::{Keys, PublicKey};
 
-use crate::actors::supervisor::PeerSupervisor;
 use crate::config::Settings;
+use crate::ports::PeerDirectory;
 use announcement::AnnouncementFields;
 use announcer::Announcer;
 use follows::FollowListMonitor;
@@ -49,14 +49,22 @@ pub struct DiscoveryActors {
 }
 
 impl Discovery {
-    /// Loads the key and connects to the relays; `None` when no relay is configured.
-    pub async fn connect(settings: &Settings) -> Result<Option<Discovery>, DiscoveryError> {
+    /// The node key discovery is configured with (`nostr.key_env`, then `nostr.key_file`).
+    pub fn load_keys(settings: &Settings) -> Result<Keys, DiscoveryError> {
+        let n = &settings.nostr;
+        let key_file = (!n.key_file.trim().is_empty()).then(|| Path::new(&n.key_file));
+        Ok(identity::load(&n.key_env, key_file)?)
+    }
+
+    /// Connects to the relays as `keys`; `None` when no relay is configured.
+    pub async fn connect(
+        settings: &Settings,
+        keys: Keys,
+    ) -> Result<Option<Discovery>, DiscoveryError> {
         let n = &settings.nostr;
         if n.relays.is_empty() {
             return Ok(None);
         }
-        let key_file = (!n.key_file.trim().is_empty()).then(|| Path::new(&n.key_file));
-        let keys = identity::load(&n.key_env, key_file)?;
         let operator = match n.operator_pubkey.trim() {
             "" => keys.public_key(),
             text => PublicKey::parse(text).map_err(|e| DiscoveryError::Operator(e.to_string()))?,
@@ -120,7 +128,7 @@ impl Discovery {
     pub fn start_actors(
         &self,
         settings: &Settings,
-        supervisor: Addr<PeerSupervisor>,
+        directory: std::sync::Arc<dyn PeerDirectory>,
     ) -> DiscoveryActors {
         let n = &settings.nostr;
         let announcer = Self::announcement_fields(settings).map(|fields| {
@@ -137,7 +145,7 @@ impl Discovery {
             self.relays.clone(),
             self.operator,
             Some(self.keys.public_key()),
-            supervisor,
+            directory,
             n.query_timeout(),
         )
         .start();

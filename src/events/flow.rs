@@ -14,10 +14,9 @@
 //! next connection resumes from the cursor, so nothing is skipped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Recipient;
 use async_trait::async_trait;
 use nostr::{Event as NostrEvent, PublicKey};
 
@@ -25,10 +24,9 @@ use super::inbox::{Accepted, Inbox};
 use super::messages::{ok_packet, NostrMessage};
 use super::serve::{ServeSettings, ServeStats, Serving};
 use super::{OperatorStore, StoreError};
-use crate::actors::supervisor::ObservedPeer;
 use crate::config::EventSettings;
 use crate::lifecycle::{Event, Fault};
-use crate::ports::{PeerTarget, Session, Subscriptions};
+use crate::ports::{PeerDirectory, PeerTarget, Session, Subscriptions};
 use crate::session::connection::Link;
 use crate::session::{unix_now, NostrMessages, PeerIdentity};
 use crate::wire::btp_nips::{self, MessageType};
@@ -55,19 +53,20 @@ pub struct EventFlow {
     inbox: Inbox,
     serving: Serving,
     own_address: Address,
-    /// Where observations about peers go (the supervisor, once it runs).
-    observer: OnceLock<Recipient<ObservedPeer>>,
+    /// Where observations about peers go (events received, misbehaviour).
+    directory: Arc<dyn PeerDirectory>,
     pub stats: Arc<FlowStats>,
 }
 
 impl EventFlow {
-    /// The flow over `store`, sending as `own_address`; each request waits
-    /// `request_timeout` for its answer.
+    /// The flow over `store`, sending as `own_address`, telling `directory` what it
+    /// observes about peers; each request waits `request_timeout` for its answer.
     pub fn new(
         store: Arc<dyn OperatorStore>,
         settings: &EventSettings,
         own_address: Address,
         request_timeout: Duration,
+        directory: Arc<dyn PeerDirectory>,
     ) -> EventFlow {
         let serving = Serving::new(
             store.clone(),
@@ -84,7 +83,7 @@ impl EventFlow {
             inbox: Inbox::default(),
             serving,
             own_address,
-            observer: OnceLock::new(),
+            directory,
             stats: Arc::default(),
         }
     }
@@ -94,6 +93,7 @@ impl EventFlow {
     pub async fn from_settings(
         settings: &crate::config::Settings,
         own_address: Address,
+        directory: Arc<dyn PeerDirectory>,
     ) -> Result<Option<Arc<EventFlow>>, super::relay::OperatorRelayError> {
         let url = settings.events.operator_relay.trim();
         if url.is_empty() {
@@ -118,14 +118,8 @@ impl EventFlow {
             &settings.events,
             own_address,
             request_timeout,
+            directory,
         ))))
-    }
-
-    /// Sends observations about peers (events received, misbehaviour) to `supervisor`.
-    pub fn attach(&self, supervisor: Recipient<ObservedPeer>) {
-        if self.observer.set(supervisor).is_err() {
-            log::warn!("event flow: attached twice; the first supervisor keeps the reports");
-        }
     }
 
     /// Counters of the serving side.
@@ -144,13 +138,7 @@ impl EventFlow {
     }
 
     fn observe(&self, pubkey: &str, event: Event) {
-        match self.observer.get() {
-            Some(to) => to.do_send(ObservedPeer {
-                nostr_pubkey: pubkey.to_owned(),
-                event,
-            }),
-            None => log::warn!("peer {pubkey}: {event:?} observed before the node runs"),
-        }
+        self.directory.observe(pubkey, event);
     }
 
     fn packet(&self, message: NostrMessage) -> btp_nips::Packet {

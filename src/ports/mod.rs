@@ -3,6 +3,10 @@
 //! the event subscriptions ([`Subscriptions`]). The peer actor only talks to these, so the
 //! core runs unchanged against in-memory doubles ([`memory`]) and real adapters.
 //!
+//! The other direction has a port too: adapters that learn something about peers (the
+//! session server admitting a caller, the follow-list monitor, the event flow) tell the
+//! node through a [`PeerDirectory`], never through the actors themselves.
+//!
 //! Every adapter classifies its own faults into [`Fault::Transient`] (retried with
 //! backoff) or [`Fault::Permanent`] (the peer is failed with the reason).
 
@@ -12,7 +16,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 
 pub use crate::lifecycle::{Announcement, Fault};
-use crate::lifecycle::{EventCursor, PeerRecord};
+use crate::lifecycle::{Event, EventCursor, PeerRecord};
 use crate::wire::btp_nips;
 
 pub mod memory;
@@ -149,4 +153,33 @@ pub struct Ports {
     pub sessions: Arc<dyn SessionConnector>,
     pub channels: Arc<dyn ChannelPort>,
     pub subscriptions: Arc<dyn Subscriptions>,
+}
+
+/// The answer to "may this remote node open a session with us?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Admitted; `known` says whether the node has a record of the peer (followed, or met
+    /// before). Unknown peers are counted against `session.max_unknown_inbound`.
+    Admitted { known: bool },
+    /// Refused, with the reason the caller is told.
+    Refused { reason: String },
+}
+
+/// The node's registry of peers, as the adapters see it: what they may ask and tell.
+///
+/// Implemented over the supervisor; given to the session server, the follow-list monitor
+/// and the event flow when they are built.
+#[async_trait]
+pub trait PeerDirectory: Send + Sync {
+    /// May `nostr_pubkey` open an inbound session? One round trip.
+    async fn admit(&self, nostr_pubkey: &str) -> Admission;
+    /// Something happened to a running peer (an event received, misbehaviour, its session
+    /// lost); dropped if the peer has no running actor.
+    fn observe(&self, nostr_pubkey: &str, event: Event);
+    /// The operator's follow list names this peer (new or again).
+    fn follow(&self, nostr_pubkey: &str);
+    /// The operator's follow list no longer names this peer.
+    fn unfollow(&self, nostr_pubkey: &str);
+    /// The operator's whole follow list, as found at startup.
+    fn reconcile(&self, followed: Vec<String>);
 }

@@ -7,7 +7,7 @@
 //!   [`crate::ports::SessionConnector`]); [`client::BtpSession`] is a
 //!   [`crate::ports::Session`].
 //! - [`server`] — the inbound endpoint in an actix-web server (actix-ws), with admission
-//!   through the supervisor.
+//!   through the node's peer directory.
 //! - [`service`] — what the node answers to an ILP Prepare (PING → PONG, ILDCP).
 //! - [`ildcp`] — RFC 31.
 //!

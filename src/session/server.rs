@@ -1,7 +1,7 @@
 //! The inbound endpoint: an actix-web server whose every path upgrades to a BTP WebSocket
 //! (actix-ws). A connection must authenticate with its first packet within
 //! `auth_timeout`: a Nostr token (see [`super::auth`]) or a configured shared secret.
-//! A Nostr peer is then admitted or refused by the supervisor ([`AdmitInbound`]: followed
+//! A Nostr peer is then admitted or refused by the node's [`PeerDirectory`] (followed
 //! peers always, others while there is room). Refusals are BTP Errors, then the socket
 //! closes. An admitted peer is served (PING → PONG, ILDCP) until it leaves, goes quiet, or
 //! sends garbage — disconnected with the reason logged.
@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix::Addr;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
 
@@ -18,7 +17,7 @@ use super::client::close_reason_text;
 use super::connection::{error_packet, Link, Outgoing, MAX_MESSAGE_LEN};
 use super::service::dispatch_binary;
 use super::{unix_now, PeerIdentity, SessionContext};
-use crate::actors::supervisor::{Admission, AdmitInbound, PeerSnapshot, PeerSupervisor};
+use crate::ports::{Admission, PeerDirectory};
 use crate::wire::btp::{self, Packet, ProtocolEntry};
 
 /// A running inbound endpoint.
@@ -30,13 +29,13 @@ pub struct SessionServer {
 }
 
 impl SessionServer {
-    /// Binds `listen` and serves. `admission` is the supervisor (None: admit every
-    /// authenticated peer, for tools and tests of the transport alone). With it, peers the
-    /// supervisor does not know hold at most `session.max_unknown_inbound` sessions.
+    /// Binds `listen` and serves. `admission` is the node's peer directory (None: admit
+    /// every authenticated peer, for tools and tests of the transport alone). With it,
+    /// peers the node does not know hold at most `session.max_unknown_inbound` sessions.
     pub fn start(
         ctx: Arc<SessionContext>,
         listen: &str,
-        admission: Option<Addr<PeerSupervisor>>,
+        admission: Option<Arc<dyn PeerDirectory>>,
     ) -> std::io::Result<SessionServer> {
         let state = web::Data::new(ServerState {
             ctx,
@@ -101,14 +100,14 @@ impl SessionServer {
 
 struct ServerState {
     ctx: Arc<SessionContext>,
-    admission: Option<Addr<PeerSupervisor>>,
+    admission: Option<Arc<dyn PeerDirectory>>,
     /// The endpoints a token may be bound to: `session.public_endpoint`, or the loopback
     /// forms of the bound address when none is configured (known once bound).
     endpoints: std::sync::OnceLock<Vec<String>>,
     /// The live inbound session of each peer: one per peer, the newest wins (a peer that
     /// reconnects after a network drop replaces its half-open session, as ilp-plugin-btp
     /// does, and no key holds more than one slot).
-    /// `true` marks a peer the supervisor did not know (counted against
+    /// `true` marks a peer the node did not know (counted against
     /// `session.max_unknown_inbound`).
     live: std::sync::Mutex<std::collections::HashMap<PeerIdentity, (Arc<Link>, bool)>>,
 }
@@ -174,7 +173,7 @@ async fn upgrade(
 
 /// What the first packet led to.
 enum AuthOutcome {
-    /// The peer, the answer, and whether the supervisor does not know the peer.
+    /// The peer, the answer, and whether the node does not know the peer.
     Accepted(PeerIdentity, Packet, bool),
     Refused(Packet, String),
 }
@@ -355,23 +354,11 @@ async fn authenticate(state: &ServerState, packet: &Packet) -> AuthOutcome {
         Err(e) => return refuse(e.to_string()),
     };
     let mut unknown = false;
-    if let Some(supervisor) = &state.admission {
-        let nostr_pubkey = token.pubkey.to_hex();
-        let asked = supervisor
-            .send(AdmitInbound {
-                nostr_pubkey: nostr_pubkey.clone(),
-            })
-            .await;
-        match asked {
-            Ok(Admission::Admitted) => {}
-            Ok(Admission::Refused { reason }) => return refuse(format!("not admitted: {reason}")),
-            Err(e) => return refuse(format!("not admitted: supervisor unavailable: {e}")),
+    if let Some(directory) = &state.admission {
+        match directory.admit(&token.pubkey.to_hex()).await {
+            Admission::Admitted { known } => unknown = !known,
+            Admission::Refused { reason } => return refuse(format!("not admitted: {reason}")),
         }
-        // Known = the supervisor has a record of it (followed, or met before).
-        unknown = matches!(
-            supervisor.send(PeerSnapshot { nostr_pubkey }).await,
-            Ok(None)
-        );
     }
     match auth::sign_proof(&ctx.keys, &token, now) {
         Ok(proof) => AuthOutcome::Accepted(

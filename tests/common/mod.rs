@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use actix::Addr;
-use btp_nips_node::actors::supervisor::{ListPeers, PeerSupervisor};
 use btp_nips_node::config::Settings;
 use btp_nips_node::lifecycle::{priority, PeerRecord, PeerState, Timestamp};
 
@@ -40,10 +38,10 @@ pub fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-/// Polls the supervisor's view (in simulated time) until `done` holds; panics with the
-/// peers' states if it does not within `limit` of simulated time.
+/// Polls the node's view of its peers (in simulated time) until `done` holds; panics with
+/// the peers' states if it does not within `limit` of simulated time.
 pub async fn wait_until(
-    supervisor: &Addr<PeerSupervisor>,
+    node: &btp_nips_node::node::Node,
     limit: Duration,
     what: &str,
     done: impl Fn(&[PeerRecord]) -> bool,
@@ -51,7 +49,7 @@ pub async fn wait_until(
     let step = Duration::from_millis(50);
     let mut waited = Duration::ZERO;
     loop {
-        let peers = supervisor.send(ListPeers).await.expect("supervisor alive");
+        let peers = node.peers().await.expect("node running");
         if done(&peers) {
             return peers;
         }
@@ -87,7 +85,7 @@ pub fn count_in(peers: &[PeerRecord], state: PeerState) -> usize {
 
 /// A node on a fresh SQLite file in `dir`, with `stored` already in its database, the
 /// settings overridden by `yaml`, the in-memory world as its ports, and a fixed clock anchor.
-pub fn start_node(
+pub async fn start_node(
     world: &btp_nips_node::ports::memory::MemoryWorld,
     dir: &tempfile::TempDir,
     yaml: &str,
@@ -96,11 +94,22 @@ pub fn start_node(
     let path = dir.path().join("node.db");
     let db = btp_nips_node::storage::Database::open(path.to_str().unwrap(), 2).unwrap();
     db.upsert_batch(stored).unwrap();
-    btp_nips_node::node::Node::start_on(
-        db,
-        &settings(yaml),
-        world.ports(),
-        btp_nips_node::actors::clock::NodeClock::anchored_at(Timestamp(1_700_000_000_000)),
-    )
-    .unwrap()
+    memory_node(settings(yaml), world)
+        .database(db)
+        .clock(btp_nips_node::actors::clock::NodeClock::anchored_at(
+            Timestamp(1_700_000_000_000),
+        ))
+        .start()
+        .await
+        .unwrap()
+}
+
+/// A node builder on the in-memory world, without a BTP listener.
+pub fn memory_node(
+    settings: Settings,
+    world: &btp_nips_node::ports::memory::MemoryWorld,
+) -> btp_nips_node::node::NodeBuilder {
+    btp_nips_node::node::NodeBuilder::new(settings)
+        .ports(world.ports())
+        .without_listener()
 }

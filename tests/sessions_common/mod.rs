@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use btp_nips_node::config::{SessionSettings, Settings};
+use btp_nips_node::lifecycle::Announcement;
+use btp_nips_node::node::{Node, NodeBuilder};
+use btp_nips_node::ports::memory::MemoryWorld;
 use btp_nips_node::session::connection::Link;
-use btp_nips_node::session::{own_address, IlpHandler, NodeService, PeerIdentity, SessionContext};
+use btp_nips_node::session::{IlpHandler, PeerIdentity};
 use btp_nips_node::wire::btp::Packet;
 use btp_nips_node::wire::ilp;
 use futures::{SinkExt, StreamExt};
-use nostr::Keys;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Session settings for tests: loopback, short timeouts, plus `yaml` overrides of the
@@ -31,8 +33,87 @@ pub fn session_settings(yaml: &str) -> SessionSettings {
 /// The node's service, unless told to go silent: then PINGs are never answered (the
 /// socket and its WebSocket pings stay up), as a hung peer would behave.
 pub struct Switchable {
-    pub inner: NodeService,
+    pub inner: Arc<dyn IlpHandler>,
     pub silent: AtomicBool,
+}
+
+impl Switchable {
+    pub fn wrap(inner: Arc<dyn IlpHandler>) -> Arc<Switchable> {
+        Arc::new(Switchable {
+            inner,
+            silent: AtomicBool::new(false),
+        })
+    }
+}
+
+/// A whole node in its own thread and actix system (so a test can kill it and every
+/// socket it holds closes), reachable through its [`Node`] handle from the test's thread.
+pub struct NodeThread {
+    pub node: Node,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NodeThread {
+    /// Starts the node `build` makes; panics if it does not start within 20 s.
+    pub fn start(build: impl FnOnce() -> NodeBuilder + Send + 'static) -> NodeThread {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            actix::System::new().block_on(async move {
+                let node = build().start().await.expect("the node starts");
+                ready_tx.send(node.clone()).expect("the test waits");
+                let _ = stop_rx.await;
+                node.shutdown().await.expect("a clean shutdown");
+            });
+        });
+        let node = ready_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("node started");
+        NodeThread {
+            node,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Shuts the node down and ends its system: every socket of this node closes.
+    pub fn kill(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for NodeThread {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl std::ops::Deref for NodeThread {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+/// Tells `world` (the node's in-memory discovery) where the peer `pubkey` listens, with a
+/// channel already open to it.
+pub fn announce_peer(world: &MemoryWorld, pubkey: &str, endpoint: String) {
+    world.announce(
+        pubkey,
+        Announcement {
+            ilp_address: format!("g.btp-nips.peer.{}", &pubkey[..16]),
+            endpoint,
+            base_address: format!("0x{:0>40}", &pubkey[..16]),
+            subscribers: None,
+        },
+    );
+    world.add_channel(pubkey);
 }
 
 #[async_trait]
@@ -48,21 +129,6 @@ impl IlpHandler for Switchable {
         }
         self.inner.handle_prepare(from, link, prepare).await
     }
-}
-
-/// A context for `keys` whose handler can be silenced.
-pub fn switchable_context(
-    keys: Keys,
-    node_id: &str,
-    settings: SessionSettings,
-) -> (Arc<SessionContext>, Arc<Switchable>) {
-    let address = own_address(node_id, &keys.public_key());
-    let handler = Arc::new(Switchable {
-        inner: NodeService::new(address.clone(), "msat".into(), 0),
-        silent: AtomicBool::new(false),
-    });
-    let ctx = SessionContext::with_handler(keys, address, settings, handler.clone());
-    (ctx, handler)
 }
 
 pub type RawWs =

@@ -8,17 +8,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use btp_nips_node::actors::clock::NodeClock;
-use btp_nips_node::actors::supervisor::FollowPeer;
 use btp_nips_node::config::Settings;
 use btp_nips_node::events::EventFlow;
 use btp_nips_node::lifecycle::Announcement;
-use btp_nips_node::node::Node;
+use btp_nips_node::node::{Node, NodeBuilder};
 use btp_nips_node::ports::memory::MemoryWorld;
-use btp_nips_node::session::{
-    own_address, BtpConnector, NodeService, SessionContext, SessionServer,
-};
-use btp_nips_node::storage::Database;
 use nostr_relay_builder::prelude::{EventBuilder, Keys, Timestamp};
 use serde_json::{json, Value};
 
@@ -27,7 +21,6 @@ use crate::bench_discovery::local_relay;
 struct BenchNode {
     node: Node,
     flow: Arc<EventFlow>,
-    server: SessionServer,
     world: MemoryWorld,
 }
 
@@ -47,29 +40,18 @@ async fn start_node(
         n.max(1)
     );
     let settings = Settings::from_yaml_overrides(&yaml).expect("bench settings");
-    let address = own_address(name, &keys.public_key());
-    let flow = EventFlow::from_settings(&settings, address.clone())
-        .await
-        .expect("operator relay")
-        .expect("configured");
-    let service = NodeService::new(address.clone(), "msat".into(), 0).with_nostr(flow.clone());
-    let ctx =
-        SessionContext::with_handler(keys, address, settings.session.clone(), Arc::new(service));
+    // Discovery and channels from the in-memory world; sessions and events are real.
     let world = MemoryWorld::new();
-    let mut ports = world.ports();
-    ports.sessions = Arc::new(BtpConnector::new(ctx.clone()));
-    ports.subscriptions = flow.clone();
-    let db = Database::open(&settings.database.url, 2).expect("database");
-    let node = Node::start_on(db, &settings, ports, NodeClock::system()).expect("node");
-    flow.attach(node.supervisor.clone().recipient());
-    let server =
-        SessionServer::start(ctx, "127.0.0.1:0", Some(node.supervisor.clone())).expect("server");
-    BenchNode {
-        node,
-        flow,
-        server,
-        world,
-    }
+    let ports = world.ports();
+    let node = NodeBuilder::new(settings)
+        .keys(keys)
+        .resolver(ports.resolver)
+        .channels(ports.channels)
+        .start()
+        .await
+        .expect("node");
+    let flow = node.event_flow().expect("an operator relay").clone();
+    BenchNode { node, flow, world }
 }
 
 pub fn events(n: usize) -> Value {
@@ -112,16 +94,14 @@ pub fn events(n: usize) -> Value {
             &pubkey,
             Announcement {
                 ilp_address: format!("g.btp-nips.beta.{}", &pubkey[..16]),
-                endpoint: format!("ws://127.0.0.1:{}/btp", b.server.local_addr.port()),
+                endpoint: b.node.loopback_endpoint().expect("B listens"),
                 base_address: format!("0x{:0>40}", &pubkey[..16]),
                 subscribers: None,
             },
         );
         a.world.add_channel(&pubkey);
         let t = Instant::now();
-        a.node.supervisor.do_send(FollowPeer {
-            nostr_pubkey: pubkey,
-        });
+        a.node.follow(&pubkey).await.expect("follow");
         let limit = Duration::from_secs(60) + direct * 50;
         while a.flow.stats.published.load(Ordering::Relaxed) < n as u64 {
             if t.elapsed() > limit {
@@ -134,8 +114,6 @@ pub fn events(n: usize) -> Value {
         let through = t.elapsed();
         let sent = b.flow.serve_stats().events_sent.load(Ordering::Relaxed);
         for node in [&a, &b] {
-            node.flow.stop();
-            node.server.stop().await;
             let _ = node.node.shutdown().await;
         }
         let rate = |d: Duration| n as f64 / d.as_secs_f64().max(1e-9);

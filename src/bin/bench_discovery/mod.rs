@@ -12,14 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use btp_nips_node::actors::clock::NodeClock;
-use btp_nips_node::actors::supervisor::ListPeers;
 use btp_nips_node::discovery::announcement::AnnouncementFields;
-use btp_nips_node::discovery::follows::FollowListMonitor;
 use btp_nips_node::discovery::relays::{RelaySet, RelayTuning};
 use btp_nips_node::discovery::resolver::{system_clock, NostrResolver, ResolverSettings};
 use btp_nips_node::lifecycle::PeerIntent;
-use btp_nips_node::node::Node;
+use btp_nips_node::node::NodeBuilder;
 use btp_nips_node::ports::memory::MemoryWorld;
 use btp_nips_node::ports::{AddressResolver, Resolution};
 use nostr_relay_builder::prelude::{
@@ -153,14 +150,17 @@ pub fn resolve(n: usize) -> Value {
 pub fn follow_diff(n: usize) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("follow.db").display());
-    let settings = btp_nips_node::config::Settings::from_yaml_overrides(&format!(
-        "database: {{url: \"{url}\"}}\nbtp_nips: {{peer_connections: {{max_active_connections: {}}}}}\n",
-        (2 * n).max(1)
-    ))
-    .unwrap();
     System::new().block_on(async move {
         let (_relay, _db, relay_url) = local_relay().await;
         let operator = Keys::generate();
+        let settings = btp_nips_node::config::Settings::from_yaml_overrides(&format!(
+            "database: {{url: \"{url}\"}}\n\
+             btp_nips: {{peer_connections: {{max_active_connections: {}}}}}\n\
+             nostr: {{relays: [\"{relay_url}\"], operator_pubkey: \"{}\", allow_ws_loopback: true}}\n",
+            (2 * n).max(1),
+            operator.public_key().to_hex()
+        ))
+        .unwrap();
         let first: Vec<PublicKey> = (0..n).map(|_| Keys::generate().public_key()).collect();
         let second: Vec<PublicKey> = (0..n).map(|_| Keys::generate().public_key()).collect();
         let list = |follows: &[PublicKey], at: u64| {
@@ -178,30 +178,25 @@ pub fn follow_diff(n: usize) -> Value {
         publisher.wait_connected(Duration::from_secs(5)).await;
         publisher.publish(&list(&[], t)).await;
 
-        // Peers are unknown to the in-memory world: they stay in discovery, so the figures
-        // are the follow-list work, not connection set-up.
+        // The node follows the operator's list on the relay with its own monitor. Peers are
+        // unknown to the in-memory world: they stay in discovery, so the figures are the
+        // follow-list work, not connection set-up.
         let world = MemoryWorld::new();
-        let node = Node::start(&settings, world.ports(), NodeClock::system()).unwrap();
-        let relays = RelaySet::connect(Keys::generate(), &[relay_url], tuning())
+        let node = NodeBuilder::new(settings)
+            .keys(Keys::generate())
+            .ports(world.ports())
+            .without_listener()
+            .start()
             .await
             .unwrap();
-        relays.wait_connected(Duration::from_secs(5)).await;
-        FollowListMonitor::new(
-            relays.clone(),
-            operator.public_key(),
-            None,
-            node.supervisor.clone(),
-            Duration::from_secs(5),
-        )
-        .start();
         // The startup reconcile of the empty list.
         actix::clock::sleep(Duration::from_millis(200)).await;
 
         let wait = |want_followed: HashSet<String>, want_unfollowed: HashSet<String>| {
-            let supervisor = node.supervisor.clone();
+            let node = node.clone();
             async move {
                 loop {
-                    let peers = supervisor.send(ListPeers).await.unwrap();
+                    let peers = node.peers().await.unwrap();
                     let followed = peers
                         .iter()
                         .filter(|p| p.followed && want_followed.contains(&p.nostr_pubkey))
@@ -232,7 +227,6 @@ pub fn follow_diff(n: usize) -> Value {
         wait(hexes(&second), hexes(&first)).await;
         let replace_time = start.elapsed();
 
-        relays.shutdown().await;
         publisher.shutdown().await;
         node.shutdown().await.unwrap();
         json!({

@@ -1,0 +1,271 @@
+//! [`NodeBuilder`]: the one place the node is assembled.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use nostr::Keys;
+use tokio::sync::{broadcast, watch, Mutex};
+
+use super::{Inner, Node, NodeError};
+use crate::actors::clock::NodeClock;
+use crate::actors::directory::SupervisorDirectory;
+use crate::actors::persistence::PersistenceActor;
+use crate::actors::supervisor::PeerSupervisor;
+use crate::chain::EvmChannels;
+use crate::config::Settings;
+use crate::discovery::Discovery;
+use crate::events::EventFlow;
+use crate::ports::unwired::Unwired;
+use crate::ports::{
+    AddressResolver, ChannelPort, PeerDirectory, Ports, SessionConnector, Subscriptions,
+};
+use crate::session::{self, BtpConnector, IlpHandler, NodeService, SessionContext, SessionServer};
+use crate::storage::Database;
+
+/// How many state changes a slow `notifications()` receiver may fall behind.
+const NOTIFICATION_CAPACITY: usize = 4096;
+
+/// Wraps the node's answer to ILP Prepares (tests make a peer go silent with it).
+type HandlerLayer = Box<dyn FnOnce(Arc<dyn IlpHandler>) -> Arc<dyn IlpHandler>>;
+
+/// Builds a [`Node`] from its [`Settings`]. Every port the settings enable is the real
+/// adapter; the others report a transient fault naming what is not configured. A test or
+/// the benchmark may replace any port, the listen address, the database and the clock.
+pub struct NodeBuilder {
+    settings: Settings,
+    keys: Option<Keys>,
+    database: Option<Database>,
+    clock: Option<NodeClock>,
+    listen: Option<String>,
+    resolver: Option<Arc<dyn AddressResolver>>,
+    sessions: Option<Arc<dyn SessionConnector>>,
+    channels: Option<Arc<dyn ChannelPort>>,
+    subscriptions: Option<Arc<dyn Subscriptions>>,
+    handler_layer: Option<HandlerLayer>,
+}
+
+impl NodeBuilder {
+    pub fn new(settings: Settings) -> Self {
+        NodeBuilder {
+            settings,
+            keys: None,
+            database: None,
+            clock: None,
+            listen: None,
+            resolver: None,
+            sessions: None,
+            channels: None,
+            subscriptions: None,
+            handler_layer: None,
+        }
+    }
+
+    /// The node's Nostr key (default: the discovery key when relays are configured, else
+    /// `session.secret_key_hex`, else an ephemeral key).
+    pub fn keys(mut self, keys: Keys) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// An already opened database (default: `database.url`).
+    pub fn database(mut self, db: Database) -> Self {
+        self.database = Some(db);
+        self
+    }
+
+    /// The clock the peers' deadlines are taken from (default: the system's).
+    pub fn clock(mut self, clock: NodeClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Where the BTP server listens (default `session.listen`; empty: no server).
+    pub fn listen(mut self, listen: impl Into<String>) -> Self {
+        self.listen = Some(listen.into());
+        self
+    }
+
+    /// No BTP server (a node that only dials out, or runs on in-memory ports).
+    pub fn without_listener(self) -> Self {
+        self.listen("")
+    }
+
+    pub fn resolver(mut self, resolver: Arc<dyn AddressResolver>) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    pub fn sessions(mut self, sessions: Arc<dyn SessionConnector>) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    pub fn channels(mut self, channels: Arc<dyn ChannelPort>) -> Self {
+        self.channels = Some(channels);
+        self
+    }
+
+    pub fn subscriptions(mut self, subscriptions: Arc<dyn Subscriptions>) -> Self {
+        self.subscriptions = Some(subscriptions);
+        self
+    }
+
+    /// Replaces all four peer ports at once (the in-memory world of the core's tests).
+    pub fn ports(self, ports: Ports) -> Self {
+        self.resolver(ports.resolver)
+            .sessions(ports.sessions)
+            .channels(ports.channels)
+            .subscriptions(ports.subscriptions)
+    }
+
+    /// Wraps the node's own answer to peers' ILP Prepares.
+    pub fn wrap_handler(
+        mut self,
+        layer: impl FnOnce(Arc<dyn IlpHandler>) -> Arc<dyn IlpHandler> + 'static,
+    ) -> Self {
+        self.handler_layer = Some(Box::new(layer));
+        self
+    }
+
+    /// Opens the database, builds the adapters and starts every actor.
+    pub async fn start(self) -> Result<Node, NodeError> {
+        let settings = self.settings;
+        let discovery_on = !settings.nostr.relays.is_empty();
+        let keys = match self.keys {
+            Some(keys) => keys,
+            None if discovery_on => Discovery::load_keys(&settings)?,
+            None => session::keys_from_settings(&settings.session).map_err(NodeError::Keys)?,
+        };
+        let own_address = session::own_address(&settings.node.id, &keys.public_key());
+        let db = match self.database {
+            Some(db) => db,
+            None => Database::open(&settings.database.url, settings.database.pool_size)?,
+        };
+        let stored = db.load_all()?;
+        log::info!("loaded {} stored peers", stored.len());
+        let clock = self.clock.unwrap_or_else(NodeClock::system);
+
+        // The supervisor's address exists before the supervisor: the adapters that report
+        // to it (event flow, session server, follow monitor) are built with it, and the
+        // supervisor is then built with the ports they make up.
+        let supervisor_ctx = Context::<PeerSupervisor>::new();
+        let directory: Arc<dyn PeerDirectory> =
+            Arc::new(SupervisorDirectory::new(supervisor_ctx.address()));
+
+        let discovery = Discovery::connect(&settings, keys.clone()).await?;
+        let events = match self.subscriptions {
+            Some(_) => None,
+            None => {
+                EventFlow::from_settings(&settings, own_address.clone(), directory.clone()).await?
+            }
+        };
+        let mut service = NodeService::new(
+            own_address.clone(),
+            settings.session.asset_code.clone(),
+            settings.session.asset_scale,
+        );
+        if let Some(flow) = &events {
+            service = service.with_nostr(flow.clone());
+        }
+        let mut handler: Arc<dyn IlpHandler> = Arc::new(service);
+        if let Some(layer) = self.handler_layer {
+            handler = layer(handler);
+        }
+        let sessions_ctx = SessionContext::with_handler(
+            keys.clone(),
+            own_address.clone(),
+            settings.session.clone(),
+            handler,
+        );
+
+        let unwired = Unwired::ports();
+        let resolver = match (self.resolver, &discovery) {
+            (Some(resolver), _) => resolver,
+            (None, Some(d)) => Arc::new(d.resolver.clone()),
+            (None, None) => {
+                log::warn!("nostr.relays is empty: discovery is off, no peer can be found");
+                unwired.resolver
+            }
+        };
+        let channels = match self.channels {
+            Some(channels) => channels,
+            None if settings.chain.enabled => {
+                let channels = EvmChannels::connect(&settings.chain).await?;
+                log::info!(
+                    "payment channels on chain {} at {}, paying from {}",
+                    settings.chain.chain_id,
+                    channels.contract(),
+                    channels.address()
+                );
+                Arc::new(channels)
+            }
+            None => unwired.channels,
+        };
+        let subscriptions: Arc<dyn Subscriptions> = match (self.subscriptions, &events) {
+            (Some(subscriptions), _) => subscriptions,
+            (None, Some(flow)) => flow.clone(),
+            (None, None) => unwired.subscriptions,
+        };
+        let sessions = self
+            .sessions
+            .unwrap_or_else(|| Arc::new(BtpConnector::new(sessions_ctx.clone())));
+        let ports = Ports {
+            resolver,
+            sessions,
+            channels,
+            subscriptions,
+        };
+
+        let (changes, _) = broadcast::channel(NOTIFICATION_CAPACITY);
+        let persistence = PersistenceActor::new(db.clone(), settings.persistence.clone()).start();
+        let supervisor = supervisor_ctx.run(PeerSupervisor::new(
+            settings.btp_nips.peer_connections.clone(),
+            ports,
+            persistence.clone(),
+            clock,
+            stored,
+            changes.clone(),
+        ));
+
+        let listen = self
+            .listen
+            .unwrap_or_else(|| settings.session.listen.clone());
+        let server = match listen.as_str() {
+            "" => None,
+            listen => Some(
+                SessionServer::start(sessions_ctx, listen, Some(directory.clone())).map_err(
+                    |source| NodeError::Listen {
+                        listen: listen.to_owned(),
+                        source,
+                    },
+                )?,
+            ),
+        };
+        let discovery = discovery.map(|d| {
+            log::info!(
+                "discovery on {} relays as {}, following {}'s list",
+                d.relays.urls().len(),
+                d.keys.public_key(),
+                d.operator
+            );
+            let actors = d.start_actors(&settings, directory.clone());
+            (d, actors)
+        });
+        Ok(Node {
+            inner: Arc::new(Inner {
+                keys,
+                own_address,
+                db,
+                persistence,
+                supervisor,
+                directory,
+                changes,
+                server,
+                events,
+                discovery,
+                stopping: Mutex::new(false),
+                stopped: watch::channel(false).0,
+            }),
+        })
+    }
+}

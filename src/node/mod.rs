@@ -1,0 +1,273 @@
+//! The node as one thing: [`NodeBuilder`] assembles it, [`Node`] is the handle to it.
+//!
+//! The binary, the tests, the benchmark all build their nodes here, so a node in a test is
+//! the node an operator runs, with only the ports a test chooses to replace. The builder
+//! opens the database, builds each real adapter the settings enable (Nostr discovery, BTP
+//! sessions, the EVM chain, the event flow), starts the persistence actor, the supervisor,
+//! the session server and the discovery actors. [`Node`] is a cheap-clone handle whose
+//! methods are the node's operations, with [`Node::shutdown`] owning the stop order.
+//!
+//! Must be started from inside a running actix `System`; the handle may be used from any
+//! thread.
+
+mod builder;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use nostr::{Keys, PublicKey};
+use tokio::sync::{broadcast, watch, Mutex};
+
+pub use crate::actors::supervisor::{PeerChange, SupervisorError, SupervisorStats};
+pub use builder::NodeBuilder;
+
+pub use crate::actors::persistence::PersistenceStats;
+
+use crate::actors::persistence::{Flush, GetStats, PersistenceActor, PersistenceError};
+use crate::actors::supervisor::{
+    AdmitInbound, ApproveChannelFor, DisconnectPeer, FollowPeer, GetSupervisorStats, ListPeers,
+    PeerSnapshot, PeerSupervisor, RetryPeer, StopAllPeers, UnfollowPeer,
+};
+use crate::discovery::{Discovery, DiscoveryActors};
+use crate::events::EventFlow;
+use crate::lifecycle::PeerRecord;
+use crate::ports::{Admission, PeerDirectory};
+use crate::session::SessionServer;
+use crate::storage::{Database, StorageError};
+use crate::wire::ilp::Address;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("persistence: {0}")]
+    Persistence(#[from] PersistenceError),
+    #[error("the node is stopped ({0})")]
+    Mailbox(#[from] MailboxError),
+    #[error("{0}")]
+    Peer(#[from] SupervisorError),
+    #[error("node key: {0}")]
+    Keys(String),
+    #[error("discovery: {0}")]
+    Discovery(#[from] crate::discovery::DiscoveryError),
+    #[error("event flow: {0}")]
+    Events(#[from] crate::events::relay::OperatorRelayError),
+    #[error("chain: {0}")]
+    Chain(#[from] crate::chain::ChainError),
+    #[error("session.listen `{listen}`: {source}")]
+    Listen {
+        listen: String,
+        source: std::io::Error,
+    },
+}
+
+/// A running node. Cloning is cheap; every clone is the same node.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    keys: Keys,
+    own_address: Address,
+    db: Database,
+    persistence: Addr<PersistenceActor>,
+    supervisor: Addr<PeerSupervisor>,
+    /// The registry as the adapters see it.
+    directory: Arc<dyn PeerDirectory>,
+    /// Every peer state change; `notifications()` subscribes here.
+    changes: broadcast::Sender<PeerChange>,
+    /// The inbound BTP endpoint, when `session.listen` is set.
+    server: Option<SessionServer>,
+    /// The event flow, when `events.operator_relay` is set.
+    events: Option<Arc<EventFlow>>,
+    /// Discovery on Nostr, when `nostr.relays` is set, and its actors.
+    discovery: Option<(Discovery, DiscoveryActors)>,
+    /// Held by the one `shutdown` that runs the stop order; later calls wait on `stopped`.
+    stopping: Mutex<bool>,
+    stopped: watch::Sender<bool>,
+}
+
+impl Node {
+    /// The node's Nostr key (sessions, discovery, event flow).
+    pub fn public_key(&self) -> PublicKey {
+        self.inner.keys.public_key()
+    }
+
+    /// The node's ILP address, `g.btp-nips.<node id>.<pubkey prefix>`.
+    pub fn own_address(&self) -> &Address {
+        &self.inner.own_address
+    }
+
+    /// Where the BTP server listens, if it does.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.server.as_ref().map(|s| s.local_addr)
+    }
+
+    /// The loopback endpoint peers on this machine dial (`ws://127.0.0.1:PORT/btp`).
+    pub fn loopback_endpoint(&self) -> Option<String> {
+        self.local_addr()
+            .map(|a| format!("ws://127.0.0.1:{}/btp", a.port()))
+    }
+
+    /// The node's database.
+    pub fn db(&self) -> &Database {
+        &self.inner.db
+    }
+
+    /// The event flow, when one is configured.
+    pub fn event_flow(&self) -> Option<&Arc<EventFlow>> {
+        self.inner.events.as_ref()
+    }
+
+    /// Discovery on Nostr, when relays are configured.
+    pub fn discovery(&self) -> Option<&Discovery> {
+        self.inner.discovery.as_ref().map(|(d, _)| d)
+    }
+
+    /// The node's registry as a port, for an adapter started outside the builder.
+    pub fn directory(&self) -> Arc<dyn PeerDirectory> {
+        self.inner.directory.clone()
+    }
+
+    /// How many peers hold a live inbound session.
+    pub fn inbound_sessions(&self) -> usize {
+        self.inner.server.as_ref().map_or(0, |s| s.live_sessions())
+    }
+
+    /// Follows `nostr_pubkey` (as a new entry of the operator's follow list would).
+    pub async fn follow(&self, nostr_pubkey: &str) -> Result<(), NodeError> {
+        let nostr_pubkey = nostr_pubkey.to_owned();
+        Ok(self
+            .inner
+            .supervisor
+            .send(FollowPeer { nostr_pubkey })
+            .await?)
+    }
+
+    /// Unfollows `nostr_pubkey`: deliberately disconnected, not reconnected.
+    pub async fn unfollow(&self, nostr_pubkey: &str) -> Result<(), NodeError> {
+        let nostr_pubkey = nostr_pubkey.to_owned();
+        Ok(self
+            .inner
+            .supervisor
+            .send(UnfollowPeer { nostr_pubkey })
+            .await?)
+    }
+
+    /// Retries a failed or deliberately disconnected peer now.
+    pub async fn retry(&self, nostr_pubkey: &str) -> Result<(), NodeError> {
+        let nostr_pubkey = nostr_pubkey.to_owned();
+        Ok(self
+            .inner
+            .supervisor
+            .send(RetryPeer { nostr_pubkey })
+            .await??)
+    }
+
+    /// Disconnects a peer on purpose; it stays disconnected, even across restarts, until
+    /// retried or followed again.
+    pub async fn disconnect(&self, nostr_pubkey: &str, reason: &str) -> Result<(), NodeError> {
+        let message = DisconnectPeer {
+            nostr_pubkey: nostr_pubkey.to_owned(),
+            reason: reason.to_owned(),
+        };
+        Ok(self.inner.supervisor.send(message).await??)
+    }
+
+    /// Approves opening a channel to a peer waiting in `channel_needed`.
+    pub async fn approve_channel(&self, nostr_pubkey: &str) -> Result<(), NodeError> {
+        let nostr_pubkey = nostr_pubkey.to_owned();
+        Ok(self
+            .inner
+            .supervisor
+            .send(ApproveChannelFor { nostr_pubkey })
+            .await??)
+    }
+
+    /// Whether a remote node with this key would be admitted for an inbound session now
+    /// (what the BTP server asks after authenticating it).
+    pub async fn admit(&self, nostr_pubkey: &str) -> Result<Admission, NodeError> {
+        let nostr_pubkey = nostr_pubkey.to_owned();
+        Ok(self
+            .inner
+            .supervisor
+            .send(AdmitInbound { nostr_pubkey })
+            .await?)
+    }
+
+    /// Every known peer's latest record, best priority first.
+    pub async fn peers(&self) -> Result<Vec<PeerRecord>, NodeError> {
+        Ok(self.inner.supervisor.send(ListPeers).await?)
+    }
+
+    /// One peer's live record.
+    pub async fn peer(&self, nostr_pubkey: &str) -> Result<Option<PeerRecord>, NodeError> {
+        let nostr_pubkey = nostr_pubkey.to_owned();
+        Ok(self
+            .inner
+            .supervisor
+            .send(PeerSnapshot { nostr_pubkey })
+            .await?)
+    }
+
+    /// Counts of the registry (running, connected, waiting, idle, recovering).
+    pub async fn stats(&self) -> Result<SupervisorStats, NodeError> {
+        Ok(self.inner.supervisor.send(GetSupervisorStats).await?)
+    }
+
+    /// What the persistence actor has written so far.
+    pub async fn persistence_stats(&self) -> Result<PersistenceStats, NodeError> {
+        Ok(self.inner.persistence.send(GetStats).await?)
+    }
+
+    /// Waits until every change made so far is committed.
+    pub async fn flush(&self) -> Result<(), NodeError> {
+        Ok(self.inner.persistence.send(Flush).await??)
+    }
+
+    /// Every peer state change from now on. A receiver that falls behind by more than the
+    /// channel's capacity is told how many it missed (`RecvError::Lagged`).
+    pub fn notifications(&self) -> broadcast::Receiver<PeerChange> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Stops the node: no new sessions, the event flow's served subscriptions ended,
+    /// every peer actor stopped, every change they made committed, the relays closed.
+    /// Returns when all of that is done; a second call waits for the first.
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        let mut stopping = self.inner.stopping.lock().await;
+        if *stopping {
+            drop(stopping);
+            self.stopped().await;
+            return Ok(());
+        }
+        *stopping = true;
+        let result = self.stop_in_order().await;
+        self.inner.stopped.send_replace(true);
+        result
+    }
+
+    async fn stop_in_order(&self) -> Result<(), NodeError> {
+        let inner = &self.inner;
+        if let Some(server) = &inner.server {
+            server.stop().await;
+        }
+        if let Some(flow) = &inner.events {
+            flow.stop();
+        }
+        inner.supervisor.send(StopAllPeers).await?;
+        inner.persistence.send(Flush).await??;
+        if let Some((discovery, _)) = &inner.discovery {
+            discovery.relays.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// Resolves once [`Node::shutdown`] has finished.
+    pub async fn stopped(&self) {
+        let mut stopped = self.inner.stopped.subscribe();
+        let _ = stopped.wait_for(|done| *done).await;
+    }
+}
