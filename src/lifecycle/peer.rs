@@ -16,6 +16,7 @@ use super::priority::{calculate_priority, cap_subscriber_hint};
 use super::record::PeerRecord;
 use super::state::{PeerIntent, PeerState};
 use super::time::Timestamp;
+use super::timer::{Timer, TimerTable};
 use crate::config::PeerConnectionSettings;
 
 /// The lifecycle's timing and retry rules, from `btp_nips.peer_connections`.
@@ -214,12 +215,11 @@ pub struct PeerLifecycle {
     parked: bool,
     /// Consecutive "not found" answers in `discovering`.
     discovery_misses: u32,
-    discovery_retry_at: Option<Timestamp>,
-    channel_poll_at: Option<Timestamp>,
-    connected_since: Option<Timestamp>,
-    next_ping_at: Option<Timestamp>,
-    /// The PING in flight: its nonce, when it was sent, and when its PONG is due.
-    ping_in_flight: Option<(u64, Timestamp, Timestamp)>,
+    /// Every deadline; each timer runs only in its own state.
+    timers: TimerTable,
+    /// The PING in flight: its nonce and when it was sent (its PONG is due at
+    /// `Timer::PongDue`).
+    ping_in_flight: Option<(u64, Timestamp)>,
     /// Source of backoff jitter and PING nonces; seeded by the driver.
     rng: fastrand::Rng,
 }
@@ -233,7 +233,7 @@ const RTT_SMOOTHING: f64 = 0.125;
 impl PeerLifecycle {
     /// Takes over a record (new, or loaded from the database). Call `handle(Resume)` to start.
     pub fn new(record: PeerRecord, config: LifecycleConfig, seed: u64) -> Self {
-        PeerLifecycle {
+        let mut lifecycle = PeerLifecycle {
             record,
             config,
             actions: VecDeque::new(),
@@ -242,13 +242,14 @@ impl PeerLifecycle {
             connect_when_session_up: false,
             parked: false,
             discovery_misses: 0,
-            discovery_retry_at: None,
-            channel_poll_at: None,
-            connected_since: None,
-            next_ping_at: None,
+            timers: TimerTable::default(),
             ping_in_flight: None,
             rng: fastrand::Rng::with_seed(seed),
-        }
+        };
+        // The deadlines a record carries (next attempt, channel opening) hold from the start.
+        lifecycle.arm_reconnect();
+        lifecycle.arm_channel_timeout();
+        lifecycle
     }
 
     pub fn record(&self) -> &PeerRecord {
@@ -274,33 +275,91 @@ impl PeerLifecycle {
 
     /// The earliest moment `handle_timeout` has work to do.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        let candidates: [Option<Timestamp>; 5] = match self.record.state {
-            PeerState::Discovering => [self.discovery_retry_at, None, None, None, None],
-            PeerState::ChannelNeeded => [self.channel_poll_at, None, None, None, None],
-            PeerState::ChannelOpening => [
-                self.channel_poll_at,
-                self.channel_deadline(),
-                None,
-                None,
-                None,
-            ],
-            PeerState::Connected => [
-                self.next_ping_at,
-                self.ping_in_flight.map(|(_, _, due)| due),
-                self.stable_at(),
-                None,
-                None,
-            ],
-            PeerState::Disconnected if self.retries() => [
-                Some(self.record.next_attempt_at.unwrap_or_default()),
-                None,
-                None,
-                None,
-                None,
-            ],
-            _ => [None; 5],
-        };
-        candidates.into_iter().flatten().min()
+        self.timers.next_timeout()
+    }
+
+    /// Does whatever deadlines at or before `now` call for.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        // The timers due on entry, in handling order. One that an earlier handler stopped
+        // (the peer left its state) is skipped; one armed during this call waits for the
+        // next.
+        for timer in self.timers.expired(now) {
+            if self.timers.is_expired(timer, now) {
+                self.on_timer(timer, now);
+            }
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer, now: Timestamp) {
+        match timer {
+            Timer::DiscoveryRetry => {
+                self.timers.stop(timer);
+                self.start(Awaiting::Resolve, Action::Resolve);
+            }
+            Timer::ChannelRecheck => {
+                // Waiting for the operator: has a channel appeared on chain meanwhile? Not
+                // while another chain call is in flight: the timer stays due until it ends.
+                if self.awaiting.is_none() {
+                    self.timers.stop(timer);
+                    self.start(Awaiting::ChannelCheck, Action::CheckChannel);
+                }
+            }
+            Timer::ChannelTimeout => self.fail(now, "channel timeout".into()),
+            Timer::ChannelPoll => {
+                self.timers.stop(timer);
+                self.await_channel();
+            }
+            Timer::PongDue => {
+                let reason = format!(
+                    "heartbeat timeout: no PONG within {}s",
+                    self.config.heartbeat_timeout.as_secs_f64()
+                );
+                self.lose(now, reason, true);
+            }
+            Timer::StableConnection => {
+                self.timers.stop(timer);
+                self.record.reconnect_attempts = 0;
+                self.persist(now, false);
+            }
+            Timer::Ping => {
+                // One PING at a time: while one is in flight, the next waits for its PONG
+                // (or the session is lost at `PongDue`).
+                if self.ping_in_flight.is_none() {
+                    let nonce = self.rng.u64(..);
+                    self.ping_in_flight = Some((nonce, now));
+                    self.timers
+                        .set(Timer::PongDue, now + self.config.heartbeat_timeout);
+                    self.timers
+                        .set(Timer::Ping, now + self.config.heartbeat_interval);
+                    self.actions.push_back(Action::SendPing { nonce });
+                }
+            }
+            Timer::Reconnect => {
+                self.timers.stop(timer);
+                self.record.next_attempt_at = None;
+                self.begin_discovery(now);
+            }
+        }
+    }
+
+    /// Arms `timer` for `at` if it runs in the current state; elsewhere it could never
+    /// expire (leaving the state would stop it), so it is not armed at all.
+    fn arm(&mut self, timer: Timer, at: Timestamp) {
+        if timer.state() == self.record.state {
+            self.timers.set(timer, at);
+        }
+    }
+
+    /// Arms the retry of a disconnected peer for the record's `next_attempt_at` (at once
+    /// if it has none), or stops it if the peer is to stay down (deliberately stopped, or
+    /// parked by the supervisor).
+    fn arm_reconnect(&mut self) {
+        if self.retries() {
+            let at = self.record.next_attempt_at.unwrap_or_default();
+            self.arm(Timer::Reconnect, at);
+        } else {
+            self.timers.stop(Timer::Reconnect);
+        }
     }
 
     /// Whether a disconnected peer is waiting to be retried.
@@ -308,72 +367,15 @@ impl PeerLifecycle {
         self.record.desired == PeerIntent::Connect && !self.parked
     }
 
-    fn channel_deadline(&self) -> Option<Timestamp> {
-        self.record
-            .channel_opening_since
-            .map(|since| since + self.config.channel_opening_timeout)
-    }
-
-    fn stable_at(&self) -> Option<Timestamp> {
-        match self.connected_since {
-            Some(since) if self.record.reconnect_attempts > 0 => {
-                Some(since + self.config.stable_connection)
-            }
-            _ => None,
-        }
-    }
-
-    /// Does whatever deadlines at or before `now` call for.
-    pub fn handle_timeout(&mut self, now: Timestamp) {
-        match self.record.state {
-            PeerState::Discovering if self.discovery_retry_at.is_some_and(|at| at <= now) => {
-                self.discovery_retry_at = None;
-                self.start(Awaiting::Resolve, Action::Resolve);
-            }
-            PeerState::ChannelNeeded
-                if self.awaiting.is_none() && self.channel_poll_at.is_some_and(|at| at <= now) =>
-            {
-                // Waiting for the operator: has a channel appeared on chain meanwhile?
-                self.channel_poll_at = None;
-                self.start(Awaiting::ChannelCheck, Action::CheckChannel);
-            }
-            PeerState::ChannelOpening => {
-                if self.channel_deadline().is_some_and(|at| at <= now) {
-                    self.fail(now, "channel timeout".into());
-                } else if self.channel_poll_at.is_some_and(|at| at <= now) {
-                    self.channel_poll_at = None;
-                    self.await_channel();
-                }
-            }
-            PeerState::Connected => {
-                if let Some((_, _, due)) = self.ping_in_flight {
-                    if due <= now {
-                        let reason = format!(
-                            "heartbeat timeout: no PONG within {}s",
-                            self.config.heartbeat_timeout.as_secs_f64()
-                        );
-                        self.lose(now, reason, true);
-                        return;
-                    }
-                }
-                if self.stable_at().is_some_and(|at| at <= now) {
-                    self.record.reconnect_attempts = 0;
-                    self.persist(now, false);
-                }
-                if self.next_ping_at.is_some_and(|at| at <= now) && self.ping_in_flight.is_none() {
-                    let nonce = self.rng.u64(..);
-                    self.ping_in_flight = Some((nonce, now, now + self.config.heartbeat_timeout));
-                    self.next_ping_at = Some(now + self.config.heartbeat_interval);
-                    self.actions.push_back(Action::SendPing { nonce });
-                }
-            }
-            PeerState::Disconnected
-                if self.retries() && self.record.next_attempt_at.unwrap_or_default() <= now =>
-            {
-                self.record.next_attempt_at = None;
-                self.begin_discovery(now);
-            }
-            _ => {}
+    /// Arms the deadline of our channel opening from the record's `channel_opening_since`
+    /// (durable, so a restart keeps the original deadline).
+    fn arm_channel_timeout(&mut self) {
+        match self.record.channel_opening_since {
+            Some(since) => self.arm(
+                Timer::ChannelTimeout,
+                since + self.config.channel_opening_timeout,
+            ),
+            None => self.timers.stop(Timer::ChannelTimeout),
         }
     }
 
@@ -404,7 +406,7 @@ impl PeerLifecycle {
                 if self.discovery_misses >= self.config.max_discovery_attempts {
                     self.fail(now, "no announcement".into());
                 } else {
-                    self.discovery_retry_at = Some(now + self.config.discovery_retry);
+                    self.arm(Timer::DiscoveryRetry, now + self.config.discovery_retry);
                 }
             }
             Event::ResolveFailed(fault) => {
@@ -421,6 +423,7 @@ impl PeerLifecycle {
                     // Our open transaction from before a restart may still be pending.
                     self.transition(S::ChannelOpening, now)?;
                     self.record.channel_opening_since.get_or_insert(now);
+                    self.arm_channel_timeout();
                     self.await_channel();
                     self.persist(now, false);
                 } else {
@@ -440,7 +443,7 @@ impl PeerLifecycle {
             }
             Event::ChannelFound { channel_id } => {
                 self.finish(Awaiting::ChannelCheck, "ChannelFound")?;
-                self.channel_poll_at = None;
+                self.timers.stop(Timer::ChannelRecheck);
                 self.record.channel_id = Some(channel_id);
                 self.go_connected(now)?;
             }
@@ -456,7 +459,10 @@ impl PeerLifecycle {
                 self.finish(Awaiting::ChannelRequest, "ChannelAwaitingOperator")?;
                 self.record.failure_reason =
                     Some("waiting for the operator to open a channel".into());
-                self.channel_poll_at = Some(now + self.config.channel_recheck_interval);
+                self.arm(
+                    Timer::ChannelRecheck,
+                    now + self.config.channel_recheck_interval,
+                );
                 self.persist(now, false);
             }
             Event::OpenChannelApproved => {
@@ -465,7 +471,7 @@ impl PeerLifecycle {
                     return Err(self.unexpected("OpenChannelApproved"));
                 }
                 self.awaiting = None;
-                self.channel_poll_at = None;
+                self.timers.stop(Timer::ChannelRecheck);
                 self.start(Awaiting::ChannelOpen, Action::OpenChannel);
             }
             Event::ChannelTxSigned { tx_hash } => {
@@ -480,7 +486,7 @@ impl PeerLifecycle {
                 self.record.channel_tx_hash = Some(tx_hash.clone());
                 self.record.channel_opening_since = Some(now);
                 self.record.failure_reason = None;
-                self.channel_poll_at = None;
+                self.arm_channel_timeout();
                 // The hash goes to disk before the transaction goes to the chain: a crash in
                 // between leaves a hash the chain never saw (found dropped on restart, and
                 // opened again), never a deposit the node forgot.
@@ -492,17 +498,18 @@ impl PeerLifecycle {
             }
             Event::ChannelBroadcast => {
                 self.finish(Awaiting::ChannelBroadcast, "ChannelBroadcast")?;
-                self.channel_poll_at = Some(now + self.config.channel_poll_interval);
+                self.arm(Timer::ChannelPoll, now + self.config.channel_poll_interval);
             }
             Event::ChannelPending => {
                 self.finish(Awaiting::ChannelStatus, "ChannelPending")?;
-                self.channel_poll_at = Some(now + self.config.channel_poll_interval);
+                self.arm(Timer::ChannelPoll, now + self.config.channel_poll_interval);
             }
             Event::ChannelConfirmed { channel_id } => {
                 self.finish(Awaiting::ChannelStatus, "ChannelConfirmed")?;
                 self.record.channel_id = Some(channel_id);
                 self.record.channel_opening_since = None;
-                self.channel_poll_at = None;
+                self.arm_channel_timeout();
+                self.timers.stop(Timer::ChannelPoll);
                 self.go_connected(now)?;
                 self.persist(now, false);
             }
@@ -511,7 +518,6 @@ impl PeerLifecycle {
                 self.transition(S::ChannelNeeded, now)?;
                 self.record.channel_tx_hash = None;
                 self.record.channel_opening_since = None;
-                self.channel_poll_at = None;
                 self.record.failure_reason = Some("a reorg dropped the open transaction".into());
                 self.persist(now, false);
                 self.start(Awaiting::ChannelRequest, Action::RequestChannel);
@@ -533,22 +539,28 @@ impl PeerLifecycle {
                 match (op, &fault) {
                     // RPC trouble while waiting for confirmations: keep waiting.
                     (Awaiting::ChannelStatus, Fault::Transient(_)) => {
-                        self.channel_poll_at = Some(now + self.config.channel_poll_interval);
+                        self.arm(Timer::ChannelPoll, now + self.config.channel_poll_interval);
                     }
                     // The operator may approve again; the peer stays channel_needed.
                     (Awaiting::ChannelOpen, Fault::Transient(reason)) => {
                         self.record.failure_reason = Some(format!("channel open failed: {reason}"));
-                        self.channel_poll_at = Some(now + self.config.channel_recheck_interval);
+                        self.arm(
+                            Timer::ChannelRecheck,
+                            now + self.config.channel_recheck_interval,
+                        );
                         self.persist(now, false);
                     }
                     // A re-check while waiting for the operator failed: check again later.
                     (Awaiting::ChannelCheck, Fault::Transient(_)) if state == S::ChannelNeeded => {
-                        self.channel_poll_at = Some(now + self.config.channel_recheck_interval);
+                        self.arm(
+                            Timer::ChannelRecheck,
+                            now + self.config.channel_recheck_interval,
+                        );
                     }
                     // The broadcast may have reached the chain or not: the status check
                     // tells (a transaction the chain never saw is reported dropped).
                     (Awaiting::ChannelBroadcast, Fault::Transient(_)) => {
-                        self.channel_poll_at = Some(now + self.config.channel_poll_interval);
+                        self.arm(Timer::ChannelPoll, now + self.config.channel_poll_interval);
                     }
                     // The chain refused the transaction (e.g. insufficient funds): nothing
                     // is pending; back to channel_needed, waiting for the operator.
@@ -558,7 +570,10 @@ impl PeerLifecycle {
                         self.record.channel_opening_since = None;
                         self.record.failure_reason =
                             Some(format!("channel open refused by the chain: {reason}"));
-                        self.channel_poll_at = Some(now + self.config.channel_recheck_interval);
+                        self.arm(
+                            Timer::ChannelRecheck,
+                            now + self.config.channel_recheck_interval,
+                        );
                         self.persist(now, false);
                     }
                     _ => self.fault(now, fault),
@@ -581,8 +596,9 @@ impl PeerLifecycle {
                 }
             }
             Event::PongReceived { nonce } => match self.ping_in_flight {
-                Some((expected, sent, _)) if expected == nonce && state == S::Connected => {
+                Some((expected, sent)) if expected == nonce && state == S::Connected => {
                     self.ping_in_flight = None;
+                    self.timers.stop(Timer::PongDue);
                     let sample = (now - sent).as_secs_f64() * 1000.0;
                     let smoothed = match self.record.rtt_ms {
                         None => sample,
@@ -620,7 +636,7 @@ impl PeerLifecycle {
             }
             Event::Evicted => {
                 if matches!(state, S::Disconnected | S::Failed) {
-                    self.parked = true;
+                    self.park();
                     return Ok(());
                 }
                 if state == S::ChannelOpening {
@@ -678,39 +694,41 @@ impl PeerLifecycle {
         self.session_up = false;
         self.connect_when_session_up = false;
         self.parked = false;
-        if self.record.desired == PeerIntent::Disconnect {
-            return;
-        }
-        match self.record.state {
-            S::Discovering => self.start(Awaiting::Resolve, Action::Resolve),
-            S::Connecting if self.record.endpoint.is_some() => {
-                self.start(Awaiting::Session, Action::OpenSession)
-            }
-            S::Connecting => self.start(Awaiting::Resolve, Action::Resolve),
-            S::ChannelNeeded => self.start(Awaiting::ChannelCheck, Action::CheckChannel),
-            S::ChannelOpening => match self.record.channel_tx_hash {
-                Some(_) => {
-                    self.record.channel_opening_since.get_or_insert(now);
-                    self.await_channel();
+        if self.record.desired == PeerIntent::Connect {
+            match self.record.state {
+                S::Discovering => self.start(Awaiting::Resolve, Action::Resolve),
+                S::Connecting if self.record.endpoint.is_some() => {
+                    self.start(Awaiting::Session, Action::OpenSession)
                 }
-                None => {
-                    // No hash was ever made durable, so no transaction can be pending.
-                    let _ = self.transition(S::ChannelNeeded, now);
+                S::Connecting => self.start(Awaiting::Resolve, Action::Resolve),
+                S::ChannelNeeded => self.start(Awaiting::ChannelCheck, Action::CheckChannel),
+                S::ChannelOpening => match self.record.channel_tx_hash {
+                    Some(_) => {
+                        self.record.channel_opening_since.get_or_insert(now);
+                        self.arm_channel_timeout();
+                        self.await_channel();
+                    }
+                    None => {
+                        // No hash was ever made durable, so no transaction can be pending.
+                        let _ = self.transition(S::ChannelNeeded, now);
+                        self.persist(now, false);
+                        self.start(Awaiting::ChannelRequest, Action::RequestChannel);
+                    }
+                },
+                S::Connected => {
+                    // The session did not survive the restart; reconnect now, not counted
+                    // as a failed attempt: the peer did nothing wrong.
+                    let _ = self.transition(S::Disconnected, now);
+                    self.record.failure_reason = Some("node restarted".into());
+                    self.record.next_attempt_at = Some(now);
+                    self.leave_active();
                     self.persist(now, false);
-                    self.start(Awaiting::ChannelRequest, Action::RequestChannel);
                 }
-            },
-            S::Connected => {
-                // The session did not survive the restart; reconnect now, not counted
-                // as a failed attempt: the peer did nothing wrong.
-                let _ = self.transition(S::Disconnected, now);
-                self.record.failure_reason = Some("node restarted".into());
-                self.record.next_attempt_at = Some(now);
-                self.leave_active();
-                self.persist(now, false);
+                S::Disconnected | S::Failed => {}
             }
-            S::Disconnected | S::Failed => {}
         }
+        // No longer parked: a disconnected peer is retried when its record says.
+        self.arm_reconnect();
     }
 
     /// Moves to `to` if the table allows it.
@@ -727,6 +745,8 @@ impl PeerLifecycle {
         }
         self.record.state = to;
         self.record.updated_at = now;
+        // A timer belongs to its state: leaving the state stops it.
+        self.timers.keep_only(to);
         Ok(())
     }
 
@@ -778,7 +798,7 @@ impl PeerLifecycle {
         if self.transition(PeerState::Discovering, now).is_ok() {
             self.record.failure_reason = None;
             self.discovery_misses = 0;
-            self.discovery_retry_at = None;
+            self.timers.stop(Timer::DiscoveryRetry);
             self.persist(now, false);
             self.start(Awaiting::Resolve, Action::Resolve);
         }
@@ -798,9 +818,15 @@ impl PeerLifecycle {
     fn enter_connected(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
         self.transition(PeerState::Connected, now)?;
         self.connect_when_session_up = false;
-        self.connected_since = Some(now);
-        self.next_ping_at = Some(now + self.config.heartbeat_interval);
         self.ping_in_flight = None;
+        self.timers.stop(Timer::PongDue);
+        self.arm(Timer::Ping, now + self.config.heartbeat_interval);
+        // Only a reconnect has attempts to forget once the connection proves stable.
+        if self.record.reconnect_attempts > 0 {
+            self.arm(Timer::StableConnection, now + self.config.stable_connection);
+        } else {
+            self.timers.stop(Timer::StableConnection);
+        }
         self.record.failure_reason = None;
         self.record.next_attempt_at = None;
         self.record.channel_opening_since = None;
@@ -838,6 +864,7 @@ impl PeerLifecycle {
         }
         self.session_up = false;
         self.clear_timers();
+        self.arm_reconnect();
         self.persist(now, false);
     }
 
@@ -865,16 +892,15 @@ impl PeerLifecycle {
         self.clear_timers();
     }
 
+    /// Stops every timer and forgets the PING in flight.
     fn clear_timers(&mut self) {
-        self.discovery_retry_at = None;
-        self.channel_poll_at = None;
-        self.connected_since = None;
-        self.next_ping_at = None;
+        self.timers.stop_all();
         self.ping_in_flight = None;
     }
 
     /// Marks the peer as waiting for a connection slot (the supervisor resumes it later).
     pub fn park(&mut self) {
         self.parked = true;
+        self.arm_reconnect();
     }
 }
