@@ -7,6 +7,11 @@
 //! [`PeerLifecycle::handle_timeout`]), drain [`PeerLifecycle::poll_action`], execute each
 //! action and feed its result back as an event, then sleep until
 //! [`PeerLifecycle::poll_timeout`].
+//!
+//! Its deadlines live in one table keyed by timer kind (`super::timer`), each timer tied to
+//! the state it runs in. Events are handled by concern (discovery, session and heartbeat,
+//! channel, event flow, operator and supervisor); an event that does not apply in the
+//! current state, or a result nobody is waiting for, is refused and changes nothing.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -230,6 +235,7 @@ pub const CONNECTION_LIMIT_REASON: &str = "connection limit: waiting for a slot"
 /// Smoothing factor of the round-trip estimate (TCP's SRTT uses 1/8).
 const RTT_SMOOTHING: f64 = 0.125;
 
+/// The driver's interface: construction, inspection, events, deadlines and actions.
 impl PeerLifecycle {
     /// Takes over a record (new, or loaded from the database). Call `handle(Resume)` to start.
     pub fn new(record: PeerRecord, config: LifecycleConfig, seed: u64) -> Self {
@@ -290,6 +296,89 @@ impl PeerLifecycle {
         }
     }
 
+    /// Feeds one event. An event that does not apply in the current state (or a result
+    /// nobody is waiting for) is refused and changes nothing.
+    pub fn handle(&mut self, event: Event, now: Timestamp) -> Result<(), LifecycleError> {
+        match event {
+            Event::Resume => {
+                self.resume(now);
+                Ok(())
+            }
+            // Discovery.
+            Event::Resolved(announcement) => self.on_resolved(announcement, now),
+            Event::NotFound => self.on_not_found(now),
+            Event::ResolveFailed(fault) => {
+                self.on_failed(Awaiting::Resolve, "ResolveFailed", fault, now)
+            }
+            // The BTP session.
+            Event::SessionOpened => self.on_session_opened(now),
+            Event::SessionFailed(fault) => {
+                self.on_failed(Awaiting::Session, "SessionFailed", fault, now)
+            }
+            Event::SessionLost(reason) => self.on_session_lost(reason, now),
+            Event::PongReceived { nonce } => self.on_pong(nonce, now),
+            Event::Misbehaved(reason) => self.on_misbehaved(reason, now),
+            // The payment channel.
+            Event::ChannelFound { channel_id } => self.on_channel_found(channel_id, now),
+            Event::ChannelMissing => self.on_channel_missing(now),
+            Event::ChannelAwaitingOperator => self.on_channel_awaiting_operator(now),
+            Event::OpenChannelApproved => self.on_open_channel_approved(),
+            Event::ChannelTxSigned { tx_hash } => self.on_channel_tx_signed(tx_hash, now),
+            Event::ChannelBroadcast => {
+                self.poll_channel_later(Awaiting::ChannelBroadcast, "ChannelBroadcast", now)
+            }
+            Event::ChannelPending => {
+                self.poll_channel_later(Awaiting::ChannelStatus, "ChannelPending", now)
+            }
+            Event::ChannelConfirmed { channel_id } => self.on_channel_confirmed(channel_id, now),
+            Event::ChannelDropped => self.on_channel_dropped(now),
+            Event::ChannelFailed(fault) => self.on_channel_failed(fault, now),
+            // The event flow.
+            Event::Subscribed { subscription_ids } => self.on_subscribed(subscription_ids, now),
+            Event::EventReceived { created_at, id } => {
+                self.on_event_received(created_at, &id, now);
+                Ok(())
+            }
+            // The operator's intent and the supervisor.
+            Event::FollowChanged { followed } => {
+                self.on_follow_changed(followed, now);
+                Ok(())
+            }
+            Event::DisconnectRequested { reason } => self.on_disconnect_requested(reason, now),
+            Event::Evicted => self.on_evicted(now),
+            Event::RetryRequested => self.on_retry_requested(now),
+            Event::GiveUp { reason } => self.on_give_up(reason, now),
+        }
+    }
+
+    /// Moves to `to` if the table allows it.
+    pub fn transition(&mut self, to: PeerState, now: Timestamp) -> Result<(), LifecycleError> {
+        let from = self.record.state;
+        if from.transition_reason(to).is_none() {
+            return Err(LifecycleError::InvalidTransition { from, to });
+        }
+        log::debug!("peer {}: {from} -> {to}", self.record.nostr_pubkey);
+        if from == PeerState::Connected && to != PeerState::Connected {
+            // Leaving connected closes the session and its subscriptions (the driver sends
+            // the CLOSEs with the session it holds); none stays open.
+            self.record.subscription_ids.clear();
+        }
+        self.record.state = to;
+        self.record.updated_at = now;
+        // A timer belongs to its state: leaving the state stops it.
+        self.timers.keep_only(to);
+        Ok(())
+    }
+
+    /// Marks the peer as waiting for a connection slot (the supervisor resumes it later).
+    pub fn park(&mut self) {
+        self.parked = true;
+        self.arm_reconnect();
+    }
+}
+
+/// Deadlines: arming them, and what each one does when it expires.
+impl PeerLifecycle {
     fn on_timer(&mut self, timer: Timer, now: Timestamp) {
         match timer {
             Timer::DiscoveryRetry => {
@@ -379,381 +468,33 @@ impl PeerLifecycle {
         }
     }
 
-    /// Feeds one event. An event that does not apply in the current state (or a result
-    /// nobody is waiting for) is refused and changes nothing.
-    pub fn handle(&mut self, event: Event, now: Timestamp) -> Result<(), LifecycleError> {
-        use PeerState as S;
-        let state = self.record.state;
-        match event {
-            Event::Resume => self.resume(now),
-            Event::Resolved(announcement) => {
-                self.finish(Awaiting::Resolve, "Resolved")?;
-                self.record.ilp_address = Some(announcement.ilp_address);
-                self.record.endpoint = Some(announcement.endpoint);
-                self.record.base_address = Some(announcement.base_address);
-                self.record.subscribers = announcement.subscribers.map(cap_subscriber_hint);
-                self.discovery_misses = 0;
-                self.reprioritise();
-                if state == S::Discovering {
-                    self.transition(S::Connecting, now)?;
-                }
-                self.start(Awaiting::Session, Action::OpenSession);
-                self.persist(now, false);
-            }
-            Event::NotFound => {
-                self.finish(Awaiting::Resolve, "NotFound")?;
-                self.discovery_misses += 1;
-                if self.discovery_misses >= self.config.max_discovery_attempts {
-                    self.fail(now, "no announcement".into());
-                } else {
-                    self.arm(Timer::DiscoveryRetry, now + self.config.discovery_retry);
-                }
-            }
-            Event::ResolveFailed(fault) => {
-                self.finish(Awaiting::Resolve, "ResolveFailed")?;
-                self.fault(now, fault);
-            }
-            Event::SessionOpened => {
-                self.finish(Awaiting::Session, "SessionOpened")?;
-                self.session_up = true;
-                if self.connect_when_session_up {
-                    self.enter_connected(now)?;
-                } else if self.record.channel_tx_hash.is_some() && self.record.channel_id.is_none()
-                {
-                    // Our open transaction from before a restart may still be pending.
-                    self.transition(S::ChannelOpening, now)?;
-                    self.record.channel_opening_since.get_or_insert(now);
-                    self.arm_channel_timeout();
-                    self.await_channel();
-                    self.persist(now, false);
-                } else {
-                    self.start(Awaiting::ChannelCheck, Action::CheckChannel);
-                }
-            }
-            Event::SessionFailed(fault) => {
-                self.finish(Awaiting::Session, "SessionFailed")?;
-                self.fault(now, fault);
-            }
-            Event::SessionLost(reason) => {
-                if !self.session_up {
-                    return Err(self.unexpected("SessionLost"));
-                }
-                self.session_up = false;
-                self.lose(now, reason, false);
-            }
-            Event::ChannelFound { channel_id } => {
-                self.finish(Awaiting::ChannelCheck, "ChannelFound")?;
-                self.timers.stop(Timer::ChannelRecheck);
-                self.record.channel_id = Some(channel_id);
-                self.go_connected(now)?;
-            }
-            Event::ChannelMissing => {
-                self.finish(Awaiting::ChannelCheck, "ChannelMissing")?;
-                if state != S::ChannelNeeded {
-                    self.transition(S::ChannelNeeded, now)?;
-                    self.persist(now, false);
-                }
-                self.start(Awaiting::ChannelRequest, Action::RequestChannel);
-            }
-            Event::ChannelAwaitingOperator => {
-                self.finish(Awaiting::ChannelRequest, "ChannelAwaitingOperator")?;
-                self.record.failure_reason =
-                    Some("waiting for the operator to open a channel".into());
-                self.arm(
-                    Timer::ChannelRecheck,
-                    now + self.config.channel_recheck_interval,
-                );
-                self.persist(now, false);
-            }
-            Event::OpenChannelApproved => {
-                if state != S::ChannelNeeded || matches!(self.awaiting, Some(Awaiting::ChannelOpen))
-                {
-                    return Err(self.unexpected("OpenChannelApproved"));
-                }
-                self.awaiting = None;
-                self.timers.stop(Timer::ChannelRecheck);
-                self.start(Awaiting::ChannelOpen, Action::OpenChannel);
-            }
-            Event::ChannelTxSigned { tx_hash } => {
-                if !matches!(
-                    self.awaiting,
-                    Some(Awaiting::ChannelOpen | Awaiting::ChannelRequest)
-                ) {
-                    return Err(self.unexpected("ChannelTxSigned"));
-                }
-                self.awaiting = None;
-                self.transition(S::ChannelOpening, now)?;
-                self.record.channel_tx_hash = Some(tx_hash.clone());
-                self.record.channel_opening_since = Some(now);
-                self.record.failure_reason = None;
-                self.arm_channel_timeout();
-                // The hash goes to disk before the transaction goes to the chain: a crash in
-                // between leaves a hash the chain never saw (found dropped on restart, and
-                // opened again), never a deposit the node forgot.
-                self.persist(now, true);
-                self.start(
-                    Awaiting::ChannelBroadcast,
-                    Action::BroadcastChannel { tx_hash },
-                );
-            }
-            Event::ChannelBroadcast => {
-                self.finish(Awaiting::ChannelBroadcast, "ChannelBroadcast")?;
-                self.arm(Timer::ChannelPoll, now + self.config.channel_poll_interval);
-            }
-            Event::ChannelPending => {
-                self.finish(Awaiting::ChannelStatus, "ChannelPending")?;
-                self.arm(Timer::ChannelPoll, now + self.config.channel_poll_interval);
-            }
-            Event::ChannelConfirmed { channel_id } => {
-                self.finish(Awaiting::ChannelStatus, "ChannelConfirmed")?;
-                self.record.channel_id = Some(channel_id);
-                self.record.channel_opening_since = None;
-                self.arm_channel_timeout();
-                self.timers.stop(Timer::ChannelPoll);
-                self.go_connected(now)?;
-                self.persist(now, false);
-            }
-            Event::ChannelDropped => {
-                self.finish(Awaiting::ChannelStatus, "ChannelDropped")?;
-                self.transition(S::ChannelNeeded, now)?;
-                self.record.channel_tx_hash = None;
-                self.record.channel_opening_since = None;
-                self.record.failure_reason = Some("a reorg dropped the open transaction".into());
-                self.persist(now, false);
-                self.start(Awaiting::ChannelRequest, Action::RequestChannel);
-            }
-            Event::ChannelFailed(fault) => {
-                let Some(op) = self.awaiting.filter(|op| {
-                    matches!(
-                        op,
-                        Awaiting::ChannelCheck
-                            | Awaiting::ChannelRequest
-                            | Awaiting::ChannelOpen
-                            | Awaiting::ChannelBroadcast
-                            | Awaiting::ChannelStatus
-                    )
-                }) else {
-                    return Err(self.unexpected("ChannelFailed"));
-                };
-                self.awaiting = None;
-                match (op, &fault) {
-                    // RPC trouble while waiting for confirmations: keep waiting.
-                    (Awaiting::ChannelStatus, Fault::Transient(_)) => {
-                        self.arm(Timer::ChannelPoll, now + self.config.channel_poll_interval);
-                    }
-                    // The operator may approve again; the peer stays channel_needed.
-                    (Awaiting::ChannelOpen, Fault::Transient(reason)) => {
-                        self.record.failure_reason = Some(format!("channel open failed: {reason}"));
-                        self.arm(
-                            Timer::ChannelRecheck,
-                            now + self.config.channel_recheck_interval,
-                        );
-                        self.persist(now, false);
-                    }
-                    // A re-check while waiting for the operator failed: check again later.
-                    (Awaiting::ChannelCheck, Fault::Transient(_)) if state == S::ChannelNeeded => {
-                        self.arm(
-                            Timer::ChannelRecheck,
-                            now + self.config.channel_recheck_interval,
-                        );
-                    }
-                    // The broadcast may have reached the chain or not: the status check
-                    // tells (a transaction the chain never saw is reported dropped).
-                    (Awaiting::ChannelBroadcast, Fault::Transient(_)) => {
-                        self.arm(Timer::ChannelPoll, now + self.config.channel_poll_interval);
-                    }
-                    // The chain refused the transaction (e.g. insufficient funds): nothing
-                    // is pending; back to channel_needed, waiting for the operator.
-                    (Awaiting::ChannelBroadcast, Fault::Permanent(reason)) => {
-                        self.transition(S::ChannelNeeded, now)?;
-                        self.record.channel_tx_hash = None;
-                        self.record.channel_opening_since = None;
-                        self.record.failure_reason =
-                            Some(format!("channel open refused by the chain: {reason}"));
-                        self.arm(
-                            Timer::ChannelRecheck,
-                            now + self.config.channel_recheck_interval,
-                        );
-                        self.persist(now, false);
-                    }
-                    _ => self.fault(now, fault),
-                }
-            }
-            Event::Subscribed { subscription_ids } => {
-                if state != S::Connected {
-                    return Err(self.unexpected("Subscribed"));
-                }
-                self.record.subscription_ids = subscription_ids;
-                self.persist(now, false);
-            }
-            Event::EventReceived { created_at, id } => {
-                let cursor = self
-                    .record
-                    .event_cursor
-                    .get_or_insert_with(Default::default);
-                if cursor.advance(created_at, &id) {
-                    self.persist(now, false);
-                }
-            }
-            Event::PongReceived { nonce } => match self.ping_in_flight {
-                Some((expected, sent)) if expected == nonce && state == S::Connected => {
-                    self.ping_in_flight = None;
-                    self.timers.stop(Timer::PongDue);
-                    let sample = (now - sent).as_secs_f64() * 1000.0;
-                    let smoothed = match self.record.rtt_ms {
-                        None => sample,
-                        Some(old) => old as f64 + RTT_SMOOTHING * (sample - old as f64),
-                    };
-                    self.record.rtt_ms = Some(smoothed.round() as u32);
-                    self.record.last_heartbeat = Some(now);
-                    self.reprioritise();
-                    self.persist(now, false);
-                }
-                _ => return Err(self.unexpected("PongReceived")),
-            },
-            Event::Misbehaved(reason) => {
-                if state != S::Connected {
-                    return Err(self.unexpected("Misbehaved"));
-                }
-                self.fail(now, reason);
-            }
-            Event::FollowChanged { followed } => {
-                self.record.followed = followed;
-                self.reprioritise();
-                self.persist(now, false);
-            }
-            Event::DisconnectRequested { reason } => {
-                self.record.desired = PeerIntent::Disconnect;
-                self.record.next_attempt_at = None;
-                if !matches!(state, S::Disconnected | S::Failed) {
-                    self.transition(S::Disconnected, now)?;
-                }
-                if state != S::Failed {
-                    self.record.failure_reason = Some(reason);
-                }
-                self.leave_active();
-                self.persist(now, false);
-            }
-            Event::Evicted => {
-                if matches!(state, S::Disconnected | S::Failed) {
-                    self.park();
-                    return Ok(());
-                }
-                if state == S::ChannelOpening {
-                    return Err(self.unexpected("Evicted"));
-                }
-                self.transition(S::Disconnected, now)?;
-                self.parked = true;
-                self.record.next_attempt_at = None;
-                self.record.failure_reason = Some(CONNECTION_LIMIT_REASON.into());
-                self.leave_active();
-                self.persist(now, false);
-            }
-            Event::GiveUp { reason } => {
-                if state == S::Failed {
-                    return Err(self.unexpected("GiveUp"));
-                }
-                self.fail(now, reason);
-            }
-            Event::RetryRequested => {
-                let deliberate = self.record.desired == PeerIntent::Disconnect;
-                match state {
-                    S::Failed | S::Disconnected => {
-                        self.record.desired = PeerIntent::Connect;
-                        if state == S::Failed || deliberate {
-                            self.record.reconnect_attempts = 0;
-                        }
-                        self.parked = false;
-                        self.record.next_attempt_at = None;
-                        self.begin_discovery(now);
-                    }
-                    _ if deliberate => {
-                        self.record.desired = PeerIntent::Connect;
-                        self.persist(now, false);
-                    }
-                    _ => return Err(self.unexpected("RetryRequested")),
-                }
-            }
-        }
-        Ok(())
+    /// Stops every timer and forgets the PING in flight.
+    fn clear_timers(&mut self) {
+        self.timers.stop_all();
+        self.ping_in_flight = None;
     }
+}
 
-    /// Brings the peer back from whatever its record says, after an actor start or restart.
-    fn resume(&mut self, now: Timestamp) {
-        use PeerState as S;
-        // Whatever was queued belonged to the previous run; only a pending write survives.
-        let persist_pending = self
-            .actions
-            .iter()
-            .any(|a| matches!(a, Action::Persist { .. }));
-        self.actions.clear();
-        if persist_pending {
-            self.persist(now, false);
-        }
-        self.awaiting = None;
-        self.session_up = false;
-        self.connect_when_session_up = false;
-        self.parked = false;
-        if self.record.desired == PeerIntent::Connect {
-            match self.record.state {
-                S::Discovering => self.start(Awaiting::Resolve, Action::Resolve),
-                S::Connecting if self.record.endpoint.is_some() => {
-                    self.start(Awaiting::Session, Action::OpenSession)
-                }
-                S::Connecting => self.start(Awaiting::Resolve, Action::Resolve),
-                S::ChannelNeeded => self.start(Awaiting::ChannelCheck, Action::CheckChannel),
-                S::ChannelOpening => match self.record.channel_tx_hash {
-                    Some(_) => {
-                        self.record.channel_opening_since.get_or_insert(now);
-                        self.arm_channel_timeout();
-                        self.await_channel();
-                    }
-                    None => {
-                        // No hash was ever made durable, so no transaction can be pending.
-                        let _ = self.transition(S::ChannelNeeded, now);
-                        self.persist(now, false);
-                        self.start(Awaiting::ChannelRequest, Action::RequestChannel);
-                    }
-                },
-                S::Connected => {
-                    // The session did not survive the restart; reconnect now, not counted
-                    // as a failed attempt: the peer did nothing wrong.
-                    let _ = self.transition(S::Disconnected, now);
-                    self.record.failure_reason = Some("node restarted".into());
-                    self.record.next_attempt_at = Some(now);
-                    self.leave_active();
-                    self.persist(now, false);
-                }
-                S::Disconnected | S::Failed => {}
-            }
-        }
-        // No longer parked: a disconnected peer is retried when its record says.
-        self.arm_reconnect();
-    }
-
-    /// Moves to `to` if the table allows it.
-    pub fn transition(&mut self, to: PeerState, now: Timestamp) -> Result<(), LifecycleError> {
-        let from = self.record.state;
-        if from.transition_reason(to).is_none() {
-            return Err(LifecycleError::InvalidTransition { from, to });
-        }
-        log::debug!("peer {}: {from} -> {to}", self.record.nostr_pubkey);
-        if from == PeerState::Connected && to != PeerState::Connected {
-            // Leaving connected closes the session and its subscriptions (the driver sends
-            // the CLOSEs with the session it holds); none stays open.
-            self.record.subscription_ids.clear();
-        }
-        self.record.state = to;
-        self.record.updated_at = now;
-        // A timer belongs to its state: leaving the state stops it.
-        self.timers.keep_only(to);
-        Ok(())
-    }
-
+/// Guards and bookkeeping shared by the event handlers.
+impl PeerLifecycle {
     fn unexpected(&self, event: &'static str) -> LifecycleError {
         LifecycleError::Unexpected {
             event,
             state: self.record.state,
+        }
+    }
+
+    /// Refuses `event` unless the peer is in one of `states`; returns the current state.
+    fn only_in(
+        &self,
+        event: &'static str,
+        states: &[PeerState],
+    ) -> Result<PeerState, LifecycleError> {
+        let state = self.record.state;
+        if states.contains(&state) {
+            Ok(state)
+        } else {
+            Err(self.unexpected(event))
         }
     }
 
@@ -762,17 +503,19 @@ impl PeerLifecycle {
         self.actions.push_back(action);
     }
 
-    fn finish(&mut self, op: Awaiting, event: &'static str) -> Result<(), LifecycleError> {
-        if self.awaiting != Some(op) {
-            return Err(self.unexpected(event));
-        }
-        self.awaiting = None;
-        Ok(())
-    }
-
-    fn await_channel(&mut self) {
-        if let Some(tx_hash) = self.record.channel_tx_hash.clone() {
-            self.start(Awaiting::ChannelStatus, Action::AwaitChannel { tx_hash });
+    /// Takes the result of an operation: refuses `event` unless one of `ops` is in flight,
+    /// and returns the one that was.
+    fn finish(
+        &mut self,
+        event: &'static str,
+        ops: &[Awaiting],
+    ) -> Result<Awaiting, LifecycleError> {
+        match self.awaiting {
+            Some(op) if ops.contains(&op) => {
+                self.awaiting = None;
+                Ok(op)
+            }
+            _ => Err(self.unexpected(event)),
         }
     }
 
@@ -794,44 +537,16 @@ impl PeerLifecycle {
         );
     }
 
-    fn begin_discovery(&mut self, now: Timestamp) {
-        if self.transition(PeerState::Discovering, now).is_ok() {
-            self.record.failure_reason = None;
-            self.discovery_misses = 0;
-            self.timers.stop(Timer::DiscoveryRetry);
-            self.persist(now, false);
-            self.start(Awaiting::Resolve, Action::Resolve);
-        }
-    }
-
-    /// Goes to connected once a channel is ready, opening a session first if needed.
-    fn go_connected(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
-        if self.session_up {
-            self.enter_connected(now)
-        } else {
-            self.connect_when_session_up = true;
-            self.start(Awaiting::Session, Action::OpenSession);
-            Ok(())
-        }
-    }
-
-    fn enter_connected(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
-        self.transition(PeerState::Connected, now)?;
-        self.connect_when_session_up = false;
-        self.ping_in_flight = None;
-        self.timers.stop(Timer::PongDue);
-        self.arm(Timer::Ping, now + self.config.heartbeat_interval);
-        // Only a reconnect has attempts to forget once the connection proves stable.
-        if self.record.reconnect_attempts > 0 {
-            self.arm(Timer::StableConnection, now + self.config.stable_connection);
-        } else {
-            self.timers.stop(Timer::StableConnection);
-        }
-        self.record.failure_reason = None;
-        self.record.next_attempt_at = None;
-        self.record.channel_opening_since = None;
-        self.actions.push_back(Action::Subscribe);
-        self.persist(now, false);
+    /// A failed operation: its fault decides between a retry with backoff and failed.
+    fn on_failed(
+        &mut self,
+        op: Awaiting,
+        event: &'static str,
+        fault: Fault,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        self.finish(event, &[op])?;
+        self.fault(now, fault);
         Ok(())
     }
 
@@ -891,16 +606,476 @@ impl PeerLifecycle {
         self.connect_when_session_up = false;
         self.clear_timers();
     }
+}
 
-    /// Stops every timer and forgets the PING in flight.
-    fn clear_timers(&mut self) {
-        self.timers.stop_all();
-        self.ping_in_flight = None;
+/// Restart and discovery: finding the peer's announcement.
+impl PeerLifecycle {
+    /// Brings the peer back from whatever its record says, after an actor start or restart.
+    fn resume(&mut self, now: Timestamp) {
+        use PeerState as S;
+        // Whatever was queued belonged to the previous run; only a pending write survives.
+        let persist_pending = self
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Persist { .. }));
+        self.actions.clear();
+        if persist_pending {
+            self.persist(now, false);
+        }
+        self.awaiting = None;
+        self.session_up = false;
+        self.connect_when_session_up = false;
+        self.parked = false;
+        if self.record.desired == PeerIntent::Connect {
+            match self.record.state {
+                S::Discovering => self.start(Awaiting::Resolve, Action::Resolve),
+                S::Connecting if self.record.endpoint.is_some() => {
+                    self.start(Awaiting::Session, Action::OpenSession)
+                }
+                S::Connecting => self.start(Awaiting::Resolve, Action::Resolve),
+                S::ChannelNeeded => self.start(Awaiting::ChannelCheck, Action::CheckChannel),
+                S::ChannelOpening => match self.record.channel_tx_hash {
+                    Some(_) => {
+                        self.record.channel_opening_since.get_or_insert(now);
+                        self.arm_channel_timeout();
+                        self.await_channel();
+                    }
+                    None => {
+                        // No hash was ever made durable, so no transaction can be pending.
+                        let _ = self.transition(S::ChannelNeeded, now);
+                        self.persist(now, false);
+                        self.start(Awaiting::ChannelRequest, Action::RequestChannel);
+                    }
+                },
+                S::Connected => {
+                    // The session did not survive the restart; reconnect now, not counted
+                    // as a failed attempt: the peer did nothing wrong.
+                    let _ = self.transition(S::Disconnected, now);
+                    self.record.failure_reason = Some("node restarted".into());
+                    self.record.next_attempt_at = Some(now);
+                    self.leave_active();
+                    self.persist(now, false);
+                }
+                S::Disconnected | S::Failed => {}
+            }
+        }
+        // No longer parked: a disconnected peer is retried when its record says.
+        self.arm_reconnect();
     }
 
-    /// Marks the peer as waiting for a connection slot (the supervisor resumes it later).
-    pub fn park(&mut self) {
+    fn begin_discovery(&mut self, now: Timestamp) {
+        if self.transition(PeerState::Discovering, now).is_ok() {
+            self.record.failure_reason = None;
+            self.discovery_misses = 0;
+            self.timers.stop(Timer::DiscoveryRetry);
+            self.persist(now, false);
+            self.start(Awaiting::Resolve, Action::Resolve);
+        }
+    }
+
+    fn on_resolved(
+        &mut self,
+        announcement: Announcement,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        self.finish("Resolved", &[Awaiting::Resolve])?;
+        self.record.ilp_address = Some(announcement.ilp_address);
+        self.record.endpoint = Some(announcement.endpoint);
+        self.record.base_address = Some(announcement.base_address);
+        self.record.subscribers = announcement.subscribers.map(cap_subscriber_hint);
+        self.discovery_misses = 0;
+        self.reprioritise();
+        if self.record.state == PeerState::Discovering {
+            self.transition(PeerState::Connecting, now)?;
+        }
+        self.start(Awaiting::Session, Action::OpenSession);
+        self.persist(now, false);
+        Ok(())
+    }
+
+    fn on_not_found(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        self.finish("NotFound", &[Awaiting::Resolve])?;
+        self.discovery_misses += 1;
+        if self.discovery_misses >= self.config.max_discovery_attempts {
+            self.fail(now, "no announcement".into());
+        } else {
+            self.arm(Timer::DiscoveryRetry, now + self.config.discovery_retry);
+        }
+        Ok(())
+    }
+}
+
+/// The BTP session and its heartbeat.
+impl PeerLifecycle {
+    fn on_session_opened(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        self.finish("SessionOpened", &[Awaiting::Session])?;
+        self.session_up = true;
+        if self.connect_when_session_up {
+            self.enter_connected(now)?;
+        } else if self.record.channel_tx_hash.is_some() && self.record.channel_id.is_none() {
+            // Our open transaction from before a restart may still be pending.
+            self.transition(PeerState::ChannelOpening, now)?;
+            self.record.channel_opening_since.get_or_insert(now);
+            self.arm_channel_timeout();
+            self.await_channel();
+            self.persist(now, false);
+        } else {
+            self.start(Awaiting::ChannelCheck, Action::CheckChannel);
+        }
+        Ok(())
+    }
+
+    fn on_session_lost(&mut self, reason: String, now: Timestamp) -> Result<(), LifecycleError> {
+        if !self.session_up {
+            return Err(self.unexpected("SessionLost"));
+        }
+        self.session_up = false;
+        self.lose(now, reason, false);
+        Ok(())
+    }
+
+    fn on_pong(&mut self, nonce: u64, now: Timestamp) -> Result<(), LifecycleError> {
+        self.only_in("PongReceived", &[PeerState::Connected])?;
+        let Some((_, sent)) = self
+            .ping_in_flight
+            .filter(|&(expected, _)| expected == nonce)
+        else {
+            return Err(self.unexpected("PongReceived"));
+        };
+        self.ping_in_flight = None;
+        self.timers.stop(Timer::PongDue);
+        let sample = (now - sent).as_secs_f64() * 1000.0;
+        let smoothed = match self.record.rtt_ms {
+            None => sample,
+            Some(old) => old as f64 + RTT_SMOOTHING * (sample - old as f64),
+        };
+        self.record.rtt_ms = Some(smoothed.round() as u32);
+        self.record.last_heartbeat = Some(now);
+        self.reprioritise();
+        self.persist(now, false);
+        Ok(())
+    }
+
+    fn on_misbehaved(&mut self, reason: String, now: Timestamp) -> Result<(), LifecycleError> {
+        self.only_in("Misbehaved", &[PeerState::Connected])?;
+        self.fail(now, reason);
+        Ok(())
+    }
+
+    /// Goes to connected once a channel is ready, opening a session first if needed.
+    fn go_connected(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        if self.session_up {
+            self.enter_connected(now)
+        } else {
+            self.connect_when_session_up = true;
+            self.start(Awaiting::Session, Action::OpenSession);
+            Ok(())
+        }
+    }
+
+    fn enter_connected(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        self.transition(PeerState::Connected, now)?;
+        self.connect_when_session_up = false;
+        self.ping_in_flight = None;
+        self.timers.stop(Timer::PongDue);
+        self.arm(Timer::Ping, now + self.config.heartbeat_interval);
+        // Only a reconnect has attempts to forget once the connection proves stable.
+        if self.record.reconnect_attempts > 0 {
+            self.arm(Timer::StableConnection, now + self.config.stable_connection);
+        } else {
+            self.timers.stop(Timer::StableConnection);
+        }
+        self.record.failure_reason = None;
+        self.record.next_attempt_at = None;
+        self.record.channel_opening_since = None;
+        self.actions.push_back(Action::Subscribe);
+        self.persist(now, false);
+        Ok(())
+    }
+}
+
+/// The payment channel: finding one, asking for one, opening one and waiting for it.
+impl PeerLifecycle {
+    fn on_channel_found(
+        &mut self,
+        channel_id: String,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        self.finish("ChannelFound", &[Awaiting::ChannelCheck])?;
+        self.timers.stop(Timer::ChannelRecheck);
+        self.record.channel_id = Some(channel_id);
+        self.go_connected(now)
+    }
+
+    fn on_channel_missing(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        self.finish("ChannelMissing", &[Awaiting::ChannelCheck])?;
+        if self.record.state != PeerState::ChannelNeeded {
+            self.transition(PeerState::ChannelNeeded, now)?;
+            self.persist(now, false);
+        }
+        self.start(Awaiting::ChannelRequest, Action::RequestChannel);
+        Ok(())
+    }
+
+    fn on_channel_awaiting_operator(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        self.finish("ChannelAwaitingOperator", &[Awaiting::ChannelRequest])?;
+        self.record.failure_reason = Some("waiting for the operator to open a channel".into());
+        self.arm(
+            Timer::ChannelRecheck,
+            now + self.config.channel_recheck_interval,
+        );
+        self.persist(now, false);
+        Ok(())
+    }
+
+    fn on_open_channel_approved(&mut self) -> Result<(), LifecycleError> {
+        self.only_in("OpenChannelApproved", &[PeerState::ChannelNeeded])?;
+        if self.awaiting == Some(Awaiting::ChannelOpen) {
+            return Err(self.unexpected("OpenChannelApproved"));
+        }
+        // The approval supersedes a pending request or re-check.
+        self.awaiting = None;
+        self.timers.stop(Timer::ChannelRecheck);
+        self.start(Awaiting::ChannelOpen, Action::OpenChannel);
+        Ok(())
+    }
+
+    fn on_channel_tx_signed(
+        &mut self,
+        tx_hash: String,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        self.finish(
+            "ChannelTxSigned",
+            &[Awaiting::ChannelOpen, Awaiting::ChannelRequest],
+        )?;
+        self.transition(PeerState::ChannelOpening, now)?;
+        self.record.channel_tx_hash = Some(tx_hash.clone());
+        self.record.channel_opening_since = Some(now);
+        self.record.failure_reason = None;
+        self.arm_channel_timeout();
+        // The hash goes to disk before the transaction goes to the chain: a crash in
+        // between leaves a hash the chain never saw (found dropped on restart, and
+        // opened again), never a deposit the node forgot.
+        self.persist(now, true);
+        self.start(
+            Awaiting::ChannelBroadcast,
+            Action::BroadcastChannel { tx_hash },
+        );
+        Ok(())
+    }
+
+    /// The open transaction was sent, or is not confirmed yet: check again later.
+    fn poll_channel_later(
+        &mut self,
+        op: Awaiting,
+        event: &'static str,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        self.finish(event, &[op])?;
+        self.arm(Timer::ChannelPoll, now + self.config.channel_poll_interval);
+        Ok(())
+    }
+
+    fn on_channel_confirmed(
+        &mut self,
+        channel_id: String,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        self.finish("ChannelConfirmed", &[Awaiting::ChannelStatus])?;
+        self.record.channel_id = Some(channel_id);
+        self.record.channel_opening_since = None;
+        self.arm_channel_timeout();
+        self.timers.stop(Timer::ChannelPoll);
+        self.go_connected(now)?;
+        self.persist(now, false);
+        Ok(())
+    }
+
+    fn on_channel_dropped(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        self.finish("ChannelDropped", &[Awaiting::ChannelStatus])?;
+        self.transition(PeerState::ChannelNeeded, now)?;
+        self.record.channel_tx_hash = None;
+        self.record.channel_opening_since = None;
+        self.record.failure_reason = Some("a reorg dropped the open transaction".into());
+        self.persist(now, false);
+        self.start(Awaiting::ChannelRequest, Action::RequestChannel);
+        Ok(())
+    }
+
+    fn on_channel_failed(&mut self, fault: Fault, now: Timestamp) -> Result<(), LifecycleError> {
+        let op = self.finish(
+            "ChannelFailed",
+            &[
+                Awaiting::ChannelCheck,
+                Awaiting::ChannelRequest,
+                Awaiting::ChannelOpen,
+                Awaiting::ChannelBroadcast,
+                Awaiting::ChannelStatus,
+            ],
+        )?;
+        let recheck_at = now + self.config.channel_recheck_interval;
+        match (op, &fault) {
+            // RPC trouble while waiting for confirmations: keep waiting.
+            (Awaiting::ChannelStatus, Fault::Transient(_)) => {
+                self.arm(Timer::ChannelPoll, now + self.config.channel_poll_interval);
+            }
+            // The operator may approve again; the peer stays channel_needed.
+            (Awaiting::ChannelOpen, Fault::Transient(reason)) => {
+                self.record.failure_reason = Some(format!("channel open failed: {reason}"));
+                self.arm(Timer::ChannelRecheck, recheck_at);
+                self.persist(now, false);
+            }
+            // A re-check while waiting for the operator failed: check again later.
+            (Awaiting::ChannelCheck, Fault::Transient(_))
+                if self.record.state == PeerState::ChannelNeeded =>
+            {
+                self.arm(Timer::ChannelRecheck, recheck_at);
+            }
+            // The broadcast may have reached the chain or not: the status check tells (a
+            // transaction the chain never saw is reported dropped).
+            (Awaiting::ChannelBroadcast, Fault::Transient(_)) => {
+                self.arm(Timer::ChannelPoll, now + self.config.channel_poll_interval);
+            }
+            // The chain refused the transaction (e.g. insufficient funds): nothing is
+            // pending; back to channel_needed, waiting for the operator.
+            (Awaiting::ChannelBroadcast, Fault::Permanent(reason)) => {
+                self.transition(PeerState::ChannelNeeded, now)?;
+                self.record.channel_tx_hash = None;
+                self.record.channel_opening_since = None;
+                self.record.failure_reason =
+                    Some(format!("channel open refused by the chain: {reason}"));
+                self.arm(Timer::ChannelRecheck, recheck_at);
+                self.persist(now, false);
+            }
+            _ => self.fault(now, fault),
+        }
+        Ok(())
+    }
+
+    fn await_channel(&mut self) {
+        if let Some(tx_hash) = self.record.channel_tx_hash.clone() {
+            self.start(Awaiting::ChannelStatus, Action::AwaitChannel { tx_hash });
+        }
+    }
+}
+
+/// The event flow: subscriptions to the peer and the cursor of its events.
+impl PeerLifecycle {
+    fn on_subscribed(
+        &mut self,
+        subscription_ids: Vec<String>,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        self.only_in("Subscribed", &[PeerState::Connected])?;
+        self.record.subscription_ids = subscription_ids;
+        self.persist(now, false);
+        Ok(())
+    }
+
+    /// Valid in any state: an event published while the session was closing still counts
+    /// as received.
+    fn on_event_received(&mut self, created_at: u64, id: &str, now: Timestamp) {
+        let cursor = self
+            .record
+            .event_cursor
+            .get_or_insert_with(Default::default);
+        if cursor.advance(created_at, id) {
+            self.persist(now, false);
+        }
+    }
+}
+
+/// The operator's intent and the supervisor's decisions.
+impl PeerLifecycle {
+    fn on_follow_changed(&mut self, followed: bool, now: Timestamp) {
+        self.record.followed = followed;
+        self.reprioritise();
+        self.persist(now, false);
+    }
+
+    fn on_disconnect_requested(
+        &mut self,
+        reason: String,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        use PeerState as S;
+        let state = self.record.state;
+        self.record.desired = PeerIntent::Disconnect;
+        self.record.next_attempt_at = None;
+        if !matches!(state, S::Disconnected | S::Failed) {
+            self.transition(S::Disconnected, now)?;
+        }
+        // A failed peer keeps the reason it failed for.
+        if state != S::Failed {
+            self.record.failure_reason = Some(reason);
+        }
+        self.leave_active();
+        self.persist(now, false);
+        Ok(())
+    }
+
+    fn on_evicted(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        use PeerState as S;
+        // A peer whose channel is being opened keeps its slot: its deposit is in flight.
+        let state = self.only_in(
+            "Evicted",
+            &[
+                S::Discovering,
+                S::Connecting,
+                S::ChannelNeeded,
+                S::Connected,
+                S::Disconnected,
+                S::Failed,
+            ],
+        )?;
+        if matches!(state, S::Disconnected | S::Failed) {
+            self.park();
+            return Ok(());
+        }
+        self.transition(S::Disconnected, now)?;
         self.parked = true;
-        self.arm_reconnect();
+        self.record.next_attempt_at = None;
+        self.record.failure_reason = Some(CONNECTION_LIMIT_REASON.into());
+        self.leave_active();
+        self.persist(now, false);
+        Ok(())
+    }
+
+    fn on_retry_requested(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        use PeerState as S;
+        let deliberate = self.record.desired == PeerIntent::Disconnect;
+        if deliberate && !matches!(self.record.state, S::Failed | S::Disconnected) {
+            // Stopped deliberately but not down yet: only the intent changes.
+            self.record.desired = PeerIntent::Connect;
+            self.persist(now, false);
+            return Ok(());
+        }
+        let state = self.only_in("RetryRequested", &[S::Failed, S::Disconnected])?;
+        self.record.desired = PeerIntent::Connect;
+        if state == S::Failed || deliberate {
+            self.record.reconnect_attempts = 0;
+        }
+        self.parked = false;
+        self.record.next_attempt_at = None;
+        self.begin_discovery(now);
+        Ok(())
+    }
+
+    fn on_give_up(&mut self, reason: String, now: Timestamp) -> Result<(), LifecycleError> {
+        use PeerState as S;
+        self.only_in(
+            "GiveUp",
+            &[
+                S::Discovering,
+                S::Connecting,
+                S::ChannelNeeded,
+                S::ChannelOpening,
+                S::Connected,
+                S::Disconnected,
+            ],
+        )?;
+        self.fail(now, reason);
+        Ok(())
     }
 }
