@@ -365,8 +365,11 @@ impl PeerLifecycle {
         }
         self.record.state = to;
         self.record.updated_at = now;
-        // A timer belongs to its state: leaving the state stops it.
+        // A timer belongs to its state: leaving the state stops it, and entering one arms
+        // the deadlines its record already carries.
         self.timers.keep_only(to);
+        self.arm_reconnect();
+        self.arm_channel_timeout();
         Ok(())
     }
 
