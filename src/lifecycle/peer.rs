@@ -7,6 +7,11 @@
 //! [`PeerLifecycle::handle_timeout`]), drain [`PeerLifecycle::poll_action`], execute each
 //! action and feed its result back as an event, then sleep until
 //! [`PeerLifecycle::poll_timeout`].
+//!
+//! Its deadlines live in one table keyed by timer kind (`super::timer`), each timer tied to
+//! the state it runs in. Events are handled by concern (discovery, session and heartbeat,
+//! channel, event flow, operator and supervisor); an event that does not apply in the
+//! current state, or a result nobody is waiting for, is refused and changes nothing.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -16,6 +21,7 @@ use super::priority::{calculate_priority, cap_subscriber_hint};
 use super::record::PeerRecord;
 use super::state::{PeerIntent, PeerState};
 use super::time::Timestamp;
+use super::timer::{Timer, TimerTable};
 use crate::config::PeerConnectionSettings;
 
 /// The lifecycle's timing and retry rules, from `btp_nips.peer_connections`.
@@ -214,12 +220,11 @@ pub struct PeerLifecycle {
     parked: bool,
     /// Consecutive "not found" answers in `discovering`.
     discovery_misses: u32,
-    discovery_retry_at: Option<Timestamp>,
-    channel_poll_at: Option<Timestamp>,
-    connected_since: Option<Timestamp>,
-    next_ping_at: Option<Timestamp>,
-    /// The PING in flight: its nonce, when it was sent, and when its PONG is due.
-    ping_in_flight: Option<(u64, Timestamp, Timestamp)>,
+    /// Every deadline; each timer runs only in its own state.
+    timers: TimerTable,
+    /// The PING in flight: its nonce and when it was sent (its PONG is due at
+    /// `Timer::PongDue`).
+    ping_in_flight: Option<(u64, Timestamp)>,
     /// Source of backoff jitter and PING nonces; seeded by the driver.
     rng: fastrand::Rng,
 }
@@ -230,10 +235,11 @@ pub const CONNECTION_LIMIT_REASON: &str = "connection limit: waiting for a slot"
 /// Smoothing factor of the round-trip estimate (TCP's SRTT uses 1/8).
 const RTT_SMOOTHING: f64 = 0.125;
 
+/// The driver's interface: construction, inspection, events, deadlines and actions.
 impl PeerLifecycle {
     /// Takes over a record (new, or loaded from the database). Call `handle(Resume)` to start.
     pub fn new(record: PeerRecord, config: LifecycleConfig, seed: u64) -> Self {
-        PeerLifecycle {
+        let mut lifecycle = PeerLifecycle {
             record,
             config,
             actions: VecDeque::new(),
@@ -242,13 +248,14 @@ impl PeerLifecycle {
             connect_when_session_up: false,
             parked: false,
             discovery_misses: 0,
-            discovery_retry_at: None,
-            channel_poll_at: None,
-            connected_since: None,
-            next_ping_at: None,
+            timers: TimerTable::default(),
             ping_in_flight: None,
             rng: fastrand::Rng::with_seed(seed),
-        }
+        };
+        // The deadlines a record carries (next attempt, channel opening) hold from the start.
+        lifecycle.arm_reconnect();
+        lifecycle.arm_channel_timeout();
+        lifecycle
     }
 
     pub fn record(&self) -> &PeerRecord {
@@ -274,442 +281,73 @@ impl PeerLifecycle {
 
     /// The earliest moment `handle_timeout` has work to do.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        let candidates: [Option<Timestamp>; 5] = match self.record.state {
-            PeerState::Discovering => [self.discovery_retry_at, None, None, None, None],
-            PeerState::ChannelNeeded => [self.channel_poll_at, None, None, None, None],
-            PeerState::ChannelOpening => [
-                self.channel_poll_at,
-                self.channel_deadline(),
-                None,
-                None,
-                None,
-            ],
-            PeerState::Connected => [
-                self.next_ping_at,
-                self.ping_in_flight.map(|(_, _, due)| due),
-                self.stable_at(),
-                None,
-                None,
-            ],
-            PeerState::Disconnected if self.retries() => [
-                Some(self.record.next_attempt_at.unwrap_or_default()),
-                None,
-                None,
-                None,
-                None,
-            ],
-            _ => [None; 5],
-        };
-        candidates.into_iter().flatten().min()
-    }
-
-    /// Whether a disconnected peer is waiting to be retried.
-    fn retries(&self) -> bool {
-        self.record.desired == PeerIntent::Connect && !self.parked
-    }
-
-    fn channel_deadline(&self) -> Option<Timestamp> {
-        self.record
-            .channel_opening_since
-            .map(|since| since + self.config.channel_opening_timeout)
-    }
-
-    fn stable_at(&self) -> Option<Timestamp> {
-        match self.connected_since {
-            Some(since) if self.record.reconnect_attempts > 0 => {
-                Some(since + self.config.stable_connection)
-            }
-            _ => None,
-        }
+        self.timers.next_timeout()
     }
 
     /// Does whatever deadlines at or before `now` call for.
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        match self.record.state {
-            PeerState::Discovering if self.discovery_retry_at.is_some_and(|at| at <= now) => {
-                self.discovery_retry_at = None;
-                self.start(Awaiting::Resolve, Action::Resolve);
+        // The timers due on entry, in handling order. One that an earlier handler stopped
+        // (the peer left its state) is skipped; one armed during this call waits for the
+        // next.
+        for timer in self.timers.expired(now) {
+            if self.timers.is_expired(timer, now) {
+                self.on_timer(timer, now);
             }
-            PeerState::ChannelNeeded
-                if self.awaiting.is_none() && self.channel_poll_at.is_some_and(|at| at <= now) =>
-            {
-                // Waiting for the operator: has a channel appeared on chain meanwhile?
-                self.channel_poll_at = None;
-                self.start(Awaiting::ChannelCheck, Action::CheckChannel);
-            }
-            PeerState::ChannelOpening => {
-                if self.channel_deadline().is_some_and(|at| at <= now) {
-                    self.fail(now, "channel timeout".into());
-                } else if self.channel_poll_at.is_some_and(|at| at <= now) {
-                    self.channel_poll_at = None;
-                    self.await_channel();
-                }
-            }
-            PeerState::Connected => {
-                if let Some((_, _, due)) = self.ping_in_flight {
-                    if due <= now {
-                        let reason = format!(
-                            "heartbeat timeout: no PONG within {}s",
-                            self.config.heartbeat_timeout.as_secs_f64()
-                        );
-                        self.lose(now, reason, true);
-                        return;
-                    }
-                }
-                if self.stable_at().is_some_and(|at| at <= now) {
-                    self.record.reconnect_attempts = 0;
-                    self.persist(now, false);
-                }
-                if self.next_ping_at.is_some_and(|at| at <= now) && self.ping_in_flight.is_none() {
-                    let nonce = self.rng.u64(..);
-                    self.ping_in_flight = Some((nonce, now, now + self.config.heartbeat_timeout));
-                    self.next_ping_at = Some(now + self.config.heartbeat_interval);
-                    self.actions.push_back(Action::SendPing { nonce });
-                }
-            }
-            PeerState::Disconnected
-                if self.retries() && self.record.next_attempt_at.unwrap_or_default() <= now =>
-            {
-                self.record.next_attempt_at = None;
-                self.begin_discovery(now);
-            }
-            _ => {}
         }
     }
 
     /// Feeds one event. An event that does not apply in the current state (or a result
     /// nobody is waiting for) is refused and changes nothing.
     pub fn handle(&mut self, event: Event, now: Timestamp) -> Result<(), LifecycleError> {
-        use PeerState as S;
-        let state = self.record.state;
         match event {
-            Event::Resume => self.resume(now),
-            Event::Resolved(announcement) => {
-                self.finish(Awaiting::Resolve, "Resolved")?;
-                self.record.ilp_address = Some(announcement.ilp_address);
-                self.record.endpoint = Some(announcement.endpoint);
-                self.record.base_address = Some(announcement.base_address);
-                self.record.subscribers = announcement.subscribers.map(cap_subscriber_hint);
-                self.discovery_misses = 0;
-                self.reprioritise();
-                if state == S::Discovering {
-                    self.transition(S::Connecting, now)?;
-                }
-                self.start(Awaiting::Session, Action::OpenSession);
-                self.persist(now, false);
+            Event::Resume => {
+                self.resume(now);
+                Ok(())
             }
-            Event::NotFound => {
-                self.finish(Awaiting::Resolve, "NotFound")?;
-                self.discovery_misses += 1;
-                if self.discovery_misses >= self.config.max_discovery_attempts {
-                    self.fail(now, "no announcement".into());
-                } else {
-                    self.discovery_retry_at = Some(now + self.config.discovery_retry);
-                }
-            }
+            // Discovery.
+            Event::Resolved(announcement) => self.on_resolved(announcement, now),
+            Event::NotFound => self.on_not_found(now),
             Event::ResolveFailed(fault) => {
-                self.finish(Awaiting::Resolve, "ResolveFailed")?;
-                self.fault(now, fault);
+                self.on_failed(Awaiting::Resolve, "ResolveFailed", fault, now)
             }
-            Event::SessionOpened => {
-                self.finish(Awaiting::Session, "SessionOpened")?;
-                self.session_up = true;
-                if self.connect_when_session_up {
-                    self.enter_connected(now)?;
-                } else if self.record.channel_tx_hash.is_some() && self.record.channel_id.is_none()
-                {
-                    // Our open transaction from before a restart may still be pending.
-                    self.transition(S::ChannelOpening, now)?;
-                    self.record.channel_opening_since.get_or_insert(now);
-                    self.await_channel();
-                    self.persist(now, false);
-                } else {
-                    self.start(Awaiting::ChannelCheck, Action::CheckChannel);
-                }
-            }
+            // The BTP session.
+            Event::SessionOpened => self.on_session_opened(now),
             Event::SessionFailed(fault) => {
-                self.finish(Awaiting::Session, "SessionFailed")?;
-                self.fault(now, fault);
+                self.on_failed(Awaiting::Session, "SessionFailed", fault, now)
             }
-            Event::SessionLost(reason) => {
-                if !self.session_up {
-                    return Err(self.unexpected("SessionLost"));
-                }
-                self.session_up = false;
-                self.lose(now, reason, false);
-            }
-            Event::ChannelFound { channel_id } => {
-                self.finish(Awaiting::ChannelCheck, "ChannelFound")?;
-                self.channel_poll_at = None;
-                self.record.channel_id = Some(channel_id);
-                self.go_connected(now)?;
-            }
-            Event::ChannelMissing => {
-                self.finish(Awaiting::ChannelCheck, "ChannelMissing")?;
-                if state != S::ChannelNeeded {
-                    self.transition(S::ChannelNeeded, now)?;
-                    self.persist(now, false);
-                }
-                self.start(Awaiting::ChannelRequest, Action::RequestChannel);
-            }
-            Event::ChannelAwaitingOperator => {
-                self.finish(Awaiting::ChannelRequest, "ChannelAwaitingOperator")?;
-                self.record.failure_reason =
-                    Some("waiting for the operator to open a channel".into());
-                self.channel_poll_at = Some(now + self.config.channel_recheck_interval);
-                self.persist(now, false);
-            }
-            Event::OpenChannelApproved => {
-                if state != S::ChannelNeeded || matches!(self.awaiting, Some(Awaiting::ChannelOpen))
-                {
-                    return Err(self.unexpected("OpenChannelApproved"));
-                }
-                self.awaiting = None;
-                self.channel_poll_at = None;
-                self.start(Awaiting::ChannelOpen, Action::OpenChannel);
-            }
-            Event::ChannelTxSigned { tx_hash } => {
-                if !matches!(
-                    self.awaiting,
-                    Some(Awaiting::ChannelOpen | Awaiting::ChannelRequest)
-                ) {
-                    return Err(self.unexpected("ChannelTxSigned"));
-                }
-                self.awaiting = None;
-                self.transition(S::ChannelOpening, now)?;
-                self.record.channel_tx_hash = Some(tx_hash.clone());
-                self.record.channel_opening_since = Some(now);
-                self.record.failure_reason = None;
-                self.channel_poll_at = None;
-                // The hash goes to disk before the transaction goes to the chain: a crash in
-                // between leaves a hash the chain never saw (found dropped on restart, and
-                // opened again), never a deposit the node forgot.
-                self.persist(now, true);
-                self.start(
-                    Awaiting::ChannelBroadcast,
-                    Action::BroadcastChannel { tx_hash },
-                );
-            }
+            Event::SessionLost(reason) => self.on_session_lost(reason, now),
+            Event::PongReceived { nonce } => self.on_pong(nonce, now),
+            Event::Misbehaved(reason) => self.on_misbehaved(reason, now),
+            // The payment channel.
+            Event::ChannelFound { channel_id } => self.on_channel_found(channel_id, now),
+            Event::ChannelMissing => self.on_channel_missing(now),
+            Event::ChannelAwaitingOperator => self.on_channel_awaiting_operator(now),
+            Event::OpenChannelApproved => self.on_open_channel_approved(),
+            Event::ChannelTxSigned { tx_hash } => self.on_channel_tx_signed(tx_hash, now),
             Event::ChannelBroadcast => {
-                self.finish(Awaiting::ChannelBroadcast, "ChannelBroadcast")?;
-                self.channel_poll_at = Some(now + self.config.channel_poll_interval);
+                self.poll_channel_later(Awaiting::ChannelBroadcast, "ChannelBroadcast", now)
             }
             Event::ChannelPending => {
-                self.finish(Awaiting::ChannelStatus, "ChannelPending")?;
-                self.channel_poll_at = Some(now + self.config.channel_poll_interval);
+                self.poll_channel_later(Awaiting::ChannelStatus, "ChannelPending", now)
             }
-            Event::ChannelConfirmed { channel_id } => {
-                self.finish(Awaiting::ChannelStatus, "ChannelConfirmed")?;
-                self.record.channel_id = Some(channel_id);
-                self.record.channel_opening_since = None;
-                self.channel_poll_at = None;
-                self.go_connected(now)?;
-                self.persist(now, false);
-            }
-            Event::ChannelDropped => {
-                self.finish(Awaiting::ChannelStatus, "ChannelDropped")?;
-                self.transition(S::ChannelNeeded, now)?;
-                self.record.channel_tx_hash = None;
-                self.record.channel_opening_since = None;
-                self.channel_poll_at = None;
-                self.record.failure_reason = Some("a reorg dropped the open transaction".into());
-                self.persist(now, false);
-                self.start(Awaiting::ChannelRequest, Action::RequestChannel);
-            }
-            Event::ChannelFailed(fault) => {
-                let Some(op) = self.awaiting.filter(|op| {
-                    matches!(
-                        op,
-                        Awaiting::ChannelCheck
-                            | Awaiting::ChannelRequest
-                            | Awaiting::ChannelOpen
-                            | Awaiting::ChannelBroadcast
-                            | Awaiting::ChannelStatus
-                    )
-                }) else {
-                    return Err(self.unexpected("ChannelFailed"));
-                };
-                self.awaiting = None;
-                match (op, &fault) {
-                    // RPC trouble while waiting for confirmations: keep waiting.
-                    (Awaiting::ChannelStatus, Fault::Transient(_)) => {
-                        self.channel_poll_at = Some(now + self.config.channel_poll_interval);
-                    }
-                    // The operator may approve again; the peer stays channel_needed.
-                    (Awaiting::ChannelOpen, Fault::Transient(reason)) => {
-                        self.record.failure_reason = Some(format!("channel open failed: {reason}"));
-                        self.channel_poll_at = Some(now + self.config.channel_recheck_interval);
-                        self.persist(now, false);
-                    }
-                    // A re-check while waiting for the operator failed: check again later.
-                    (Awaiting::ChannelCheck, Fault::Transient(_)) if state == S::ChannelNeeded => {
-                        self.channel_poll_at = Some(now + self.config.channel_recheck_interval);
-                    }
-                    // The broadcast may have reached the chain or not: the status check
-                    // tells (a transaction the chain never saw is reported dropped).
-                    (Awaiting::ChannelBroadcast, Fault::Transient(_)) => {
-                        self.channel_poll_at = Some(now + self.config.channel_poll_interval);
-                    }
-                    // The chain refused the transaction (e.g. insufficient funds): nothing
-                    // is pending; back to channel_needed, waiting for the operator.
-                    (Awaiting::ChannelBroadcast, Fault::Permanent(reason)) => {
-                        self.transition(S::ChannelNeeded, now)?;
-                        self.record.channel_tx_hash = None;
-                        self.record.channel_opening_since = None;
-                        self.record.failure_reason =
-                            Some(format!("channel open refused by the chain: {reason}"));
-                        self.channel_poll_at = Some(now + self.config.channel_recheck_interval);
-                        self.persist(now, false);
-                    }
-                    _ => self.fault(now, fault),
-                }
-            }
-            Event::Subscribed { subscription_ids } => {
-                if state != S::Connected {
-                    return Err(self.unexpected("Subscribed"));
-                }
-                self.record.subscription_ids = subscription_ids;
-                self.persist(now, false);
-            }
+            Event::ChannelConfirmed { channel_id } => self.on_channel_confirmed(channel_id, now),
+            Event::ChannelDropped => self.on_channel_dropped(now),
+            Event::ChannelFailed(fault) => self.on_channel_failed(fault, now),
+            // The event flow.
+            Event::Subscribed { subscription_ids } => self.on_subscribed(subscription_ids, now),
             Event::EventReceived { created_at, id } => {
-                let cursor = self
-                    .record
-                    .event_cursor
-                    .get_or_insert_with(Default::default);
-                if cursor.advance(created_at, &id) {
-                    self.persist(now, false);
-                }
+                self.on_event_received(created_at, &id, now);
+                Ok(())
             }
-            Event::PongReceived { nonce } => match self.ping_in_flight {
-                Some((expected, sent, _)) if expected == nonce && state == S::Connected => {
-                    self.ping_in_flight = None;
-                    let sample = (now - sent).as_secs_f64() * 1000.0;
-                    let smoothed = match self.record.rtt_ms {
-                        None => sample,
-                        Some(old) => old as f64 + RTT_SMOOTHING * (sample - old as f64),
-                    };
-                    self.record.rtt_ms = Some(smoothed.round() as u32);
-                    self.record.last_heartbeat = Some(now);
-                    self.reprioritise();
-                    self.persist(now, false);
-                }
-                _ => return Err(self.unexpected("PongReceived")),
-            },
-            Event::Misbehaved(reason) => {
-                if state != S::Connected {
-                    return Err(self.unexpected("Misbehaved"));
-                }
-                self.fail(now, reason);
-            }
+            // The operator's intent and the supervisor.
             Event::FollowChanged { followed } => {
-                self.record.followed = followed;
-                self.reprioritise();
-                self.persist(now, false);
+                self.on_follow_changed(followed, now);
+                Ok(())
             }
-            Event::DisconnectRequested { reason } => {
-                self.record.desired = PeerIntent::Disconnect;
-                self.record.next_attempt_at = None;
-                if !matches!(state, S::Disconnected | S::Failed) {
-                    self.transition(S::Disconnected, now)?;
-                }
-                if state != S::Failed {
-                    self.record.failure_reason = Some(reason);
-                }
-                self.leave_active();
-                self.persist(now, false);
-            }
-            Event::Evicted => {
-                if matches!(state, S::Disconnected | S::Failed) {
-                    self.parked = true;
-                    return Ok(());
-                }
-                if state == S::ChannelOpening {
-                    return Err(self.unexpected("Evicted"));
-                }
-                self.transition(S::Disconnected, now)?;
-                self.parked = true;
-                self.record.next_attempt_at = None;
-                self.record.failure_reason = Some(CONNECTION_LIMIT_REASON.into());
-                self.leave_active();
-                self.persist(now, false);
-            }
-            Event::GiveUp { reason } => {
-                if state == S::Failed {
-                    return Err(self.unexpected("GiveUp"));
-                }
-                self.fail(now, reason);
-            }
-            Event::RetryRequested => {
-                let deliberate = self.record.desired == PeerIntent::Disconnect;
-                match state {
-                    S::Failed | S::Disconnected => {
-                        self.record.desired = PeerIntent::Connect;
-                        if state == S::Failed || deliberate {
-                            self.record.reconnect_attempts = 0;
-                        }
-                        self.parked = false;
-                        self.record.next_attempt_at = None;
-                        self.begin_discovery(now);
-                    }
-                    _ if deliberate => {
-                        self.record.desired = PeerIntent::Connect;
-                        self.persist(now, false);
-                    }
-                    _ => return Err(self.unexpected("RetryRequested")),
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Brings the peer back from whatever its record says, after an actor start or restart.
-    fn resume(&mut self, now: Timestamp) {
-        use PeerState as S;
-        // Whatever was queued belonged to the previous run; only a pending write survives.
-        let persist_pending = self
-            .actions
-            .iter()
-            .any(|a| matches!(a, Action::Persist { .. }));
-        self.actions.clear();
-        if persist_pending {
-            self.persist(now, false);
-        }
-        self.awaiting = None;
-        self.session_up = false;
-        self.connect_when_session_up = false;
-        self.parked = false;
-        if self.record.desired == PeerIntent::Disconnect {
-            return;
-        }
-        match self.record.state {
-            S::Discovering => self.start(Awaiting::Resolve, Action::Resolve),
-            S::Connecting if self.record.endpoint.is_some() => {
-                self.start(Awaiting::Session, Action::OpenSession)
-            }
-            S::Connecting => self.start(Awaiting::Resolve, Action::Resolve),
-            S::ChannelNeeded => self.start(Awaiting::ChannelCheck, Action::CheckChannel),
-            S::ChannelOpening => match self.record.channel_tx_hash {
-                Some(_) => {
-                    self.record.channel_opening_since.get_or_insert(now);
-                    self.await_channel();
-                }
-                None => {
-                    // No hash was ever made durable, so no transaction can be pending.
-                    let _ = self.transition(S::ChannelNeeded, now);
-                    self.persist(now, false);
-                    self.start(Awaiting::ChannelRequest, Action::RequestChannel);
-                }
-            },
-            S::Connected => {
-                // The session did not survive the restart; reconnect now, not counted
-                // as a failed attempt: the peer did nothing wrong.
-                let _ = self.transition(S::Disconnected, now);
-                self.record.failure_reason = Some("node restarted".into());
-                self.record.next_attempt_at = Some(now);
-                self.leave_active();
-                self.persist(now, false);
-            }
-            S::Disconnected | S::Failed => {}
+            Event::DisconnectRequested { reason } => self.on_disconnect_requested(reason, now),
+            Event::Evicted => self.on_evicted(now),
+            Event::RetryRequested => self.on_retry_requested(now),
+            Event::GiveUp { reason } => self.on_give_up(reason, now),
         }
     }
 
@@ -727,13 +365,139 @@ impl PeerLifecycle {
         }
         self.record.state = to;
         self.record.updated_at = now;
+        // A timer belongs to its state: leaving the state stops it, and entering one arms
+        // the deadlines its record already carries.
+        self.timers.keep_only(to);
+        self.arm_reconnect();
+        self.arm_channel_timeout();
         Ok(())
     }
 
+    /// Marks the peer as waiting for a connection slot (the supervisor resumes it later).
+    pub fn park(&mut self) {
+        self.parked = true;
+        self.arm_reconnect();
+    }
+}
+
+/// Deadlines: arming them, and what each one does when it expires.
+impl PeerLifecycle {
+    fn on_timer(&mut self, timer: Timer, now: Timestamp) {
+        match timer {
+            Timer::DiscoveryRetry => {
+                self.timers.stop(timer);
+                self.start(Awaiting::Resolve, Action::Resolve);
+            }
+            Timer::ChannelRecheck => {
+                // Waiting for the operator: has a channel appeared on chain meanwhile? Not
+                // while another chain call is in flight: the timer stays due until it ends.
+                if self.awaiting.is_none() {
+                    self.timers.stop(timer);
+                    self.start(Awaiting::ChannelCheck, Action::CheckChannel);
+                }
+            }
+            Timer::ChannelTimeout => self.fail(now, "channel timeout".into()),
+            Timer::ChannelPoll => {
+                self.timers.stop(timer);
+                self.await_channel();
+            }
+            Timer::PongDue => {
+                let reason = format!(
+                    "heartbeat timeout: no PONG within {}s",
+                    self.config.heartbeat_timeout.as_secs_f64()
+                );
+                self.lose(now, reason, true);
+            }
+            Timer::StableConnection => {
+                self.timers.stop(timer);
+                self.record.reconnect_attempts = 0;
+                self.persist(now, false);
+            }
+            Timer::Ping => {
+                // One PING at a time: while one is in flight, the next waits for its PONG
+                // (or the session is lost at `PongDue`).
+                if self.ping_in_flight.is_none() {
+                    let nonce = self.rng.u64(..);
+                    self.ping_in_flight = Some((nonce, now));
+                    self.timers
+                        .set(Timer::PongDue, now + self.config.heartbeat_timeout);
+                    self.timers
+                        .set(Timer::Ping, now + self.config.heartbeat_interval);
+                    self.actions.push_back(Action::SendPing { nonce });
+                }
+            }
+            Timer::Reconnect => {
+                self.timers.stop(timer);
+                self.record.next_attempt_at = None;
+                self.begin_discovery(now);
+            }
+        }
+    }
+
+    /// Arms `timer` for `at` if it runs in the current state; elsewhere it could never
+    /// expire (leaving the state would stop it), so it is not armed at all.
+    fn arm(&mut self, timer: Timer, at: Timestamp) {
+        if timer.state() == self.record.state {
+            self.timers.set(timer, at);
+        }
+    }
+
+    /// Arms the retry of a disconnected peer for the record's `next_attempt_at` (at once
+    /// if it has none), or stops it if the peer is to stay down (deliberately stopped, or
+    /// parked by the supervisor).
+    fn arm_reconnect(&mut self) {
+        if self.retries() {
+            let at = self.record.next_attempt_at.unwrap_or_default();
+            self.arm(Timer::Reconnect, at);
+        } else {
+            self.timers.stop(Timer::Reconnect);
+        }
+    }
+
+    /// Whether a disconnected peer is waiting to be retried.
+    fn retries(&self) -> bool {
+        self.record.desired == PeerIntent::Connect && !self.parked
+    }
+
+    /// Arms the deadline of our channel opening from the record's `channel_opening_since`
+    /// (durable, so a restart keeps the original deadline).
+    fn arm_channel_timeout(&mut self) {
+        match self.record.channel_opening_since {
+            Some(since) => self.arm(
+                Timer::ChannelTimeout,
+                since + self.config.channel_opening_timeout,
+            ),
+            None => self.timers.stop(Timer::ChannelTimeout),
+        }
+    }
+
+    /// Stops every timer and forgets the PING in flight.
+    fn clear_timers(&mut self) {
+        self.timers.stop_all();
+        self.ping_in_flight = None;
+    }
+}
+
+/// Guards and bookkeeping shared by the event handlers.
+impl PeerLifecycle {
     fn unexpected(&self, event: &'static str) -> LifecycleError {
         LifecycleError::Unexpected {
             event,
             state: self.record.state,
+        }
+    }
+
+    /// Refuses `event` unless the peer is in one of `states`; returns the current state.
+    fn only_in(
+        &self,
+        event: &'static str,
+        states: &[PeerState],
+    ) -> Result<PeerState, LifecycleError> {
+        let state = self.record.state;
+        if states.contains(&state) {
+            Ok(state)
+        } else {
+            Err(self.unexpected(event))
         }
     }
 
@@ -742,17 +506,19 @@ impl PeerLifecycle {
         self.actions.push_back(action);
     }
 
-    fn finish(&mut self, op: Awaiting, event: &'static str) -> Result<(), LifecycleError> {
-        if self.awaiting != Some(op) {
-            return Err(self.unexpected(event));
-        }
-        self.awaiting = None;
-        Ok(())
-    }
-
-    fn await_channel(&mut self) {
-        if let Some(tx_hash) = self.record.channel_tx_hash.clone() {
-            self.start(Awaiting::ChannelStatus, Action::AwaitChannel { tx_hash });
+    /// Takes the result of an operation: refuses `event` unless one of `ops` is in flight,
+    /// and returns the one that was.
+    fn finish(
+        &mut self,
+        event: &'static str,
+        ops: &[Awaiting],
+    ) -> Result<Awaiting, LifecycleError> {
+        match self.awaiting {
+            Some(op) if ops.contains(&op) => {
+                self.awaiting = None;
+                Ok(op)
+            }
+            _ => Err(self.unexpected(event)),
         }
     }
 
@@ -774,38 +540,16 @@ impl PeerLifecycle {
         );
     }
 
-    fn begin_discovery(&mut self, now: Timestamp) {
-        if self.transition(PeerState::Discovering, now).is_ok() {
-            self.record.failure_reason = None;
-            self.discovery_misses = 0;
-            self.discovery_retry_at = None;
-            self.persist(now, false);
-            self.start(Awaiting::Resolve, Action::Resolve);
-        }
-    }
-
-    /// Goes to connected once a channel is ready, opening a session first if needed.
-    fn go_connected(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
-        if self.session_up {
-            self.enter_connected(now)
-        } else {
-            self.connect_when_session_up = true;
-            self.start(Awaiting::Session, Action::OpenSession);
-            Ok(())
-        }
-    }
-
-    fn enter_connected(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
-        self.transition(PeerState::Connected, now)?;
-        self.connect_when_session_up = false;
-        self.connected_since = Some(now);
-        self.next_ping_at = Some(now + self.config.heartbeat_interval);
-        self.ping_in_flight = None;
-        self.record.failure_reason = None;
-        self.record.next_attempt_at = None;
-        self.record.channel_opening_since = None;
-        self.actions.push_back(Action::Subscribe);
-        self.persist(now, false);
+    /// A failed operation: its fault decides between a retry with backoff and failed.
+    fn on_failed(
+        &mut self,
+        op: Awaiting,
+        event: &'static str,
+        fault: Fault,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        self.finish(event, &[op])?;
+        self.fault(now, fault);
         Ok(())
     }
 
@@ -838,6 +582,7 @@ impl PeerLifecycle {
         }
         self.session_up = false;
         self.clear_timers();
+        self.arm_reconnect();
         self.persist(now, false);
     }
 
@@ -864,17 +609,476 @@ impl PeerLifecycle {
         self.connect_when_session_up = false;
         self.clear_timers();
     }
+}
 
-    fn clear_timers(&mut self) {
-        self.discovery_retry_at = None;
-        self.channel_poll_at = None;
-        self.connected_since = None;
-        self.next_ping_at = None;
-        self.ping_in_flight = None;
+/// Restart and discovery: finding the peer's announcement.
+impl PeerLifecycle {
+    /// Brings the peer back from whatever its record says, after an actor start or restart.
+    fn resume(&mut self, now: Timestamp) {
+        use PeerState as S;
+        // Whatever was queued belonged to the previous run; only a pending write survives.
+        let persist_pending = self
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Persist { .. }));
+        self.actions.clear();
+        if persist_pending {
+            self.persist(now, false);
+        }
+        self.awaiting = None;
+        self.session_up = false;
+        self.connect_when_session_up = false;
+        self.parked = false;
+        if self.record.desired == PeerIntent::Connect {
+            match self.record.state {
+                S::Discovering => self.start(Awaiting::Resolve, Action::Resolve),
+                S::Connecting if self.record.endpoint.is_some() => {
+                    self.start(Awaiting::Session, Action::OpenSession)
+                }
+                S::Connecting => self.start(Awaiting::Resolve, Action::Resolve),
+                S::ChannelNeeded => self.start(Awaiting::ChannelCheck, Action::CheckChannel),
+                S::ChannelOpening => match self.record.channel_tx_hash {
+                    Some(_) => {
+                        self.record.channel_opening_since.get_or_insert(now);
+                        self.arm_channel_timeout();
+                        self.await_channel();
+                    }
+                    None => {
+                        // No hash was ever made durable, so no transaction can be pending.
+                        let _ = self.transition(S::ChannelNeeded, now);
+                        self.persist(now, false);
+                        self.start(Awaiting::ChannelRequest, Action::RequestChannel);
+                    }
+                },
+                S::Connected => {
+                    // The session did not survive the restart; reconnect now, not counted
+                    // as a failed attempt: the peer did nothing wrong.
+                    let _ = self.transition(S::Disconnected, now);
+                    self.record.failure_reason = Some("node restarted".into());
+                    self.record.next_attempt_at = Some(now);
+                    self.leave_active();
+                    self.persist(now, false);
+                }
+                S::Disconnected | S::Failed => {}
+            }
+        }
+        // No longer parked: a disconnected peer is retried when its record says.
+        self.arm_reconnect();
     }
 
-    /// Marks the peer as waiting for a connection slot (the supervisor resumes it later).
-    pub fn park(&mut self) {
+    fn begin_discovery(&mut self, now: Timestamp) {
+        if self.transition(PeerState::Discovering, now).is_ok() {
+            self.record.failure_reason = None;
+            self.discovery_misses = 0;
+            self.timers.stop(Timer::DiscoveryRetry);
+            self.persist(now, false);
+            self.start(Awaiting::Resolve, Action::Resolve);
+        }
+    }
+
+    fn on_resolved(
+        &mut self,
+        announcement: Announcement,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        self.finish("Resolved", &[Awaiting::Resolve])?;
+        self.record.ilp_address = Some(announcement.ilp_address);
+        self.record.endpoint = Some(announcement.endpoint);
+        self.record.base_address = Some(announcement.base_address);
+        self.record.subscribers = announcement.subscribers.map(cap_subscriber_hint);
+        self.discovery_misses = 0;
+        self.reprioritise();
+        if self.record.state == PeerState::Discovering {
+            self.transition(PeerState::Connecting, now)?;
+        }
+        self.start(Awaiting::Session, Action::OpenSession);
+        self.persist(now, false);
+        Ok(())
+    }
+
+    fn on_not_found(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        self.finish("NotFound", &[Awaiting::Resolve])?;
+        self.discovery_misses += 1;
+        if self.discovery_misses >= self.config.max_discovery_attempts {
+            self.fail(now, "no announcement".into());
+        } else {
+            self.arm(Timer::DiscoveryRetry, now + self.config.discovery_retry);
+        }
+        Ok(())
+    }
+}
+
+/// The BTP session and its heartbeat.
+impl PeerLifecycle {
+    fn on_session_opened(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        self.finish("SessionOpened", &[Awaiting::Session])?;
+        self.session_up = true;
+        if self.connect_when_session_up {
+            self.enter_connected(now)?;
+        } else if self.record.channel_tx_hash.is_some() && self.record.channel_id.is_none() {
+            // Our open transaction from before a restart may still be pending.
+            self.transition(PeerState::ChannelOpening, now)?;
+            self.record.channel_opening_since.get_or_insert(now);
+            self.arm_channel_timeout();
+            self.await_channel();
+            self.persist(now, false);
+        } else {
+            self.start(Awaiting::ChannelCheck, Action::CheckChannel);
+        }
+        Ok(())
+    }
+
+    fn on_session_lost(&mut self, reason: String, now: Timestamp) -> Result<(), LifecycleError> {
+        if !self.session_up {
+            return Err(self.unexpected("SessionLost"));
+        }
+        self.session_up = false;
+        self.lose(now, reason, false);
+        Ok(())
+    }
+
+    fn on_pong(&mut self, nonce: u64, now: Timestamp) -> Result<(), LifecycleError> {
+        self.only_in("PongReceived", &[PeerState::Connected])?;
+        let Some((_, sent)) = self
+            .ping_in_flight
+            .filter(|&(expected, _)| expected == nonce)
+        else {
+            return Err(self.unexpected("PongReceived"));
+        };
+        self.ping_in_flight = None;
+        self.timers.stop(Timer::PongDue);
+        let sample = (now - sent).as_secs_f64() * 1000.0;
+        let smoothed = match self.record.rtt_ms {
+            None => sample,
+            Some(old) => old as f64 + RTT_SMOOTHING * (sample - old as f64),
+        };
+        self.record.rtt_ms = Some(smoothed.round() as u32);
+        self.record.last_heartbeat = Some(now);
+        self.reprioritise();
+        self.persist(now, false);
+        Ok(())
+    }
+
+    fn on_misbehaved(&mut self, reason: String, now: Timestamp) -> Result<(), LifecycleError> {
+        self.only_in("Misbehaved", &[PeerState::Connected])?;
+        self.fail(now, reason);
+        Ok(())
+    }
+
+    /// Goes to connected once a channel is ready, opening a session first if needed.
+    fn go_connected(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        if self.session_up {
+            self.enter_connected(now)
+        } else {
+            self.connect_when_session_up = true;
+            self.start(Awaiting::Session, Action::OpenSession);
+            Ok(())
+        }
+    }
+
+    fn enter_connected(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        self.transition(PeerState::Connected, now)?;
+        self.connect_when_session_up = false;
+        self.ping_in_flight = None;
+        self.timers.stop(Timer::PongDue);
+        self.arm(Timer::Ping, now + self.config.heartbeat_interval);
+        // Only a reconnect has attempts to forget once the connection proves stable.
+        if self.record.reconnect_attempts > 0 {
+            self.arm(Timer::StableConnection, now + self.config.stable_connection);
+        } else {
+            self.timers.stop(Timer::StableConnection);
+        }
+        self.record.failure_reason = None;
+        self.record.next_attempt_at = None;
+        self.record.channel_opening_since = None;
+        self.actions.push_back(Action::Subscribe);
+        self.persist(now, false);
+        Ok(())
+    }
+}
+
+/// The payment channel: finding one, asking for one, opening one and waiting for it.
+impl PeerLifecycle {
+    fn on_channel_found(
+        &mut self,
+        channel_id: String,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        self.finish("ChannelFound", &[Awaiting::ChannelCheck])?;
+        self.timers.stop(Timer::ChannelRecheck);
+        self.record.channel_id = Some(channel_id);
+        self.go_connected(now)
+    }
+
+    fn on_channel_missing(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        self.finish("ChannelMissing", &[Awaiting::ChannelCheck])?;
+        if self.record.state != PeerState::ChannelNeeded {
+            self.transition(PeerState::ChannelNeeded, now)?;
+            self.persist(now, false);
+        }
+        self.start(Awaiting::ChannelRequest, Action::RequestChannel);
+        Ok(())
+    }
+
+    fn on_channel_awaiting_operator(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        self.finish("ChannelAwaitingOperator", &[Awaiting::ChannelRequest])?;
+        self.record.failure_reason = Some("waiting for the operator to open a channel".into());
+        self.arm(
+            Timer::ChannelRecheck,
+            now + self.config.channel_recheck_interval,
+        );
+        self.persist(now, false);
+        Ok(())
+    }
+
+    fn on_open_channel_approved(&mut self) -> Result<(), LifecycleError> {
+        self.only_in("OpenChannelApproved", &[PeerState::ChannelNeeded])?;
+        if self.awaiting == Some(Awaiting::ChannelOpen) {
+            return Err(self.unexpected("OpenChannelApproved"));
+        }
+        // The approval supersedes a pending request or re-check.
+        self.awaiting = None;
+        self.timers.stop(Timer::ChannelRecheck);
+        self.start(Awaiting::ChannelOpen, Action::OpenChannel);
+        Ok(())
+    }
+
+    fn on_channel_tx_signed(
+        &mut self,
+        tx_hash: String,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        self.finish(
+            "ChannelTxSigned",
+            &[Awaiting::ChannelOpen, Awaiting::ChannelRequest],
+        )?;
+        self.transition(PeerState::ChannelOpening, now)?;
+        self.record.channel_tx_hash = Some(tx_hash.clone());
+        self.record.channel_opening_since = Some(now);
+        self.record.failure_reason = None;
+        self.arm_channel_timeout();
+        // The hash goes to disk before the transaction goes to the chain: a crash in
+        // between leaves a hash the chain never saw (found dropped on restart, and
+        // opened again), never a deposit the node forgot.
+        self.persist(now, true);
+        self.start(
+            Awaiting::ChannelBroadcast,
+            Action::BroadcastChannel { tx_hash },
+        );
+        Ok(())
+    }
+
+    /// The open transaction was sent, or is not confirmed yet: check again later.
+    fn poll_channel_later(
+        &mut self,
+        op: Awaiting,
+        event: &'static str,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        self.finish(event, &[op])?;
+        self.arm(Timer::ChannelPoll, now + self.config.channel_poll_interval);
+        Ok(())
+    }
+
+    fn on_channel_confirmed(
+        &mut self,
+        channel_id: String,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        self.finish("ChannelConfirmed", &[Awaiting::ChannelStatus])?;
+        self.record.channel_id = Some(channel_id);
+        self.record.channel_opening_since = None;
+        self.arm_channel_timeout();
+        self.timers.stop(Timer::ChannelPoll);
+        self.go_connected(now)?;
+        self.persist(now, false);
+        Ok(())
+    }
+
+    fn on_channel_dropped(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        self.finish("ChannelDropped", &[Awaiting::ChannelStatus])?;
+        self.transition(PeerState::ChannelNeeded, now)?;
+        self.record.channel_tx_hash = None;
+        self.record.channel_opening_since = None;
+        self.record.failure_reason = Some("a reorg dropped the open transaction".into());
+        self.persist(now, false);
+        self.start(Awaiting::ChannelRequest, Action::RequestChannel);
+        Ok(())
+    }
+
+    fn on_channel_failed(&mut self, fault: Fault, now: Timestamp) -> Result<(), LifecycleError> {
+        let op = self.finish(
+            "ChannelFailed",
+            &[
+                Awaiting::ChannelCheck,
+                Awaiting::ChannelRequest,
+                Awaiting::ChannelOpen,
+                Awaiting::ChannelBroadcast,
+                Awaiting::ChannelStatus,
+            ],
+        )?;
+        let recheck_at = now + self.config.channel_recheck_interval;
+        match (op, &fault) {
+            // RPC trouble while waiting for confirmations: keep waiting.
+            (Awaiting::ChannelStatus, Fault::Transient(_)) => {
+                self.arm(Timer::ChannelPoll, now + self.config.channel_poll_interval);
+            }
+            // The operator may approve again; the peer stays channel_needed.
+            (Awaiting::ChannelOpen, Fault::Transient(reason)) => {
+                self.record.failure_reason = Some(format!("channel open failed: {reason}"));
+                self.arm(Timer::ChannelRecheck, recheck_at);
+                self.persist(now, false);
+            }
+            // A re-check while waiting for the operator failed: check again later.
+            (Awaiting::ChannelCheck, Fault::Transient(_))
+                if self.record.state == PeerState::ChannelNeeded =>
+            {
+                self.arm(Timer::ChannelRecheck, recheck_at);
+            }
+            // The broadcast may have reached the chain or not: the status check tells (a
+            // transaction the chain never saw is reported dropped).
+            (Awaiting::ChannelBroadcast, Fault::Transient(_)) => {
+                self.arm(Timer::ChannelPoll, now + self.config.channel_poll_interval);
+            }
+            // The chain refused the transaction (e.g. insufficient funds): nothing is
+            // pending; back to channel_needed, waiting for the operator.
+            (Awaiting::ChannelBroadcast, Fault::Permanent(reason)) => {
+                self.transition(PeerState::ChannelNeeded, now)?;
+                self.record.channel_tx_hash = None;
+                self.record.channel_opening_since = None;
+                self.record.failure_reason =
+                    Some(format!("channel open refused by the chain: {reason}"));
+                self.arm(Timer::ChannelRecheck, recheck_at);
+                self.persist(now, false);
+            }
+            _ => self.fault(now, fault),
+        }
+        Ok(())
+    }
+
+    fn await_channel(&mut self) {
+        if let Some(tx_hash) = self.record.channel_tx_hash.clone() {
+            self.start(Awaiting::ChannelStatus, Action::AwaitChannel { tx_hash });
+        }
+    }
+}
+
+/// The event flow: subscriptions to the peer and the cursor of its events.
+impl PeerLifecycle {
+    fn on_subscribed(
+        &mut self,
+        subscription_ids: Vec<String>,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        self.only_in("Subscribed", &[PeerState::Connected])?;
+        self.record.subscription_ids = subscription_ids;
+        self.persist(now, false);
+        Ok(())
+    }
+
+    /// Valid in any state: an event published while the session was closing still counts
+    /// as received.
+    fn on_event_received(&mut self, created_at: u64, id: &str, now: Timestamp) {
+        let cursor = self
+            .record
+            .event_cursor
+            .get_or_insert_with(Default::default);
+        if cursor.advance(created_at, id) {
+            self.persist(now, false);
+        }
+    }
+}
+
+/// The operator's intent and the supervisor's decisions.
+impl PeerLifecycle {
+    fn on_follow_changed(&mut self, followed: bool, now: Timestamp) {
+        self.record.followed = followed;
+        self.reprioritise();
+        self.persist(now, false);
+    }
+
+    fn on_disconnect_requested(
+        &mut self,
+        reason: String,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        use PeerState as S;
+        let state = self.record.state;
+        self.record.desired = PeerIntent::Disconnect;
+        self.record.next_attempt_at = None;
+        if !matches!(state, S::Disconnected | S::Failed) {
+            self.transition(S::Disconnected, now)?;
+        }
+        // A failed peer keeps the reason it failed for.
+        if state != S::Failed {
+            self.record.failure_reason = Some(reason);
+        }
+        self.leave_active();
+        self.persist(now, false);
+        Ok(())
+    }
+
+    fn on_evicted(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        use PeerState as S;
+        // A peer whose channel is being opened keeps its slot: its deposit is in flight.
+        let state = self.only_in(
+            "Evicted",
+            &[
+                S::Discovering,
+                S::Connecting,
+                S::ChannelNeeded,
+                S::Connected,
+                S::Disconnected,
+                S::Failed,
+            ],
+        )?;
+        if matches!(state, S::Disconnected | S::Failed) {
+            self.park();
+            return Ok(());
+        }
+        self.transition(S::Disconnected, now)?;
         self.parked = true;
+        self.record.next_attempt_at = None;
+        self.record.failure_reason = Some(CONNECTION_LIMIT_REASON.into());
+        self.leave_active();
+        self.persist(now, false);
+        Ok(())
+    }
+
+    fn on_retry_requested(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        use PeerState as S;
+        let deliberate = self.record.desired == PeerIntent::Disconnect;
+        if deliberate && !matches!(self.record.state, S::Failed | S::Disconnected) {
+            // Stopped deliberately but not down yet: only the intent changes.
+            self.record.desired = PeerIntent::Connect;
+            self.persist(now, false);
+            return Ok(());
+        }
+        let state = self.only_in("RetryRequested", &[S::Failed, S::Disconnected])?;
+        self.record.desired = PeerIntent::Connect;
+        if state == S::Failed || deliberate {
+            self.record.reconnect_attempts = 0;
+        }
+        self.parked = false;
+        self.record.next_attempt_at = None;
+        self.begin_discovery(now);
+        Ok(())
+    }
+
+    fn on_give_up(&mut self, reason: String, now: Timestamp) -> Result<(), LifecycleError> {
+        use PeerState as S;
+        self.only_in(
+            "GiveUp",
+            &[
+                S::Discovering,
+                S::Connecting,
+                S::ChannelNeeded,
+                S::ChannelOpening,
+                S::Connected,
+                S::Disconnected,
+            ],
+        )?;
+        self.fail(now, reason);
+        Ok(())
     }
 }
