@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// The defaults shipped in the repository, compiled into the binary so it runs anywhere.
-pub const DEFAULT_CONFIG_YAML: &str = include_str!("../config/default.yaml");
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../config/default.yaml");
 
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "BTP_NIPS_NODE";
