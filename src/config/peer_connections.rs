@@ -1,5 +1,5 @@
 //! `btp_nips.peer_connections`: heartbeat, reconnection, channel opening, restarts and the
-//! connection limit of the peers; the lifecycle's `LifecycleConfig` is made from it.
+//! connection limit of the peers; the lifecycle's [`LifecycleConfig`] is made from it.
 
 use std::time::Duration;
 
@@ -7,7 +7,8 @@ use serde::Deserialize;
 
 use super::check::Key;
 use super::duration::{millis, seconds};
-use super::ConfigError;
+use super::{ConfigError, Settings};
+use crate::lifecycle::LifecycleConfig;
 
 /// `btp_nips`: holds only `peer_connections`.
 #[derive(Debug, Clone, Deserialize)]
@@ -110,5 +111,14 @@ impl PeerConnectionSettings {
             .nonzero(self.channel_recheck_interval)?;
         Key("btp_nips.peer_connections.startup_dial_interval_ms")
             .nonzero(self.startup_dial_interval)
+    }
+}
+
+/// The lifecycle rules of the shipped `config/default.yaml`, so a lifecycle can be built
+/// (in tests, in tools) without loading any configuration.
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        let settings = Settings::defaults().expect("the compiled-in defaults are valid");
+        LifecycleConfig::from(&settings.btp_nips.peer_connections)
     }
 }
