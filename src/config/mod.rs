@@ -137,3 +137,122 @@ fn environment() -> Environment {
         .separator("__")
         .try_parsing(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::lifecycle::LifecycleConfig;
+
+    /// The loader with `vars` as the whole environment.
+    fn load_with_env(file: Option<&Path>, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_sources(file, environment().source(Some(map)))
+    }
+
+    fn yaml_file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_read_durations_in_their_keys_units() {
+        let s = Settings::defaults().unwrap();
+        let c = &s.btp_nips.peer_connections;
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(60));
+        assert_eq!(c.reconnect_initial_delay, Duration::from_millis(1000));
+        assert_eq!(s.persistence.flush_interval, Duration::from_millis(5));
+        assert_eq!(s.session.token_max_age, Duration::from_secs(60));
+        assert_eq!(s.chain.min_time_left, Duration::from_secs(86_400));
+        assert_eq!(s.nostr.batch_window, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn a_file_then_the_environment_override_the_defaults() {
+        let file = yaml_file(
+            "node:\n  id: \"fromfile\"\nbtp_nips:\n  peer_connections:\n    heartbeat_interval_seconds: 45\n    max_active_connections: 7\n",
+        );
+        let s = load_with_env(
+            Some(file.path()),
+            &[
+                ("BTP_NIPS_NODE__NODE__ID", "fromenv"),
+                ("BTP_NIPS_NODE__PERSISTENCE__FLUSH_INTERVAL_MS", "250"),
+                (
+                    "BTP_NIPS_NODE__BTP_NIPS__PEER_CONNECTIONS__AUTO_RECONNECT_ON_STARTUP",
+                    "false",
+                ),
+                ("OTHER_PROGRAM__NODE__ID", "ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.node.id, "fromenv", "the environment wins over the file");
+        let c = &s.btp_nips.peer_connections;
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(45));
+        assert_eq!(c.max_active_connections, 7);
+        assert!(!c.auto_reconnect_on_startup);
+        assert_eq!(s.persistence.flush_interval, Duration::from_millis(250));
+        assert_eq!(c.heartbeat_timeout, Duration::from_secs(10), "default kept");
+    }
+
+    #[test]
+    fn a_duration_from_the_environment_is_still_validated() {
+        let err =
+            load_with_env(None, &[("BTP_NIPS_NODE__SESSION__AUTH_TIMEOUT_MS", "0")]).unwrap_err();
+        assert_eq!(err.key(), Some("session.auth_timeout_ms"));
+        let err =
+            load_with_env(None, &[("BTP_NIPS_NODE__NOSTR__QUERY_TIMEOUT_MS", "soon")]).unwrap_err();
+        assert!(matches!(err, ConfigError::Load(_)));
+        assert!(err.to_string().contains("query_timeout_ms"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_from_a_file_and_from_the_environment() {
+        let file = yaml_file("persistence:\n  flush_interval: 5\n");
+        let err = load_with_env(Some(file.path()), &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Load(_)));
+        assert!(err.to_string().contains("flush_interval"), "{err}");
+        let err = load_with_env(None, &[("BTP_NIPS_NODE__SESSION__LISTEN_ON", "x")]).unwrap_err();
+        assert!(err.to_string().contains("listen_on"), "{err}");
+    }
+
+    #[test]
+    fn a_negative_duration_is_refused_naming_its_key() {
+        let err = Settings::from_yaml_overrides("chain: {rpc_timeout_seconds: -1}").unwrap_err();
+        assert!(err.to_string().contains("rpc_timeout_seconds"), "{err}");
+    }
+
+    #[test]
+    fn messages_quote_durations_in_their_keys_units() {
+        let err = Settings::from_yaml_overrides(
+            "btp_nips: {peer_connections: {reconnect_initial_delay_ms: 1500, reconnect_max_delay_ms: 10}}",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "configuration key `btp_nips.peer_connections.reconnect_max_delay_ms` is invalid: \
+             must not be less than reconnect_initial_delay_ms (1500)"
+        );
+    }
+
+    #[test]
+    fn the_default_lifecycle_config_is_the_shipped_one() {
+        let c = LifecycleConfig::default();
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(60));
+        assert_eq!(c.heartbeat_timeout, Duration::from_secs(10));
+        assert_eq!(c.backoff.initial, Duration::from_secs(1));
+        assert_eq!(c.backoff.max, Duration::from_secs(300));
+        assert_eq!(c.backoff.max_attempts, 10);
+        assert_eq!(c.stable_connection, Duration::from_secs(600));
+        assert_eq!(c.max_discovery_attempts, 3);
+        assert_eq!(c.discovery_retry, Duration::from_secs(30));
+        assert_eq!(c.channel_opening_timeout, Duration::from_secs(600));
+        assert_eq!(c.channel_poll_interval, Duration::from_secs(2));
+        assert_eq!(c.channel_recheck_interval, Duration::from_secs(30));
+    }
+}
