@@ -2,6 +2,7 @@
 //! every invalid value is refused with an error naming its key.
 
 use std::io::Write;
+use std::time::Duration;
 
 use btp_nips_node::config::{ConfigError, Settings};
 
@@ -9,12 +10,12 @@ use btp_nips_node::config::{ConfigError, Settings};
 fn defaults_are_the_seeds_block() {
     let s = Settings::defaults().unwrap();
     let c = &s.btp_nips.peer_connections;
-    assert_eq!(c.heartbeat_interval_seconds, 60);
-    assert_eq!(c.heartbeat_timeout_seconds, 10);
+    assert_eq!(c.heartbeat_interval, Duration::from_secs(60));
+    assert_eq!(c.heartbeat_timeout, Duration::from_secs(10));
     assert_eq!(c.max_reconnect_attempts, 10);
-    assert_eq!(c.reconnect_initial_delay_ms, 1000);
-    assert_eq!(c.reconnect_max_delay_ms, 300_000);
-    assert_eq!(c.channel_opening_timeout_seconds, 600);
+    assert_eq!(c.reconnect_initial_delay, Duration::from_millis(1000));
+    assert_eq!(c.reconnect_max_delay, Duration::from_millis(300_000));
+    assert_eq!(c.channel_opening_timeout, Duration::from_secs(600));
     assert!(c.auto_reconnect_on_startup);
     assert_eq!(c.max_active_connections, 1000);
     assert!(
@@ -137,7 +138,10 @@ fn a_file_overrides_the_defaults_and_a_missing_file_is_an_error() {
     .unwrap();
     let s = Settings::load(Some(file.path())).unwrap();
     assert_eq!(s.btp_nips.peer_connections.max_active_connections, 7);
-    assert_eq!(s.btp_nips.peer_connections.heartbeat_interval_seconds, 60);
+    assert_eq!(
+        s.btp_nips.peer_connections.heartbeat_interval,
+        Duration::from_secs(60)
+    );
     let err = Settings::load(Some(std::path::Path::new("/nonexistent/node.yaml"))).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/node.yaml"), "{err}");
 }

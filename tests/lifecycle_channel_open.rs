@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use btp_nips_node::config::Settings;
 use btp_nips_node::lifecycle::{
     Action, Announcement, Event, Fault, LifecycleConfig, PeerLifecycle, PeerRecord, PeerState,
     Timestamp,
@@ -14,8 +13,7 @@ const PUBKEY: &str = "aa11bb22cc33dd44ee55ff6600112233445566778899aabbccddeeff00
 const T0: Timestamp = Timestamp(1_700_000_000_000);
 
 fn config() -> LifecycleConfig {
-    let settings = Settings::defaults().expect("defaults are valid");
-    LifecycleConfig::from(&settings.btp_nips.peer_connections)
+    LifecycleConfig::default()
 }
 
 struct Sim {

@@ -148,10 +148,10 @@ fn snapshot(peer: usize, round: u32) -> PeerRecord {
 
 fn settings(flush_interval_ms: u64, max_batch: usize) -> PersistenceSettings {
     PersistenceSettings {
-        flush_interval_ms,
+        flush_interval: Duration::from_millis(flush_interval_ms),
         max_batch,
-        retry_initial_delay_ms: 20,
-        retry_max_delay_ms: 200,
+        retry_initial_delay: Duration::from_millis(20),
+        retry_max_delay: Duration::from_millis(200),
     }
 }
 
@@ -678,8 +678,8 @@ async fn pg_actor_retries_until_the_database_is_back() {
     // waits 300 ms for a connection), so the newer snapshots below arrive while the batch
     // they supersede is being tried.
     let retry_fast = PersistenceSettings {
-        retry_initial_delay_ms: 1,
-        retry_max_delay_ms: 1,
+        retry_initial_delay: Duration::from_millis(1),
+        retry_max_delay: Duration::from_millis(1),
         ..settings(5, 100)
     };
     let actor = PersistenceActor::new(db.clone(), retry_fast).start();

@@ -109,7 +109,7 @@ pub struct PersistenceActor {
 
 impl PersistenceActor {
     pub fn new(db: Database, settings: PersistenceSettings) -> Self {
-        let next_retry_delay = settings.retry_initial_delay();
+        let next_retry_delay = settings.retry_initial_delay;
         PersistenceActor {
             db,
             settings,
@@ -132,7 +132,7 @@ impl PersistenceActor {
         if self.flush_timer.is_some() || self.in_flight.is_some() || self.retry_timer.is_some() {
             return;
         }
-        let handle = ctx.run_later(self.settings.flush_interval(), |act, ctx| {
+        let handle = ctx.run_later(self.settings.flush_interval, |act, ctx| {
             act.flush_timer = None;
             act.start_write(ctx);
         });
@@ -187,14 +187,14 @@ impl PersistenceActor {
                 self.stats.transactions += 1;
                 self.stats.records_written += batch.records.len() as u64;
                 self.durable_seq = batch.covers_seq;
-                self.next_retry_delay = self.settings.retry_initial_delay();
+                self.next_retry_delay = self.settings.retry_initial_delay;
                 self.answer_waiters();
                 self.schedule_next(ctx);
             }
             Err(error) => {
                 self.stats.failed_attempts += 1;
                 let delay = self.next_retry_delay;
-                self.next_retry_delay = (delay * 2).min(self.settings.retry_max_delay());
+                self.next_retry_delay = (delay * 2).min(self.settings.retry_max_delay);
                 log::warn!(
                     "persistence: writing {} peer records failed (failure {}), retrying in {:?}: {}",
                     batch.records.len(),

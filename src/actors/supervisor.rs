@@ -250,7 +250,7 @@ impl PeerSupervisor {
             lifecycle_config,
             restart_policy: RestartPolicy {
                 max_restarts: settings.max_restarts,
-                window: settings.restart_window(),
+                window: settings.restart_window,
             },
             settings,
             ports,
@@ -441,7 +441,7 @@ impl Actor for PeerSupervisor {
         );
         self.recover_batch(ctx);
         if !self.recovery.is_empty() {
-            let every = self.settings.startup_dial_interval();
+            let every = self.settings.startup_dial_interval;
             self.recovery_timer = Some(ctx.run_interval(every, |act, ctx| act.recover_batch(ctx)));
         }
     }

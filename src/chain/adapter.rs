@@ -60,9 +60,9 @@ impl ChannelPolicy {
     pub fn from_settings(s: &ChainSettings) -> ChannelPolicy {
         ChannelPolicy {
             deposit: U256::from(s.deposit()),
-            duration: Duration::from_secs(s.channel_duration_seconds),
+            duration: s.channel_duration,
             min_balance: U256::from(s.min_balance()),
-            min_time_left: Duration::from_secs(s.min_time_left_seconds),
+            min_time_left: s.min_time_left,
             auto_open: s
                 .auto_open
                 .enabled
@@ -210,7 +210,7 @@ impl EvmChannels {
             settings.chain_id,
             contract,
             settings.confirmations,
-            settings.rpc_timeout(),
+            settings.rpc_timeout,
             ChannelPolicy::from_settings(settings),
         );
         adapter.check_endpoint(&settings.rpc_url).await?;

@@ -112,8 +112,8 @@ pub async fn open_channel(
         .broadcast(plan.tx_hash)
         .await
         .map_err(ChainError::from)?;
-    let poll = settings.btp_nips.peer_connections.channel_poll_interval();
-    let timeout = settings.btp_nips.peer_connections.channel_opening_timeout();
+    let poll = settings.btp_nips.peer_connections.channel_poll_interval;
+    let timeout = settings.btp_nips.peer_connections.channel_opening_timeout;
     let started = Instant::now();
     let mut last_seen = None;
     loop {
@@ -122,7 +122,11 @@ pub async fn open_channel(
                 println!(
                     "channel {channel_id} confirmed ({} confirmations); a running node picks it up within {}s",
                     settings.chain.confirmations,
-                    settings.btp_nips.peer_connections.channel_recheck_seconds
+                    settings
+                        .btp_nips
+                        .peer_connections
+                        .channel_recheck_interval
+                        .as_secs()
                 );
                 return Ok(());
             }
@@ -195,8 +199,8 @@ pub async fn deploy_contract(settings: &Settings) -> Result<Address, Box<dyn std
         .await?
         .tx_hash();
     println!("deploying PaymentChannels: transaction {hash:#x}");
-    let poll = settings.btp_nips.peer_connections.channel_poll_interval();
-    let timeout = settings.btp_nips.peer_connections.channel_opening_timeout();
+    let poll = settings.btp_nips.peer_connections.channel_poll_interval;
+    let timeout = settings.btp_nips.peer_connections.channel_opening_timeout;
     let started = Instant::now();
     loop {
         if let Some(receipt) = provider.get_transaction_receipt(hash).await? {

@@ -70,9 +70,9 @@ impl Discovery {
             text => PublicKey::parse(text).map_err(|e| DiscoveryError::Operator(e.to_string()))?,
         };
         let tuning = RelayTuning {
-            query_timeout: n.query_timeout(),
-            connect_timeout: n.connect_timeout(),
-            retry_interval: n.retry_interval(),
+            query_timeout: n.query_timeout,
+            connect_timeout: n.connect_timeout,
+            retry_interval: n.retry_interval,
             // A REQ asks for up to two events per author.
             notification_capacity: RelayTuning::capacity_for(
                 n.parallel_reqs,
@@ -84,10 +84,10 @@ impl Discovery {
             relays.clone(),
             ResolverSettings {
                 allow_ws_loopback: n.allow_ws_loopback,
-                found_ttl: n.found_cache(),
-                not_found_ttl: n.not_found_cache(),
+                found_ttl: n.found_cache,
+                not_found_ttl: n.not_found_cache,
                 max_authors_per_req: n.max_authors_per_req,
-                batch_window: n.batch_window(),
+                batch_window: n.batch_window,
                 parallel_reqs: n.parallel_reqs,
             },
             resolver::system_clock(),
@@ -137,7 +137,7 @@ impl Discovery {
                 self.keys.clone(),
                 n.allow_ws_loopback,
                 Some(fields),
-                n.retry_interval(),
+                n.retry_interval,
             )
             .start()
         });
@@ -146,7 +146,7 @@ impl Discovery {
             self.operator,
             Some(self.keys.public_key()),
             directory,
-            n.query_timeout(),
+            n.query_timeout,
         )
         .start();
         DiscoveryActors { announcer, follows }

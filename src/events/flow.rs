@@ -101,9 +101,9 @@ impl EventFlow {
         }
         let n = &settings.nostr;
         let tuning = crate::discovery::relays::RelayTuning {
-            query_timeout: n.query_timeout(),
-            connect_timeout: n.connect_timeout(),
-            retry_interval: n.retry_interval(),
+            query_timeout: n.query_timeout,
+            connect_timeout: n.connect_timeout,
+            retry_interval: n.retry_interval,
             // Live subscriptions of every peer share the connection's buffer.
             notification_capacity: crate::discovery::relays::RelayTuning::capacity_for(
                 settings.events.max_subscriptions_per_peer,
@@ -112,7 +112,7 @@ impl EventFlow {
         };
         let relay = super::relay::OperatorRelay::connect(url, tuning).await?;
         log::info!("event flow through the operator's relay {}", relay.url());
-        let request_timeout = Duration::from_millis(settings.session.request_timeout_ms);
+        let request_timeout = settings.session.request_timeout;
         Ok(Some(Arc::new(EventFlow::new(
             Arc::new(relay),
             &settings.events,

@@ -45,20 +45,20 @@ pub struct LifecycleConfig {
 impl From<&PeerConnectionSettings> for LifecycleConfig {
     fn from(s: &PeerConnectionSettings) -> Self {
         LifecycleConfig {
-            heartbeat_interval: s.heartbeat_interval(),
-            heartbeat_timeout: s.heartbeat_timeout(),
+            heartbeat_interval: s.heartbeat_interval,
+            heartbeat_timeout: s.heartbeat_timeout,
             backoff: BackoffPolicy {
-                initial: s.reconnect_initial_delay(),
-                max: s.reconnect_max_delay(),
+                initial: s.reconnect_initial_delay,
+                max: s.reconnect_max_delay,
                 jitter: s.reconnect_jitter,
                 max_attempts: s.max_reconnect_attempts,
             },
-            stable_connection: s.stable_connection(),
+            stable_connection: s.stable_connection,
             max_discovery_attempts: s.max_discovery_attempts,
-            discovery_retry: s.discovery_retry(),
-            channel_opening_timeout: s.channel_opening_timeout(),
-            channel_poll_interval: s.channel_poll_interval(),
-            channel_recheck_interval: s.channel_recheck_interval(),
+            discovery_retry: s.discovery_retry,
+            channel_opening_timeout: s.channel_opening_timeout,
+            channel_poll_interval: s.channel_poll_interval,
+            channel_recheck_interval: s.channel_recheck_interval,
         }
     }
 }

@@ -51,7 +51,7 @@ impl std::fmt::Display for PeerIdentity {
     }
 }
 
-/// The session settings as durations.
+/// The session's timeouts, and the idle timeout derived from the ping interval.
 #[derive(Debug, Clone)]
 pub struct SessionTimings {
     pub connect_timeout: Duration,
@@ -64,13 +64,12 @@ pub struct SessionTimings {
 
 impl From<&SessionSettings> for SessionTimings {
     fn from(s: &SessionSettings) -> Self {
-        let ping = Duration::from_millis(s.ws_ping_interval_ms);
         SessionTimings {
-            connect_timeout: Duration::from_millis(s.connect_timeout_ms),
-            auth_timeout: Duration::from_millis(s.auth_timeout_ms),
-            request_timeout: Duration::from_millis(s.request_timeout_ms),
-            ws_ping_interval: ping,
-            idle_timeout: ping * 3,
+            connect_timeout: s.connect_timeout,
+            auth_timeout: s.auth_timeout,
+            request_timeout: s.request_timeout,
+            ws_ping_interval: s.ws_ping_interval,
+            idle_timeout: s.ws_ping_interval * 3,
         }
     }
 }

@@ -334,8 +334,8 @@ async fn authenticate(state: &ServerState, packet: &Packet) -> AuthOutcome {
     }
     let policy = TokenPolicy {
         endpoints: state.endpoints.get().cloned().unwrap_or_default(),
-        max_age_secs: ctx.settings.token_max_age_seconds,
-        max_skew_secs: ctx.settings.token_max_skew_seconds,
+        max_age_secs: ctx.settings.token_max_age.as_secs(),
+        max_skew_secs: ctx.settings.token_max_skew.as_secs(),
     };
     let now = unix_now();
     let verified = {

@@ -81,10 +81,10 @@ pub fn resolve(n: usize) -> Value {
             relays.clone(),
             ResolverSettings {
                 allow_ws_loopback: false,
-                found_ttl: settings.found_cache(),
-                not_found_ttl: settings.not_found_cache(),
+                found_ttl: settings.found_cache,
+                not_found_ttl: settings.not_found_cache,
                 max_authors_per_req: settings.max_authors_per_req,
-                batch_window: settings.batch_window(),
+                batch_window: settings.batch_window,
                 parallel_reqs: settings.parallel_reqs,
             },
             system_clock(),

@@ -1,0 +1,124 @@
+//! `btp_nips.peer_connections`: heartbeat, reconnection, channel opening, restarts and the
+//! connection limit of the peers; the lifecycle's [`LifecycleConfig`] is made from it.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::check::Key;
+use super::duration::{millis, seconds};
+use super::{ConfigError, Settings};
+use crate::lifecycle::LifecycleConfig;
+
+/// `btp_nips`: holds only `peer_connections`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BtpNipsSettings {
+    pub peer_connections: PeerConnectionSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConnectionSettings {
+    #[serde(rename = "heartbeat_interval_seconds", deserialize_with = "seconds")]
+    pub heartbeat_interval: Duration,
+    /// A heartbeat not answered within this fails the session; shorter than the interval.
+    #[serde(rename = "heartbeat_timeout_seconds", deserialize_with = "seconds")]
+    pub heartbeat_timeout: Duration,
+    pub max_reconnect_attempts: u32,
+    #[serde(rename = "reconnect_initial_delay_ms", deserialize_with = "millis")]
+    pub reconnect_initial_delay: Duration,
+    #[serde(rename = "reconnect_max_delay_ms", deserialize_with = "millis")]
+    pub reconnect_max_delay: Duration,
+    #[serde(
+        rename = "channel_opening_timeout_seconds",
+        deserialize_with = "seconds"
+    )]
+    pub channel_opening_timeout: Duration,
+    pub auto_reconnect_on_startup: bool,
+    pub max_active_connections: usize,
+    /// Each backoff delay is shortened by a random fraction up to this.
+    pub reconnect_jitter: f64,
+    /// A connection up this long resets the attempt counter.
+    #[serde(rename = "stable_connection_seconds", deserialize_with = "seconds")]
+    pub stable_connection: Duration,
+    pub max_discovery_attempts: u32,
+    #[serde(rename = "discovery_retry_seconds", deserialize_with = "seconds")]
+    pub discovery_retry: Duration,
+    /// How often a pending channel-open transaction is checked.
+    #[serde(rename = "channel_poll_interval_seconds", deserialize_with = "seconds")]
+    pub channel_poll_interval: Duration,
+    /// More restarts than this within `restart_window` fail the peer.
+    pub max_restarts: u32,
+    #[serde(rename = "restart_window_seconds", deserialize_with = "seconds")]
+    pub restart_window: Duration,
+    /// After a restart, peers are redialled `startup_dial_batch` at a time, one batch
+    /// every `startup_dial_interval`.
+    pub startup_dial_batch: usize,
+    #[serde(rename = "startup_dial_interval_ms", deserialize_with = "millis")]
+    pub startup_dial_interval: Duration,
+    /// While a peer waits for the operator to open a channel, the chain is re-checked this
+    /// often.
+    #[serde(rename = "channel_recheck_seconds", deserialize_with = "seconds")]
+    pub channel_recheck_interval: Duration,
+}
+
+impl PeerConnectionSettings {
+    /// Checks the section; an error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        Key("btp_nips.peer_connections.heartbeat_interval_seconds")
+            .nonzero(self.heartbeat_interval)?;
+        Key("btp_nips.peer_connections.heartbeat_timeout_seconds").ensure(
+            !self.heartbeat_timeout.is_zero() && self.heartbeat_timeout < self.heartbeat_interval,
+            format!(
+                "must be at least 1 and shorter than heartbeat_interval_seconds ({})",
+                self.heartbeat_interval.as_secs()
+            ),
+        )?;
+        Key("btp_nips.peer_connections.max_reconnect_attempts").between(
+            self.max_reconnect_attempts,
+            1,
+            64,
+        )?;
+        Key("btp_nips.peer_connections.reconnect_initial_delay_ms")
+            .nonzero(self.reconnect_initial_delay)?;
+        Key("btp_nips.peer_connections.reconnect_max_delay_ms").ensure(
+            self.reconnect_max_delay >= self.reconnect_initial_delay,
+            format!(
+                "must not be less than reconnect_initial_delay_ms ({})",
+                self.reconnect_initial_delay.as_millis()
+            ),
+        )?;
+        Key("btp_nips.peer_connections.reconnect_jitter").ensure(
+            (0.0..1.0).contains(&self.reconnect_jitter),
+            "must be at least 0 and less than 1",
+        )?;
+        Key("btp_nips.peer_connections.channel_opening_timeout_seconds")
+            .nonzero(self.channel_opening_timeout)?;
+        Key("btp_nips.peer_connections.channel_poll_interval_seconds").ensure(
+            !self.channel_poll_interval.is_zero()
+                && self.channel_poll_interval <= self.channel_opening_timeout,
+            "must be at least 1 and not longer than channel_opening_timeout_seconds",
+        )?;
+        Key("btp_nips.peer_connections.max_active_connections")
+            .nonzero(self.max_active_connections)?;
+        Key("btp_nips.peer_connections.max_discovery_attempts")
+            .nonzero(self.max_discovery_attempts)?;
+        Key("btp_nips.peer_connections.discovery_retry_seconds").nonzero(self.discovery_retry)?;
+        Key("btp_nips.peer_connections.restart_window_seconds").nonzero(self.restart_window)?;
+        Key("btp_nips.peer_connections.startup_dial_batch").nonzero(self.startup_dial_batch)?;
+        Key("btp_nips.peer_connections.channel_recheck_seconds")
+            .nonzero(self.channel_recheck_interval)?;
+        Key("btp_nips.peer_connections.startup_dial_interval_ms")
+            .nonzero(self.startup_dial_interval)
+    }
+}
+
+/// The lifecycle rules of the shipped `config/default.yaml`, so a lifecycle can be built
+/// (in tests, in tools) without loading any configuration.
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        let settings = Settings::defaults().expect("the compiled-in defaults are valid");
+        LifecycleConfig::from(&settings.btp_nips.peer_connections)
+    }
+}

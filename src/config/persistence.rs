@@ -1,0 +1,36 @@
+//! `persistence`: how peer records are batched into the database.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::check::Key;
+use super::duration::millis;
+use super::ConfigError;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistenceSettings {
+    /// A batch is written this often (or sooner, once `max_batch` peers changed).
+    #[serde(rename = "flush_interval_ms", deserialize_with = "millis")]
+    pub flush_interval: Duration,
+    pub max_batch: usize,
+    /// A failed write is retried after this, doubling up to `retry_max_delay`.
+    #[serde(rename = "retry_initial_delay_ms", deserialize_with = "millis")]
+    pub retry_initial_delay: Duration,
+    #[serde(rename = "retry_max_delay_ms", deserialize_with = "millis")]
+    pub retry_max_delay: Duration,
+}
+
+impl PersistenceSettings {
+    /// Checks the section; an error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        Key("persistence.flush_interval_ms").between(self.flush_interval.as_millis(), 1, 60_000)?;
+        Key("persistence.max_batch").nonzero(self.max_batch)?;
+        Key("persistence.retry_initial_delay_ms").nonzero(self.retry_initial_delay)?;
+        Key("persistence.retry_max_delay_ms").ensure(
+            self.retry_max_delay >= self.retry_initial_delay,
+            "must not be less than persistence.retry_initial_delay_ms",
+        )
+    }
+}

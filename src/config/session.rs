@@ -1,0 +1,110 @@
+//! `session`: BTP sessions: the inbound endpoint, timeouts, authentication.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::check::Key;
+use super::duration::{millis, seconds};
+use super::ConfigError;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Where the inbound endpoint listens, `host:port`; empty: no inbound endpoint.
+    pub listen: String,
+    /// The endpoint peers dial (as announced), to which their tokens are bound; empty:
+    /// the loopback forms of the bound address.
+    pub public_endpoint: String,
+    /// Allow `ws://` (no TLS) to loopback hosts; every other endpoint must be `wss://`.
+    pub allow_ws_loopback: bool,
+    /// The node's Nostr secret key (hex or nsec); empty: an ephemeral key per run.
+    pub secret_key_hex: String,
+    #[serde(rename = "connect_timeout_ms", deserialize_with = "millis")]
+    pub connect_timeout: Duration,
+    /// A dialed peer must answer auth, and an inbound one send it, within this.
+    #[serde(rename = "auth_timeout_ms", deserialize_with = "millis")]
+    pub auth_timeout: Duration,
+    /// Each BTP request waits this long for its answer (ilp-plugin-btp uses 35 s).
+    #[serde(rename = "request_timeout_ms", deserialize_with = "millis")]
+    pub request_timeout: Duration,
+    /// WebSocket pings keep the socket warm; three intervals without a frame → dead.
+    #[serde(rename = "ws_ping_interval_ms", deserialize_with = "millis")]
+    pub ws_ping_interval: Duration,
+    /// A Nostr auth token older than this is expired.
+    #[serde(rename = "token_max_age_seconds", deserialize_with = "seconds")]
+    pub token_max_age: Duration,
+    /// How far a token's `created_at` may be ahead of our clock.
+    #[serde(rename = "token_max_skew_seconds", deserialize_with = "seconds")]
+    pub token_max_skew: Duration,
+    /// What ILDCP tells neighbours about the bilateral asset.
+    pub asset_code: String,
+    pub asset_scale: u8,
+    /// Plain ILP peers authenticated by a shared secret instead of a Nostr key.
+    pub shared_secret_peers: Vec<SharedSecretPeer>,
+    /// At most this many inbound sessions from pubkeys the node has no record of (not
+    /// followed, never met); followed and known peers are not counted.
+    pub max_unknown_inbound: usize,
+}
+
+/// One plain ILP peer: inbound it sends `username` and `secret`; outbound, when a peer's
+/// endpoint is `endpoint`, we send them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedSecretPeer {
+    pub username: String,
+    pub secret: String,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+impl SessionSettings {
+    /// Checks the section; an error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        Key("session.listen").ensure(
+            self.listen.is_empty() || self.listen.parse::<std::net::SocketAddr>().is_ok(),
+            format!(
+                "`{}` must be empty or an address such as 127.0.0.1:7700",
+                self.listen
+            ),
+        )?;
+        let endpoint = &self.public_endpoint;
+        Key("session.public_endpoint").ensure(
+            endpoint.is_empty() || endpoint.starts_with("wss://") || endpoint.starts_with("ws://"),
+            format!("`{endpoint}` must start with ws:// or wss://"),
+        )?;
+        let key = self.secret_key_hex.trim();
+        Key("session.secret_key_hex").ensure(
+            key.is_empty() || nostr::Keys::parse(key).is_ok(),
+            "must be empty, 64 hex digits or an nsec secret key",
+        )?;
+        Key("session.connect_timeout_ms").nonzero(self.connect_timeout)?;
+        Key("session.auth_timeout_ms").nonzero(self.auth_timeout)?;
+        Key("session.request_timeout_ms").nonzero(self.request_timeout)?;
+        Key("session.ws_ping_interval_ms").nonzero(self.ws_ping_interval)?;
+        Key("session.token_max_age_seconds").nonzero(self.token_max_age)?;
+        Key("session.asset_code")
+            .ensure(!self.asset_code.trim().is_empty(), "must not be empty")?;
+        for peer in &self.shared_secret_peers {
+            Key("session.shared_secret_peers.username").ensure(
+                !peer.username.is_empty()
+                    && peer
+                        .username
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_~-".contains(c)),
+                format!(
+                    "`{}` must be letters, digits, _ ~ or - (it becomes an ILP address segment)",
+                    peer.username
+                ),
+            )?;
+            Key("session.shared_secret_peers.secret").ensure(
+                peer.secret.len() >= 16,
+                format!(
+                    "the secret of `{}` must be at least 16 characters",
+                    peer.username
+                ),
+            )?;
+        }
+        Ok(())
+    }
+}
