@@ -644,3 +644,135 @@ fn eviction_parks_without_a_retry_timer_and_a_channel_opening_peer_is_protected(
     assert!(opening.try_feed(Event::Evicted).is_err());
     assert_eq!(opening.state(), PeerState::ChannelOpening);
 }
+
+// ---- whose fault it is ----
+
+#[test]
+fn the_nodes_own_faults_never_cost_the_peer_an_attempt_nor_fail_it() {
+    let config = config();
+    let mut sim = Sim::new(config.clone());
+    let mut waits = Vec::new();
+    // Far more rounds than the peer's attempts: our relays do not answer, then our RPC.
+    for round in 0..(config.backoff.max_attempts * 3) {
+        if round % 2 == 0 {
+            sim.feed(Event::ResolveFailed(Fault::Local(
+                "no relay answered: connection refused".into(),
+            )));
+        } else {
+            sim.feed(Event::Resolved(announcement()));
+            sim.feed(Event::SessionOpened);
+            sim.feed(Event::ChannelFailed(Fault::Local(
+                "eth_call: no answer within 10s".into(),
+            )));
+        }
+        assert_eq!(sim.state(), PeerState::Disconnected, "round {round}");
+        let record = sim.lc.record();
+        assert_eq!(record.reconnect_attempts, 0, "round {round}");
+        let reason = record.failure_reason.as_deref().unwrap();
+        assert!(reason.starts_with("waiting for this node: "), "{reason}");
+        waits.push(sim.step());
+        assert_eq!(sim.state(), PeerState::Discovering);
+    }
+    // The waits grow like a backoff (no busy loop during an outage), up to the maximum.
+    assert_eq!(waits[0], config.backoff.initial);
+    assert_eq!(waits[1], config.backoff.initial * 2);
+    assert_eq!(*waits.last().unwrap(), config.backoff.max);
+    assert!(waits.iter().all(|w| *w <= config.backoff.max));
+    // The cause clears: the peer goes on, with no attempt spent.
+    sim.connect();
+    assert_eq!(sim.lc.record().reconnect_attempts, 0);
+}
+
+#[test]
+fn a_policy_refusal_is_retried_with_capped_backoff_and_never_fails_the_peer() {
+    let config = config();
+    let mut sim = Sim::new(config.clone());
+    let mut waits = Vec::new();
+    for _ in 0..(config.backoff.max_attempts * 2) {
+        sim.feed(Event::Resolved(announcement()));
+        sim.feed(Event::SessionFailed(Fault::Refused(
+            "not admitted: connection limit (1) reached".into(),
+        )));
+        assert_eq!(sim.state(), PeerState::Disconnected);
+        waits.push(sim.step());
+    }
+    assert_eq!(
+        sim.lc.record().reconnect_attempts,
+        config.backoff.max_attempts
+    );
+    assert_eq!(*waits.last().unwrap(), config.backoff.max);
+    // The same count of plain transient faults fails the peer: only the refusal is spared.
+    let mut other = Sim::new(config.clone());
+    for _ in 0..=config.backoff.max_attempts {
+        other.feed(Event::Resolved(announcement()));
+        other.feed(Event::SessionFailed(Fault::Transient(
+            "connection refused".into(),
+        )));
+        if other.state() == PeerState::Failed {
+            break;
+        }
+        other.step();
+    }
+    assert_eq!(other.state(), PeerState::Failed);
+}
+
+#[test]
+fn a_local_fault_while_connected_drops_the_session_without_an_attempt() {
+    let mut sim = Sim::new(config());
+    sim.connect();
+    sim.feed(Event::LocalFault(
+        "operator relay unavailable: connection refused".into(),
+    ));
+    assert_eq!(sim.state(), PeerState::Disconnected);
+    assert_eq!(sim.lc.record().reconnect_attempts, 0);
+    assert!(sim.count(|a| matches!(a, Action::CloseSession)) >= 1);
+}
+
+#[test]
+fn without_required_channels_an_authenticated_session_is_connected_at_once() {
+    let no_chain = LifecycleConfig {
+        channels_required: false,
+        ..config()
+    };
+    let mut sim = Sim::new(no_chain.clone());
+    sim.feed(Event::Resolved(announcement()));
+    sim.feed(Event::SessionOpened);
+    assert_eq!(sim.state(), PeerState::Connected);
+    assert_eq!(
+        sim.count(|a| matches!(
+            a,
+            Action::CheckChannel | Action::RequestChannel | Action::OpenChannel
+        )),
+        0
+    );
+    // A peer stored while it waited for a channel is dialled again, not left waiting.
+    let mut stored = PeerRecord::new(PUBKEY, true, T0);
+    stored.state = PeerState::ChannelNeeded;
+    stored.endpoint = Some(announcement().endpoint);
+    let mut sim = Sim::from_record(stored, no_chain);
+    assert_eq!(sim.state(), PeerState::Disconnected);
+    assert_eq!(sim.step(), Duration::ZERO);
+    assert_eq!(sim.state(), PeerState::Discovering);
+}
+
+#[test]
+fn a_ping_deadline_met_while_a_ping_is_in_flight_is_not_left_in_the_past() {
+    // A heartbeat interval shorter than the PONG timeout: the next PING falls due while
+    // the previous one is still unanswered.
+    let mut sim = Sim::new(LifecycleConfig {
+        heartbeat_interval: Duration::from_secs(1),
+        heartbeat_timeout: Duration::from_secs(10),
+        ..config()
+    });
+    sim.connect();
+    sim.step();
+    assert!(matches!(sim.last_action(), Some(Action::SendPing { .. })));
+    sim.step();
+    let next = sim.lc.poll_timeout().expect("the heartbeat stays armed");
+    assert!(
+        next > sim.now,
+        "a deadline in the past would wake the driver again at once"
+    );
+    // Still one PING in flight, and its PONG deadline still holds.
+    assert_eq!(sim.count(|a| matches!(a, Action::SendPing { .. })), 1);
+}

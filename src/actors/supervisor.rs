@@ -223,6 +223,7 @@ pub struct PeerSupervisor {
 
 impl PeerSupervisor {
     /// `stored` is every record in the database; the non-terminal ones are brought back.
+    /// `channels_required`: whether peers need a payment channel to be connected.
     pub fn new(
         settings: PeerConnectionSettings,
         ports: Ports,
@@ -230,8 +231,12 @@ impl PeerSupervisor {
         clock: NodeClock,
         stored: Vec<PeerRecord>,
         changes: tokio::sync::broadcast::Sender<PeerChange>,
+        channels_required: bool,
     ) -> Self {
-        let lifecycle_config = LifecycleConfig::from(&settings);
+        let lifecycle_config = LifecycleConfig {
+            channels_required,
+            ..LifecycleConfig::from(&settings)
+        };
         let mut idle = HashMap::new();
         let mut recovery = Vec::new();
         for record in stored {

@@ -186,8 +186,9 @@ pub fn http_provider(rpc_url: &str) -> Result<DynProvider, ChainError> {
         .erased())
 }
 
+/// An RPC call failed: the node's own endpoint, not the peer's doing.
 fn transient(what: &str, e: impl Display) -> Fault {
-    Fault::Transient(format!("{what}: {e}"))
+    Fault::Local(format!("{what}: {e}"))
 }
 
 fn hex_id(id: B256) -> String {
@@ -304,7 +305,7 @@ impl EvmChannels {
         match tokio::time::timeout(self.rpc_timeout, call.into_future()).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(transient(what, e)),
-            Err(_) => Err(Fault::Transient(format!(
+            Err(_) => Err(Fault::Local(format!(
                 "{what}: no answer within {}s",
                 self.rpc_timeout.as_secs()
             ))),
@@ -336,7 +337,7 @@ impl EvmChannels {
                 self.provider.get_block_by_number(BlockNumberOrTag::Latest),
             )
             .await?
-            .ok_or_else(|| Fault::Transient("the endpoint has no latest block".into()))?;
+            .ok_or_else(|| Fault::Local("the endpoint has no latest block".into()))?;
         Ok((block.header.number, block.header.timestamp))
     }
 
@@ -348,7 +349,7 @@ impl EvmChannels {
                     .get_block_by_number(BlockNumberOrTag::Number(number)),
             )
             .await?
-            .ok_or_else(|| Fault::Transient(format!("block {number} is not available")))?;
+            .ok_or_else(|| Fault::Local(format!("block {number} is not available")))?;
         Ok(block.header.timestamp)
     }
 
@@ -529,7 +530,7 @@ impl EvmChannels {
             }
             Ok(Err(e)) => return Err(transient("eth_sendRawTransaction", e)),
             Err(_) => {
-                return Err(Fault::Transient(format!(
+                return Err(Fault::Local(format!(
                     "eth_sendRawTransaction: no answer within {}s",
                     self.rpc_timeout.as_secs()
                 )))

@@ -146,7 +146,9 @@ pub async fn open_channel(
                 )
                 .into())
             }
-            Err(Fault::Transient(reason)) => eprintln!("checking {:#x}: {reason}", plan.tx_hash),
+            Err(Fault::Transient(reason) | Fault::Local(reason) | Fault::Refused(reason)) => {
+                eprintln!("checking {:#x}: {reason}", plan.tx_hash)
+            }
             Err(Fault::Permanent(reason)) => {
                 return Err(format!("checking {:#x}: {reason}", plan.tx_hash).into())
             }

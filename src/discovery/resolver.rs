@@ -128,10 +128,10 @@ impl AddressResolver for NostrResolver {
         }
         let (tx, rx) = oneshot::channel();
         if self.batch.send((pubkey, tx)).is_err() {
-            return Resolution::Failed(Fault::Transient("resolver stopped".into()));
+            return Resolution::Failed(Fault::Local("resolver stopped".into()));
         }
         rx.await
-            .unwrap_or_else(|_| Resolution::Failed(Fault::Transient("resolver stopped".into())))
+            .unwrap_or_else(|_| Resolution::Failed(Fault::Local("resolver stopped".into())))
     }
 }
 
@@ -150,9 +150,10 @@ async fn run_batches(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Waiter>)
             keys.dedup();
             let results = inner.resolve_many(keys).await;
             for (key, tx) in waiters {
-                let answer = results.get(&key).cloned().unwrap_or_else(|| {
-                    Resolution::Failed(Fault::Transient("resolution lost".into()))
-                });
+                let answer = results
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| Resolution::Failed(Fault::Local("resolution lost".into())));
                 let _ = tx.send(answer);
             }
         });
@@ -182,7 +183,8 @@ impl Inner {
             Resolution::NotFound | Resolution::Failed(Fault::Permanent(_)) => {
                 self.settings.not_found_ttl
             }
-            Resolution::Failed(Fault::Transient(_)) => return,
+            // Our relays' trouble says nothing about the peer: ask again next time.
+            Resolution::Failed(_) => return,
         };
         let expires_at = (self.clock)() + ttl;
         self.cache.lock().expect("cache lock").insert(
@@ -319,8 +321,9 @@ pub fn judge(
     } else {
         problems.join("; ")
     };
+    // Our relays not answering is this node's fault, not the peer's.
     let unanswered = problems.len();
-    Resolution::Failed(Fault::Transient(if unanswered >= relay_count {
+    Resolution::Failed(Fault::Local(if unanswered >= relay_count {
         format!("no relay answered: {detail}")
     } else {
         format!("{unanswered} of {relay_count} relays did not answer: {detail}")
@@ -370,21 +373,21 @@ mod tests {
         assert_eq!(judge(&pk, &[], true, &[], 2, false), Resolution::NotFound);
         let one_down = vec!["ws://b: not connected".to_string()];
         match judge(&pk, &[], false, &one_down, 2, false) {
-            Resolution::Failed(Fault::Transient(why)) => {
+            Resolution::Failed(Fault::Local(why)) => {
                 assert!(why.starts_with("1 of 2 relays did not answer"), "{why}")
             }
             other => panic!("{other:?}"),
         }
         let all_down = vec!["a: timeout".to_string(), "b: timeout".to_string()];
         match judge(&pk, &[], false, &all_down, 2, false) {
-            Resolution::Failed(Fault::Transient(why)) => {
+            Resolution::Failed(Fault::Local(why)) => {
                 assert!(why.starts_with("no relay answered"), "{why}")
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             judge(&pk, &[], true, &[], 0, false),
-            Resolution::Failed(Fault::Transient(_))
+            Resolution::Failed(Fault::Local(_))
         ));
     }
 

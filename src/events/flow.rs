@@ -213,7 +213,7 @@ impl EventFlow {
                 Err(StoreError::Unavailable(why)) => {
                     let reason = format!("operator relay unavailable: {why}");
                     log::warn!("peer {pubkey}: {reason}; the session is dropped and resumed later");
-                    self.observe(&pubkey, Event::SessionLost(reason.clone()));
+                    self.observe(&pubkey, Event::LocalFault(reason.clone()));
                     self.reject(codes::T00_INTERNAL_ERROR, &reason)
                 }
             },

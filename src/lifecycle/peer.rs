@@ -40,6 +40,9 @@ pub struct LifecycleConfig {
     /// While `channel_needed` waits for the operator, the chain is re-checked this often (a
     /// channel the operator opened with `open-channel` is found and the peer goes on).
     pub channel_recheck_interval: Duration,
+    /// Whether a peer needs a payment channel before it is connected. A node without a
+    /// chain (`chain.enabled: false`) connects every authenticated session as it is.
+    pub channels_required: bool,
 }
 
 impl From<&PeerConnectionSettings> for LifecycleConfig {
@@ -59,24 +62,39 @@ impl From<&PeerConnectionSettings> for LifecycleConfig {
             channel_opening_timeout: s.channel_opening_timeout,
             channel_poll_interval: s.channel_poll_interval,
             channel_recheck_interval: s.channel_recheck_interval,
+            channels_required: true,
         }
     }
 }
 
-/// A fault reported by an adapter, already classified.
+/// A fault reported by an adapter, already classified by whose it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
-    /// Timeout, refused connection, relay or RPC unavailable: retried with backoff.
+    /// The peer's, for now: it did not answer in time, refused the connection, dropped it.
+    /// Retried with backoff; the peer is failed once its attempts run out.
     Transient(String),
-    /// Invalid announcement, authentication refused, …: the peer is failed with this reason.
+    /// The peer's, for good: no valid announcement, authentication refused for a bad key
+    /// or signature. The peer is failed with this reason.
     Permanent(String),
+    /// The remote refused us by its policy (not admitted, its connection limit, its
+    /// operator): retried with backoff up to the maximum delay, never failed for that alone.
+    Refused(String),
+    /// The node's own: its relays, its RPC, its operator relay or its database are
+    /// unreachable, or a port is not configured. Costs the peer no attempt and never fails
+    /// it: the peer waits, disconnected with this reason, and goes on when the cause clears.
+    Local(String),
 }
 
 impl Fault {
     pub fn reason(&self) -> &str {
         match self {
-            Fault::Transient(r) | Fault::Permanent(r) => r,
+            Fault::Transient(r) | Fault::Permanent(r) | Fault::Refused(r) | Fault::Local(r) => r,
         }
+    }
+
+    /// Whether this is the node's own fault rather than the peer's.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Fault::Local(_))
     }
 }
 
@@ -107,6 +125,9 @@ pub enum Event {
     SessionFailed(Fault),
     /// An established session ended.
     SessionLost(String),
+    /// A fault of the node's own (its operator relay, its database) interrupted this peer:
+    /// the session is dropped and resumed later, costing the peer no attempt.
+    LocalFault(String),
     /// A usable channel to the peer exists on chain.
     ChannelFound { channel_id: String },
     /// No usable channel exists.
@@ -220,6 +241,9 @@ pub struct PeerLifecycle {
     parked: bool,
     /// Consecutive "not found" answers in `discovering`.
     discovery_misses: u32,
+    /// Consecutive waits on the node's own faults (they lengthen the next wait, never
+    /// the peer's attempts); reset once the peer gets anywhere.
+    node_waits: u32,
     /// Every deadline; each timer runs only in its own state.
     timers: TimerTable,
     /// The PING in flight: its nonce and when it was sent (its PONG is due at
@@ -248,6 +272,7 @@ impl PeerLifecycle {
             connect_when_session_up: false,
             parked: false,
             discovery_misses: 0,
+            node_waits: 0,
             timers: TimerTable::default(),
             ping_in_flight: None,
             rng: fastrand::Rng::with_seed(seed),
@@ -316,6 +341,7 @@ impl PeerLifecycle {
                 self.on_failed(Awaiting::Session, "SessionFailed", fault, now)
             }
             Event::SessionLost(reason) => self.on_session_lost(reason, now),
+            Event::LocalFault(reason) => self.on_local_fault(reason, now),
             Event::PongReceived { nonce } => self.on_pong(nonce, now),
             Event::Misbehaved(reason) => self.on_misbehaved(reason, now),
             // The payment channel.
@@ -394,6 +420,11 @@ impl PeerLifecycle {
                 if self.awaiting.is_none() {
                     self.timers.stop(timer);
                     self.start(Awaiting::ChannelCheck, Action::CheckChannel);
+                } else {
+                    // Not a deadline left in the past (the driver would wake at once, again
+                    // and again): the next look comes one interval later.
+                    self.timers
+                        .set(timer, now + self.config.channel_recheck_interval);
                 }
             }
             Timer::ChannelTimeout => self.fail(now, "channel timeout".into()),
@@ -416,13 +447,13 @@ impl PeerLifecycle {
             Timer::Ping => {
                 // One PING at a time: while one is in flight, the next waits for its PONG
                 // (or the session is lost at `PongDue`).
+                self.timers
+                    .set(Timer::Ping, now + self.config.heartbeat_interval);
                 if self.ping_in_flight.is_none() {
                     let nonce = self.rng.u64(..);
                     self.ping_in_flight = Some((nonce, now));
                     self.timers
                         .set(Timer::PongDue, now + self.config.heartbeat_timeout);
-                    self.timers
-                        .set(Timer::Ping, now + self.config.heartbeat_interval);
                     self.actions.push_back(Action::SendPing { nonce });
                 }
             }
@@ -557,6 +588,8 @@ impl PeerLifecycle {
         match fault {
             Fault::Transient(reason) => self.lose(now, reason, false),
             Fault::Permanent(reason) => self.fail(now, reason),
+            Fault::Refused(reason) => self.refused(now, reason),
+            Fault::Local(reason) => self.wait_on_node(now, reason, false),
         }
     }
 
@@ -570,17 +603,52 @@ impl PeerLifecycle {
             );
             return;
         }
+        let delay = self.config.backoff.delay(attempts, &mut self.rng);
+        self.disconnect_for(now, delay, reason, close_session, attempts + 1);
+    }
+
+    /// The remote's policy refused us: a backoff wait like any loss, counted, but the
+    /// delay stops growing at the maximum and the peer is never failed for it.
+    fn refused(&mut self, now: Timestamp, reason: String) {
+        let attempts = self.record.reconnect_attempts;
+        let delay = self.config.backoff.delay(attempts, &mut self.rng);
+        let counted = attempts
+            .saturating_add(1)
+            .min(self.config.backoff.max_attempts);
+        self.disconnect_for(now, delay, reason, false, counted);
+    }
+
+    /// The node's own fault: the peer waits, costing it no attempt. The waits grow like a
+    /// backoff (so an outage is not a busy loop) from a count that is not the peer's.
+    fn wait_on_node(&mut self, now: Timestamp, reason: String, close_session: bool) {
+        let delay = self.config.backoff.delay(self.node_waits, &mut self.rng);
+        self.node_waits = self.node_waits.saturating_add(1);
+        let attempts = self.record.reconnect_attempts;
+        let reason = format!("waiting for this node: {reason}");
+        self.disconnect_for(now, delay, reason, close_session, attempts);
+    }
+
+    /// Disconnected with `reason`, retried after `delay`, with `attempts` recorded.
+    fn disconnect_for(
+        &mut self,
+        now: Timestamp,
+        delay: std::time::Duration,
+        reason: String,
+        close_session: bool,
+        attempts: u32,
+    ) {
         if self.transition(PeerState::Disconnected, now).is_err() {
             return;
         }
-        let delay = self.config.backoff.delay(attempts, &mut self.rng);
-        self.record.reconnect_attempts = attempts + 1;
+        self.record.reconnect_attempts = attempts;
         self.record.next_attempt_at = Some(now + delay);
         self.record.failure_reason = Some(reason);
         if close_session || self.session_up {
             self.actions.push_back(Action::CloseSession);
         }
         self.session_up = false;
+        self.awaiting = None;
+        self.connect_when_session_up = false;
         self.clear_timers();
         self.arm_reconnect();
         self.persist(now, false);
@@ -636,6 +704,14 @@ impl PeerLifecycle {
                     self.start(Awaiting::Session, Action::OpenSession)
                 }
                 S::Connecting => self.start(Awaiting::Resolve, Action::Resolve),
+                S::ChannelNeeded | S::ChannelOpening if !self.config.channels_required => {
+                    // Channels are no longer required: dial again, nothing to wait for.
+                    let _ = self.transition(S::Disconnected, now);
+                    self.record.failure_reason = Some("channels are not required".into());
+                    self.record.next_attempt_at = Some(now);
+                    self.leave_active();
+                    self.persist(now, false);
+                }
                 S::ChannelNeeded => self.start(Awaiting::ChannelCheck, Action::CheckChannel),
                 S::ChannelOpening => match self.record.channel_tx_hash {
                     Some(_) => {
@@ -713,7 +789,7 @@ impl PeerLifecycle {
     fn on_session_opened(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
         self.finish("SessionOpened", &[Awaiting::Session])?;
         self.session_up = true;
-        if self.connect_when_session_up {
+        if self.connect_when_session_up || !self.config.channels_required {
             self.enter_connected(now)?;
         } else if self.record.channel_tx_hash.is_some() && self.record.channel_id.is_none() {
             // Our open transaction from before a restart may still be pending.
@@ -734,6 +810,20 @@ impl PeerLifecycle {
         }
         self.session_up = false;
         self.lose(now, reason, false);
+        Ok(())
+    }
+
+    fn on_local_fault(&mut self, reason: String, now: Timestamp) -> Result<(), LifecycleError> {
+        self.only_in(
+            "LocalFault",
+            &[
+                PeerState::Connecting,
+                PeerState::ChannelNeeded,
+                PeerState::ChannelOpening,
+                PeerState::Connected,
+            ],
+        )?;
+        self.wait_on_node(now, reason, true);
         Ok(())
     }
 
@@ -791,6 +881,7 @@ impl PeerLifecycle {
         self.record.failure_reason = None;
         self.record.next_attempt_at = None;
         self.record.channel_opening_since = None;
+        self.node_waits = 0;
         self.actions.push_back(Action::Subscribe);
         self.persist(now, false);
         Ok(())
@@ -920,24 +1011,24 @@ impl PeerLifecycle {
         let recheck_at = now + self.config.channel_recheck_interval;
         match (op, &fault) {
             // RPC trouble while waiting for confirmations: keep waiting.
-            (Awaiting::ChannelStatus, Fault::Transient(_)) => {
+            (Awaiting::ChannelStatus, Fault::Transient(_) | Fault::Local(_)) => {
                 self.arm(Timer::ChannelPoll, now + self.config.channel_poll_interval);
             }
             // The operator may approve again; the peer stays channel_needed.
-            (Awaiting::ChannelOpen, Fault::Transient(reason)) => {
+            (Awaiting::ChannelOpen, Fault::Transient(reason) | Fault::Local(reason)) => {
                 self.record.failure_reason = Some(format!("channel open failed: {reason}"));
                 self.arm(Timer::ChannelRecheck, recheck_at);
                 self.persist(now, false);
             }
             // A re-check while waiting for the operator failed: check again later.
-            (Awaiting::ChannelCheck, Fault::Transient(_))
+            (Awaiting::ChannelCheck, Fault::Transient(_) | Fault::Local(_))
                 if self.record.state == PeerState::ChannelNeeded =>
             {
                 self.arm(Timer::ChannelRecheck, recheck_at);
             }
             // The broadcast may have reached the chain or not: the status check tells (a
             // transaction the chain never saw is reported dropped).
-            (Awaiting::ChannelBroadcast, Fault::Transient(_)) => {
+            (Awaiting::ChannelBroadcast, Fault::Transient(_) | Fault::Local(_)) => {
                 self.arm(Timer::ChannelPoll, now + self.config.channel_poll_interval);
             }
             // The chain refused the transaction (e.g. insufficient funds): nothing is

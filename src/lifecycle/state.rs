@@ -76,7 +76,7 @@ use PeerState::*;
 
 /// Every allowed transition, with its reason.
 pub const TRANSITIONS: &[(PeerState, PeerState, &str)] = &[
-    // --- The seed's table. ---
+    // --- The core table. ---
     (Discovering, Connecting, "announcement found and valid"),
     (
         Discovering,

@@ -187,6 +187,12 @@ impl NodeBuilder {
                 unwired.resolver
             }
         };
+        // A node on a chain requires channels; a node given a channel port (a test's) uses
+        // it; otherwise every authenticated session is connected as it is.
+        let channels_required = settings.chain.enabled || self.channels.is_some();
+        if !channels_required {
+            log::info!("chain.enabled is false: peers are connected without payment channels");
+        }
         let channels = match self.channels {
             Some(channels) => channels,
             None if settings.chain.enabled => {
@@ -225,6 +231,7 @@ impl NodeBuilder {
             clock,
             stored,
             changes.clone(),
+            channels_required,
         ));
 
         let listen = self

@@ -28,8 +28,8 @@ impl Unwired {
     }
 
     fn fault(adapter: &str) -> Fault {
-        Fault::Transient(format!(
-            "the {adapter} adapter is not wired into this build"
+        Fault::Local(format!(
+            "the {adapter} adapter is not configured on this node"
         ))
     }
 }

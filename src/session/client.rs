@@ -15,7 +15,9 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::auth::{self, PROTOCOL_AUTH_PROOF};
-use super::connection::{error_text, Link, LinkError, Outgoing, MAX_MESSAGE_LEN};
+use super::connection::{
+    error_text, is_temporary_error, Link, LinkError, Outgoing, MAX_MESSAGE_LEN,
+};
 use super::ildcp::{self, IldcpInfo};
 use super::service::{dispatch_binary, send_btp_nips, send_prepare};
 use super::{unix_now, PeerIdentity, SessionContext};
@@ -44,6 +46,10 @@ pub enum ConnectError {
     /// endpoint we must not dial.
     #[error("{0}")]
     Permanent(String),
+    /// The server accepted who we are but not now, by its policy (its connection limit,
+    /// its operator, its cap on strangers): retried, never a reason to give up alone.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<ConnectError> for Fault {
@@ -51,6 +57,7 @@ impl From<ConnectError> for Fault {
         match e {
             ConnectError::Transient(r) => Fault::Transient(r),
             ConnectError::Permanent(r) => Fault::Permanent(r),
+            ConnectError::Refused(r) => Fault::Refused(r),
         }
     }
 }
@@ -174,9 +181,12 @@ impl BtpSession {
         };
         if let Some(text) = error_text(&answer) {
             link.shut("authentication refused");
-            return Err(ConnectError::Permanent(format!(
-                "authentication refused by {endpoint}: {text}"
-            )));
+            // A temporary error (T..) is the server's policy, not a verdict on our key.
+            return Err(if is_temporary_error(&answer) {
+                ConnectError::Refused(format!("{endpoint} refused us for now: {text}"))
+            } else {
+                ConnectError::Permanent(format!("authentication refused by {endpoint}: {text}"))
+            });
         }
         if let (ClientAuth::Nostr { server }, Some(token)) = (&auth, &our_token) {
             let proof = answer

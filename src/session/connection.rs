@@ -203,6 +203,11 @@ pub fn error_packet(request_id: u32, code: [u8; 3], name: &str, message: &str) -
     packet
 }
 
+/// Whether `packet` is a BTP Error with a temporary (T..) code: worth trying again later.
+pub fn is_temporary_error(packet: &Packet) -> bool {
+    matches!(&packet.body, Body::Error { code, .. } if code[0] == b'T')
+}
+
 /// The text of a BTP Error (its name and data), for logs and faults.
 pub fn error_text(packet: &Packet) -> Option<String> {
     match &packet.body {

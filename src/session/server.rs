@@ -251,12 +251,7 @@ async fn serve(
                 state.register(&peer, &link, unknown, ctx.settings.max_unknown_inbound)
             {
                 log::warn!("{from}: {peer} refused: {reason}");
-                link.answer(&error_packet(
-                    answer.request_id,
-                    *b"F00",
-                    "NotAcceptedError",
-                    &reason,
-                ));
+                link.answer(&not_admitted(answer.request_id, &reason));
                 link.shut(reason);
                 return;
             }
@@ -302,6 +297,13 @@ async fn serve(
         log::info!("session with {peer} ({from}) ended: {reason}");
         link.shut(reason);
     }
+}
+
+/// A refusal by this node's policy (its connection limit, its operator, its cap on
+/// strangers), not a judgement of the caller's credentials: a temporary BTP Error (T02,
+/// "peer busy"), which the caller retries with backoff instead of giving up.
+fn not_admitted(request_id: u32, reason: &str) -> Packet {
+    error_packet(request_id, *b"T02", "NotAdmittedError", reason)
 }
 
 /// Checks the first packet: shared secret of a configured peer, or a Nostr token, then
@@ -357,7 +359,10 @@ async fn authenticate(state: &ServerState, packet: &Packet) -> AuthOutcome {
     if let Some(directory) = &state.admission {
         match directory.admit(&token.pubkey.to_hex()).await {
             Admission::Admitted { known } => unknown = !known,
-            Admission::Refused { reason } => return refuse(format!("not admitted: {reason}")),
+            Admission::Refused { reason } => {
+                let reason = format!("not admitted: {reason}");
+                return AuthOutcome::Refused(not_admitted(id, &reason), reason);
+            }
         }
     }
     match auth::sign_proof(&ctx.keys, &token, now) {

@@ -1,0 +1,123 @@
+//! Whose fault it is, through the real actors (simulated time, in-memory peers): a node
+//! without a chain connects peers without channels; a node whose own adapter is missing
+//! (no relays configured) keeps its peers waiting without spending their attempts; a peer
+//! the remote refuses by policy is retried, never failed for it.
+
+mod common;
+
+use std::time::Duration;
+
+use btp_nips_node::lifecycle::PeerState;
+use btp_nips_node::node::NodeBuilder;
+use btp_nips_node::ports::memory::MemoryWorld;
+use btp_nips_node::ports::Fault;
+use common::*;
+
+fn db_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("node.db").display())
+}
+
+#[actix_rt::test]
+async fn without_a_chain_peers_are_connected_without_channels_and_stay_connected() {
+    tokio::time::pause();
+    let dir = tempfile::tempdir().unwrap();
+    let world = MemoryWorld::new();
+    // Announced and answering, but no channel exists anywhere.
+    let peer = pubkey(1);
+    world.announce(&peer, MemoryWorld::announcement_for(&peer));
+    let ports = world.ports();
+    let settings = settings(&format!(
+        "database: {{url: \"{}\"}}\nchain: {{enabled: false}}\n",
+        db_url(&dir)
+    ));
+    // The node's own channel adapter: not configured, because the chain is off.
+    let node = NodeBuilder::new(settings)
+        .resolver(ports.resolver)
+        .sessions(ports.sessions)
+        .subscriptions(ports.subscriptions)
+        .without_listener()
+        .start()
+        .await
+        .unwrap();
+    node.follow(&peer).await.unwrap();
+    wait_until(&node, Duration::from_secs(5), "connected", |p| {
+        state_of(p, &peer) == Some(PeerState::Connected)
+    })
+    .await;
+    // Far past what ten failed attempts would take with the default backoff (~17 min).
+    let peers = wait_until(
+        &node,
+        Duration::from_secs(3600),
+        "an hour of heartbeats",
+        |p| world.pings_answered() >= 55 && p.iter().all(|r| r.state == PeerState::Connected),
+    )
+    .await;
+    assert_eq!(peers[0].reconnect_attempts, 0);
+    assert_eq!(peers[0].channel_id, None);
+    assert_eq!(world.open_count(), 0);
+    node.shutdown().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_port_the_node_lacks_keeps_peers_waiting_without_spending_their_attempts() {
+    tokio::time::pause();
+    let dir = tempfile::tempdir().unwrap();
+    let world = MemoryWorld::new();
+    let peer = pubkey(2);
+    world.add_ready_peer(&peer);
+    let ports = world.ports();
+    // No relays configured: the resolver is this node's missing piece, not the peer's.
+    let settings = settings(&format!(
+        "database: {{url: \"{}\"}}\nnostr: {{relays: []}}\n",
+        db_url(&dir)
+    ));
+    let node = NodeBuilder::new(settings)
+        .sessions(ports.sessions)
+        .channels(ports.channels)
+        .subscriptions(ports.subscriptions)
+        .without_listener()
+        .start()
+        .await
+        .unwrap();
+    node.follow(&peer).await.unwrap();
+    // Two hours: with the peer's own transient faults it would have been failed long ago.
+    actix::clock::sleep(Duration::from_secs(2 * 3600)).await;
+    let record = node.peer(&peer).await.unwrap().expect("the peer is known");
+    assert_ne!(record.state, PeerState::Failed, "{record:?}");
+    assert_eq!(record.reconnect_attempts, 0, "{record:?}");
+    let reason = record.failure_reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("waiting for this node: ") && reason.contains("not configured"),
+        "{reason}"
+    );
+    node.shutdown().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_peer_refused_by_the_remotes_policy_is_retried_and_never_failed() {
+    tokio::time::pause();
+    let dir = tempfile::tempdir().unwrap();
+    let world = MemoryWorld::new();
+    let peer = pubkey(3);
+    world.add_ready_peer(&peer);
+    world.refuse_sessions(
+        &peer,
+        Some(Fault::Refused(
+            "not admitted: connection limit (1) reached".into(),
+        )),
+    );
+    let node = start_node(&world, &dir, "{}", &[]).await;
+    node.follow(&peer).await.unwrap();
+    // Long enough for well over ten attempts at the maximum delay (300 s).
+    actix::clock::sleep(Duration::from_secs(4 * 3600)).await;
+    let record = node.peer(&peer).await.unwrap().expect("the peer is known");
+    assert_eq!(record.state, PeerState::Disconnected, "{record:?}");
+    assert!(record.reconnect_attempts >= 10, "{record:?}");
+    // The remote lets us in again: connected.
+    world.refuse_sessions(&peer, None);
+    wait_until(&node, Duration::from_secs(600), "connected", |p| {
+        state_of(p, &peer) == Some(PeerState::Connected)
+    })
+    .await;
+    node.shutdown().await.unwrap();
+}
