@@ -12,8 +12,8 @@
 //! - `events --events N`: events from B's relay into A's through two nodes, against
 //!   publishing them straight to a relay (see `bench/events.rs`).
 //!
-//! The seed's floor: 100 peers connected in under 10 s; a heartbeat check of 100 peers in
-//! under 50 ms. Each figure is reported with its ratio to that floor.
+//! The floor the node must beat: 100 peers connected in under 10 s; a heartbeat check of
+//! 100 peers in under 50 ms. Each figure is reported with its ratio to that floor.
 
 #[path = "bench_discovery/mod.rs"]
 mod bench_discovery;

@@ -8,18 +8,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use nostr::PublicKey;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::auth::{self, PROTOCOL_AUTH_PROOF};
-use super::connection::{
-    error_text, is_temporary_error, Link, LinkError, Outgoing, MAX_MESSAGE_LEN,
-};
+use super::connection::{error_text, is_temporary_error, Link, LinkError, MAX_MESSAGE_LEN};
 use super::ildcp::{self, IldcpInfo};
-use super::service::{dispatch_binary, send_btp_nips, send_prepare};
+use super::service::{send_btp_nips, send_prepare};
+use super::transport;
 use super::{unix_now, PeerIdentity, SessionContext};
 use crate::lifecycle::Fault;
 use crate::ports::{PeerTarget, Session, SessionConnector};
@@ -146,8 +143,21 @@ impl BtpSession {
                 PeerIdentity::SharedSecret(username.clone())
             }
         };
-        tokio::spawn(write_loop(sink, out, ctx.timings.ws_ping_interval));
-        tokio::spawn(read_loop(stream, link.clone(), ctx.clone(), peer.clone()));
+        tokio::spawn(transport::write_loop(
+            sink,
+            out,
+            ctx.timings.ws_ping_interval,
+        ));
+        let (reader_link, reader_ctx, reader_peer) = (link.clone(), ctx.clone(), peer.clone());
+        tokio::spawn(async move {
+            let who = reader_peer.to_string();
+            let ended =
+                transport::read_loop(stream, &reader_link, &reader_ctx, &reader_peer, &who).await;
+            // The link's Close goes out through the writer; waiting requests fail now.
+            if let Some(reason) = ended {
+                reader_link.shut(reason);
+            }
+        });
 
         let (username, token, our_token) = match &auth {
             ClientAuth::Nostr { server } => {
@@ -330,93 +340,4 @@ impl SessionConnector for BtpConnector {
         let session = BtpSession::connect(self.ctx.clone(), endpoint, auth).await?;
         Ok(Arc::new(session))
     }
-}
-
-type WsStream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Sends what the link queues, and a WebSocket ping every `ping_every` to keep it warm.
-async fn write_loop(
-    mut sink: futures::stream::SplitSink<WsStream, Message>,
-    mut out: tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
-    ping_every: std::time::Duration,
-) {
-    let mut ticker = tokio::time::interval(ping_every);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            next = out.recv() => match next {
-                Some(Outgoing::Packet(bytes)) => {
-                    if sink.send(Message::Binary(bytes.into())).await.is_err() {
-                        break;
-                    }
-                }
-                Some(Outgoing::Close(reason)) => {
-                    let frame = CloseFrame {
-                        code: CloseCode::Normal,
-                        reason: close_reason_text(&reason).into(),
-                    };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    break;
-                }
-                None => break,
-            },
-            _ = ticker.tick() => {
-                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// A close reason fits in 123 bytes (RFC 6455); cut at a character boundary.
-pub fn close_reason_text(reason: &str) -> String {
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason[..end].to_string()
-}
-
-/// Reads frames until the link closes, the peer goes quiet past the idle timeout, or it
-/// sends garbage (disconnected with the reason logged).
-async fn read_loop(
-    mut stream: futures::stream::SplitStream<WsStream>,
-    link: Arc<Link>,
-    ctx: Arc<SessionContext>,
-    peer: PeerIdentity,
-) {
-    let closed = link.closed();
-    tokio::pin!(closed);
-    let reason = loop {
-        let next = tokio::select! {
-            _ = &mut closed => return,
-            next = tokio::time::timeout(ctx.timings.idle_timeout, stream.next()) => next,
-        };
-        match next {
-            Err(_) => break format!("no frame for {:?}", ctx.timings.idle_timeout),
-            Ok(None) => break "connection closed".into(),
-            Ok(Some(Err(e))) => break format!("WebSocket error: {e}"),
-            Ok(Some(Ok(Message::Binary(bytes)))) => {
-                if let Err(reason) = dispatch_binary(&link, &ctx.handler, &peer, &bytes) {
-                    log::warn!("disconnecting {peer}: {reason}");
-                    break reason;
-                }
-            }
-            Ok(Some(Ok(Message::Text(_)))) => {
-                log::warn!("disconnecting {peer}: text frame (BTP is binary)");
-                break "peer sent a text frame".into();
-            }
-            Ok(Some(Ok(Message::Close(frame)))) => {
-                break format!(
-                    "closed by peer{}",
-                    frame.map_or(String::new(), |f| format!(": {}", f.reason))
-                )
-            }
-            Ok(Some(Ok(_))) => {} // ping (answered by tungstenite), pong, raw frame
-        }
-    };
-    // The link's Close goes out through the writer; waiting requests fail now.
-    link.shut(reason);
 }

@@ -1,8 +1,8 @@
 //! One BTP connection, independent of which WebSocket library carries it: request ids and
 //! the requests waiting for their answer (each with its timeout), the classification of
 //! every incoming frame, and the one-time close with its reason. The client
-//! ([`super::client`]) and the server ([`super::server`]) each run a reader and a writer
-//! around a [`Link`]; what a frame means is decided here, once.
+//! ([`super::client`]) and the server ([`super::server`]) run the same reader and writer
+//! (`transport`) around a [`Link`]; what a frame means is decided here, once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};

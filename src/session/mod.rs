@@ -3,6 +3,8 @@
 //!
 //! - [`auth`] — tokens and proofs (Nostr mode) and shared secrets, as plain logic.
 //! - [`connection`] — one BTP connection: request ids, timeouts, frame classification.
+//! - `transport` — the one read loop and write loop of every session, over either
+//!   WebSocket library (tokio-tungstenite when dialing, actix-ws when accepting).
 //! - [`client`] — dials out ([`client::BtpConnector`] is the node's
 //!   [`crate::ports::SessionConnector`]); [`client::BtpSession`] is a
 //!   [`crate::ports::Session`].
@@ -28,6 +30,7 @@ pub mod connection;
 pub mod ildcp;
 pub mod server;
 pub mod service;
+mod transport;
 
 pub use client::{BtpConnector, BtpSession};
 pub use server::SessionServer;

@@ -10,12 +10,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
 
 use super::auth::{self, TokenPolicy, PROTOCOL_AUTH_PROOF};
-use super::client::close_reason_text;
-use super::connection::{error_packet, Link, Outgoing, MAX_MESSAGE_LEN};
-use super::service::dispatch_binary;
+use super::connection::{error_packet, Link, MAX_MESSAGE_LEN};
+use super::transport::{self, ActixSource, Frame, FrameSource};
 use super::{unix_now, PeerIdentity, SessionContext};
 use crate::ports::{Admission, PeerDirectory};
 use crate::wire::btp::{self, Packet, ProtocolEntry};
@@ -181,32 +179,27 @@ enum AuthOutcome {
 async fn serve(
     state: Arc<ServerState>,
     session: actix_ws::Session,
-    mut stream: actix_ws::AggregatedMessageStream,
+    stream: actix_ws::AggregatedMessageStream,
     from: String,
 ) {
     let ctx = state.ctx.clone();
     let (link, out) = Link::new(ctx.timings.request_timeout);
-    actix_web::rt::spawn(write_loop(
+    actix_web::rt::spawn(transport::write_loop(
         session.clone(),
         out,
         ctx.timings.ws_ping_interval,
     ));
-    let mut pong_session = session;
+    let mut source = ActixSource { stream, session };
 
     // Authentication: the first binary message, within auth_timeout. WebSocket pings
-    // before it (ilp-plugin-btp sends one at once) are answered.
+    // before it (ilp-plugin-btp sends one at once) are answered by the source.
     let first = tokio::time::timeout(ctx.timings.auth_timeout, async {
         loop {
-            match stream.recv().await {
-                Some(Ok(AggregatedMessage::Binary(bytes))) => return Ok(bytes),
-                Some(Ok(AggregatedMessage::Ping(p))) => {
-                    let _ = pong_session.pong(&p).await;
-                }
-                Some(Ok(AggregatedMessage::Pong(_))) => {}
-                Some(Ok(AggregatedMessage::Text(_))) => {
-                    return Err("text frame before auth".to_string())
-                }
-                Some(Ok(AggregatedMessage::Close(_))) | None => {
+            match source.next_frame().await {
+                Some(Ok(Frame::Binary(bytes))) => return Ok(bytes),
+                Some(Ok(Frame::Control)) => {}
+                Some(Ok(Frame::Text)) => return Err("text frame before auth".to_string()),
+                Some(Ok(Frame::Close(_))) | None => {
                     return Err("closed before authenticating".to_string())
                 }
                 Some(Err(e)) => return Err(format!("WebSocket error: {e}")),
@@ -261,40 +254,11 @@ async fn serve(
     };
     log::info!("{from}: session with {peer} authenticated");
 
-    let closed = link.closed();
-    tokio::pin!(closed);
-    let reason = loop {
-        let next = tokio::select! {
-            _ = &mut closed => break None,
-            next = tokio::time::timeout(ctx.timings.idle_timeout, stream.recv()) => next,
-        };
-        match next {
-            Err(_) => break Some(format!("no frame for {:?}", ctx.timings.idle_timeout)),
-            Ok(None) => break Some("connection closed".into()),
-            Ok(Some(Err(e))) => {
-                log::warn!("disconnecting {peer} ({from}): WebSocket error: {e}");
-                break Some(format!("WebSocket error: {e}"));
-            }
-            Ok(Some(Ok(AggregatedMessage::Binary(bytes)))) => {
-                if let Err(reason) = dispatch_binary(&link, &ctx.handler, &peer, &bytes) {
-                    log::warn!("disconnecting {peer} ({from}): {reason}");
-                    break Some(reason);
-                }
-            }
-            Ok(Some(Ok(AggregatedMessage::Text(_)))) => {
-                log::warn!("disconnecting {peer} ({from}): text frame (BTP is binary)");
-                break Some("peer sent a text frame".into());
-            }
-            Ok(Some(Ok(AggregatedMessage::Ping(p)))) => {
-                let _ = pong_session.pong(&p).await;
-            }
-            Ok(Some(Ok(AggregatedMessage::Pong(_)))) => {}
-            Ok(Some(Ok(AggregatedMessage::Close(_)))) => break Some("closed by peer".into()),
-        }
-    };
+    let who = format!("{peer} ({from})");
+    let ended = transport::read_loop(source, &link, &ctx, &peer, &who).await;
     state.unregister(&peer, &link);
-    if let Some(reason) = reason {
-        log::info!("session with {peer} ({from}) ended: {reason}");
+    if let Some(reason) = ended {
+        log::info!("session with {who} ended: {reason}");
         link.shut(reason);
     }
 }
@@ -379,41 +343,4 @@ async fn authenticate(state: &ServerState, packet: &Packet) -> AuthOutcome {
         ),
         Err(e) => refuse(format!("cannot prove our key: {e}")),
     }
-}
-
-/// Sends what the link queues and a WebSocket ping every `ping_every`.
-async fn write_loop(
-    mut session: actix_ws::Session,
-    mut out: tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
-    ping_every: std::time::Duration,
-) {
-    let mut ticker = tokio::time::interval(ping_every);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            next = out.recv() => match next {
-                Some(Outgoing::Packet(bytes)) => {
-                    if session.binary(bytes).await.is_err() {
-                        break;
-                    }
-                }
-                Some(Outgoing::Close(reason)) => {
-                    let _ = session
-                        .close(Some(CloseReason {
-                            code: CloseCode::Normal,
-                            description: Some(close_reason_text(&reason)),
-                        }))
-                        .await;
-                    return;
-                }
-                None => break,
-            },
-            _ = ticker.tick() => {
-                if session.ping(b"").await.is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = session.close(None).await;
 }

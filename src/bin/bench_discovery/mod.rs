@@ -1,4 +1,4 @@
-//! Discovery scenarios of `btp-nips-bench` (issue #4), against nostr-relay-builder's relay
+//! Discovery scenarios of `btp-nips-bench`, against nostr-relay-builder's relay
 //! on 127.0.0.1 in this process:
 //! - `resolve`: N peers' kind 32001 announcements resolved through the real resolver:
 //!   once with `resolve_many` (chunked REQs), once as N concurrent `resolve` calls (what
