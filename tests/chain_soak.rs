@@ -247,29 +247,30 @@ async fn three_links_auto_opened_together_each_broadcast_once_and_connected_with
         stop.notify_one();
         mining.await.unwrap();
 
-        let log = run.recorder.log.lock().unwrap();
-        let signed: HashSet<&String> = log.signed.iter().collect();
-        assert_eq!(
-            log.signed.len(),
-            PEERS,
-            "run {run_no}: one open signed per link: {:?}",
-            log.signed
-        );
-        let mut broadcast: Vec<&String> = log.broadcasts.iter().map(|(h, _)| h).collect();
-        broadcast.sort();
-        let mut expected: Vec<&String> = signed.iter().copied().collect();
-        expected.sort();
-        assert_eq!(
-            broadcast, expected,
-            "run {run_no}: every signed open broadcast exactly once"
-        );
-        for (hash, result) in &log.broadcasts {
-            assert!(
-                result.is_ok(),
-                "run {run_no}: broadcast of {hash} failed: {result:?}"
+        {
+            let log = run.recorder.log.lock().unwrap();
+            let signed: HashSet<&String> = log.signed.iter().collect();
+            assert_eq!(
+                log.signed.len(),
+                PEERS,
+                "run {run_no}: one open signed per link: {:?}",
+                log.signed
             );
+            let mut broadcast: Vec<&String> = log.broadcasts.iter().map(|(h, _)| h).collect();
+            broadcast.sort();
+            let mut expected: Vec<&String> = signed.iter().copied().collect();
+            expected.sort();
+            assert_eq!(
+                broadcast, expected,
+                "run {run_no}: every signed open broadcast exactly once"
+            );
+            for (hash, result) in &log.broadcasts {
+                assert!(
+                    result.is_ok(),
+                    "run {run_no}: broadcast of {hash} failed: {result:?}"
+                );
+            }
         }
-        drop(log);
         for (link, block) in &connected_at {
             assert!(
                 *block <= start_block + CONFIRMATIONS + SLACK_BLOCKS,
