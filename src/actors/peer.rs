@@ -268,7 +268,7 @@ impl PeerActor {
                 self.spawn_op(ctx, "channel port", fut, |act, result, ctx| {
                     let event = match result {
                         Ok(ChannelRequest::Opened { tx_hash }) => {
-                            Event::ChannelTxSigned { tx_hash }
+                            return act.signed(tx_hash, ctx);
                         }
                         Ok(ChannelRequest::AwaitingOperator) => Event::ChannelAwaitingOperator,
                         Err(f) => Event::ChannelFailed(f),
@@ -279,12 +279,11 @@ impl PeerActor {
             Action::OpenChannel => {
                 let channels = self.ports.channels.clone();
                 let fut = async move { channels.open_channel(&target).await };
-                self.spawn_op(ctx, "channel port", fut, |act, result, ctx| {
-                    let event = match result {
-                        Ok(tx_hash) => Event::ChannelTxSigned { tx_hash },
-                        Err(f) => Event::ChannelFailed(f),
-                    };
-                    act.feed(event, ctx);
+                self.spawn_op(ctx, "channel port", fut, |act, result, ctx| match result {
+                    Ok(tx_hash) => act.signed(tx_hash, ctx),
+                    Err(f) => {
+                        act.feed(Event::ChannelFailed(f), ctx);
+                    }
                 });
             }
             Action::BroadcastChannel { tx_hash } => {
@@ -381,6 +380,29 @@ impl PeerActor {
             }
         }
         true
+    }
+
+    /// An open transaction was signed for this peer. If the lifecycle no longer waits for
+    /// it (the peer moved on meanwhile), its hash is recorded nowhere and it is never
+    /// broadcast: the adapter is told at once, so its nonce goes to the next open instead
+    /// of leaving a gap that holds later opens back.
+    fn signed(&mut self, tx_hash: String, ctx: &mut Context<Self>) {
+        if self.feed(
+            Event::ChannelTxSigned {
+                tx_hash: tx_hash.clone(),
+            },
+            ctx,
+        ) {
+            return;
+        }
+        let reason = format!(
+            "peer {} moved on ({}) before the open was recorded",
+            self.pubkey(),
+            self.lifecycle.state()
+        );
+        let channels = self.ports.channels.clone();
+        // Not tied to this actor's life: a stopping actor still gives the nonce back.
+        actix::spawn(async move { channels.abandon_open(&tx_hash, &reason).await });
     }
 
     fn session_opened(&mut self, session: Arc<dyn Session>, ctx: &mut Context<Self>) {

@@ -2,7 +2,7 @@
 //! `PaymentChannels` contract, signs open transactions with the node's key, sends them only
 //! when the core asks (after the hash is durable), and follows them to their confirmations.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::future::IntoFuture;
 use std::sync::Mutex;
@@ -81,20 +81,53 @@ pub struct OpenPlan {
     pub nonce: u64,
 }
 
-/// A signed open transaction, held until the core asks to broadcast it.
+/// Where a signed open stands in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Signed and not (as far as we know) sent: held until the core asks to broadcast it,
+    /// or until it is abandoned.
+    Unsent,
+    /// Handed to the endpoint now, or accepted by it: its nonce stays taken until the
+    /// chain's own pending count covers it, even before the pool has it.
+    Sent,
+}
+
+/// A signed open transaction and its nonce.
 struct Signed {
     raw: Bytes,
     nonce: u64,
     signed_at: Instant,
-    /// Counted against the auto-open total cap until it is seen mined.
+    stage: Stage,
+    /// Counted against the auto-open total cap until it is seen mined or abandoned.
     auto_deposit: Option<U256>,
 }
 
 #[derive(Default)]
 struct Held {
+    /// Every open signed by this process whose nonce the chain does not count yet.
     signed: HashMap<B256, Signed>,
     /// Auto-opened deposits broadcast but not yet seen in a block.
     auto_in_flight: HashMap<B256, U256>,
+    /// Opens whose ending (broadcast, abandoned, found on chain) has been logged.
+    ended: HashSet<B256>,
+}
+
+impl Held {
+    /// Forgets the unsent open `tx_hash` (its nonce is free for the next open) and logs why.
+    fn abandon(&mut self, tx_hash: B256, reason: &str) -> bool {
+        match self.signed.get(&tx_hash) {
+            Some(s) if s.stage == Stage::Unsent => {
+                let nonce = s.nonce;
+                self.signed.remove(&tx_hash);
+                self.ended.insert(tx_hash);
+                log::info!(
+                    "abandoned channel open {tx_hash:#x} (nonce {nonce}, never sent): {reason}; the next open takes its nonce"
+                );
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// One channel as the contract stores it.
@@ -457,12 +490,32 @@ impl EvmChannels {
             .await?;
         let nonce = {
             let mut held = self.held.lock().expect("held lock");
+            // A sent open whose nonce the chain's pending count covers needs no accounting
+            // here any more (it is in the pool or mined).
             held.signed
-                .retain(|_, s| s.signed_at.elapsed() < SIGNED_TTL);
-            held.signed
-                .values()
-                .map(|s| s.nonce + 1)
-                .fold(pending_nonce, u64::max)
+                .retain(|_, s| s.stage == Stage::Unsent || s.nonce >= pending_nonce);
+            let expired: Vec<B256> = held
+                .signed
+                .iter()
+                .filter(|(_, s)| s.stage == Stage::Unsent && s.signed_at.elapsed() >= SIGNED_TTL)
+                .map(|(hash, _)| *hash)
+                .collect();
+            for hash in expired {
+                held.abandon(
+                    hash,
+                    &format!(
+                        "nobody asked to broadcast it within {}s",
+                        SIGNED_TTL.as_secs()
+                    ),
+                );
+            }
+            // The lowest nonce no open of ours holds: one being sent right now is not in
+            // the chain's pending count yet but keeps its nonce, and the nonce of an
+            // abandoned open is reused, so no gap is left that would hold later opens back.
+            let taken: HashSet<u64> = held.signed.values().map(|s| s.nonce).collect();
+            (pending_nonce..)
+                .find(|n| !taken.contains(n))
+                .expect("fewer opens than nonces")
         };
         let input = PaymentChannels::openCall { payee, expiry }.abi_encode();
         let mut tx = TransactionRequest::default()
@@ -494,6 +547,7 @@ impl EvmChannels {
                 raw,
                 nonce,
                 signed_at: Instant::now(),
+                stage: Stage::Unsent,
                 auto_deposit: auto.then_some(deposit),
             },
         );
@@ -511,40 +565,92 @@ impl EvmChannels {
 
     /// Sends the signed transaction `tx_hash`.
     pub async fn broadcast(&self, tx_hash: B256) -> Result<(), Fault> {
-        let Some(signed) = self.held.lock().expect("held lock").signed.remove(&tx_hash) else {
-            return Err(Fault::Transient(format!(
-                "no signed transaction {tx_hash:#x} is held (signed by an earlier run?); it was never sent"
-            )));
+        let raw = {
+            let mut held = self.held.lock().expect("held lock");
+            match held.signed.get_mut(&tx_hash) {
+                Some(s) if s.stage == Stage::Unsent => {
+                    s.stage = Stage::Sent;
+                    s.raw.clone()
+                }
+                Some(_) => {
+                    log::debug!("channel open {tx_hash:#x} is already sent");
+                    return Ok(());
+                }
+                None => {
+                    return Err(Fault::Transient(format!(
+                        "no signed transaction {tx_hash:#x} is held (signed by an earlier run, or abandoned); it was never sent"
+                    )))
+                }
+            }
         };
-        let sent = tokio::time::timeout(
-            self.rpc_timeout,
-            self.provider.send_raw_transaction(&signed.raw),
-        )
-        .await;
-        match sent {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) if e.to_string().contains("already known") => {}
+        self.send_raw(tx_hash, raw, "broadcast").await
+    }
+
+    /// Hands `raw` (the open `tx_hash`, marked sent) to the endpoint and logs how it ended.
+    /// A refusal abandons it; a transient fault leaves it unsent as far as we know, so the
+    /// status check sends the same bytes again if the chain never saw them.
+    async fn send_raw(&self, tx_hash: B256, raw: Bytes, what: &str) -> Result<(), Fault> {
+        let sent =
+            tokio::time::timeout(self.rpc_timeout, self.provider.send_raw_transaction(&raw)).await;
+        let outcome = match sent {
+            Ok(Ok(_)) => Ok(""),
+            Ok(Err(e)) if e.to_string().contains("already known") => {
+                Ok(" (the endpoint already had it)")
+            }
             // The node answered and refused it (funds, nonce, gas): it will never land.
             Ok(Err(e)) if e.as_error_resp().is_some() => {
-                return Err(Fault::Permanent(format!("open transaction refused: {e}")));
+                Err(Fault::Permanent(format!("open transaction refused: {e}")))
             }
-            Ok(Err(e)) => return Err(transient("eth_sendRawTransaction", e)),
-            Err(_) => {
-                return Err(Fault::Local(format!(
-                    "eth_sendRawTransaction: no answer within {}s",
-                    self.rpc_timeout.as_secs()
-                )))
+            Ok(Err(e)) => Err(transient("eth_sendRawTransaction", e)),
+            Err(_) => Err(Fault::Local(format!(
+                "eth_sendRawTransaction: no answer within {}s",
+                self.rpc_timeout.as_secs()
+            ))),
+        };
+        let mut held = self.held.lock().expect("held lock");
+        match outcome {
+            Ok(note) => {
+                let signed = held.signed.get(&tx_hash);
+                let nonce = signed.map(|s| s.nonce);
+                if let Some(deposit) = signed.and_then(|s| s.auto_deposit) {
+                    held.auto_in_flight.insert(tx_hash, deposit);
+                }
+                held.ended.insert(tx_hash);
+                match nonce {
+                    Some(nonce) => {
+                        log::info!("{what} channel open {tx_hash:#x} (nonce {nonce}){note}")
+                    }
+                    None => log::info!("{what} channel open {tx_hash:#x}{note}"),
+                }
+                Ok(())
+            }
+            Err(fault) => {
+                if let Some(s) = held.signed.get_mut(&tx_hash) {
+                    s.stage = Stage::Unsent;
+                }
+                if let Fault::Permanent(reason) = &fault {
+                    held.abandon(tx_hash, reason);
+                }
+                Err(fault)
             }
         }
-        if let Some(deposit) = signed.auto_deposit {
-            self.held
-                .lock()
-                .expect("held lock")
-                .auto_in_flight
-                .insert(tx_hash, deposit);
+    }
+
+    /// Logs, once, that the open `tx_hash` signed by an earlier run (or whose broadcast
+    /// was never confirmed) is on chain or in the pool after all.
+    fn found(&self, tx_hash: B256, place: &str) {
+        if self.held.lock().expect("held lock").ended.insert(tx_hash) {
+            log::info!("channel open {tx_hash:#x} found {place}");
         }
-        log::info!("broadcast channel open {tx_hash:#x}");
-        Ok(())
+    }
+
+    /// The core will never broadcast the open `tx_hash` (the peer moved on before it could
+    /// be sent): it is forgotten, and its nonce goes to the next open.
+    pub fn abandon(&self, tx_hash: B256, reason: &str) {
+        let mut held = self.held.lock().expect("held lock");
+        if !held.abandon(tx_hash, reason) {
+            log::debug!("channel open {tx_hash:#x} is not held unsent; nothing to abandon");
+        }
     }
 
     /// Where the open transaction `tx_hash` stands (see [`ChannelPort::channel_status`]).
@@ -563,22 +669,60 @@ impl EvmChannels {
                 )
                 .await?;
             if known.is_some() {
+                self.found(tx_hash, "in the pool");
                 return Ok(ChannelStatus::Pending { confirmations: 0 });
             }
-            // Neither mined nor pending: never sent (a crash between the durable write and
-            // the broadcast), or a reorg dropped it. Whatever we still hold is discarded
-            // unsent, so its nonce goes to the next open.
+            let unsent = {
+                let mut held = self.held.lock().expect("held lock");
+                match held.signed.get_mut(&tx_hash) {
+                    Some(s) if s.stage == Stage::Unsent => {
+                        s.stage = Stage::Sent;
+                        Some(s.raw.clone())
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(raw) = unsent {
+                // Signed here and never sent (its broadcast was lost or failed on the way):
+                // the same bytes go out now, so the open keeps its hash and its nonce.
+                return match self.send_raw(tx_hash, raw, "re-broadcast").await {
+                    Ok(()) => Ok(ChannelStatus::Pending { confirmations: 0 }),
+                    // Refused, so abandoned (logged): the peer asks for a new open.
+                    Err(Fault::Permanent(_)) => Ok(ChannelStatus::Dropped),
+                    Err(fault) => Err(fault),
+                };
+            }
+            // Neither mined nor pending, and no bytes to send: signed by an earlier run that
+            // stopped before sending it, or sent and then dropped (a reorg). Its nonce goes
+            // to the next open.
             let mut held = self.held.lock().expect("held lock");
-            held.signed.remove(&tx_hash);
             held.auto_in_flight.remove(&tx_hash);
-            log::warn!("channel open {tx_hash:#x} is on no chain and in no pool: dropped");
+            if held.signed.remove(&tx_hash).is_some() {
+                log::info!(
+                    "channel open {tx_hash:#x} was sent but is on no chain and in no pool any more (a reorg dropped it); the next open takes its nonce"
+                );
+            } else if held.ended.insert(tx_hash) {
+                log::info!(
+                    "abandoned channel open {tx_hash:#x}: it is on no chain and in no pool, and its signed bytes did not survive the restart of the node; the next open takes its nonce"
+                );
+            } else {
+                log::info!("channel open {tx_hash:#x} is on no chain and in no pool: dropped");
+            }
             return Ok(ChannelStatus::Dropped);
         };
-        self.held
-            .lock()
-            .expect("held lock")
-            .auto_in_flight
-            .remove(&tx_hash);
+        {
+            // Mined: the chain counts its nonce and its deposit from now on.
+            let mut held = self.held.lock().expect("held lock");
+            held.auto_in_flight.remove(&tx_hash);
+            held.signed.remove(&tx_hash);
+        }
+        self.found(
+            tx_hash,
+            &format!(
+                "on chain in block {}",
+                receipt.block_number.unwrap_or_default()
+            ),
+        );
         if !receipt.status() {
             return Err(Fault::Permanent(format!(
                 "the open transaction {tx_hash:#x} reverted"
@@ -649,8 +793,9 @@ impl EvmChannels {
             held.auto_in_flight.values().copied().sum::<U256>()
                 + held
                     .signed
-                    .values()
-                    .filter_map(|s| s.auto_deposit)
+                    .iter()
+                    .filter(|(hash, _)| !held.auto_in_flight.contains_key(*hash))
+                    .filter_map(|(_, s)| s.auto_deposit)
                     .sum::<U256>()
         };
         let after = locked + in_flight + deposit;
@@ -730,5 +875,11 @@ impl ChannelPort for EvmChannels {
 
     async fn channel_status(&self, tx_hash: &str) -> Result<ChannelStatus, Fault> {
         self.status(Self::parse_hash(tx_hash)?).await
+    }
+
+    async fn abandon_open(&self, tx_hash: &str, reason: &str) {
+        if let Ok(hash) = Self::parse_hash(tx_hash) {
+            self.abandon(hash, reason);
+        }
     }
 }

@@ -10,6 +10,12 @@
 //!   asks to broadcast before the hash is on disk. A hash the chain never saw (crash before
 //!   the broadcast, or a reorg that dropped it) is reported `Dropped`; a new open then reuses
 //!   the account's next nonce, so two opens can never both land.
+//! - Nonces: an open keeps its nonce from signing until the chain's pending count covers
+//!   it (also while it is being sent and the pool does not have it yet); the lowest nonce
+//!   no open holds is taken, so an abandoned open's nonce is reused and no gap is left.
+//!   Every signed open ends logged at INFO with its hash: broadcast, abandoned (with the
+//!   reason), or found on chain. One signed here and never sent is sent with the same
+//!   bytes when its status is asked.
 //! - `channel_status` counts confirmations from the receipt's block to the head; at
 //!   `chain.confirmations` it re-reads the channel at the confirmed block and checks it
 //!   before reporting `Confirmed`. RPC trouble is a transient fault.

@@ -123,8 +123,12 @@ pub trait ChannelPort: Send + Sync {
     /// Sends the open transaction signed under `tx_hash`. A transient fault means it may or
     /// may not have reached the chain; `channel_status` tells which.
     async fn broadcast_open(&self, tx_hash: &str) -> Result<(), Fault>;
-    /// Confirmations of our open transaction.
+    /// Confirmations of our open transaction. An open signed here and never sent is sent
+    /// now (the same bytes) rather than reported dropped.
     async fn channel_status(&self, tx_hash: &str) -> Result<ChannelStatus, Fault>;
+    /// The open signed under `tx_hash` will never be broadcast (the peer moved on before
+    /// its hash was recorded): forget it, so the next open takes its nonce.
+    async fn abandon_open(&self, _tx_hash: &str, _reason: &str) {}
 }
 
 /// The initial REQ toward a connected peer, and its closing.

@@ -346,3 +346,114 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// An HTTP proxy in front of the RPC endpoint that can hold every `eth_sendRawTransaction`
+/// (each is kept until [`SendGate::open`]) while all other calls pass: a transaction on
+/// its way to the pool, caught at the moment it is neither held by the sender nor known to
+/// the chain.
+pub struct SendGate {
+    pub url: String,
+    closed: watch::Sender<bool>,
+    held: watch::Sender<usize>,
+}
+
+impl SendGate {
+    pub async fn start(upstream: &str) -> SendGate {
+        let upstream = upstream
+            .strip_prefix("http://")
+            .expect("an http URL")
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gate");
+        let url = format!("http://{}", listener.local_addr().expect("gate address"));
+        let (closed, _) = watch::channel(false);
+        let (held, _) = watch::channel(0usize);
+        let (gate_closed, gate_held) = (closed.clone(), held.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, closed, held) =
+                    (upstream.clone(), gate_closed.clone(), gate_held.clone());
+                tokio::spawn(async move {
+                    let _ = Self::serve(client, &upstream, closed, held).await;
+                });
+            }
+        });
+        SendGate { url, closed, held }
+    }
+
+    /// One client connection: each request goes to the upstream connection in turn, a
+    /// send waiting first while the gate is closed.
+    async fn serve(
+        client: TcpStream,
+        upstream: &str,
+        closed: watch::Sender<bool>,
+        held: watch::Sender<usize>,
+    ) -> std::io::Result<()> {
+        use tokio::io::{AsyncWriteExt, BufReader};
+        let mut client = BufReader::new(client);
+        let mut server = BufReader::new(TcpStream::connect(upstream).await?);
+        loop {
+            let Some(request) = read_http_message(&mut client).await? else {
+                return Ok(());
+            };
+            if String::from_utf8_lossy(&request).contains("eth_sendRawTransaction") {
+                let mut open = closed.subscribe();
+                if *open.borrow_and_update() {
+                    held.send_modify(|n| *n += 1);
+                    while *open.borrow_and_update() {
+                        if open.changed().await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            server.get_mut().write_all(&request).await?;
+            let Some(response) = read_http_message(&mut server).await? else {
+                return Ok(());
+            };
+            client.get_mut().write_all(&response).await?;
+        }
+    }
+
+    /// Holds every send from now on.
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// Lets the held sends (and all later ones) through.
+    pub fn open(&self) {
+        self.closed.send_replace(false);
+    }
+
+    /// Waits until `n` sends in all have been held.
+    pub async fn held(&self, n: usize) {
+        let mut held = self.held.subscribe();
+        held.wait_for(|held| *held >= n).await.expect("gate alive");
+    }
+}
+
+/// Reads one HTTP/1.1 message (headers and a `Content-Length` body), or `None` at EOF.
+async fn read_http_message<R: tokio::io::AsyncBufRead + Unpin>(
+    from: &mut R,
+) -> std::io::Result<Option<Vec<u8>>> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut message = Vec::new();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if from.read_line(&mut line).await? == 0 {
+            return Ok(None);
+        }
+        message.extend_from_slice(line.as_bytes());
+        let lower = line.to_ascii_lowercase();
+        if let Some(value) = lower.strip_prefix("content-length:") {
+            length = value.trim().parse().expect("a numeric Content-Length");
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let start = message.len();
+    message.resize(start + length, 0);
+    from.read_exact(&mut message[start..]).await?;
+    Ok(Some(message))
+}
