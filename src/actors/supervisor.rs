@@ -427,11 +427,22 @@ impl PeerSupervisor {
     }
 
     fn running_or_unknown(&self, pubkey: &str) -> Result<(), SupervisorError> {
-        if self.running.contains_key(pubkey) || self.idle.contains_key(pubkey) {
+        let queued = self.recovery.iter().any(|r| r.nostr_pubkey == pubkey);
+        if self.running.contains_key(pubkey) || self.idle.contains_key(pubkey) || queued {
             Ok(())
         } else {
             Err(SupervisorError::UnknownPeer(pubkey.to_string()))
         }
+    }
+
+    /// Takes a stored peer out of the startup recovery queue (an operator or follow-list
+    /// decision about it comes before its turn).
+    fn take_recovering(&mut self, pubkey: &str) -> Option<PeerRecord> {
+        let pos = self
+            .recovery
+            .iter()
+            .position(|r| r.nostr_pubkey == pubkey)?;
+        self.recovery.remove(pos)
     }
 }
 
@@ -489,9 +500,8 @@ impl Handler<FollowPeer> for PeerSupervisor {
         } else if let Some(record) = self.unpark(&pubkey) {
             // Followed anew: a failed or deliberately stopped peer comes back too.
             self.bring_back(record, Some(true), ctx);
-        } else if let Some(pos) = self.recovery.iter().position(|r| r.nostr_pubkey == pubkey) {
+        } else if let Some(record) = self.take_recovering(&pubkey) {
             // Still queued for the startup dial budget: followed now, it goes first.
-            let record = self.recovery.remove(pos).expect("position is valid");
             let record = self.apply_offline(record, Event::FollowChanged { followed: true }, true);
             self.admit(record, ctx);
         } else {
@@ -517,8 +527,7 @@ impl Handler<UnfollowPeer> for PeerSupervisor {
                 self.apply_offline(record, Event::FollowChanged { followed: false }, false);
             let record = self.apply_offline(record, Event::DisconnectRequested { reason }, true);
             self.park(record);
-        } else if let Some(pos) = self.recovery.iter().position(|r| r.nostr_pubkey == pubkey) {
-            let record = self.recovery.remove(pos).expect("position is valid");
+        } else if let Some(record) = self.take_recovering(&pubkey) {
             let record =
                 self.apply_offline(record, Event::FollowChanged { followed: false }, false);
             let record = self.apply_offline(record, Event::DisconnectRequested { reason }, true);
@@ -566,7 +575,10 @@ impl Handler<DisconnectPeer> for PeerSupervisor {
         self.running_or_unknown(&msg.nostr_pubkey)?;
         if let Some(peer) = self.running.get(&msg.nostr_pubkey) {
             peer.addr.do_send(Disconnect { reason: msg.reason });
-        } else if let Some(record) = self.unpark(&msg.nostr_pubkey) {
+        } else if let Some(record) = self
+            .unpark(&msg.nostr_pubkey)
+            .or_else(|| self.take_recovering(&msg.nostr_pubkey))
+        {
             let record = self.apply_offline(
                 record,
                 Event::DisconnectRequested { reason: msg.reason },
@@ -600,6 +612,9 @@ impl Handler<RetryPeer> for PeerSupervisor {
             peer.addr.do_send(Retry);
         } else if let Some(record) = self.unpark(&msg.nostr_pubkey) {
             self.bring_back(record, None, ctx);
+        } else if let Some(record) = self.take_recovering(&msg.nostr_pubkey) {
+            // Queued for the startup dial budget: the operator's retry goes first.
+            self.admit(record, ctx);
         }
         Ok(())
     }
@@ -633,12 +648,13 @@ impl Handler<AdmitInbound> for PeerSupervisor {
             .map(|p| &p.record)
             .or_else(|| self.idle.get(&pubkey));
         let admission = match known {
-            Some(record) if self.running.contains_key(&pubkey) || record.followed => {
-                Admission::Admitted { known: true }
-            }
+            // The operator's stop holds for both directions, followed or not.
             Some(record) if record.desired == PeerIntent::Disconnect => Admission::Refused {
                 reason: "disconnected by the operator".into(),
             },
+            Some(record) if self.running.contains_key(&pubkey) || record.followed => {
+                Admission::Admitted { known: true }
+            }
             Some(_) if self.running.len() < self.limit() => Admission::Admitted { known: true },
             None if self.running.len() < self.limit() => Admission::Admitted { known: false },
             // At the limit only followed or running peers get in. Evicting for an inbound
@@ -677,7 +693,12 @@ impl Handler<PeerSnapshot> for PeerSupervisor {
                 Box::pin(async move { request.await.ok() })
             }
             None => {
-                let record = self.idle.get(&msg.nostr_pubkey).cloned();
+                let record = self.idle.get(&msg.nostr_pubkey).cloned().or_else(|| {
+                    self.recovery
+                        .iter()
+                        .find(|r| r.nostr_pubkey == msg.nostr_pubkey)
+                        .cloned()
+                });
                 Box::pin(async move { record })
             }
         }

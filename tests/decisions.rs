@@ -1,0 +1,78 @@
+//! The operator's decisions hold: a stop or a retry applies to a peer still queued for
+//! startup recovery, and a peer the operator disconnected is refused inbound even when
+//! followed.
+
+mod common;
+
+use std::time::Duration;
+
+use btp_nips_node::lifecycle::{PeerIntent, PeerState};
+use btp_nips_node::ports::memory::MemoryWorld;
+use btp_nips_node::ports::Admission;
+use common::*;
+
+#[actix_rt::test]
+async fn disconnect_and_retry_apply_to_peers_queued_for_startup_recovery() {
+    tokio::time::pause();
+    let dir = tempfile::tempdir().unwrap();
+    let world = MemoryWorld::new();
+    let stored_peers: Vec<_> = (1..=3)
+        .map(|i| stored(i, PeerState::Disconnected, true, Some(10)))
+        .collect();
+    for i in 1..=3 {
+        world.add_ready_peer(&pubkey(i));
+    }
+    // One peer per hour comes back: the other two stay queued for the test.
+    let yaml =
+        "btp_nips: {peer_connections: {startup_dial_batch: 1, startup_dial_interval_ms: 3600000}}";
+    let node = start_node(&world, &dir, yaml, &stored_peers).await;
+    assert_eq!(node.stats().await.unwrap().recovering, 2);
+    let queued = |i| pubkey(i);
+
+    node.disconnect(&queued(2), "operator").await.unwrap();
+    let stopped = node.peer(&queued(2)).await.unwrap().expect("known");
+    assert_eq!(stopped.desired, PeerIntent::Disconnect);
+    assert_eq!(stopped.state, PeerState::Disconnected);
+
+    node.retry(&queued(3)).await.unwrap();
+    wait_until(
+        &node,
+        Duration::from_secs(5),
+        "the retried peer connected",
+        |p| state_of(p, &queued(3)) == Some(PeerState::Connected),
+    )
+    .await;
+    assert_eq!(node.stats().await.unwrap().recovering, 0);
+    // The stop is durable: the stored row says so.
+    node.flush().await.unwrap();
+    let row = node.db().load(&queued(2)).unwrap().unwrap();
+    assert_eq!(row.desired, PeerIntent::Disconnect);
+    node.shutdown().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_peer_the_operator_disconnected_is_refused_inbound_even_when_followed() {
+    tokio::time::pause();
+    let dir = tempfile::tempdir().unwrap();
+    let world = MemoryWorld::new();
+    let friend = pubkey(7);
+    world.add_ready_peer(&friend);
+    let node = start_node(&world, &dir, "{}", &[]).await;
+    node.follow(&friend).await.unwrap();
+    assert_eq!(
+        node.admit(&friend).await.unwrap(),
+        Admission::Admitted { known: true }
+    );
+    node.disconnect(&friend, "operator").await.unwrap();
+    wait_until(&node, Duration::from_secs(5), "stopped", |p| {
+        p.iter()
+            .any(|r| r.nostr_pubkey == friend && r.desired == PeerIntent::Disconnect)
+    })
+    .await;
+    let admission = node.admit(&friend).await.unwrap();
+    assert!(
+        matches!(&admission, Admission::Refused { reason } if reason.contains("operator")),
+        "{admission:?}"
+    );
+    node.shutdown().await.unwrap();
+}
