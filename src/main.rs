@@ -60,7 +60,12 @@ fn parse_wei(text: &str) -> Result<u128, String> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // The node's own INFO lines (one per state change) without its dependencies' chatter
+    // (alloy logs every RPC request at INFO); RUST_LOG overrides it all.
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,alloy=warn,hyper=warn,reqwest=warn"),
+    )
+    .init();
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,

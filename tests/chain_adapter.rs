@@ -246,7 +246,7 @@ async fn a_reorg_that_drops_the_open_is_detected() {
 }
 
 #[tokio::test]
-async fn rpc_trouble_while_waiting_is_transient_and_the_wait_goes_on() {
+async fn rpc_trouble_while_waiting_is_the_nodes_own_fault_and_the_wait_goes_on() {
     let f = Fixture::new().await;
     let proxy = RpcProxy::start(&f.anvil.url).await;
     let adapter = f.adapter_at(&proxy.url, policy());
@@ -263,13 +263,13 @@ async fn rpc_trouble_while_waiting_is_transient_and_the_wait_goes_on() {
     );
     proxy.stop();
     assert!(
-        matches!(adapter.channel_status(&tx).await, Err(Fault::Transient(_))),
-        "an unreachable endpoint is a transient fault"
+        matches!(adapter.channel_status(&tx).await, Err(Fault::Local(_))),
+        "an unreachable endpoint is the node's own fault"
     );
     f.anvil.mine(CONFIRMATIONS).await;
     assert!(matches!(
         adapter.channel_status(&tx).await,
-        Err(Fault::Transient(_))
+        Err(Fault::Local(_))
     ));
     proxy.resume();
     assert!(matches!(

@@ -404,8 +404,8 @@ async fn an_rpc_outage_while_waiting_keeps_the_peer_opening_until_it_confirms() 
     proxy.stop();
     f.anvil.mine(CONFIRMATIONS).await;
     channels
-        .wait_for("transient faults during the outage", 2, |s| {
-            matches!(s, Err(Fault::Transient(_)))
+        .wait_for("the node's own RPC faults during the outage", 2, |s| {
+            matches!(s, Err(Fault::Local(_)))
         })
         .await;
     let during = snapshot(&node).await;

@@ -82,13 +82,18 @@ fn run_recovers_peers_and_flushes_everything_on_sigterm() {
         "{log:?}"
     );
 
-    // The peer was driven (its adapters are not wired yet: a transient fault, retried).
+    // The peer was driven: no relays are configured, which is this node's own lack, so
+    // the peer waits and is retried without spending an attempt.
     let db = Database::open(&url, 1).unwrap();
     let peer = db.load(&common::pubkey(1)).unwrap().unwrap();
     assert_eq!(peer.state, PeerState::Disconnected, "{peer:?}");
-    assert_eq!(peer.reconnect_attempts, 1);
+    assert_eq!(peer.reconnect_attempts, 0);
     assert!(peer.next_attempt_at.is_some());
-    assert!(peer.failure_reason.unwrap().contains("not wired"));
+    let reason = peer.failure_reason.unwrap();
+    assert!(
+        reason.starts_with("waiting for this node: ") && reason.contains("not configured"),
+        "{reason}"
+    );
 
     let out = Command::new(BIN)
         .args(["peers", "--config", config.to_str().unwrap()])
