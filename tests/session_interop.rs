@@ -4,7 +4,7 @@
 //! client against our server, exchanging ILP Prepare/Fulfill/Reject, ILDCP both ways, and
 //! our PING/PONG answered to a PING it builds by hand.
 
-mod sessions_common;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -16,8 +16,8 @@ use btp_nips_node::session::{SessionContext, SessionServer};
 use btp_nips_node::wire::ilp::{self, Address, Prepare, Timestamp};
 use nostr::Keys;
 use serde_json::Value;
-use sessions_common::*;
 use sha2::{Digest, Sha256};
+use support::sessions::*;
 
 const SECRET: &str = "interop-shared-secret-0123456789";
 
