@@ -87,14 +87,6 @@ impl Drop for JsPeer {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn expiry() -> Timestamp {
     Timestamp::now().checked_add_millis(30_000).unwrap()
 }
@@ -110,7 +102,7 @@ fn check_pong(pong: &Value, our_address: &str) {
 
 #[actix_rt::test]
 async fn our_client_with_the_ilp_plugin_btp_server() {
-    let port = free_port();
+    let port = support::free_port();
     let mut js = JsPeer::spawn(&["server", &port.to_string(), SECRET]);
     js.event("ready").await;
     let ctx = SessionContext::new(Keys::generate(), "rust", session_settings(""));

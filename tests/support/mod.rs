@@ -17,3 +17,12 @@ pub mod relays;
 pub mod sessions;
 pub mod sim;
 pub mod wait;
+
+/// A loopback port nothing listens on at the moment of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -82,19 +82,11 @@ pub fn python_relay_bin() -> PathBuf {
     p
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl TestRelay {
     pub async fn start(kind: Impl) -> TestRelay {
         let mut relay = TestRelay {
             kind,
-            port: free_port(),
+            port: super::free_port(),
             running: Running::Stopped,
             db: std::sync::Arc::new(MemoryDatabase::with_opts(MemoryDatabaseOptions {
                 events: true,
@@ -220,6 +212,10 @@ impl TestRelay {
 
     /// Stops the relay (connections drop); its storage is kept.
     pub async fn stop(&mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
         match std::mem::replace(&mut self.running, Running::Stopped) {
             Running::Builder(relay, proxy) => {
                 proxy.close();
@@ -243,17 +239,7 @@ impl TestRelay {
 
 impl Drop for TestRelay {
     fn drop(&mut self) {
-        match std::mem::replace(&mut self.running, Running::Stopped) {
-            Running::Builder(relay, proxy) => {
-                proxy.close();
-                relay.shutdown();
-            }
-            Running::Python(mut child) => {
-                kill_group(&child);
-                let _ = child.wait();
-            }
-            Running::Stopped => {}
-        }
+        self.halt();
     }
 }
 
