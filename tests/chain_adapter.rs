@@ -1,7 +1,7 @@
 //! The `EvmChannels` adapter against a real local chain (anvil, `--no-mining`: every block
 //! is mined by the test, so confirmation counts are exact).
 
-mod chain_support;
+mod support;
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use btp_nips_node::chain::contract::PaymentChannels as PC;
 use btp_nips_node::chain::{ChainError, ChannelPolicy, EvmChannels};
 use btp_nips_node::config::Settings;
 use btp_nips_node::ports::{ChannelPort, ChannelRequest, ChannelStatus, Fault, PeerTarget};
-use chain_support::{Anvil, RpcProxy, CHAIN_ID, ETH};
+use support::chain::{Anvil, RpcProxy, CHAIN_ID, ETH};
 
 const CONFIRMATIONS: u64 = 5;
 

@@ -2,7 +2,7 @@
 //! `--no-mining`), with the moment a transaction is on its way to the pool held open by a
 //! proxy ([`SendGate`]) instead of left to timing.
 
-mod chain_support;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use btp_nips_node::chain::adapter::http_provider;
 use btp_nips_node::chain::contract::PaymentChannels as PC;
 use btp_nips_node::chain::{ChannelPolicy, EvmChannels};
 use btp_nips_node::ports::{ChannelPort, ChannelStatus, PeerTarget};
-use chain_support::{Anvil, SendGate, CHAIN_ID, ETH};
+use support::chain::{Anvil, SendGate, CHAIN_ID, ETH};
 
 const CONFIRMATIONS: u64 = 2;
 

@@ -1,8 +1,7 @@
 //! The operator's `open-channel` and `deploy-contract` commands, as the binary runs them,
 //! against a real local chain (anvil; the test mines the blocks the command waits for).
 
-mod chain_support;
-mod common;
+mod support;
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -12,7 +11,7 @@ use alloy::signers::local::PrivateKeySigner;
 use btp_nips_node::chain::contract::PaymentChannels as PC;
 use btp_nips_node::lifecycle::PeerState;
 use btp_nips_node::storage::Database;
-use chain_support::{Anvil, CHAIN_ID};
+use support::chain::{Anvil, CHAIN_ID};
 
 const BIN: &str = env!("CARGO_BIN_EXE_btp-nips-node");
 
@@ -35,7 +34,7 @@ impl Fixture {
         )
         .unwrap();
         let db = Database::open(&Self::db_url(&dir), 1).unwrap();
-        let mut record = common::stored(1, PeerState::ChannelNeeded, true, None);
+        let mut record = support::node::stored(1, PeerState::ChannelNeeded, true, None);
         record.base_address = Some(payee.to_string());
         db.upsert_batch(&[record]).unwrap();
         Fixture {
@@ -124,7 +123,7 @@ async fn the_operator_deploys_the_contract_then_opens_a_channel_once() {
         .expect("an address");
     let config = f.config(true, &address.to_string());
 
-    let peer = common::pubkey(1);
+    let peer = support::node::pubkey(1);
     let out = f
         .run_mining(&[
             "open-channel",
@@ -177,7 +176,7 @@ async fn the_operator_deploys_the_contract_then_opens_a_channel_once() {
     assert_eq!(count, U256::from(1));
 
     // An unknown peer is named.
-    let stranger = common::pubkey(99);
+    let stranger = support::node::pubkey(99);
     let out = f
         .run_mining(&["open-channel", &stranger, "--config", &config])
         .await;
@@ -193,7 +192,7 @@ async fn the_operator_deploys_the_contract_then_opens_a_channel_once() {
 async fn open_channel_refuses_a_disabled_chain_and_a_zero_deposit_naming_why() {
     let f = Fixture::new().await;
     let config = f.config(false, "");
-    let peer = common::pubkey(1);
+    let peer = support::node::pubkey(1);
     let out = f
         .run_mining(&["open-channel", &peer, "--config", &config])
         .await;

@@ -1,7 +1,7 @@
 //! The PaymentChannels contract on a real local chain (anvil, blocks mined on demand):
 //! each test proves one guarantee of the contract, through alloy, as the node uses it.
 
-mod chain_support;
+mod support;
 
 use alloy::eips::BlockId;
 use alloy::primitives::{keccak256, Address, Bytes, B256, U256};
@@ -9,7 +9,7 @@ use alloy::rpc::types::TransactionReceipt;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{SolCall, SolError, SolEvent, SolValue};
 use btp_nips_node::chain::contract::{self, sign_balance_proof, PaymentChannels as PC};
-use chain_support::{Anvil, CHAIN_ID, ETH};
+use support::chain::{Anvil, CHAIN_ID, ETH};
 
 alloy::sol! {
     /// contracts/test/ReentrantPayee.sol: a payee that claims again while being paid.

@@ -3,8 +3,7 @@
 //! ports are the in-memory doubles. Each test follows one peer through channel_needed →
 //! channel_opening → connected (or failed), as the operator would see it.
 
-mod chain_support;
-mod common;
+mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,8 +22,8 @@ use btp_nips_node::node::Node;
 use btp_nips_node::ports::memory::MemoryWorld;
 use btp_nips_node::ports::{ChannelPort, ChannelRequest, ChannelStatus, Fault, PeerTarget};
 use btp_nips_node::storage::Database;
-use chain_support::{Anvil, RpcProxy, CHAIN_ID, ETH};
-use common::{memory_node, pubkey, wait_until};
+use support::chain::{Anvil, RpcProxy, CHAIN_ID, ETH};
+use support::node::{memory_node, pubkey, wait_until};
 
 const CONFIRMATIONS: u64 = 5;
 /// Generous bound for anything the node does within a few 1-second polls.
@@ -52,7 +51,7 @@ impl Observed {
         times: usize,
         wanted: impl Fn(&Result<ChannelStatus, Fault>) -> bool,
     ) {
-        chain_support::eventually(SOON, what, || {
+        support::wait::eventually(SOON, what, || {
             let n = self.statuses().iter().filter(|s| wanted(s)).count();
             async move { (n >= times).then_some(()) }
         })
@@ -114,7 +113,7 @@ impl Fixture {
         world.announce(&pubkey(1), Announcement { ..announcement });
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(dir.path().join("node.db").to_str().unwrap(), 2).unwrap();
-        let settings = common::settings(&format!(
+        let settings = support::node::settings(&format!(
             "btp_nips: {{peer_connections: {{channel_poll_interval_seconds: 1, channel_opening_timeout_seconds: {opening_timeout_seconds}, channel_recheck_seconds: {recheck_seconds}}}}}"
         ));
         Fixture {
@@ -245,7 +244,7 @@ async fn follow_and_approve(f: &Fixture, node: &Node) -> String {
         Some(tx.as_str()),
         "the hash is in the database"
     );
-    chain_support::eventually(SOON, "the broadcast", || async {
+    support::wait::eventually(SOON, "the broadcast", || async {
         f.on_chain_or_pool(&tx).await.then_some(())
     })
     .await;
@@ -384,7 +383,7 @@ async fn a_reorg_that_drops_the_open_sends_the_peer_back_to_channel_needed() {
     let opening = wait_state(&node, PeerState::ChannelOpening, SOON).await;
     let tx = opening.channel_tx_hash.expect("a new hash");
     assert_ne!(tx, dropped_tx);
-    chain_support::eventually(SOON, "the new broadcast", || async {
+    support::wait::eventually(SOON, "the new broadcast", || async {
         f.on_chain_or_pool(&tx).await.then_some(())
     })
     .await;
@@ -426,7 +425,7 @@ async fn a_followed_peer_gets_a_channel_by_the_auto_open_policy_without_approval
     node.follow(&pubkey(1)).await.unwrap();
     let opening = wait_state(&node, PeerState::ChannelOpening, SOON).await;
     let tx = opening.channel_tx_hash.expect("a hash");
-    chain_support::eventually(SOON, "the broadcast", || async {
+    support::wait::eventually(SOON, "the broadcast", || async {
         f.on_chain_or_pool(&tx).await.then_some(())
     })
     .await;

@@ -9,8 +9,7 @@
 //! miner), and otherwise once every `IDLE_BLOCK` (so a link that is stuck waiting for
 //! something sees the chain go on without it, and the wait shows up as blocks).
 
-mod chain_support;
-mod common;
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -27,8 +26,8 @@ use btp_nips_node::node::Node;
 use btp_nips_node::ports::memory::MemoryWorld;
 use btp_nips_node::ports::{ChannelPort, ChannelRequest, ChannelStatus, Fault, PeerTarget};
 use btp_nips_node::storage::Database;
-use chain_support::{Anvil, CHAIN_ID, ETH};
-use common::pubkey;
+use support::chain::{Anvil, CHAIN_ID, ETH};
+use support::node::pubkey;
 use tokio::sync::Notify;
 
 const CONFIRMATIONS: u64 = 2;
@@ -165,7 +164,7 @@ async fn start_run(anvil: &Anvil, contract: Address) -> Run {
     }
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path().join("node.db").to_str().unwrap(), 2).unwrap();
-    let settings = common::settings(
+    let settings = support::node::settings(
         "btp_nips: {peer_connections: {channel_poll_interval_seconds: 1, channel_opening_timeout_seconds: 120, channel_recheck_seconds: 30}}",
     );
     let recorder = Arc::new(Recorder {
@@ -189,7 +188,7 @@ async fn start_run(anvil: &Anvil, contract: Address) -> Run {
     });
     let mut ports = world.ports();
     ports.channels = recorder.clone();
-    let node = common::memory_node(settings, &world)
+    let node = support::node::memory_node(settings, &world)
         .ports(ports)
         .database(db)
         .start()

@@ -1,7 +1,7 @@
 //! The binary as an operator runs it: `run` on the embedded SQLite store until SIGTERM,
 //! with every change flushed; `peers` reading the database; bad configuration refused.
 
-mod common;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -36,7 +36,7 @@ fn run_recovers_peers_and_flushes_everything_on_sigterm() {
     let url = format!("sqlite://{}", db_path.display());
     {
         let db = Database::open(&url, 1).unwrap();
-        db.upsert_batch(&[common::stored(1, PeerState::Discovering, true, None)])
+        db.upsert_batch(&[support::node::stored(1, PeerState::Discovering, true, None)])
             .unwrap();
     }
     let config = dir.path().join("node.yaml");
@@ -85,7 +85,7 @@ fn run_recovers_peers_and_flushes_everything_on_sigterm() {
     // The peer was driven: no relays are configured, which is this node's own lack, so
     // the peer waits and is retried without spending an attempt.
     let db = Database::open(&url, 1).unwrap();
-    let peer = db.load(&common::pubkey(1)).unwrap().unwrap();
+    let peer = db.load(&support::node::pubkey(1)).unwrap().unwrap();
     assert_eq!(peer.state, PeerState::Disconnected, "{peer:?}");
     assert_eq!(peer.reconnect_attempts, 0);
     assert!(peer.next_attempt_at.is_some());

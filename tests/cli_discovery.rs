@@ -2,8 +2,7 @@
 //! and `run` against a real relay on 127.0.0.1 — it announces itself, follows the
 //! operator's list, resolves the followed peer through the relay and stores it.
 
-mod common;
-mod nostr_relays;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -16,7 +15,7 @@ use btp_nips_node::storage::Database;
 use nostr_relay_builder::prelude::{
     EventBuilder, Filter, Keys, Kind, Tag, Timestamp as NostrTimestamp,
 };
-use nostr_relays::{Impl, TestRelay};
+use support::relays::{Impl, TestRelay};
 
 const BIN: &str = env!("CARGO_BIN_EXE_btp-nips-node");
 

@@ -1,4 +1,4 @@
-//! Configuration: the defaults are the seed's, files and environment override them, and
+//! Configuration: the defaults (`config/default.yaml`), files and environment override them, and
 //! every invalid value is refused with an error naming its key.
 
 use std::io::Write;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use btp_nips_node::config::{ConfigError, Settings};
 
 #[test]
-fn defaults_are_the_seeds_block() {
+fn peer_connection_defaults_and_an_embedded_sqlite_database() {
     let s = Settings::defaults().unwrap();
     let c = &s.btp_nips.peer_connections;
     assert_eq!(c.heartbeat_interval, Duration::from_secs(60));

@@ -2,14 +2,14 @@
 //! startup recovery, and a peer the operator disconnected is refused inbound even when
 //! followed.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
 use btp_nips_node::lifecycle::{PeerIntent, PeerState};
 use btp_nips_node::ports::memory::MemoryWorld;
 use btp_nips_node::ports::Admission;
-use common::*;
+use support::node::*;
 
 #[actix_rt::test]
 async fn disconnect_and_retry_apply_to_peers_queued_for_startup_recovery() {

@@ -4,8 +4,7 @@
 //! reason, "not found" cached, a relay down is transient; and the follow list: follow,
 //! unfollow, replaced list, older list ignored, reconcile after a restart, relay restart.
 
-mod common;
-mod nostr_relays;
+mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use actix::prelude::*;
 use btp_nips_node::discovery::announcement::{ilp_address_for, AnnouncementFields};
 use btp_nips_node::discovery::announcer::{Announcer, GetPublished, SetAnnouncement};
 use btp_nips_node::discovery::follows::{FollowListMonitor, GetFollowState};
-use btp_nips_node::discovery::relays::{RelaySet, RelayTuning};
+use btp_nips_node::discovery::relays::RelaySet;
 use btp_nips_node::discovery::resolver::{Clock, NostrResolver, ResolverSettings};
 use btp_nips_node::lifecycle::{PeerIntent, PeerRecord, PeerState, Timestamp};
 use btp_nips_node::node::Node;
@@ -25,24 +24,11 @@ use btp_nips_node::storage::Database;
 use nostr_relay_builder::prelude::{
     Event, EventBuilder, Keys, Kind, PublicKey, Tag, TagKind, Timestamp as NostrTimestamp,
 };
-use nostr_relays::{Impl, TestRelay};
-
-macro_rules! on_both_relays {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[actix_rt::test]
-            async fn relay_builder() {
-                super::$name(super::Impl::Builder).await
-            }
-            #[actix_rt::test]
-            async fn python_nostr_relay() {
-                super::$name(super::Impl::Python).await
-            }
-        }
-    )*};
-}
+use support::relays::{on_both_relays, tuning, Impl, TestRelay};
+use support::wait::poll;
 
 on_both_relays!(
+    #[actix_rt::test]
     announce_then_resolve_round_trip,
     many_peers_are_resolved_in_batched_reqs,
     every_relay_answering_without_it_fails_the_peer_after_the_tries,
@@ -55,15 +41,6 @@ on_both_relays!(
     reconcile_after_a_restart_with_the_list_changed_meanwhile,
     the_follow_subscription_survives_a_relay_restart,
 );
-
-fn tuning() -> RelayTuning {
-    RelayTuning {
-        query_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_millis(500),
-        retry_interval: Duration::from_millis(300),
-        notification_capacity: RelayTuning::capacity_for(4, 200),
-    }
-}
 
 async fn relay_set(relays: &[&TestRelay]) -> RelaySet {
     let urls: Vec<String> = relays.iter().map(|r| r.url()).collect();
@@ -145,14 +122,20 @@ fn announcement_with(keys: &Keys, created_at: u64, tag: &str, value: &str) -> Ev
 
 /// Waits until the client has noticed that its relays are gone.
 async fn wait_disconnected(set: &RelaySet) {
-    for _ in 0..400 {
-        let relays = set.client().relays().await;
-        if relays.values().all(|r| !r.is_connected()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the client still believes a stopped relay is connected");
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(25),
+        || async {
+            let relays = set.client().relays().await;
+            relays
+                .values()
+                .all(|r| !r.is_connected())
+                .then_some(())
+                .ok_or(())
+        },
+    )
+    .await
+    .expect("the client still believes a stopped relay is connected");
 }
 
 fn now_secs() -> u64 {
@@ -171,14 +154,20 @@ async fn announce_then_resolve_round_trip(kind: Impl) {
         Duration::from_millis(200),
     )
     .start();
-    let mut published = None;
-    for _ in 0..100 {
-        published = announcer.send(GetPublished).await.unwrap();
-        if published.as_ref().is_some_and(|p| !p.accepted.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let published = poll(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || async {
+            let published = announcer.send(GetPublished).await.unwrap();
+            if published.as_ref().is_some_and(|p| !p.accepted.is_empty()) {
+                Ok(published)
+            } else {
+                Err(published)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|last| last);
     let published = published.expect("published");
     assert_eq!(published.accepted.len(), 1, "{:?}", published.pending);
 
@@ -265,19 +254,19 @@ async fn every_relay_answering_without_it_fails_the_peer_after_the_tries(kind: I
     let (clock, _) = manual_clock();
     let r = resolver(&set, clock);
     let dir = tempfile::tempdir().unwrap();
-    let settings = common::settings(&format!(
+    let settings = support::node::settings(&format!(
         "database: {{url: \"sqlite://{}\"}}\nbtp_nips: {{peer_connections: {{max_discovery_attempts: 2, discovery_retry_seconds: 1}}}}\n",
         dir.path().join("n.db").display()
     ));
     let world = MemoryWorld::new();
-    let node = common::memory_node(settings, &world)
+    let node = support::node::memory_node(settings, &world)
         .resolver(Arc::new(r.clone()))
         .start()
         .await
         .unwrap();
     let nobody = Keys::generate().public_key().to_hex();
     node.follow(&nobody).await.unwrap();
-    let peers = common::wait_until(&node, Duration::from_secs(20), "failed", |p| {
+    let peers = support::node::wait_until(&node, Duration::from_secs(20), "failed", |p| {
         p.iter().any(|p| p.state == PeerState::Failed)
     })
     .await;
@@ -441,18 +430,18 @@ async fn relay_down_is_transient_and_the_peer_is_not_failed(kind: Impl) {
     // The node: the followed peer waits in disconnected (retried), never failed, and its
     // attempts are not spent on the node's own relays…
     let dir = tempfile::tempdir().unwrap();
-    let settings = common::settings(&format!(
+    let settings = support::node::settings(&format!(
         "database: {{url: \"sqlite://{}\"}}\nbtp_nips: {{peer_connections: {{reconnect_initial_delay_ms: 200, reconnect_max_delay_ms: 400, max_discovery_attempts: 1}}}}\n",
         dir.path().join("n.db").display()
     ));
     let world = MemoryWorld::new();
-    let node = common::memory_node(settings, &world)
+    let node = support::node::memory_node(settings, &world)
         .resolver(Arc::new(r.clone()))
         .start()
         .await
         .unwrap();
     node.follow(&pk).await.unwrap();
-    let peers = common::wait_until(&node, Duration::from_secs(20), "disconnected", |p| {
+    let peers = support::node::wait_until(&node, Duration::from_secs(20), "disconnected", |p| {
         p.iter().any(|p| {
             p.state == PeerState::Disconnected
                 && p.failure_reason
@@ -469,11 +458,11 @@ async fn relay_down_is_transient_and_the_peer_is_not_failed(kind: Impl) {
         .starts_with("waiting for this node: "));
     // …and once the relay is back it is discovered.
     relay.restart().await;
-    common::wait_until(&node, Duration::from_secs(30), "resolved", |p| {
+    support::node::wait_until(&node, Duration::from_secs(30), "resolved", |p| {
         p.iter().any(|p| p.ilp_address.is_some())
     })
     .await;
-    let peers = common::wait_until(&node, Duration::from_secs(1), "any", |_| true).await;
+    let peers = support::node::wait_until(&node, Duration::from_secs(1), "any", |_| true).await;
     assert_ne!(peers[0].state, PeerState::Failed);
     node.shutdown().await.unwrap();
 }
@@ -499,10 +488,10 @@ struct FollowNode {
 }
 
 async fn follow_node(db_url: &str, relays: &[&TestRelay], operator: &Keys) -> FollowNode {
-    let settings = common::settings(&format!("database: {{url: \"{db_url}\"}}\n"));
+    let settings = support::node::settings(&format!("database: {{url: \"{db_url}\"}}\n"));
     let db = Database::open(db_url, 2).unwrap();
     let world = MemoryWorld::new();
-    let node = common::memory_node(settings, &world)
+    let node = support::node::memory_node(settings, &world)
         .database(db)
         .start()
         .await
@@ -549,20 +538,20 @@ async fn follow_unfollow_and_replaced_lists(kind: Impl) {
     let n = follow_node(&url, &[&relay], &operator).await;
     let t = now_secs() - 1000;
     publish(&[&relay], &contact_list(&operator, t, &[&a, &b])).await;
-    common::wait_until(&n.node, Duration::from_secs(20), "a and b followed", |p| {
+    support::node::wait_until(&n.node, Duration::from_secs(20), "a and b followed", |p| {
         following(p, &a) && following(p, &b)
     })
     .await;
     // The list is replaced: a is unfollowed (deliberately disconnected), c followed.
     publish(&[&relay], &contact_list(&operator, t + 10, &[&b, &c])).await;
-    let peers = common::wait_until(&n.node, Duration::from_secs(20), "a out, c in", |p| {
+    let peers = support::node::wait_until(&n.node, Duration::from_secs(20), "a out, c in", |p| {
         unfollowed(p, &a) && following(p, &c)
     })
     .await;
     assert!(following(&peers, &b));
     // An empty list unfollows everyone.
     publish(&[&relay], &contact_list(&operator, t + 20, &[])).await;
-    common::wait_until(&n.node, Duration::from_secs(20), "all unfollowed", |p| {
+    support::node::wait_until(&n.node, Duration::from_secs(20), "all unfollowed", |p| {
         unfollowed(p, &a) && unfollowed(p, &b) && unfollowed(p, &c)
     })
     .await;
@@ -581,22 +570,28 @@ async fn an_older_list_arriving_later_is_ignored(kind: Impl) {
     let n = follow_node(&url, &[&one, &two], &operator).await;
     let t = now_secs() - 1000;
     publish(&[&one], &contact_list(&operator, t + 10, &[&a])).await;
-    common::wait_until(&n.node, Duration::from_secs(20), "a followed", |p| {
+    support::node::wait_until(&n.node, Duration::from_secs(20), "a followed", |p| {
         following(p, &a)
     })
     .await;
     // Relay two never saw the newer list, so it takes (and forwards live) an older one.
     publish(&[&two], &contact_list(&operator, t, &[&b])).await;
-    let mut ignored = 0;
-    for _ in 0..200 {
-        ignored = n.monitor.send(GetFollowState).await.unwrap().ignored_older;
-        if ignored > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let ignored = poll(
+        Duration::from_secs(5),
+        Duration::from_millis(25),
+        || async {
+            let ignored = n.monitor.send(GetFollowState).await.unwrap().ignored_older;
+            if ignored > 0 {
+                Ok(ignored)
+            } else {
+                Err(ignored)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|last| last);
     assert_eq!(ignored, 1, "the older list never reached the monitor");
-    let peers = common::wait_until(&n.node, Duration::from_secs(1), "any", |_| true).await;
+    let peers = support::node::wait_until(&n.node, Duration::from_secs(1), "any", |_| true).await;
     assert!(following(&peers, &a));
     assert!(
         record(&peers, &b).is_none(),
@@ -615,7 +610,7 @@ async fn reconcile_after_a_restart_with_the_list_changed_meanwhile(kind: Impl) {
     publish(&[&relay], &contact_list(&operator, t, &[&a, &b])).await;
     {
         let n = follow_node(&url, &[&relay], &operator).await;
-        common::wait_until(&n.node, Duration::from_secs(20), "a, b followed", |p| {
+        support::node::wait_until(&n.node, Duration::from_secs(20), "a, b followed", |p| {
             following(p, &a) && following(p, &b)
         })
         .await;
@@ -629,7 +624,7 @@ async fn reconcile_after_a_restart_with_the_list_changed_meanwhile(kind: Impl) {
     assert!(following(&stored, &a) && following(&stored, &b));
 
     let n = follow_node(&url, &[&relay], &operator).await;
-    let peers = common::wait_until(&n.node, Duration::from_secs(20), "reconciled", |p| {
+    let peers = support::node::wait_until(&n.node, Duration::from_secs(20), "reconciled", |p| {
         unfollowed(p, &a) && following(p, &b) && following(p, &c)
     })
     .await;
@@ -651,7 +646,7 @@ async fn the_follow_subscription_survives_a_relay_restart(kind: Impl) {
     let t = now_secs() - 1000;
     publish(&[&relay], &contact_list(&operator, t, &[&a])).await;
     let n = follow_node(&url, &[&relay], &operator).await;
-    common::wait_until(&n.node, Duration::from_secs(20), "a followed", |p| {
+    support::node::wait_until(&n.node, Duration::from_secs(20), "a followed", |p| {
         following(p, &a)
     })
     .await;
@@ -659,7 +654,7 @@ async fn the_follow_subscription_survives_a_relay_restart(kind: Impl) {
     // Wait until the monitor's client is back on the restarted relay.
     assert_eq!(n.relays.wait_connected(Duration::from_secs(20)).await, 1);
     publish(&[&relay], &contact_list(&operator, t + 10, &[&a, &d])).await;
-    common::wait_until(
+    support::node::wait_until(
         &n.node,
         Duration::from_secs(20),
         "d followed after the restart",

@@ -6,8 +6,7 @@
 //! one packet is refused with a NOTICE, never cut. Discovery and channels come from the
 //! in-memory doubles (their adapters have their own tests against the real things).
 
-mod nostr_relays;
-mod sessions_common;
+mod support;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -31,8 +30,10 @@ use btp_nips_node::session::{
 use btp_nips_node::wire::btp_nips::{self, MessageType};
 use btp_nips_node::wire::ilp;
 use nostr::{Event, EventBuilder, Filter, Keys, Timestamp as NostrTime};
-use nostr_relays::{Impl, TestRelay};
-use sessions_common::{announce_peer, session_settings, NodeThread};
+use support::node::NodeThread;
+use support::relays::{Impl, TestRelay};
+use support::sessions::{announce_peer, session_settings};
+use support::wait::poll;
 
 const SOON: Duration = Duration::from_secs(20);
 
@@ -86,9 +87,7 @@ impl RunningNode {
 }
 
 async fn record_of(node: &RunningNode, peer: &Keys) -> Option<PeerRecord> {
-    let pubkey = peer.public_key().to_hex();
-    let peers = node.node.peers().await.unwrap();
-    peers.into_iter().find(|p| p.nostr_pubkey == pubkey)
+    support::node::record_of(&node.node, &peer.public_key().to_hex()).await
 }
 
 /// Polls until `done` holds for `node`'s record of `peer`; panics after SOON.
@@ -98,20 +97,8 @@ async fn wait_record(
     what: &str,
     done: impl Fn(&PeerRecord) -> bool,
 ) -> PeerRecord {
-    let started = Instant::now();
-    loop {
-        let record = record_of(node, peer).await;
-        if let Some(r) = &record {
-            if done(r) {
-                return r.clone();
-            }
-        }
-        assert!(
-            started.elapsed() < SOON,
-            "timed out waiting for {what}: {record:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let pubkey = peer.public_key().to_hex();
+    support::node::wait_record(&node.node, &pubkey, SOON, what, done).await
 }
 
 /// A plain client of a relay, as the operator's tools would be.
@@ -136,20 +123,18 @@ async fn events_of(client: &nostr_sdk::Client, author: &Keys) -> Vec<Event> {
     events
 }
 
+/// Polls the relay at `client` until it holds `n` events of `author`; panics after SOON.
 async fn wait_events(client: &nostr_sdk::Client, author: &Keys, n: usize) -> Vec<Event> {
-    let started = Instant::now();
-    loop {
+    poll(SOON, Duration::from_millis(50), || async move {
         let events = events_of(client, author).await;
         if events.len() >= n {
-            return events;
+            Ok(events)
+        } else {
+            Err(events.len())
         }
-        assert!(
-            started.elapsed() < SOON,
-            "timed out waiting for {n} events, the relay has {}",
-            events.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|had| panic!("timed out waiting for {n} events, the relay has {had}"))
 }
 
 fn note(keys: &Keys, text: &str, at: u64) -> Event {

@@ -9,35 +9,22 @@
 //! and publishing works again after it restarts. Plus a relay's refusal with its reason
 //! (a restricted nostr-relay-builder), and what the Python relay's refusals look like.
 
-mod nostr_relays;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use btp_nips_node::discovery::relays::RelayTuning;
 use btp_nips_node::events::relay::{LiveEvents, OperatorRelay, OperatorRelayError};
 use nostr_relay_builder::prelude::{LocalRelay, RelayBuilder, RelayBuilderMode};
-use nostr_relays::{Impl, TestRelay};
 use nostr_sdk::prelude::{
     Event, EventBuilder, EventId, Filter, JsonUtil, Keys, Kind, RelayMessage, RelayNotification,
     Timestamp,
 };
-
-macro_rules! on_both_relays {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn relay_builder() {
-                super::$name(super::Impl::Builder).await
-            }
-            #[tokio::test]
-            async fn python_nostr_relay() {
-                super::$name(super::Impl::Python).await
-            }
-        }
-    )*};
-}
+use support::relays::{on_both_relays, tuning, Impl, TestRelay};
+use support::wait::poll;
 
 on_both_relays!(
+    #[tokio::test]
     publish_then_stored_returns_it_and_a_duplicate_is_accepted,
     stored_is_oldest_first_and_complete_across_pages,
     truncation_keeps_the_newest_and_says_so,
@@ -49,15 +36,6 @@ on_both_relays!(
     a_live_listener_that_falls_behind_is_told,
     relay_down_is_unavailable_quickly_and_publish_works_after_a_restart,
 );
-
-fn tuning() -> RelayTuning {
-    RelayTuning {
-        query_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_millis(500),
-        retry_interval: Duration::from_millis(300),
-        notification_capacity: RelayTuning::capacity_for(4, 200),
-    }
-}
 
 async fn connect_with(relay: &TestRelay, tuning: RelayTuning) -> OperatorRelay {
     let op = OperatorRelay::connect(&relay.url(), tuning).await.unwrap();
@@ -114,18 +92,22 @@ async fn next_event(live: &mut LiveEvents) -> Event {
     }
 }
 
-/// Publishes until the relay accepts (it may still be coming back).
+/// Publishes until the relay accepts (it may still be coming back), for at most 30 s.
 async fn publish_eventually(op: &OperatorRelay, event: &Event) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match op.publish(event).await {
-            Ok(()) => return,
-            Err(OperatorRelayError::Unavailable { reason }) if Instant::now() < deadline => {
-                let _ = reason;
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    let outcome = poll(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            match op.publish(event).await {
+                Ok(()) => Ok(Ok(())),
+                Err(unavailable @ OperatorRelayError::Unavailable { .. }) => Err(unavailable),
+                Err(e) => Ok(Err(e)),
             }
-            Err(e) => panic!("publish: {e}"),
-        }
+        },
+    )
+    .await;
+    if let Ok(Err(e)) | Err(e) = outcome {
+        panic!("publish: {e}");
     }
 }
 

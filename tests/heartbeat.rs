@@ -3,13 +3,13 @@
 //! after interval + timeout and reconnected with backoff; a dropped session is noticed at
 //! once. The other peers are not disturbed.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
 use btp_nips_node::lifecycle::PeerState;
 use btp_nips_node::ports::memory::MemoryWorld;
-use common::*;
+use support::node::*;
 
 #[actix_rt::test]
 async fn a_silent_peer_is_disconnected_and_reconnected_while_the_others_stay() {

@@ -1,122 +1,22 @@
-//! The sans-IO lifecycle driven with simulated time: every test jumps the clock straight to
-//! the lifecycle's next deadline (quinn-proto's test pattern), so minutes of backoff and
+//! The sans-IO lifecycle driven with simulated time ([`support::sim::Sim`]): every test
+//! jumps the clock straight to the lifecycle's next deadline, so minutes of backoff and
 //! heartbeat run in microseconds and the outcomes are exact.
+
+mod support;
 
 use std::time::Duration;
 
 use btp_nips_node::lifecycle::backoff::BackoffPolicy;
 use btp_nips_node::lifecycle::{
-    Action, Announcement, Event, Fault, LifecycleConfig, LifecycleError, PeerIntent, PeerLifecycle,
-    PeerRecord, PeerState, Timestamp,
+    Action, Event, Fault, LifecycleConfig, LifecycleError, PeerIntent, PeerLifecycle, PeerRecord,
+    PeerState,
 };
-
-const PUBKEY: &str = "aa11bb22cc33dd44ee55ff6600112233445566778899aabbccddeeff00112233";
-const T0: Timestamp = Timestamp(1_700_000_000_000);
+use support::sim::{announcement, Sim, PUBKEY, T0};
 
 fn config() -> LifecycleConfig {
     let mut config = LifecycleConfig::default();
     config.backoff.jitter = 0.0;
     config
-}
-
-fn announcement() -> Announcement {
-    Announcement {
-        ilp_address: "g.btp-nips.bob.aa11bb22cc33dd44".into(),
-        endpoint: "ws://127.0.0.1:7001/btp".into(),
-        base_address: "0x00000000000000000000000000000000000000b0".into(),
-        subscribers: None,
-    }
-}
-
-/// A lifecycle with its own simulated clock and a log of the actions it asked for.
-struct Sim {
-    lc: PeerLifecycle,
-    now: Timestamp,
-    log: Vec<(Timestamp, Action)>,
-}
-
-impl Sim {
-    fn new(config: LifecycleConfig) -> Sim {
-        Self::from_record(PeerRecord::new(PUBKEY, true, T0), config)
-    }
-
-    fn from_record(record: PeerRecord, config: LifecycleConfig) -> Sim {
-        let mut sim = Sim {
-            lc: PeerLifecycle::new(record, config, 42),
-            now: T0,
-            log: Vec::new(),
-        };
-        sim.feed(Event::Resume);
-        sim
-    }
-
-    fn drain(&mut self) {
-        while let Some(action) = self.lc.poll_action() {
-            self.log.push((self.now, action));
-        }
-    }
-
-    fn feed(&mut self, event: Event) {
-        self.lc.handle(event, self.now).expect("event applies");
-        self.drain();
-    }
-
-    fn try_feed(&mut self, event: Event) -> Result<(), LifecycleError> {
-        let result = self.lc.handle(event, self.now);
-        self.drain();
-        result
-    }
-
-    /// Jumps to the next deadline and handles it; returns how far the clock moved.
-    fn step(&mut self) -> Duration {
-        let deadline = self.lc.poll_timeout().expect("a deadline is pending");
-        let moved = deadline - self.now;
-        self.now = deadline.max(self.now);
-        self.lc.handle_timeout(self.now);
-        self.drain();
-        moved
-    }
-
-    fn advance(&mut self, by: Duration) {
-        let until = self.now + by;
-        while let Some(deadline) = self.lc.poll_timeout() {
-            if deadline > until {
-                break;
-            }
-            self.step();
-        }
-        self.now = until;
-    }
-
-    fn last_action(&self) -> Option<&Action> {
-        self.log.last().map(|(_, a)| a)
-    }
-
-    fn count(&self, pred: impl Fn(&Action) -> bool) -> usize {
-        self.log.iter().filter(|(_, a)| pred(a)).count()
-    }
-
-    fn state(&self) -> PeerState {
-        self.lc.state()
-    }
-
-    /// discovering → connecting → connected over an existing channel.
-    fn connect(&mut self) {
-        self.feed(Event::Resolved(announcement()));
-        self.feed(Event::SessionOpened);
-        self.feed(Event::ChannelFound {
-            channel_id: "0xc1".into(),
-        });
-        assert_eq!(self.state(), PeerState::Connected);
-    }
-
-    fn answer_pings(&mut self, rtt: Duration) {
-        let Some(Action::SendPing { nonce }) = self.last_action().cloned() else {
-            panic!("expected a PING, got {:?}", self.last_action());
-        };
-        self.now = self.now + rtt;
-        self.feed(Event::PongReceived { nonce });
-    }
 }
 
 #[test]

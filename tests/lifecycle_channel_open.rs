@@ -2,98 +2,48 @@
 //! hash durably → broadcast; what a crash between those steps leaves; a broadcast the chain
 //! refuses; and the re-check of the chain while `channel_needed` waits for the operator.
 
-use std::time::Duration;
+mod support;
 
-use btp_nips_node::lifecycle::{
-    Action, Announcement, Event, Fault, LifecycleConfig, PeerLifecycle, PeerRecord, PeerState,
-    Timestamp,
-};
-
-const PUBKEY: &str = "aa11bb22cc33dd44ee55ff6600112233445566778899aabbccddeeff00112233";
-const T0: Timestamp = Timestamp(1_700_000_000_000);
+use btp_nips_node::lifecycle::{Action, Event, Fault, LifecycleConfig, PeerRecord, PeerState};
+use support::sim::{announcement, Sim, PUBKEY, T0};
 
 fn config() -> LifecycleConfig {
     LifecycleConfig::default()
 }
 
-struct Sim {
-    lc: PeerLifecycle,
-    now: Timestamp,
-    log: Vec<Action>,
+fn from_record(record: PeerRecord) -> Sim {
+    Sim::seeded(record, config(), 7)
 }
 
-impl Sim {
-    fn from_record(record: PeerRecord) -> Sim {
-        let mut sim = Sim {
-            lc: PeerLifecycle::new(record, config(), 7),
-            now: T0,
-            log: Vec::new(),
-        };
-        sim.feed(Event::Resume);
-        sim
-    }
-
-    /// A peer with a session up and no channel: channel_needed, operator told.
-    fn waiting_for_operator() -> Sim {
-        let mut sim = Sim::from_record(PeerRecord::new(PUBKEY, true, T0));
-        sim.feed(Event::Resolved(Announcement {
-            ilp_address: "g.btp-nips.bob.aa11bb22cc33dd44".into(),
-            endpoint: "ws://127.0.0.1:7001/btp".into(),
-            base_address: "0x00000000000000000000000000000000000000b0".into(),
-            subscribers: None,
-        }));
-        sim.feed(Event::SessionOpened);
-        sim.feed(Event::ChannelMissing);
-        sim.feed(Event::ChannelAwaitingOperator);
-        assert_eq!(sim.lc.state(), PeerState::ChannelNeeded);
-        sim
-    }
-
-    fn feed(&mut self, event: Event) {
-        self.lc.handle(event, self.now).expect("event applies");
-        while let Some(action) = self.lc.poll_action() {
-            self.log.push(action);
-        }
-    }
-
-    fn step(&mut self) -> Duration {
-        let deadline = self.lc.poll_timeout().expect("a deadline");
-        let moved = deadline - self.now;
-        self.now = deadline;
-        self.lc.handle_timeout(self.now);
-        while let Some(action) = self.lc.poll_action() {
-            self.log.push(action);
-        }
-        moved
-    }
-
-    fn last(&self) -> Option<&Action> {
-        self.log.last()
-    }
-
-    fn count(&self, pred: impl Fn(&Action) -> bool) -> usize {
-        self.log.iter().filter(|a| pred(a)).count()
-    }
+/// A peer with a session up and no channel: channel_needed, operator told.
+fn waiting_for_operator() -> Sim {
+    let mut sim = from_record(PeerRecord::new(PUBKEY, true, T0));
+    sim.feed(Event::Resolved(announcement()));
+    sim.feed(Event::SessionOpened);
+    sim.feed(Event::ChannelMissing);
+    sim.feed(Event::ChannelAwaitingOperator);
+    assert_eq!(sim.lc.state(), PeerState::ChannelNeeded);
+    sim
 }
 
 fn signed(sim: &mut Sim, tx: &str) {
     sim.feed(Event::OpenChannelApproved);
-    assert_eq!(sim.last(), Some(&Action::OpenChannel));
+    assert_eq!(sim.last_action(), Some(&Action::OpenChannel));
     sim.feed(Event::ChannelTxSigned { tx_hash: tx.into() });
 }
 
 #[test]
 fn a_crash_between_the_durable_hash_and_the_broadcast_finds_it_dropped_and_asks_again() {
-    let mut sim = Sim::waiting_for_operator();
+    let mut sim = waiting_for_operator();
     signed(&mut sim, "0xunsent");
     // What the database holds at the crash: the hash, in channel_opening.
     let on_disk = sim.lc.record().clone();
     assert_eq!(on_disk.state, PeerState::ChannelOpening);
     assert_eq!(on_disk.channel_tx_hash.as_deref(), Some("0xunsent"));
 
-    let mut after = Sim::from_record(on_disk);
+    let mut after = from_record(on_disk);
     assert_eq!(
-        after.log,
+        after.actions(),
         vec![Action::AwaitChannel {
             tx_hash: "0xunsent".into()
         }],
@@ -103,7 +53,7 @@ fn a_crash_between_the_durable_hash_and_the_broadcast_finds_it_dropped_and_asks_
     after.feed(Event::ChannelDropped);
     assert_eq!(after.lc.state(), PeerState::ChannelNeeded);
     assert_eq!(after.lc.record().channel_tx_hash, None);
-    assert_eq!(after.last(), Some(&Action::RequestChannel));
+    assert_eq!(after.last_action(), Some(&Action::RequestChannel));
     assert_eq!(
         after.count(|a| matches!(a, Action::BroadcastChannel { .. })),
         0
@@ -112,7 +62,7 @@ fn a_crash_between_the_durable_hash_and_the_broadcast_finds_it_dropped_and_asks_
 
 #[test]
 fn a_broadcast_failure_that_may_have_reached_the_chain_keeps_waiting_on_the_hash() {
-    let mut sim = Sim::waiting_for_operator();
+    let mut sim = waiting_for_operator();
     signed(&mut sim, "0xmaybe");
     sim.feed(Event::ChannelFailed(Fault::Transient(
         "connection reset".into(),
@@ -120,7 +70,7 @@ fn a_broadcast_failure_that_may_have_reached_the_chain_keeps_waiting_on_the_hash
     assert_eq!(sim.lc.state(), PeerState::ChannelOpening);
     assert_eq!(sim.step(), config().channel_poll_interval);
     assert_eq!(
-        sim.last(),
+        sim.last_action(),
         Some(&Action::AwaitChannel {
             tx_hash: "0xmaybe".into()
         })
@@ -129,7 +79,7 @@ fn a_broadcast_failure_that_may_have_reached_the_chain_keeps_waiting_on_the_hash
 
 #[test]
 fn a_broadcast_the_chain_refuses_goes_back_to_the_operator_without_a_retry_loop() {
-    let mut sim = Sim::waiting_for_operator();
+    let mut sim = waiting_for_operator();
     signed(&mut sim, "0xpoor");
     let before = sim.log.len();
     sim.feed(Event::ChannelFailed(Fault::Permanent(
@@ -145,29 +95,29 @@ fn a_broadcast_the_chain_refuses_goes_back_to_the_operator_without_a_retry_loop(
         .unwrap()
         .contains("insufficient funds"));
     assert!(
-        !sim.log[before..]
+        !sim.actions()[before..]
             .iter()
             .any(|a| matches!(a, Action::RequestChannel | Action::OpenChannel)),
         "nothing is signed again until the operator approves"
     );
     // Only the periodic re-check of the chain is pending.
     assert_eq!(sim.step(), config().channel_recheck_interval);
-    assert_eq!(sim.last(), Some(&Action::CheckChannel));
+    assert_eq!(sim.last_action(), Some(&Action::CheckChannel));
 }
 
 #[test]
 fn channel_needed_rechecks_the_chain_and_goes_on_when_the_operator_opened_one() {
-    let mut sim = Sim::waiting_for_operator();
+    let mut sim = waiting_for_operator();
     let recheck = config().channel_recheck_interval;
     assert_eq!(sim.step(), recheck);
-    assert_eq!(sim.last(), Some(&Action::CheckChannel));
+    assert_eq!(sim.last_action(), Some(&Action::CheckChannel));
     // An RPC blip while re-checking: still channel_needed, checked again later.
     sim.feed(Event::ChannelFailed(Fault::Transient("rpc down".into())));
     assert_eq!(sim.lc.state(), PeerState::ChannelNeeded);
     assert_eq!(sim.step(), recheck);
     // Still none: the operator is reminded (RequestChannel), and the wait goes on.
     sim.feed(Event::ChannelMissing);
-    assert_eq!(sim.last(), Some(&Action::RequestChannel));
+    assert_eq!(sim.last_action(), Some(&Action::RequestChannel));
     sim.feed(Event::ChannelAwaitingOperator);
     assert_eq!(sim.step(), recheck);
     // The operator opened one with `open-channel`: found, connected.
@@ -183,10 +133,10 @@ fn channel_needed_rechecks_the_chain_and_goes_on_when_the_operator_opened_one() 
 
 #[test]
 fn an_approval_replaces_the_pending_recheck() {
-    let mut sim = Sim::waiting_for_operator();
+    let mut sim = waiting_for_operator();
     signed(&mut sim, "0xabc");
     assert_eq!(
-        sim.last(),
+        sim.last_action(),
         Some(&Action::BroadcastChannel {
             tx_hash: "0xabc".into()
         })

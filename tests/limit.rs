@@ -2,7 +2,7 @@
 //! of the lowest-priority one; followed peers are never evicted, nor is a peer whose channel
 //! is opening; a peer without a slot waits and gets the next one that frees up.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use btp_nips_node::node::Node;
 use btp_nips_node::node::SupervisorStats;
 use btp_nips_node::ports::memory::MemoryWorld;
 use btp_nips_node::ports::Admission;
-use common::*;
+use support::node::*;
 
 async fn start(
     world: &MemoryWorld,

@@ -3,7 +3,7 @@
 //! (no relays configured) keeps its peers waiting without spending their attempts; a peer
 //! the remote refuses by policy is retried, never failed for it.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use btp_nips_node::lifecycle::PeerState;
 use btp_nips_node::node::NodeBuilder;
 use btp_nips_node::ports::memory::MemoryWorld;
 use btp_nips_node::ports::Fault;
-use common::*;
+use support::node::*;
 
 fn db_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("node.db").display())

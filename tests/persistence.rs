@@ -3,6 +3,8 @@
 //! (override with `BTP_NIPS_TEST_PG_URL`). Every PostgreSQL test creates its own database
 //! (`btp_test_<random>`) and drops it at the end, so the tests run in parallel.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -20,8 +22,7 @@ use btp_nips_node::lifecycle::state::{PeerIntent, PeerState};
 use btp_nips_node::lifecycle::time::Timestamp;
 use btp_nips_node::storage::scratch::ScratchPostgres;
 use btp_nips_node::storage::{Backend, Database, StorageError};
-
-mod common;
+use support::wait::holds_within_wall_clock;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -39,9 +40,9 @@ struct Terminated {
 impl PgTestDb {
     fn create() -> PgTestDb {
         PgTestDb(
-            ScratchPostgres::create(&common::pg_admin_url(), "btp_test").unwrap_or_else(|e| {
-                panic!("{e}; start PostgreSQL or point BTP_NIPS_TEST_PG_URL at one")
-            }),
+            ScratchPostgres::create(&support::node::pg_admin_url(), "btp_test").unwrap_or_else(
+                |e| panic!("{e}; start PostgreSQL or point BTP_NIPS_TEST_PG_URL at one"),
+            ),
         )
     }
 
@@ -168,19 +169,6 @@ async fn flush(actor: &Addr<PersistenceActor>) -> Result<(), PersistenceError> {
         .await
         .expect("Flush was not answered within 60 s")
         .expect("the actor is alive")
-}
-
-/// Polls `done` (yielding to the actor between polls) until it holds or `limit` passes.
-async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        tokio::task::yield_now().await;
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    done()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -571,7 +559,7 @@ async fn actor_writes_after_the_flush_interval_without_a_flush() {
 
     tokio::time::advance(Duration::from_millis(60_001)).await;
     assert!(
-        eventually(Duration::from_secs(10), || db.write_transactions() == 1).await,
+        holds_within_wall_clock(Duration::from_secs(10), || db.write_transactions() == 1).await,
         "the interval elapsed but nothing was written"
     );
     assert_eq!(db.load(&pubkey(1)).unwrap(), Some(full_record(&pubkey(1))));
@@ -593,7 +581,7 @@ async fn actor_writes_a_full_batch_without_waiting_for_the_interval() {
     let stats = actor.send(GetStats).await.unwrap();
     assert_eq!((stats.changes_received, stats.pending), (17, 9));
     assert!(
-        !eventually(Duration::from_millis(100), || db.write_transactions() > 0).await,
+        !holds_within_wall_clock(Duration::from_millis(100), || db.write_transactions() > 0).await,
         "wrote before max_batch peers were pending"
     );
 
@@ -601,7 +589,7 @@ async fn actor_writes_a_full_batch_without_waiting_for_the_interval() {
     // (time is paused and never advanced here).
     actor.do_send(SaveRecord(snapshot(9, 0)));
     assert!(
-        eventually(Duration::from_secs(10), || db.write_transactions() == 1).await,
+        holds_within_wall_clock(Duration::from_secs(10), || db.write_transactions() == 1).await,
         "a full batch was not written"
     );
     assert_eq!(db.load_all().unwrap().len(), 10);

@@ -3,7 +3,7 @@
 //! channel_opening included) in priority order, and leaves failed and deliberately
 //! disconnected peers where they are.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use btp_nips_node::node::Node;
 use btp_nips_node::ports::memory::MemoryWorld;
 use btp_nips_node::storage::scratch::ScratchPostgres;
 use btp_nips_node::storage::Database;
-use common::*;
+use support::node::*;
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
 

@@ -2,7 +2,7 @@
 //! peer that cannot be evicted, a stranger is refused with a BTP Error naming the limit,
 //! while the followed peer itself is admitted; with room, a stranger is admitted.
 
-mod sessions_common;
+mod support;
 
 use btp_nips_node::config::Settings;
 use btp_nips_node::node::NodeBuilder;
@@ -11,7 +11,7 @@ use btp_nips_node::session::auth::{sign_token, token_text};
 use btp_nips_node::session::unix_now;
 use btp_nips_node::wire::btp::Packet;
 use nostr::Keys;
-use sessions_common::*;
+use support::sessions::*;
 
 async fn knock(endpoint: &str, server: &nostr::PublicKey, client: &Keys) -> Reaction {
     let token = sign_token(client, endpoint, server, unix_now(), fastrand::u64(..)).unwrap();

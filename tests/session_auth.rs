@@ -3,7 +3,7 @@
 //! a permanent fault and a timeout into a transient one, and garbage of every kind
 //! disconnects the sender without answering it and without hurting the server.
 
-mod sessions_common;
+mod support;
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use btp_nips_node::wire::btp::Packet;
 use btp_nips_node::wire::btp_nips;
 use btp_nips_node::wire::ilp;
 use nostr::Keys;
-use sessions_common::*;
+use support::sessions::*;
 
 const SECRET: &str = "a-shared-secret-of-32-characters";
 

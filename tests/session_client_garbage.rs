@@ -3,7 +3,7 @@
 //! with the reason, never a panic; and a server that cannot prove the key we expected is
 //! refused permanently. Also: bad `session` settings are refused naming their key.
 
-mod sessions_common;
+mod support;
 
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use btp_nips_node::session::{keys_from_settings, unix_now, SessionContext};
 use btp_nips_node::wire::btp::{self, Packet, ProtocolEntry};
 use futures::{SinkExt, StreamExt};
 use nostr::{JsonUtil, Keys};
-use sessions_common::*;
+use support::sessions::*;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Accepts one connection, answers the auth with a proof signed by `prover`, then sends

@@ -4,7 +4,7 @@
 //! client against our server, exchanging ILP Prepare/Fulfill/Reject, ILDCP both ways, and
 //! our PING/PONG answered to a PING it builds by hand.
 
-mod sessions_common;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -16,8 +16,8 @@ use btp_nips_node::session::{SessionContext, SessionServer};
 use btp_nips_node::wire::ilp::{self, Address, Prepare, Timestamp};
 use nostr::Keys;
 use serde_json::Value;
-use sessions_common::*;
 use sha2::{Digest, Sha256};
+use support::sessions::*;
 
 const SECRET: &str = "interop-shared-secret-0123456789";
 
@@ -87,14 +87,6 @@ impl Drop for JsPeer {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn expiry() -> Timestamp {
     Timestamp::now().checked_add_millis(30_000).unwrap()
 }
@@ -110,7 +102,7 @@ fn check_pong(pong: &Value, our_address: &str) {
 
 #[actix_rt::test]
 async fn our_client_with_the_ilp_plugin_btp_server() {
-    let port = free_port();
+    let port = support::free_port();
     let mut js = JsPeer::spawn(&["server", &port.to_string(), SECRET]);
     js.event("ready").await;
     let ctx = SessionContext::new(Keys::generate(), "rust", session_settings(""));

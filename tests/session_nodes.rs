@@ -2,10 +2,10 @@
 //! server and Nostr key, following each other: they connect and authenticate both ways,
 //! heartbeat over the real session (PING/PONG, latency recorded), detect a hung peer and a
 //! killed peer within heartbeat interval + PONG timeout, and reconnect when it returns.
-//! Discovery and channels come from in-memory doubles (their adapters are separate work);
+//! Discovery and channels come from in-memory doubles (their adapters have their own tests);
 //! everything on the wire is real.
 
-mod sessions_common;
+mod support;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,7 +16,8 @@ use btp_nips_node::lifecycle::{PeerRecord, PeerState, Timestamp};
 use btp_nips_node::node::NodeBuilder;
 use btp_nips_node::ports::memory::MemoryWorld;
 use nostr::Keys;
-use sessions_common::*;
+use support::node::{wait_record, NodeThread};
+use support::sessions::*;
 
 const HEARTBEAT: Duration = Duration::from_secs(2);
 const PONG_TIMEOUT: Duration = Duration::from_secs(1);
@@ -92,21 +93,7 @@ async fn wait_for(
     what: &str,
     done: impl Fn(&PeerRecord) -> bool,
 ) -> PeerRecord {
-    let pubkey = peer.public_key().to_hex();
-    let started = Instant::now();
-    loop {
-        let peers = node.node.peers().await.unwrap();
-        let record = peers.into_iter().find(|p| p.nostr_pubkey == pubkey);
-        if let Some(record) = &record {
-            if done(record) {
-                return record.clone();
-            }
-        }
-        if started.elapsed() > limit {
-            panic!("timed out after {limit:?} waiting for {what}: {record:?}");
-        }
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_record(&node.node, &peer.public_key().to_hex(), limit, what, done).await
 }
 
 fn connected_with_heartbeat_after(r: &PeerRecord, after: Option<Timestamp>) -> bool {

@@ -2,14 +2,14 @@
 //! actor per the restart policy; other peers never notice; past the intensity limit the
 //! peer is failed with reason "restart intensity".
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
 use btp_nips_node::lifecycle::PeerState;
 use btp_nips_node::node::Node;
 use btp_nips_node::ports::memory::MemoryWorld;
-use common::*;
+use support::node::*;
 
 async fn start(world: &MemoryWorld, dir: &tempfile::TempDir) -> Node {
     let yaml = "btp_nips: {peer_connections: {max_restarts: 3, restart_window_seconds: 60}}";

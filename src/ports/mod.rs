@@ -19,6 +19,7 @@ pub use crate::lifecycle::{Announcement, Fault};
 use crate::lifecycle::{Event, EventCursor, PeerRecord};
 use crate::wire::btp_nips;
 
+#[cfg(feature = "test-support")]
 pub mod memory;
 pub mod unwired;
 

@@ -15,6 +15,7 @@
 
 mod models;
 pub mod schema;
+#[cfg(feature = "test-support")]
 pub mod scratch;
 
 use std::collections::BTreeMap;

@@ -2,7 +2,6 @@
 //! (`--no-mining`: a block exists only when a test mines it with `anvil_mine`), accounts
 //! funded with `anvil_setBalance` for keys the tests generate, the contract deployed from
 //! the committed artifact, and an RPC proxy a test can take down and bring back.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -328,22 +327,6 @@ impl RpcProxy {
 
     pub fn resume(&self) {
         self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-/// Waits (polling every 20 ms, at most `limit`) until `check` yields a value.
-pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -1,16 +1,36 @@
 //! Real Nostr relays on 127.0.0.1 for the discovery tests, of two independent
 //! implementations: the in-process relay of `nostr-relay-builder` (Rust, this process) and
 //! the PyPI `nostr-relay` server (Python, a child process that `.ci/run` installs in a
-//! venv). Each can be stopped and started again on the same port with the same storage.
-#![allow(dead_code)]
+//! venv). Each can be stopped and started again on the same port with the same storage;
+//! [`on_both_relays!`] runs a suite on both.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use btp_nips_node::discovery::relays::RelayTuning;
 use nostr_relay_builder::prelude::{
     LocalRelay, MemoryDatabase, MemoryDatabaseOptions, NostrDatabase, RateLimit, RelayBuilder,
 };
+
+/// Makes each `async fn name(kind: Impl)` listed a pair of tests, `name::relay_builder` and
+/// `name::python_nostr_relay`, under the test attribute given first (`#[tokio::test]`,
+/// `#[actix_rt::test]`).
+macro_rules! on_both_relays {
+    (#[$test:meta] $($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[$test]
+            async fn relay_builder() {
+                super::$name($crate::support::relays::Impl::Builder).await
+            }
+            #[$test]
+            async fn python_nostr_relay() {
+                super::$name($crate::support::relays::Impl::Python).await
+            }
+        }
+    )*};
+}
+pub(crate) use on_both_relays;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Impl {
@@ -36,6 +56,16 @@ pub struct TestRelay {
     dir: tempfile::TempDir,
 }
 
+/// Relay-client timings for tests on loopback: short timeouts and retries.
+pub fn tuning() -> RelayTuning {
+    RelayTuning {
+        query_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_millis(500),
+        retry_interval: Duration::from_millis(300),
+        notification_capacity: RelayTuning::capacity_for(4, 200),
+    }
+}
+
 /// The Python relay's executable: `BTP_NIPS_NOSTR_RELAY`, or the venv `.ci/run` makes.
 pub fn python_relay_bin() -> PathBuf {
     if let Ok(p) = std::env::var("BTP_NIPS_NOSTR_RELAY") {
@@ -52,19 +82,11 @@ pub fn python_relay_bin() -> PathBuf {
     p
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl TestRelay {
     pub async fn start(kind: Impl) -> TestRelay {
         let mut relay = TestRelay {
             kind,
-            port: free_port(),
+            port: super::free_port(),
             running: Running::Stopped,
             db: std::sync::Arc::new(MemoryDatabase::with_opts(MemoryDatabaseOptions {
                 events: true,
@@ -190,6 +212,10 @@ impl TestRelay {
 
     /// Stops the relay (connections drop); its storage is kept.
     pub async fn stop(&mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
         match std::mem::replace(&mut self.running, Running::Stopped) {
             Running::Builder(relay, proxy) => {
                 proxy.close();
@@ -213,17 +239,7 @@ impl TestRelay {
 
 impl Drop for TestRelay {
     fn drop(&mut self) {
-        match std::mem::replace(&mut self.running, Running::Stopped) {
-            Running::Builder(relay, proxy) => {
-                proxy.close();
-                relay.shutdown();
-            }
-            Running::Python(mut child) => {
-                kill_group(&child);
-                let _ = child.wait();
-            }
-            Running::Stopped => {}
-        }
+        self.halt();
     }
 }
 

@@ -1,7 +1,6 @@
-//! Shared by the session tests: a node's session context on loopback, a raw WebSocket
-//! client that speaks BTP by hand (to send what our own client never would), and a handler
-//! that can be told to stop answering.
-#![allow(dead_code)]
+//! BTP sessions under test: session settings on loopback, a raw WebSocket client that
+//! speaks BTP by hand (to send what our own client never would), and a handler that can be
+//! told to stop answering.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,7 +9,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use btp_nips_node::config::{SessionSettings, Settings};
 use btp_nips_node::lifecycle::Announcement;
-use btp_nips_node::node::{Node, NodeBuilder};
 use btp_nips_node::ports::memory::MemoryWorld;
 use btp_nips_node::session::connection::Link;
 use btp_nips_node::session::{IlpHandler, PeerIdentity};
@@ -43,61 +41,6 @@ impl Switchable {
             inner,
             silent: AtomicBool::new(false),
         })
-    }
-}
-
-/// A whole node in its own thread and actix system (so a test can kill it and every
-/// socket it holds closes), reachable through its [`Node`] handle from the test's thread.
-pub struct NodeThread {
-    pub node: Node,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl NodeThread {
-    /// Starts the node `build` makes; panics if it does not start within 20 s.
-    pub fn start(build: impl FnOnce() -> NodeBuilder + Send + 'static) -> NodeThread {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            actix::System::new().block_on(async move {
-                let node = build().start().await.expect("the node starts");
-                ready_tx.send(node.clone()).expect("the test waits");
-                let _ = stop_rx.await;
-                node.shutdown().await.expect("a clean shutdown");
-            });
-        });
-        let node = ready_rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("node started");
-        NodeThread {
-            node,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-
-    /// Shuts the node down and ends its system: every socket of this node closes.
-    pub fn kill(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-    }
-}
-
-impl Drop for NodeThread {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-impl std::ops::Deref for NodeThread {
-    type Target = Node;
-    fn deref(&self) -> &Node {
-        &self.node
     }
 }
 

@@ -1,0 +1,28 @@
+//! What the integration tests share. Each test file takes all of it (`mod support;`) and
+//! uses what it needs, hence the `dead_code` allowance.
+//!
+//! - [`wait`]: one poll-with-deadline and the waits built on it.
+//! - [`node`]: a node under test on the in-memory world, in the test's actix system or in a
+//!   thread of its own ([`node::NodeThread`]); stored records; waiting on its peers.
+//! - [`sessions`]: BTP sessions on loopback, and a raw WebSocket client for what our own
+//!   client never sends.
+//! - [`chain`]: a local anvil with the contract deployed, and an RPC proxy to take down.
+//! - [`relays`]: real Nostr relays of two implementations, and [`relays::on_both_relays!`].
+//! - [`sim`]: the sans-IO lifecycle in simulated time.
+#![allow(dead_code, unused_imports, unused_macros)]
+
+pub mod chain;
+pub mod node;
+pub mod relays;
+pub mod sessions;
+pub mod sim;
+pub mod wait;
+
+/// A loopback port nothing listens on at the moment of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

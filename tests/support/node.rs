@@ -1,0 +1,200 @@
+//! A node under test: its settings, stored records as an earlier run would have left them,
+//! a node on the in-memory world (in the test's actix system, or in a thread of its own),
+//! and waiting until its peers are as a test wants them.
+
+use std::time::Duration;
+
+use btp_nips_node::config::Settings;
+use btp_nips_node::lifecycle::{priority, PeerRecord, PeerState, Timestamp};
+use btp_nips_node::node::{Node, NodeBuilder};
+
+use super::wait::poll;
+
+/// A 64-hex pubkey unique to `i`.
+pub fn pubkey(i: usize) -> String {
+    format!("{:0>64x}", 0xb0b0_0000_0000u64 + i as u64)
+}
+
+/// Defaults overlaid with `yaml`; the database URL is set by the caller.
+pub fn settings(yaml: &str) -> Settings {
+    Settings::from_yaml_overrides(yaml).expect("test settings are valid")
+}
+
+/// A stored record as an earlier run would have left it.
+pub fn stored(i: usize, state: PeerState, followed: bool, rtt_ms: Option<u32>) -> PeerRecord {
+    let mut r = PeerRecord::new(pubkey(i), followed, Timestamp(1_700_000_000_000));
+    r.state = state;
+    r.rtt_ms = rtt_ms;
+    r.priority = priority::calculate_priority(followed, rtt_ms, None);
+    let a = btp_nips_node::ports::memory::MemoryWorld::announcement_for(&r.nostr_pubkey);
+    if state != PeerState::Discovering {
+        r.ilp_address = Some(a.ilp_address);
+        r.endpoint = Some(a.endpoint);
+        r.base_address = Some(a.base_address);
+    }
+    r
+}
+
+/// The admin URL of the test PostgreSQL server.
+pub fn pg_admin_url() -> String {
+    std::env::var("BTP_NIPS_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Polls the node's view of its peers every 50 ms until `done` holds; panics with the
+/// peers' states if it does not within `limit` (simulated time where the test paused the
+/// clock).
+pub async fn wait_until(
+    node: &Node,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&[PeerRecord]) -> bool,
+) -> Vec<PeerRecord> {
+    let done = &done;
+    poll(limit, Duration::from_millis(50), || async move {
+        let peers = node.peers().await.expect("node running");
+        if done(&peers) {
+            Ok(peers)
+        } else {
+            Err(peers)
+        }
+    })
+    .await
+    .unwrap_or_else(|peers| {
+        let states: Vec<String> = peers
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{}:{:?}",
+                    &p.nostr_pubkey[56..],
+                    p.state,
+                    p.failure_reason
+                )
+            })
+            .collect();
+        panic!("timed out waiting for {what}: {states:?}")
+    })
+}
+
+/// The node's record of `pubkey`, if it has one.
+pub async fn record_of(node: &Node, pubkey: &str) -> Option<PeerRecord> {
+    let peers = node.peers().await.expect("node running");
+    peers.into_iter().find(|p| p.nostr_pubkey == pubkey)
+}
+
+/// Polls the node's record of `pubkey` every 20 ms until `done` holds; panics with the
+/// record after `limit`.
+pub async fn wait_record(
+    node: &Node,
+    pubkey: &str,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&PeerRecord) -> bool,
+) -> PeerRecord {
+    let done = &done;
+    poll(limit, Duration::from_millis(20), || async move {
+        match record_of(node, pubkey).await {
+            Some(record) if done(&record) => Ok(record),
+            seen => Err(seen),
+        }
+    })
+    .await
+    .unwrap_or_else(|seen| panic!("timed out after {limit:?} waiting for {what}: {seen:?}"))
+}
+
+pub fn state_of(peers: &[PeerRecord], pubkey: &str) -> Option<PeerState> {
+    peers
+        .iter()
+        .find(|p| p.nostr_pubkey == pubkey)
+        .map(|p| p.state)
+}
+
+pub fn count_in(peers: &[PeerRecord], state: PeerState) -> usize {
+    peers.iter().filter(|p| p.state == state).count()
+}
+
+/// A node on a fresh SQLite file in `dir`, with `stored` already in its database, the
+/// settings overridden by `yaml`, the in-memory world as its ports, and a fixed clock anchor.
+pub async fn start_node(
+    world: &btp_nips_node::ports::memory::MemoryWorld,
+    dir: &tempfile::TempDir,
+    yaml: &str,
+    stored: &[PeerRecord],
+) -> Node {
+    let path = dir.path().join("node.db");
+    let db = btp_nips_node::storage::Database::open(path.to_str().unwrap(), 2).unwrap();
+    db.upsert_batch(stored).unwrap();
+    memory_node(settings(yaml), world)
+        .database(db)
+        .clock(btp_nips_node::actors::clock::NodeClock::anchored_at(
+            Timestamp(1_700_000_000_000),
+        ))
+        .start()
+        .await
+        .unwrap()
+}
+
+/// A node builder on the in-memory world, without a BTP listener.
+pub fn memory_node(
+    settings: Settings,
+    world: &btp_nips_node::ports::memory::MemoryWorld,
+) -> NodeBuilder {
+    NodeBuilder::new(settings)
+        .ports(world.ports())
+        .without_listener()
+}
+
+/// A whole node in its own thread and actix system (so a test can kill it and every
+/// socket it holds closes), reachable through its [`Node`] handle from the test's thread.
+pub struct NodeThread {
+    pub node: Node,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NodeThread {
+    /// Starts the node `build` makes; panics if it does not start within 20 s.
+    pub fn start(build: impl FnOnce() -> NodeBuilder + Send + 'static) -> NodeThread {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            actix::System::new().block_on(async move {
+                let node = build().start().await.expect("the node starts");
+                ready_tx.send(node.clone()).expect("the test waits");
+                let _ = stop_rx.await;
+                node.shutdown().await.expect("a clean shutdown");
+            });
+        });
+        let node = ready_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("node started");
+        NodeThread {
+            node,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Shuts the node down and ends its system: every socket of this node closes.
+    pub fn kill(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for NodeThread {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl std::ops::Deref for NodeThread {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
