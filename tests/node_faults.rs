@@ -8,13 +8,36 @@ mod support;
 use std::time::Duration;
 
 use btp_nips_node::lifecycle::PeerState;
-use btp_nips_node::node::NodeBuilder;
+use btp_nips_node::node::{Node, NodeBuilder};
 use btp_nips_node::ports::memory::MemoryWorld;
 use btp_nips_node::ports::Fault;
 use support::node::*;
 
-fn db_url(dir: &tempfile::TempDir) -> String {
-    format!("sqlite://{}", dir.path().join("node.db").display())
+/// The port a node is started without (the builder then uses what the settings enable).
+enum Port {
+    Resolver,
+    Channels,
+}
+
+/// A node on the in-memory world, except for `lacking`, with `yaml` over the defaults.
+async fn node_lacking(
+    lacking: Port,
+    world: &MemoryWorld,
+    dir: &tempfile::TempDir,
+    yaml: &str,
+) -> Node {
+    let url = format!("sqlite://{}", dir.path().join("node.db").display());
+    let settings = settings(&format!("database: {{url: \"{url}\"}}\n{yaml}\n"));
+    let ports = world.ports();
+    let builder = NodeBuilder::new(settings)
+        .sessions(ports.sessions)
+        .subscriptions(ports.subscriptions)
+        .without_listener();
+    let builder = match lacking {
+        Port::Resolver => builder.channels(ports.channels),
+        Port::Channels => builder.resolver(ports.resolver),
+    };
+    builder.start().await.unwrap()
 }
 
 #[actix_rt::test]
@@ -25,20 +48,8 @@ async fn without_a_chain_peers_are_connected_without_channels_and_stay_connected
     // Announced and answering, but no channel exists anywhere.
     let peer = pubkey(1);
     world.announce(&peer, MemoryWorld::announcement_for(&peer));
-    let ports = world.ports();
-    let settings = settings(&format!(
-        "database: {{url: \"{}\"}}\nchain: {{enabled: false}}\n",
-        db_url(&dir)
-    ));
     // The node's own channel adapter: not configured, because the chain is off.
-    let node = NodeBuilder::new(settings)
-        .resolver(ports.resolver)
-        .sessions(ports.sessions)
-        .subscriptions(ports.subscriptions)
-        .without_listener()
-        .start()
-        .await
-        .unwrap();
+    let node = node_lacking(Port::Channels, &world, &dir, "chain: {enabled: false}").await;
     node.follow(&peer).await.unwrap();
     wait_until(&node, Duration::from_secs(5), "connected", |p| {
         state_of(p, &peer) == Some(PeerState::Connected)
@@ -65,20 +76,8 @@ async fn a_port_the_node_lacks_keeps_peers_waiting_without_spending_their_attemp
     let world = MemoryWorld::new();
     let peer = pubkey(2);
     world.add_ready_peer(&peer);
-    let ports = world.ports();
     // No relays configured: the resolver is this node's missing piece, not the peer's.
-    let settings = settings(&format!(
-        "database: {{url: \"{}\"}}\nnostr: {{relays: []}}\n",
-        db_url(&dir)
-    ));
-    let node = NodeBuilder::new(settings)
-        .sessions(ports.sessions)
-        .channels(ports.channels)
-        .subscriptions(ports.subscriptions)
-        .without_listener()
-        .start()
-        .await
-        .unwrap();
+    let node = node_lacking(Port::Resolver, &world, &dir, "nostr: {relays: []}").await;
     node.follow(&peer).await.unwrap();
     // Two hours: with the peer's own transient faults it would have been failed long ago.
     actix::clock::sleep(Duration::from_secs(2 * 3600)).await;

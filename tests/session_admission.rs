@@ -5,7 +5,7 @@
 mod support;
 
 use btp_nips_node::config::Settings;
-use btp_nips_node::node::NodeBuilder;
+use btp_nips_node::node::{Node, NodeBuilder};
 use btp_nips_node::ports::memory::MemoryWorld;
 use btp_nips_node::session::auth::{sign_token, token_text};
 use btp_nips_node::session::unix_now;
@@ -24,6 +24,25 @@ async fn knock(endpoint: &str, server: &nostr::PublicKey, client: &Keys) -> Reac
     next_reaction(&mut ws).await
 }
 
+/// A node on the in-memory world whose BTP server listens on loopback with the test
+/// session settings (`session_yaml` overrides them); returns it and its endpoint.
+async fn listening_node(
+    mut settings: Settings,
+    session_yaml: &str,
+    keys: &Keys,
+    world: &MemoryWorld,
+) -> (Node, String) {
+    settings.session = session_settings(session_yaml);
+    let node = NodeBuilder::new(settings)
+        .keys(keys.clone())
+        .ports(world.ports())
+        .start()
+        .await
+        .unwrap();
+    let endpoint = node.loopback_endpoint().unwrap();
+    (node, endpoint)
+}
+
 fn admitted(reaction: &Reaction) -> bool {
     matches!(reaction, Reaction::Answer(p) if p.body.is_response())
 }
@@ -38,15 +57,7 @@ async fn the_supervisor_decides_who_may_open_an_inbound_session() {
     .unwrap();
     let world = MemoryWorld::new();
     let keys = Keys::generate();
-    let mut settings = settings;
-    settings.session = session_settings("");
-    let node = NodeBuilder::new(settings)
-        .keys(keys.clone())
-        .ports(world.ports())
-        .start()
-        .await
-        .unwrap();
-    let endpoint = node.loopback_endpoint().unwrap();
+    let (node, endpoint) = listening_node(settings, "", &keys, &world).await;
 
     // With room, a stranger is admitted.
     let stranger = Keys::generate();
@@ -80,15 +91,8 @@ async fn peers_the_node_does_not_know_hold_a_limited_number_of_sessions() {
         Settings::from_yaml_overrides(&format!("database:\n  url: \"{url}\"\n")).unwrap();
     let world = MemoryWorld::new();
     let keys = Keys::generate();
-    let mut settings = settings;
-    settings.session = session_settings("  max_unknown_inbound: 1\n");
-    let node = NodeBuilder::new(settings)
-        .keys(keys.clone())
-        .ports(world.ports())
-        .start()
-        .await
-        .unwrap();
-    let endpoint = node.loopback_endpoint().unwrap();
+    let (node, endpoint) =
+        listening_node(settings, "  max_unknown_inbound: 1\n", &keys, &world).await;
     let server_pk = keys.public_key();
 
     // One stranger holds the only slot for strangers (its connection stays open).
