@@ -76,3 +76,51 @@ async fn a_peer_the_operator_disconnected_is_refused_inbound_even_when_followed(
     );
     node.shutdown().await.unwrap();
 }
+
+#[actix_rt::test]
+async fn unfollow_followed_at_once_by_follow_leaves_the_peer_followed_and_connected() {
+    tokio::time::pause();
+    let dir = tempfile::tempdir().unwrap();
+    let world = MemoryWorld::new();
+    let peer = pubkey(9);
+    world.add_ready_peer(&peer);
+    let node = start_node(&world, &dir, "{}", &[]).await;
+    node.follow(&peer).await.unwrap();
+    wait_until(&node, Duration::from_secs(5), "connected", |p| {
+        state_of(p, &peer) == Some(PeerState::Connected)
+    })
+    .await;
+    // Two follow lists close together: the second names the peer again. Both reach the
+    // supervisor before the peer's actor has acted on the first (as the follow-list
+    // monitor sends them).
+    let directory = node.directory();
+    directory.unfollow(&peer);
+    directory.follow(&peer);
+    let settled = |p: &[btp_nips_node::lifecycle::PeerRecord]| {
+        p.iter().any(|r| {
+            r.nostr_pubkey == peer
+                && r.followed
+                && r.desired == PeerIntent::Connect
+                && r.state == PeerState::Connected
+        })
+    };
+    wait_until(
+        &node,
+        Duration::from_secs(30),
+        "followed and connected again",
+        settled,
+    )
+    .await;
+    // It stays that way: nothing late undoes the follow.
+    actix::clock::sleep(Duration::from_secs(120)).await;
+    assert!(settled(&node.peers().await.unwrap()));
+    node.shutdown().await.unwrap();
+    // And after a restart.
+    let row =
+        btp_nips_node::storage::Database::open(dir.path().join("node.db").to_str().unwrap(), 1)
+            .unwrap()
+            .load(&peer)
+            .unwrap()
+            .unwrap();
+    assert_eq!((row.followed, row.desired), (true, PeerIntent::Connect));
+}

@@ -198,6 +198,9 @@ struct RunningPeer {
     addr: Addr<PeerActor>,
     /// Its latest reported record (priority, state, followed drive eviction decisions).
     record: PeerRecord,
+    /// What this supervisor last decided for the peer. A report sent before the actor
+    /// saw a later decision (a stop reported after a new follow) never overrides it.
+    wants: PeerIntent,
 }
 
 pub struct PeerSupervisor {
@@ -392,7 +395,15 @@ impl PeerSupervisor {
         let addr = Supervisor::start(move |_| {
             PeerActor::new(initial, config, policy, ports, persistence, me, clock)
         });
-        self.running.insert(pubkey, RunningPeer { addr, record });
+        let wants = record.desired;
+        self.running.insert(
+            pubkey,
+            RunningPeer {
+                addr,
+                record,
+                wants,
+            },
+        );
     }
 
     /// Stops a running peer for good and keeps its record.
@@ -467,9 +478,12 @@ impl Handler<PeerReport> for PeerSupervisor {
     type Result = ();
     fn handle(&mut self, PeerReport(record): PeerReport, ctx: &mut Self::Context) {
         let pubkey = record.nostr_pubkey.clone();
-        let finished =
-            record.state == PeerState::Failed || record.desired == PeerIntent::Disconnect;
+        let stopped = record.desired == PeerIntent::Disconnect;
         if let Some(peer) = self.running.get(&pubkey) {
+            // A stop the supervisor has since overruled (followed or retried again) is a
+            // report from before the actor saw that: not the end of the peer.
+            let finished = record.state == PeerState::Failed
+                || (stopped && peer.wants == PeerIntent::Disconnect);
             self.announce_change(Some(&peer.record), &record);
             if let Some(peer) = self.running.get_mut(&pubkey) {
                 peer.record = record;
@@ -497,6 +511,11 @@ impl Handler<FollowPeer> for PeerSupervisor {
         if let Some(peer) = self.running.get_mut(&pubkey) {
             peer.record.followed = true;
             peer.addr.do_send(SetFollowed(true));
+            if peer.wants == PeerIntent::Disconnect {
+                // A stop is on its way to the actor (an unfollow just before): undo it.
+                peer.wants = PeerIntent::Connect;
+                peer.addr.do_send(Retry);
+            }
         } else if let Some(record) = self.unpark(&pubkey) {
             // Followed anew: a failed or deliberately stopped peer comes back too.
             self.bring_back(record, Some(true), ctx);
@@ -520,6 +539,7 @@ impl Handler<UnfollowPeer> for PeerSupervisor {
         let pubkey = msg.nostr_pubkey;
         if let Some(peer) = self.running.get_mut(&pubkey) {
             peer.record.followed = false;
+            peer.wants = PeerIntent::Disconnect;
             peer.addr.do_send(SetFollowed(false));
             peer.addr.do_send(Disconnect { reason });
         } else if let Some(record) = self.unpark(&pubkey) {
@@ -573,7 +593,8 @@ impl Handler<DisconnectPeer> for PeerSupervisor {
     type Result = Result<(), SupervisorError>;
     fn handle(&mut self, msg: DisconnectPeer, _ctx: &mut Self::Context) -> Self::Result {
         self.running_or_unknown(&msg.nostr_pubkey)?;
-        if let Some(peer) = self.running.get(&msg.nostr_pubkey) {
+        if let Some(peer) = self.running.get_mut(&msg.nostr_pubkey) {
+            peer.wants = PeerIntent::Disconnect;
             peer.addr.do_send(Disconnect { reason: msg.reason });
         } else if let Some(record) = self
             .unpark(&msg.nostr_pubkey)
@@ -608,7 +629,8 @@ impl Handler<RetryPeer> for PeerSupervisor {
     type Result = Result<(), SupervisorError>;
     fn handle(&mut self, msg: RetryPeer, ctx: &mut Self::Context) -> Self::Result {
         self.running_or_unknown(&msg.nostr_pubkey)?;
-        if let Some(peer) = self.running.get(&msg.nostr_pubkey) {
+        if let Some(peer) = self.running.get_mut(&msg.nostr_pubkey) {
+            peer.wants = PeerIntent::Connect;
             peer.addr.do_send(Retry);
         } else if let Some(record) = self.unpark(&msg.nostr_pubkey) {
             self.bring_back(record, None, ctx);
