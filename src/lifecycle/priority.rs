@@ -1,7 +1,7 @@
 //! Peer priority: lower numbers matter more. Used for reconnect order after a restart,
 //! for eviction at the connection limit, and for admitting inbound sessions.
 //!
-//! The tiers are the seed's `calculatePriority`. Inputs and where they come from:
+//! The tiers are DESIGN.md's `calculatePriority`. Inputs and where they come from:
 //! - `followed`: the operator's kind 3 follow list.
 //! - `rtt_ms`: the smoothed PING/PONG round trip this node measured itself.
 //! - `subscribers`: a hint from the peer's own announcement metadata. No node sees a global
@@ -18,7 +18,7 @@ pub const LOW_LATENCY_MS: u32 = 100;
 pub const BEST_PRIORITY: u8 = 1;
 pub const WORST_PRIORITY: u8 = 10;
 
-/// The seed's tiers: followed and < 100 ms → 1, followed and > 100 subscribers → 2,
+/// DESIGN.md's tiers: followed and < 100 ms → 1, followed and > 100 subscribers → 2,
 /// followed → 3, > 1000 subscribers → 4, < 100 ms → 7, else 10.
 pub fn calculate_priority(followed: bool, rtt_ms: Option<u32>, subscribers: Option<u32>) -> u8 {
     let fast = rtt_ms.is_some_and(|rtt| rtt < LOW_LATENCY_MS);

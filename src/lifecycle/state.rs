@@ -1,15 +1,16 @@
 //! The seven peer states and the one table of allowed transitions.
 //!
-//! The first block of [`TRANSITIONS`] is the seed's table, kept as it was. The second block
-//! holds every edge this node adds, each with the one-line reason it exists: the seed sent
-//! every fault to `failed` (which only a person can leave), while its own error-handling
-//! section wanted transient faults retried. Here a transient fault goes to `disconnected`
-//! and is retried with backoff; a permanent one goes to `failed` with a recorded reason.
+//! The first block of [`TRANSITIONS`] is the original design's table, kept as it was. The
+//! second block holds every edge this node adds, each with the one-line reason it exists:
+//! the original table sent every fault to `failed` (which only a person can leave), while
+//! its error handling wanted transient faults retried. Here a transient fault (or one of
+//! the node's own) goes to `disconnected` and is retried; a permanent one goes to `failed`
+//! with a recorded reason.
 
 use serde::{Deserialize, Serialize};
 
-/// Where a peer is in its lifecycle. The names are the seed's, and the strings stored in
-/// the database.
+/// Where a peer is in its lifecycle. The names are the protocol's, and the strings stored
+/// in the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum PeerState {
@@ -200,8 +201,8 @@ mod tests {
     }
 
     #[test]
-    fn the_seed_edges_are_all_present_and_unique() {
-        let seed = [
+    fn the_original_edges_are_all_present_and_unique() {
+        let original = [
             (Discovering, Connecting),
             (Discovering, Failed),
             (Connecting, ChannelNeeded),
@@ -217,7 +218,7 @@ mod tests {
             (Disconnected, Failed),
             (Failed, Discovering),
         ];
-        for (from, to) in seed {
+        for (from, to) in original {
             assert!(from.transition_reason(to).is_some(), "{from} -> {to}");
         }
         for (i, (a, b, _)) in TRANSITIONS.iter().enumerate() {
