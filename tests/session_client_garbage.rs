@@ -112,6 +112,46 @@ async fn a_server_that_cannot_prove_the_expected_key_is_refused_permanently() {
     task.abort();
 }
 
+#[actix_rt::test]
+async fn a_dial_abandoned_during_authentication_closes_its_socket() {
+    // A server that upgrades the connection and then never answers the auth.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("ws://{}/btp", listener.local_addr().unwrap());
+    let (auth_seen_tx, auth_seen) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let mut auth_seen_tx = Some(auth_seen_tx);
+        // Everything the client sends until the socket ends; the auth is never answered.
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(_))) => {
+                    if let Some(tx) = auth_seen_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return "closed",
+                Some(Ok(_)) => {}
+            }
+        }
+    });
+    let ctx = SessionContext::new(Keys::generate(), "client", session_settings(""));
+    let dial = tokio::spawn(async move {
+        let auth = ClientAuth::Nostr {
+            server: Keys::generate().public_key(),
+        };
+        BtpSession::connect(ctx, &endpoint, auth).await.map(|_| ())
+    });
+    auth_seen.await.expect("the client sent its auth");
+    // The dial is dropped mid-authentication (an eviction, an unfollow, a restart).
+    dial.abort();
+    let seen = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server sees the socket end without waiting for any timeout")
+        .unwrap();
+    assert_eq!(seen, "closed");
+}
+
 #[test]
 fn bad_session_settings_name_their_key() {
     let cases = [

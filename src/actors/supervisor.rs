@@ -147,6 +147,9 @@ impl std::fmt::Display for PeerChange {
         if let Some(reason) = &r.failure_reason {
             write!(f, ": {reason}")?;
         }
+        if let (PeerState::Connected, Some(rtt)) = (r.state, r.rtt_ms) {
+            write!(f, " (rtt {rtt} ms)")?;
+        }
         if let Some(at) = r.next_attempt_at {
             if r.state == PeerState::Disconnected {
                 let wait = at.saturating_since(r.updated_at);

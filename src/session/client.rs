@@ -33,6 +33,17 @@ pub enum ClientAuth {
     SharedSecret { username: String, secret: String },
 }
 
+/// Shuts a link that never became a session, whichever way the dial ended.
+struct ShutOnDrop(Option<Arc<Link>>);
+
+impl Drop for ShutOnDrop {
+    fn drop(&mut self) {
+        if let Some(link) = self.0.take() {
+            link.shut("dial abandoned before the session was up");
+        }
+    }
+}
+
 /// Why a session could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectError {
@@ -159,6 +170,9 @@ impl BtpSession {
             }
         });
 
+        // Until the session is handed over, dropping this future (the peer was evicted,
+        // unfollowed, its actor restarted) closes the socket: the remote sees it end.
+        let mut unfinished = ShutOnDrop(Some(link.clone()));
         let (username, token, our_token) = match &auth {
             ClientAuth::Nostr { server } => {
                 let token =
@@ -215,6 +229,7 @@ impl BtpSession {
             }
         }
         log::info!("session to {endpoint} ({peer}) authenticated");
+        unfinished.0 = None;
         Ok(BtpSession { link, ctx, peer })
     }
 
