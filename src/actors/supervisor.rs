@@ -287,7 +287,8 @@ impl PeerSupervisor {
             None => true,
             Some(b) => b.state != after.state || b.desired != after.desired,
         };
-        if !news {
+        let listened = self.changes.receiver_count() > 0;
+        if !news || !(listened || log::log_enabled!(log::Level::Info)) {
             return;
         }
         let change = PeerChange {
@@ -295,8 +296,9 @@ impl PeerSupervisor {
             record: after.clone(),
         };
         log::info!("{change}");
-        // Nobody listening is fine.
-        let _ = self.changes.send(change);
+        if listened {
+            let _ = self.changes.send(change);
+        }
     }
 
     /// Brings back the next batch of stored peers.
