@@ -41,6 +41,7 @@ async fn the_supervisor_decides_who_may_open_an_inbound_session() {
     let mut settings = settings;
     settings.session = session_settings("");
     let node = NodeBuilder::new(settings)
+        .without_admin()
         .keys(keys.clone())
         .ports(world.ports())
         .start()
@@ -83,6 +84,7 @@ async fn peers_the_node_does_not_know_hold_a_limited_number_of_sessions() {
     let mut settings = settings;
     settings.session = session_settings("  max_unknown_inbound: 1\n");
     let node = NodeBuilder::new(settings)
+        .without_admin()
         .keys(keys.clone())
         .ports(world.ports())
         .start()
