@@ -28,6 +28,7 @@
 //!   [`node::Node`] is the cheap-clone handle whose methods are the node's operations.
 
 pub mod actors;
+pub mod admin;
 pub mod chain;
 pub mod config;
 pub mod discovery;

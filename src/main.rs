@@ -3,12 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use btp_nips_node::admin::cli::AdminCommand;
 use btp_nips_node::chain::operator::{deploy_contract, open_channel};
 use btp_nips_node::config::Settings;
 use btp_nips_node::discovery::identity;
-use btp_nips_node::lifecycle::{PeerRecord, Timestamp};
 use btp_nips_node::node::NodeBuilder;
-use btp_nips_node::storage::Database;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -26,8 +25,6 @@ struct Cli {
 enum Command {
     /// Run the node until SIGINT or SIGTERM.
     Run,
-    /// Print every peer stored in the database.
-    Peers,
     /// Open a payment channel to a peer waiting in channel_needed, and wait for its
     /// confirmations; a running node picks it up at its next re-check of the chain.
     OpenChannel {
@@ -49,6 +46,9 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The commands that reach the running node through its admin API.
+    #[command(flatten)]
+    Admin(AdminCommand),
 }
 
 fn parse_wei(text: &str) -> Result<u128, String> {
@@ -76,7 +76,6 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run => run(settings),
-        Command::Peers => print_peers(&settings),
         Command::OpenChannel {
             peer,
             deposit,
@@ -86,6 +85,15 @@ fn main() -> ExitCode {
             chain_command(async { deploy_contract(&settings).await.map(|_| ()) })
         }
         Command::Keygen { out } => keygen(&settings, out),
+        Command::Admin(command) => {
+            return match btp_nips_node::admin::cli::run(command, &settings) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("btp-nips-node: {}", e.message);
+                    ExitCode::from(e.code)
+                }
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -159,43 +167,4 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
-}
-
-fn print_peers(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
-    let db = Database::open(&settings.database.url, 1)?;
-    let peers = db.load_all()?;
-    let now = Timestamp::now_system();
-    println!(
-        "{:<16} {:<15} {:>3} {:>8} {:<14} {:<14} {:>7}  reason",
-        "pubkey", "state", "pri", "attempts", "next attempt", "heartbeat", "rtt ms"
-    );
-    for peer in &peers {
-        println!("{}", peer_line(peer, now));
-    }
-    println!("{} peers", peers.len());
-    Ok(())
-}
-
-fn peer_line(p: &PeerRecord, now: Timestamp) -> String {
-    let ago = |t: Option<Timestamp>| match t {
-        None => "-".to_string(),
-        Some(t) if t >= now => format!("in {}s", (t - now).as_secs()),
-        Some(t) => format!("{}s ago", (now - t).as_secs()),
-    };
-    let state = if p.desired == btp_nips_node::lifecycle::PeerIntent::Disconnect {
-        format!("{} (stop)", p.state)
-    } else {
-        p.state.to_string()
-    };
-    format!(
-        "{:<16} {:<15} {:>3} {:>8} {:<14} {:<14} {:>7}  {}",
-        &p.nostr_pubkey[..p.nostr_pubkey.len().min(16)],
-        state,
-        p.priority,
-        p.reconnect_attempts,
-        ago(p.next_attempt_at),
-        ago(p.last_heartbeat),
-        p.rtt_ms.map_or("-".into(), |r| r.to_string()),
-        p.failure_reason.as_deref().unwrap_or("")
-    )
 }

@@ -42,7 +42,9 @@ fn run_recovers_peers_and_flushes_everything_on_sigterm() {
     let config = dir.path().join("node.yaml");
     std::fs::write(
         &config,
-        format!("database:\n  url: \"{url}\"\nsession:\n  listen: \"127.0.0.1:0\"\n"),
+        format!(
+            "database:\n  url: \"{url}\"\nsession:\n  listen: \"127.0.0.1:0\"\nadmin:\n  listen: \"\"\n"
+        ),
     )
     .unwrap();
 

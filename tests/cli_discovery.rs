@@ -139,7 +139,7 @@ async fn run_announces_follows_and_resolves_through_a_relay() {
     std::fs::write(
         &config,
         format!(
-            "node: {{id: \"cli\"}}\ndatabase: {{url: \"{url}\"}}\nnostr:\n  relays: [\"{}\"]\n  allow_ws_loopback: true\n  operator_pubkey: \"{}\"\n  announce: {{endpoint: \"ws://127.0.0.1:7777/btp\", base_address: \"0x{}\"}}\n",
+            "node: {{id: \"cli\"}}\nadmin: {{listen: \"\"}}\ndatabase: {{url: \"{url}\"}}\nnostr:\n  relays: [\"{}\"]\n  allow_ws_loopback: true\n  operator_pubkey: \"{}\"\n  announce: {{endpoint: \"ws://127.0.0.1:7777/btp\", base_address: \"0x{}\"}}\n",
             relay.url(),
             operator.public_key().to_hex(),
             "ab".repeat(20)

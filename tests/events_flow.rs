@@ -62,6 +62,7 @@ impl RunningNode {
         let ports = world.ports();
         let node = NodeThread::start(move || {
             NodeBuilder::new(settings)
+                .without_admin()
                 .keys(keys)
                 .resolver(ports.resolver)
                 .channels(ports.channels)

@@ -30,6 +30,7 @@ async fn node_lacking(
     let settings = settings(&format!("database: {{url: \"{url}\"}}\n{yaml}\n"));
     let ports = world.ports();
     let builder = NodeBuilder::new(settings)
+        .without_admin()
         .sessions(ports.sessions)
         .subscriptions(ports.subscriptions)
         .without_listener();

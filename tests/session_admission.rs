@@ -34,6 +34,7 @@ async fn listening_node(
 ) -> (Node, String) {
     settings.session = session_settings(session_yaml);
     let node = NodeBuilder::new(settings)
+        .without_admin()
         .keys(keys.clone())
         .ports(world.ports())
         .start()

@@ -47,6 +47,7 @@ impl RunningNode {
         let (handler_tx, handler_rx) = std::sync::mpsc::channel();
         let node = NodeThread::start(move || {
             NodeBuilder::new(settings)
+                .without_admin()
                 .keys(keys)
                 .listen(listen)
                 .resolver(ports.resolver)

@@ -635,6 +635,21 @@ impl Handler<RetryPeer> for PeerSupervisor {
     fn handle(&mut self, msg: RetryPeer, ctx: &mut Self::Context) -> Self::Result {
         self.running_or_unknown(&msg.nostr_pubkey)?;
         if let Some(peer) = self.running.get_mut(&msg.nostr_pubkey) {
+            // A peer on its way (or connected) has nothing to retry; saying so beats a
+            // silent no-op. One being stopped is taken back.
+            let stopping = peer.wants == PeerIntent::Disconnect;
+            if !stopping
+                && !matches!(
+                    peer.record.state,
+                    PeerState::Failed | PeerState::Disconnected
+                )
+            {
+                return Err(SupervisorError::NotApplicable {
+                    pubkey: msg.nostr_pubkey,
+                    state: peer.record.state,
+                    what: "only a failed or disconnected peer can be retried",
+                });
+            }
             peer.wants = PeerIntent::Connect;
             peer.addr.do_send(Retry);
         } else if let Some(record) = self.unpark(&msg.nostr_pubkey) {

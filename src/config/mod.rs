@@ -7,6 +7,7 @@
 //! [`std::time::Duration`] fields read from the operators' keys, which keep their unit in
 //! their name (`heartbeat_interval_seconds`, `flush_interval_ms`; see [`duration`]).
 
+mod admin;
 mod chain;
 mod check;
 mod database;
@@ -24,6 +25,7 @@ use config::builder::DefaultState;
 use config::{ConfigBuilder, Environment, File, FileFormat};
 use serde::Deserialize;
 
+pub use admin::AdminSettings;
 pub use chain::{AutoOpenSettings, ChainSettings};
 pub use database::DatabaseSettings;
 pub use events::EventSettings;
@@ -68,6 +70,7 @@ pub struct Settings {
     pub session: SessionSettings,
     pub nostr: NostrSettings,
     pub events: EventSettings,
+    pub admin: AdminSettings,
 }
 
 impl Settings {
@@ -121,6 +124,7 @@ impl Settings {
         self.nostr.validate()?;
         // The operator's relay is a relay like the others: ws:// only where nostr allows it.
         self.events.validate(self.nostr.allow_ws_loopback)?;
+        self.admin.validate()?;
         self.session.validate()
     }
 }

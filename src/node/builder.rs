@@ -37,6 +37,7 @@ pub struct NodeBuilder {
     database: Option<Database>,
     clock: Option<NodeClock>,
     listen: Option<String>,
+    admin_listen: Option<String>,
     resolver: Option<Arc<dyn AddressResolver>>,
     sessions: Option<Arc<dyn SessionConnector>>,
     channels: Option<Arc<dyn ChannelPort>>,
@@ -52,6 +53,7 @@ impl NodeBuilder {
             database: None,
             clock: None,
             listen: None,
+            admin_listen: None,
             resolver: None,
             sessions: None,
             channels: None,
@@ -88,6 +90,17 @@ impl NodeBuilder {
     /// No BTP server (a node that only dials out, or runs on in-memory ports).
     pub fn without_listener(self) -> Self {
         self.listen("")
+    }
+
+    /// Where the admin API listens (default `admin.listen`; empty: no admin API).
+    pub fn admin_listen(mut self, listen: impl Into<String>) -> Self {
+        self.admin_listen = Some(listen.into());
+        self
+    }
+
+    /// No admin API (tests and benchmarks that do not drive the node over HTTP).
+    pub fn without_admin(self) -> Self {
+        self.admin_listen("")
     }
 
     pub fn resolver(mut self, resolver: Arc<dyn AddressResolver>) -> Self {
@@ -143,6 +156,25 @@ impl NodeBuilder {
         };
         let stored = db.load_all()?;
         log::info!("loaded {} stored peers", stored.len());
+        // The admin listener is bound before any actor starts: a taken port stops the node
+        // with nothing running.
+        let admin_listen = self
+            .admin_listen
+            .unwrap_or_else(|| settings.admin.listen.clone());
+        let admin_binding = match admin_listen.trim() {
+            "" => None,
+            listen => Some(
+                crate::admin::AdminBinding::bind(
+                    listen,
+                    &settings.admin.token_file,
+                    &settings.admin.read_token_file,
+                )
+                .map_err(|source| NodeError::AdminListen {
+                    listen: listen.to_owned(),
+                    source,
+                })?,
+            ),
+        };
         let clock = self.clock.unwrap_or_else(NodeClock::system);
 
         // The supervisor's address exists before the supervisor: the adapters that report
@@ -223,6 +255,10 @@ impl NodeBuilder {
         };
 
         let (changes, _) = broadcast::channel(NOTIFICATION_CAPACITY);
+        // Subscribed before the supervisor starts: the event ring and the metrics see every
+        // change from the first.
+        let admin_parts =
+            crate::admin::AdminParts::start(settings.admin.event_buffer, changes.subscribe());
         let persistence = PersistenceActor::new(db.clone(), settings.persistence.clone()).start();
         let supervisor = supervisor_ctx.run(PeerSupervisor::new(
             settings.btp_nips.peer_connections.clone(),
@@ -237,6 +273,7 @@ impl NodeBuilder {
         let listen = self
             .listen
             .unwrap_or_else(|| settings.session.listen.clone());
+        let listen_configured = !listen.is_empty();
         let server = match listen.as_str() {
             "" => None,
             listen => Some(
@@ -258,7 +295,7 @@ impl NodeBuilder {
             let actors = d.start_actors(&settings, directory.clone());
             (d, actors)
         });
-        Ok(Node {
+        let node = Node {
             inner: Arc::new(Inner {
                 keys,
                 own_address,
@@ -270,9 +307,26 @@ impl NodeBuilder {
                 server,
                 events,
                 discovery,
+                clock,
+                started: std::time::Instant::now(),
+                node_id: settings.node.id.clone(),
+                listen_configured,
+                admin_parts,
+                admin: std::sync::OnceLock::new(),
                 stopping: Mutex::new(false),
                 stopped: watch::channel(false).0,
             }),
-        })
+        };
+        if let Some(binding) = admin_binding {
+            let server =
+                crate::admin::AdminServer::start(binding, node.clone()).map_err(|source| {
+                    NodeError::AdminListen {
+                        listen: admin_listen.clone(),
+                        source,
+                    }
+                })?;
+            let _ = node.inner.admin.set(server);
+        }
+        Ok(node)
     }
 }

@@ -60,6 +60,11 @@ pub enum NodeError {
         listen: String,
         source: std::io::Error,
     },
+    #[error("admin.listen `{listen}`: {source}")]
+    AdminListen {
+        listen: String,
+        source: std::io::Error,
+    },
 }
 
 /// A running node. Cloning is cheap; every clone is the same node.
@@ -84,6 +89,18 @@ struct Inner {
     events: Option<Arc<EventFlow>>,
     /// Discovery on Nostr, when `nostr.relays` is set, and its actors.
     discovery: Option<(Discovery, DiscoveryActors)>,
+    /// The clock the peers' deadlines come from (the admin API's "seconds until").
+    clock: crate::actors::clock::NodeClock,
+    /// When the node started (its uptime).
+    started: std::time::Instant,
+    /// `node.id`, the node's name in its ILP address.
+    node_id: String,
+    /// Whether a BTP listener was asked for (readiness waits for it).
+    listen_configured: bool,
+    /// The event ring and the metrics of the admin API, fed from the node's start.
+    admin_parts: crate::admin::AdminParts,
+    /// The admin API, when `admin.listen` is set (started once the handle exists).
+    admin: std::sync::OnceLock<crate::admin::AdminServer>,
     /// Held by the one `shutdown` that runs the stop order; later calls wait on `stopped`.
     stopping: Mutex<bool>,
     stopped: watch::Sender<bool>,
@@ -103,6 +120,52 @@ impl Node {
     /// Where the BTP server listens, if it does.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.inner.server.as_ref().map(|s| s.local_addr)
+    }
+
+    /// Where the admin API listens, if it does.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.inner.admin.get().map(|a| a.local_addr)
+    }
+
+    /// `node.id`.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// How long the node has run.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Now, on the clock the peers' deadlines are taken from.
+    pub fn now(&self) -> crate::lifecycle::Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// The admin API's event ring and metrics.
+    pub fn admin_parts(&self) -> &crate::admin::AdminParts {
+        &self.inner.admin_parts
+    }
+
+    /// Why the node is not ready to serve yet (empty: ready): startup recovery still
+    /// queued, or a configured BTP listener not bound.
+    pub async fn not_ready_reasons(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        match self.stats().await {
+            Ok(stats) if stats.recovering > 0 => reasons.push(format!(
+                "startup recovery: {} stored peers still queued",
+                stats.recovering
+            )),
+            Ok(_) => {}
+            Err(e) => reasons.push(e.to_string()),
+        }
+        if self.inner.listen_configured && self.local_addr().is_none() {
+            reasons.push("the BTP listener (session.listen) is not bound".to_string());
+        }
+        if *self.inner.stopped.borrow() {
+            reasons.push("the node is stopped".to_string());
+        }
+        reasons
     }
 
     /// The loopback endpoint peers on this machine dial (`ws://127.0.0.1:PORT/btp`).
@@ -251,6 +314,10 @@ impl Node {
 
     async fn stop_in_order(&self) -> Result<(), NodeError> {
         let inner = &self.inner;
+        // The operator's API first: nothing may change peers while they stop.
+        if let Some(admin) = inner.admin.get() {
+            admin.stop().await;
+        }
         if let Some(server) = &inner.server {
             server.stop().await;
         }

@@ -4,6 +4,7 @@
 //! - [`wait`]: one poll-with-deadline and the waits built on it.
 //! - [`node`]: a node under test on the in-memory world, in the test's actix system or in a
 //!   thread of its own ([`node::NodeThread`]); stored records; waiting on its peers.
+//! - [`admin`]: a node with its admin API on a free port, a client of it, a metrics parser.
 //! - [`sessions`]: BTP sessions on loopback, and a raw WebSocket client for what our own
 //!   client never sends.
 //! - [`chain`]: a local anvil with the contract deployed, and an RPC proxy to take down.
@@ -11,6 +12,7 @@
 //! - [`sim`]: the sans-IO lifecycle in simulated time.
 #![allow(dead_code, unused_imports, unused_macros)]
 
+pub mod admin;
 pub mod chain;
 pub mod node;
 pub mod relays;

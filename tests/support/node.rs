@@ -134,12 +134,13 @@ pub async fn start_node(
         .unwrap()
 }
 
-/// A node builder on the in-memory world, without a BTP listener.
+/// A node builder on the in-memory world, without a BTP listener or an admin API.
 pub fn memory_node(
     settings: Settings,
     world: &btp_nips_node::ports::memory::MemoryWorld,
 ) -> NodeBuilder {
     NodeBuilder::new(settings)
+        .without_admin()
         .ports(world.ports())
         .without_listener()
 }

@@ -44,6 +44,7 @@ async fn start_node(
     let world = MemoryWorld::new();
     let ports = world.ports();
     let node = NodeBuilder::new(settings)
+        .without_admin()
         .keys(keys)
         .resolver(ports.resolver)
         .channels(ports.channels)

@@ -183,6 +183,7 @@ pub fn follow_diff(n: usize) -> Value {
         // follow-list work, not connection set-up.
         let world = MemoryWorld::new();
         let node = NodeBuilder::new(settings)
+            .without_admin()
             .keys(Keys::generate())
             .ports(world.ports())
             .without_listener()

@@ -1,0 +1,514 @@
+//! The operator's commands that reach the running node through the admin API: `status`,
+//! `peers`, `peer`, `retry`, `disconnect`, `approve-channel`, `connect`, `watch`. Each
+//! takes `--admin URL` (default: `admin.listen`), the token from `admin.token_file`
+//! (`--token-file` to use another), and `--json`.
+//!
+//! Exit status: 0 done; 2 the node refused the input (unknown or ambiguous peer, a state
+//! the operation does not apply to, a wrong token); 1 anything else (no node answering,
+//! a failure of the node).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use super::client::{AdminClient, ClientError, StreamEvent};
+use crate::config::Settings;
+use crate::lifecycle::{PeerIntent, PeerRecord, PeerState, Timestamp};
+use crate::storage::Database;
+
+/// Where the admin API is and how to show its answers.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// The admin API (default: http://<admin.listen>).
+    #[arg(long, value_name = "URL")]
+    pub admin: Option<String>,
+    /// The token file (default: admin.token_file).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Print the API's JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminCommand {
+    /// The running node: identity, uptime, peers per state, supervisor and persistence.
+    Status(#[command(flatten)] AdminArgs),
+    /// Every known peer, offline ones included (read from the database, marked "node not
+    /// running", when no node answers).
+    Peers {
+        /// Only peers in this state.
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
+        /// Only peers the operator follows.
+        #[arg(long)]
+        followed: bool,
+        #[command(flatten)]
+        args: AdminArgs,
+    },
+    /// One peer (a pubkey, an npub or a unique hex prefix).
+    Peer {
+        id: String,
+        #[command(flatten)]
+        args: AdminArgs,
+    },
+    /// Retry a failed or disconnected peer now.
+    Retry {
+        id: String,
+        #[command(flatten)]
+        args: AdminArgs,
+    },
+    /// Disconnect a peer; it stays disconnected, across restarts too, until retried.
+    Disconnect {
+        id: String,
+        /// Recorded as the peer's failure reason.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        args: AdminArgs,
+    },
+    /// Approve opening a payment channel to a peer waiting in channel_needed.
+    ApproveChannel {
+        id: String,
+        #[command(flatten)]
+        args: AdminArgs,
+    },
+    /// Follow and connect a peer (64 hex or an npub).
+    Connect {
+        pubkey: String,
+        #[command(flatten)]
+        args: AdminArgs,
+    },
+    /// Follow the node's peer state changes as they happen, one line each.
+    Watch {
+        /// Only this peer's changes (a pubkey, an npub or a hex prefix).
+        #[arg(long, value_name = "ID")]
+        peer: Option<String>,
+        #[command(flatten)]
+        args: AdminArgs,
+    },
+}
+
+/// A command's failure and the exit status it gets.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> CliError {
+        let code = match e {
+            ClientError::Refused { .. } => 2,
+            _ => 1,
+        };
+        let message = match &e {
+            ClientError::Unreachable { .. } => {
+                format!("{e} (is the node running, with admin.listen set?)")
+            }
+            _ => e.to_string(),
+        };
+        CliError { code, message }
+    }
+}
+
+impl AdminCommand {
+    fn args(&self) -> &AdminArgs {
+        match self {
+            AdminCommand::Status(args) => args,
+            AdminCommand::Peers { args, .. }
+            | AdminCommand::Peer { args, .. }
+            | AdminCommand::Retry { args, .. }
+            | AdminCommand::Disconnect { args, .. }
+            | AdminCommand::ApproveChannel { args, .. }
+            | AdminCommand::Connect { args, .. }
+            | AdminCommand::Watch { args, .. } => args,
+        }
+    }
+}
+
+/// Runs `command`; the error carries the exit status.
+pub fn run(command: AdminCommand, settings: &Settings) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError {
+            code: 1,
+            message: e.to_string(),
+        })?;
+    runtime.block_on(run_async(command, settings))
+}
+
+fn bad_input(message: impl Into<String>) -> CliError {
+    CliError {
+        code: 2,
+        message: message.into(),
+    }
+}
+
+/// A path segment of an operator's id, checked before it goes into a URL.
+fn peer_id(id: &str) -> Result<&str, CliError> {
+    let id = id.trim();
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(bad_input(format!(
+            "`{id}` is not a peer id: give a pubkey (64 hex characters), an npub, or a unique \
+             hex prefix"
+        )));
+    }
+    Ok(id)
+}
+
+fn client(args: &AdminArgs, settings: &Settings) -> Result<AdminClient, CliError> {
+    let base = match &args.admin {
+        Some(url) => url.clone(),
+        None if settings.admin.enabled() => format!("http://{}", settings.admin.listen.trim()),
+        None => {
+            return Err(bad_input(
+                "admin.listen is empty in the configuration: give the node's --admin URL",
+            ))
+        }
+    };
+    let path = args
+        .token_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&settings.admin.token_file));
+    let token = super::tokens::read(&path).map_err(|e| CliError {
+        code: 1,
+        message: format!(
+            "cannot read the admin token ({e}); it is written when the node first starts with \
+             admin.listen set, or give --token-file"
+        ),
+    })?;
+    Ok(AdminClient::new(&base, &token))
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
+}
+
+async fn run_async(command: AdminCommand, settings: &Settings) -> Result<(), CliError> {
+    let json = command.args().json;
+    if let AdminCommand::Peers {
+        state,
+        followed,
+        args,
+    } = &command
+    {
+        return peers(settings, args, state.as_deref(), *followed).await;
+    }
+    let client = client(command.args(), settings)?;
+    match &command {
+        AdminCommand::Status(_) => {
+            let info = client.get("/v1/info").await?;
+            if json {
+                print_json(&info);
+            } else {
+                print!("{}", status_text(&info));
+            }
+        }
+        AdminCommand::Peer { id, .. } => {
+            let peer = client.get(&format!("/v1/peers/{}", peer_id(id)?)).await?;
+            if json {
+                print_json(&peer);
+            } else {
+                print!("{}", peer_text(&peer));
+            }
+        }
+        AdminCommand::Retry { id, .. } => {
+            let answer = client
+                .post(&format!("/v1/peers/{}/retry", peer_id(id)?), &json!({}))
+                .await?;
+            report(&answer, json);
+        }
+        AdminCommand::Disconnect { id, reason, .. } => {
+            let answer = client
+                .post(
+                    &format!("/v1/peers/{}/disconnect", peer_id(id)?),
+                    &json!({ "reason": reason }),
+                )
+                .await?;
+            report(&answer, json);
+        }
+        AdminCommand::ApproveChannel { id, .. } => {
+            let answer = client
+                .post(
+                    &format!("/v1/peers/{}/approve-channel", peer_id(id)?),
+                    &json!({}),
+                )
+                .await?;
+            report(&answer, json);
+        }
+        AdminCommand::Connect { pubkey, .. } => {
+            let answer = client
+                .post("/v1/peers", &json!({ "pubkey": pubkey.trim() }))
+                .await?;
+            report(&answer, json);
+        }
+        AdminCommand::Watch { peer, .. } => watch(&client, peer.as_deref(), json).await?,
+        AdminCommand::Peers { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+fn report(answer: &Value, json: bool) {
+    if json {
+        print_json(answer);
+        return;
+    }
+    let pubkey = answer["pubkey"].as_str().unwrap_or("?");
+    println!(
+        "{} of {} accepted (now {})",
+        answer["action"].as_str().unwrap_or("operation"),
+        short(pubkey),
+        answer["state"].as_str().unwrap_or("unknown")
+    );
+}
+
+fn short(pubkey: &str) -> &str {
+    &pubkey[..pubkey.len().min(16)]
+}
+
+fn status_text(info: &Value) -> String {
+    let mut out = String::new();
+    let s = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_string(),
+        v => v.to_string(),
+    };
+    out.push_str(&format!(
+        "node {} (btp-nips-node {}), up {}s\n",
+        s(&info["node_id"]),
+        s(&info["version"]),
+        s(&info["uptime_seconds"])
+    ));
+    out.push_str(&format!("  pubkey       {}\n", s(&info["pubkey"])));
+    out.push_str(&format!("  npub         {}\n", s(&info["npub"])));
+    out.push_str(&format!("  ilp address  {}\n", s(&info["ilp_address"])));
+    out.push_str(&format!(
+        "  listening    btp {}, admin {}\n",
+        s(&info["btp_listen"]),
+        s(&info["admin_listen"])
+    ));
+    let states: Vec<String> = PeerState::ALL
+        .iter()
+        .map(|st| format!("{} {}", st, s(&info["peers"]["by_state"][st.as_str()])))
+        .collect();
+    out.push_str(&format!(
+        "  peers        {} ({})\n",
+        s(&info["peers"]["total"]),
+        states.join(", ")
+    ));
+    let sup = &info["supervisor"];
+    out.push_str(&format!(
+        "  supervisor   running {}, connected {}, waiting for a slot {}, idle {}, recovering {}\n",
+        s(&sup["running"]),
+        s(&sup["connected"]),
+        s(&sup["waiting_slot"]),
+        s(&sup["idle"]),
+        s(&sup["recovering"])
+    ));
+    let p = &info["persistence"];
+    out.push_str(&format!(
+        "  persistence  {} changes, {} rows in {} transactions, {} failed attempts, {} pending\n",
+        s(&p["changes_received"]),
+        s(&p["records_written"]),
+        s(&p["transactions"]),
+        s(&p["failed_attempts"]),
+        s(&p["pending"])
+    ));
+    out
+}
+
+fn peer_text(peer: &Value) -> String {
+    let Some(fields) = peer.as_object() else {
+        return format!("{peer}\n");
+    };
+    let mut out = String::new();
+    for (key, value) in fields {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Null => "-".to_string(),
+            v => v.to_string(),
+        };
+        out.push_str(&format!("{key:<24} {text}\n"));
+    }
+    out
+}
+
+/// `peers`: from the running node, else from the database.
+async fn peers(
+    settings: &Settings,
+    args: &AdminArgs,
+    state: Option<&str>,
+    followed: bool,
+) -> Result<(), CliError> {
+    if let Some(s) = state {
+        if PeerState::parse(s).is_none() {
+            let all: Vec<_> = PeerState::ALL.iter().map(|s| s.as_str()).collect();
+            return Err(bad_input(format!(
+                "state `{s}` is unknown: one of {}",
+                all.join(", ")
+            )));
+        }
+    }
+    let from_node = match client(args, settings) {
+        Ok(client) => Some(all_peers(&client, state, followed).await),
+        // No token and no node listening: the database is all there is.
+        Err(_) if args.admin.is_none() => None,
+        Err(e) => return Err(e),
+    };
+    let (records, running) = match from_node {
+        Some(Ok(records)) => (records, true),
+        Some(Err(ClientError::Unreachable { .. })) | None => {
+            let db = Database::open(&settings.database.url, 1).map_err(|e| CliError {
+                code: 1,
+                message: e.to_string(),
+            })?;
+            let mut records = db.load_all().map_err(|e| CliError {
+                code: 1,
+                message: e.to_string(),
+            })?;
+            records.retain(|r| {
+                state.is_none_or(|s| r.state.as_str() == s) && (!followed || r.followed)
+            });
+            (records, false)
+        }
+        Some(Err(e)) => return Err(e.into()),
+    };
+    if args.json {
+        print_json(&json!({ "node_running": running, "peers": records }));
+        return Ok(());
+    }
+    if !running {
+        println!("node not running: the peers as stored in the database");
+    }
+    print!("{}", peer_table(&records, Timestamp::now_system()));
+    Ok(())
+}
+
+/// Every page of `GET /v1/peers`.
+async fn all_peers(
+    client: &AdminClient,
+    state: Option<&str>,
+    followed: bool,
+) -> Result<Vec<PeerRecord>, ClientError> {
+    let mut records = Vec::new();
+    let mut after = String::new();
+    loop {
+        let mut path = format!("/v1/peers?limit=1000&after={after}");
+        if let Some(s) = state {
+            path.push_str(&format!("&state={s}"));
+        }
+        if followed {
+            path.push_str("&followed=true");
+        }
+        let page = client.get(&path).await?;
+        let peers: Vec<PeerRecord> = serde_json::from_value(page["peers"].clone())
+            .map_err(|e| ClientError::Failed(format!("unreadable peer list: {e}")))?;
+        records.extend(peers);
+        match page["next_after"].as_str() {
+            Some(next) => after = next.to_string(),
+            None => return Ok(records),
+        }
+    }
+}
+
+/// The peers as a table: state, priority, attempts, next attempt, last heartbeat, latency,
+/// reason.
+pub fn peer_table(peers: &[PeerRecord], now: Timestamp) -> String {
+    let mut out = format!(
+        "{:<16} {:<15} {:>3} {:>8} {:<14} {:<14} {:>7}  reason\n",
+        "pubkey", "state", "pri", "attempts", "next attempt", "heartbeat", "rtt ms"
+    );
+    for peer in peers {
+        out.push_str(&peer_line(peer, now));
+        out.push('\n');
+    }
+    out.push_str(&format!("{} peers\n", peers.len()));
+    out
+}
+
+fn peer_line(p: &PeerRecord, now: Timestamp) -> String {
+    let ago = |t: Option<Timestamp>| match t {
+        None => "-".to_string(),
+        Some(t) if t >= now => format!("in {}s", (t - now).as_secs()),
+        Some(t) => format!("{}s ago", (now - t).as_secs()),
+    };
+    let state = if p.desired == PeerIntent::Disconnect {
+        format!("{} (stop)", p.state)
+    } else {
+        p.state.to_string()
+    };
+    format!(
+        "{:<16} {:<15} {:>3} {:>8} {:<14} {:<14} {:>7}  {}",
+        short(&p.nostr_pubkey),
+        state,
+        p.priority,
+        p.reconnect_attempts,
+        ago(p.next_attempt_at),
+        ago(p.last_heartbeat),
+        p.rtt_ms.map_or("-".into(), |r| r.to_string()),
+        p.failure_reason.as_deref().unwrap_or("")
+    )
+}
+
+/// `watch`: one line per event until the node stops; reconnects from the last id seen
+/// while the node still answers.
+async fn watch(client: &AdminClient, peer: Option<&str>, json: bool) -> Result<(), CliError> {
+    let path = match peer {
+        Some(p) => format!("/v1/events?peer={}", peer_id(p)?),
+        None => "/v1/events".to_string(),
+    };
+    let mut last: Option<u64> = None;
+    loop {
+        let from = last;
+        let print = |event: StreamEvent| {
+            if let Some(id) = event.id {
+                last = Some(id);
+            }
+            println!("{}", watch_line(&event, json));
+            true
+        };
+        match client.stream(&path, from, print).await {
+            // The stream ended (the node stopping, a proxy): pick it up where it was.
+            Ok(()) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+            Err(ClientError::Unreachable { .. }) if last.is_some() => {
+                eprintln!("the node stopped answering");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn watch_line(event: &StreamEvent, json: bool) -> String {
+    if json {
+        return json!({ "id": event.id, "event": event.event, "data": event.data }).to_string();
+    }
+    let d = &event.data;
+    match event.event.as_str() {
+        "peer_state" => {
+            let mut line = format!(
+                "{:>6} {} {} -> {}",
+                event.id.map_or("-".into(), |i| i.to_string()),
+                short(d["pubkey"].as_str().unwrap_or("?")),
+                d["from"].as_str().unwrap_or("new"),
+                d["to"].as_str().unwrap_or("?")
+            );
+            if let Some(reason) = d["reason"].as_str() {
+                line.push_str(&format!(": {reason}"));
+            }
+            line
+        }
+        "missed" => format!(
+            "     - missed {} events ({})",
+            d["missed"],
+            d["reason"].as_str().unwrap_or("")
+        ),
+        other => format!("     - {other}: {d}"),
+    }
+}

@@ -1,0 +1,117 @@
+//! The operator's control plane: an HTTP API on its own listener (`admin.listen`), apart
+//! from the BTP listener, that reaches the running node through its [`Node`] handle.
+//!
+//! Every request carries `Authorization: Bearer <token>`: the admin token may do
+//! everything, the read-only token only GETs (and `/metrics`). Answers are JSON, refusals
+//! `{"error": "..."}` naming what was wrong: 401 for missing or wrong credentials, 403 for
+//! the read-only token on a POST, 400 for bad input, 404 for an unknown peer, 409 when the
+//! supervisor refuses an operation in the peer's state.
+//!
+//! - `GET /healthz`, `GET /readyz` (503 with reasons until startup recovery is done)
+//! - `GET /v1/info`, `GET /v1/peers`, `GET /v1/peers/{id}`
+//! - `POST /v1/peers` (follow and connect), `POST /v1/peers/{id}/retry`,
+//!   `/disconnect`, `/approve-channel`
+//! - `GET /v1/events`: Server-Sent Events of peer state changes, resumable
+//! - `GET /metrics`: Prometheus text
+//!
+//! The CLI's client of this API is [`cli`].
+
+pub mod cli;
+pub mod client;
+pub mod events;
+pub mod metrics;
+mod routes;
+pub mod tokens;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+
+use crate::node::Node;
+pub use tokens::{Access, Tokens};
+
+/// A running admin API.
+pub struct AdminServer {
+    /// Where it listens (the port is known even when 0 was asked).
+    pub local_addr: SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+}
+
+/// The admin listener, bound before the node starts (so a taken port stops the node before
+/// any actor runs), with the tokens read or created.
+pub struct AdminBinding {
+    listener: TcpListener,
+    tokens: Tokens,
+}
+
+impl AdminBinding {
+    /// Reads (or creates) the token files and binds `listen`.
+    pub fn bind(listen: &str, token_file: &str, read_token_file: &str) -> std::io::Result<Self> {
+        let tokens = Tokens::load_or_create(token_file, read_token_file)?;
+        let listener = TcpListener::bind(listen)?;
+        listener.set_nonblocking(true)?;
+        Ok(AdminBinding { listener, tokens })
+    }
+}
+
+/// What every handler reaches.
+pub(crate) struct AdminState {
+    pub node: Node,
+    pub tokens: Tokens,
+}
+
+impl AdminServer {
+    /// Serves the admin API for `node` on the bound listener.
+    pub fn start(binding: AdminBinding, node: Node) -> std::io::Result<AdminServer> {
+        let local_addr = binding.listener.local_addr()?;
+        let state = web::Data::new(AdminState {
+            node,
+            tokens: binding.tokens,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(routes::configure)
+        })
+        .workers(1)
+        .disable_signals()
+        // An event-stream client that went away is dropped at shutdown without waiting.
+        .shutdown_timeout(1)
+        .listen(binding.listener)?
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        log::info!("admin API on http://{local_addr}/");
+        Ok(AdminServer { local_addr, handle })
+    }
+
+    /// Stops accepting and closes the connections (event streams included).
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// The per-node parts the admin API reads that exist whether or not it listens: the event
+/// ring and the metrics, fed from the node's notifications from its start.
+pub struct AdminParts {
+    pub events: Arc<events::EventLog>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl AdminParts {
+    /// Starts the recorder on `changes` (subscribed before any peer can change).
+    pub fn start(
+        event_buffer: usize,
+        changes: tokio::sync::broadcast::Receiver<crate::actors::supervisor::PeerChange>,
+    ) -> AdminParts {
+        let events = events::EventLog::new(event_buffer);
+        let metrics = Arc::new(metrics::Metrics::new());
+        actix_web::rt::spawn(events::run_recorder(
+            changes,
+            events.clone(),
+            metrics.clone(),
+        ));
+        AdminParts { events, metrics }
+    }
+}

@@ -1,0 +1,590 @@
+//! The admin API's endpoints: authorization, the JSON views, and the mapping of the node's
+//! answers to HTTP statuses.
+
+use std::time::Duration;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use futures::SinkExt;
+use nostr::nips::nip19::ToBech32;
+use nostr::PublicKey;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::events::Subscription;
+use super::metrics::{Snapshot, CONTENT_TYPE};
+use super::{Access, AdminState};
+use crate::lifecycle::{PeerRecord, PeerState, Timestamp};
+use crate::node::{Node, NodeError, SupervisorError};
+
+/// The most peers one page of `GET /v1/peers` holds.
+pub const MAX_PAGE: usize = 1000;
+const DEFAULT_PAGE: usize = 100;
+/// A comment line this often keeps an idle event stream (and any proxy) open, and finds
+/// clients that went away.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// The longest reason `disconnect` records.
+const MAX_REASON: usize = 200;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/v1/info", web::get().to(info))
+        .route("/v1/events", web::get().to(events))
+        .route("/v1/peers", web::get().to(list_peers))
+        .route("/v1/peers", web::post().to(connect))
+        .route("/v1/peers/{id}", web::get().to(show_peer))
+        .route("/v1/peers/{id}/retry", web::post().to(retry))
+        .route("/v1/peers/{id}/disconnect", web::post().to(disconnect))
+        .route(
+            "/v1/peers/{id}/approve-channel",
+            web::post().to(approve_channel),
+        )
+        .default_service(web::to(|req: HttpRequest| async move {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no endpoint {} {}", req.method(), req.path()),
+            )
+            .error_response()
+        }));
+}
+
+/// A refusal: its status and a message naming what was wrong.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn from_node(pubkey: &str, e: NodeError) -> ApiError {
+        match e {
+            NodeError::Peer(SupervisorError::UnknownPeer(_)) => {
+                ApiError::new(StatusCode::NOT_FOUND, format!("no peer {pubkey}"))
+            }
+            NodeError::Peer(e @ SupervisorError::NotApplicable { .. }) => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
+            NodeError::Mailbox(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.json(json!({ "error": self.message }))
+    }
+}
+
+type Answer = Result<HttpResponse, ApiError>;
+
+/// Checks the request's bearer token against what the endpoint needs.
+fn authorize(req: &HttpRequest, state: &AdminState, needs: Access) -> Result<(), ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Err(unauthorized(
+            "missing Authorization header: send `Authorization: Bearer <token>` with the token \
+             from admin.token_file (or admin.read_token_file to read)",
+        ));
+    };
+    let value = value.to_str().unwrap_or("");
+    let Some(token) = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+    else {
+        return Err(unauthorized(
+            "the Authorization header is not a bearer token (`Bearer <token>`)",
+        ));
+    };
+    match (state.tokens.access(token.trim()), needs) {
+        (None, _) => Err(unauthorized(
+            "wrong token: it is neither admin.token_file's nor admin.read_token_file's",
+        )),
+        (Some(Access::ReadOnly), Access::Admin) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the read-only token may only read (GET); this needs the token of admin.token_file",
+        )),
+        (Some(_), _) => Ok(()),
+    }
+}
+
+async fn healthz(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
+    authorize(&req, &state, Access::ReadOnly)?;
+    Ok(HttpResponse::Ok().json(json!({ "status": "ok" })))
+}
+
+async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
+    authorize(&req, &state, Access::ReadOnly)?;
+    let reasons = state.node.not_ready_reasons().await;
+    if reasons.is_empty() {
+        Ok(HttpResponse::Ok().json(json!({ "ready": true })))
+    } else {
+        Ok(HttpResponse::ServiceUnavailable().json(json!({ "ready": false, "reasons": reasons })))
+    }
+}
+
+fn npub(hex: &str) -> Option<String> {
+    PublicKey::from_hex(hex).ok()?.to_bech32().ok()
+}
+
+/// Known peers per state, every state named (zeros included).
+fn count_states(peers: &[PeerRecord]) -> Vec<(PeerState, usize)> {
+    PeerState::ALL
+        .into_iter()
+        .map(|s| (s, peers.iter().filter(|p| p.state == s).count()))
+        .collect()
+}
+
+async fn info(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
+    authorize(&req, &state, Access::ReadOnly)?;
+    let node = &state.node;
+    let fail = |e: NodeError| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    let peers = node.peers().await.map_err(fail)?;
+    let stats = node.stats().await.map_err(fail)?;
+    let persistence = node.persistence_stats().await.map_err(fail)?;
+    let by_state: serde_json::Map<String, serde_json::Value> = count_states(&peers)
+        .into_iter()
+        .map(|(s, n)| (s.as_str().to_string(), n.into()))
+        .collect();
+    let pubkey = node.public_key();
+    Ok(HttpResponse::Ok().json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "node_id": node.node_id(),
+        "ilp_address": node.own_address().to_string(),
+        "pubkey": pubkey.to_hex(),
+        "npub": pubkey.to_bech32().ok(),
+        "uptime_seconds": node.uptime().as_secs(),
+        "btp_listen": node.local_addr().map(|a| a.to_string()),
+        "admin_listen": node.admin_addr().map(|a| a.to_string()),
+        "peers": { "total": peers.len(), "by_state": by_state },
+        "supervisor": {
+            "running": stats.running,
+            "connected": stats.connected,
+            "waiting_slot": stats.waiting,
+            "idle": stats.idle,
+            "recovering": stats.recovering,
+        },
+        "persistence": {
+            "changes_received": persistence.changes_received,
+            "records_written": persistence.records_written,
+            "transactions": persistence.transactions,
+            "failed_attempts": persistence.failed_attempts,
+            "pending": persistence.pending,
+        },
+        "inbound_sessions": node.inbound_sessions(),
+    })))
+}
+
+/// A peer as the API shows it: its record and what follows from it now.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PeerView {
+    #[serde(flatten)]
+    pub record: PeerRecord,
+    pub npub: Option<String>,
+    /// Seconds until the next connection attempt (0: due now; null: none planned).
+    pub next_attempt_in_seconds: Option<u64>,
+    /// Whether the operator stopped the peer (it is not reconnected until retried).
+    pub stopped_by_operator: bool,
+}
+
+impl PeerView {
+    fn of(record: PeerRecord, now: Timestamp) -> PeerView {
+        PeerView {
+            npub: npub(&record.nostr_pubkey),
+            next_attempt_in_seconds: record
+                .next_attempt_at
+                .map(|at| at.saturating_since(now).as_secs_f64().ceil() as u64),
+            stopped_by_operator: record.desired == crate::lifecycle::PeerIntent::Disconnect,
+            record,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PeersQuery {
+    state: Option<String>,
+    followed: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+async fn list_peers(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    query: web::Query<PeersQuery>,
+) -> Answer {
+    authorize(&req, &state, Access::ReadOnly)?;
+    let wanted_state = match query.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(PeerState::parse(s).ok_or_else(|| {
+            let all: Vec<_> = PeerState::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::bad_request(format!("state `{s}` is unknown: one of {}", all.join(", ")))
+        })?),
+    };
+    let followed = match query.followed.as_deref() {
+        None | Some("") => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(f) => {
+            return Err(ApiError::bad_request(format!(
+                "followed `{f}` must be true or false"
+            )))
+        }
+    };
+    let limit = match query.limit.as_deref() {
+        None | Some("") => DEFAULT_PAGE,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit `{l}` must be a whole number from 1 to {MAX_PAGE}"
+                )))
+            }
+        },
+    };
+    let after = query.after.clone().unwrap_or_default();
+    let node = &state.node;
+    let mut peers = node
+        .peers()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    peers.retain(|p| {
+        wanted_state.is_none_or(|s| p.state == s)
+            && followed.is_none_or(|f| p.followed == f)
+            && p.nostr_pubkey.as_str() > after.as_str()
+    });
+    // Paged by pubkey: stable across pages while states change.
+    peers.sort_by(|a, b| a.nostr_pubkey.cmp(&b.nostr_pubkey));
+    let more = peers.len() > limit;
+    peers.truncate(limit);
+    let next_after = more.then(|| peers.last().map(|p| p.nostr_pubkey.clone()));
+    let now = node.now();
+    let views: Vec<PeerView> = peers.into_iter().map(|p| PeerView::of(p, now)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "peers": views, "next_after": next_after.flatten() })))
+}
+
+/// The pubkey (64 lowercase hex) an operator's `id` names: a pubkey, an npub, or a hex
+/// prefix that only one known peer's pubkey starts with.
+async fn resolve(node: &Node, id: &str) -> Result<String, ApiError> {
+    let id = id.trim();
+    let wanted = if id.starts_with("npub1") {
+        PublicKey::parse(id)
+            .map_err(|e| ApiError::bad_request(format!("`{id}` is not a valid npub: {e}")))?
+            .to_hex()
+    } else if !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit()) {
+        id.to_ascii_lowercase()
+    } else {
+        return Err(ApiError::bad_request(format!(
+            "`{id}` is not a peer id: give a pubkey (64 hex characters), an npub, or a unique \
+             hex prefix"
+        )));
+    };
+    let peers = node
+        .peers()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let matching: Vec<&PeerRecord> = peers
+        .iter()
+        .filter(|p| p.nostr_pubkey.starts_with(&wanted))
+        .collect();
+    match matching.as_slice() {
+        [] => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no known peer matches `{id}`"),
+        )),
+        [one] => Ok(one.nostr_pubkey.clone()),
+        many => Err(ApiError::bad_request(format!(
+            "`{id}` is ambiguous: {} peers start with it; give more of the pubkey",
+            many.len()
+        ))),
+    }
+}
+
+async fn show_peer(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    id: web::Path<String>,
+) -> Answer {
+    authorize(&req, &state, Access::ReadOnly)?;
+    let pubkey = resolve(&state.node, &id).await?;
+    let record = state
+        .node
+        .peer(&pubkey)
+        .await
+        .map_err(|e| ApiError::from_node(&pubkey, e))?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no peer {pubkey}")))?;
+    Ok(HttpResponse::Ok().json(PeerView::of(record, state.node.now())))
+}
+
+/// The answer to an operation the supervisor took on.
+async fn accepted(node: &Node, pubkey: &str, action: &str) -> Answer {
+    let state = node.peer(pubkey).await.ok().flatten().map(|r| r.state);
+    Ok(HttpResponse::Accepted().json(json!({
+        "pubkey": pubkey,
+        "action": action,
+        "state": state.map(|s| s.as_str()),
+    })))
+}
+
+async fn retry(req: HttpRequest, state: web::Data<AdminState>, id: web::Path<String>) -> Answer {
+    authorize(&req, &state, Access::Admin)?;
+    let pubkey = resolve(&state.node, &id).await?;
+    state
+        .node
+        .retry(&pubkey)
+        .await
+        .map_err(|e| ApiError::from_node(&pubkey, e))?;
+    accepted(&state.node, &pubkey, "retry").await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    reason: Option<String>,
+}
+
+async fn disconnect(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    id: web::Path<String>,
+    body: Bytes,
+) -> Answer {
+    authorize(&req, &state, Access::Admin)?;
+    let body: DisconnectBody = if body.iter().all(u8::is_ascii_whitespace) {
+        DisconnectBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!("the body must be {{\"reason\": \"...\"}}: {e}"))
+        })?
+    };
+    let reason = body
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| "disconnected by the operator".to_string());
+    if reason.len() > MAX_REASON {
+        return Err(ApiError::bad_request(format!(
+            "the reason is {} bytes; at most {MAX_REASON}",
+            reason.len()
+        )));
+    }
+    let pubkey = resolve(&state.node, &id).await?;
+    state
+        .node
+        .disconnect(&pubkey, &reason)
+        .await
+        .map_err(|e| ApiError::from_node(&pubkey, e))?;
+    accepted(&state.node, &pubkey, "disconnect").await
+}
+
+async fn approve_channel(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    id: web::Path<String>,
+) -> Answer {
+    authorize(&req, &state, Access::Admin)?;
+    let pubkey = resolve(&state.node, &id).await?;
+    match state.node.approve_channel(&pubkey).await {
+        Ok(()) => accepted(&state.node, &pubkey, "approve-channel").await,
+        // Known but with no running actor (failed, stopped, waiting for a slot): not in
+        // channel_needed either.
+        Err(NodeError::Peer(SupervisorError::UnknownPeer(_))) => {
+            let now = state.node.peer(&pubkey).await.ok().flatten();
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "peer {pubkey} is {}; a channel can only be approved in channel_needed",
+                    now.map_or("not running".to_string(), |r| r.state.to_string())
+                ),
+            ))
+        }
+        Err(e) => Err(ApiError::from_node(&pubkey, e)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectBody {
+    pubkey: String,
+}
+
+async fn connect(req: HttpRequest, state: web::Data<AdminState>, body: Bytes) -> Answer {
+    authorize(&req, &state, Access::Admin)?;
+    let body: ConnectBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be {{\"pubkey\": \"<64 hex or npub>\"}}: {e}"
+        ))
+    })?;
+    let given = body.pubkey.trim();
+    let valid_hex = given.len() == 64 && given.chars().all(|c| c.is_ascii_hexdigit());
+    let pubkey = if valid_hex || given.starts_with("npub1") {
+        PublicKey::parse(given).ok()
+    } else {
+        None
+    }
+    .ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "`{given}` is not a pubkey: give 64 hex characters or an npub"
+        ))
+    })?
+    .to_hex();
+    if pubkey == state.node.public_key().to_hex() {
+        return Err(ApiError::bad_request("that is this node's own key"));
+    }
+    state
+        .node
+        .follow(&pubkey)
+        .await
+        .map_err(|e| ApiError::from_node(&pubkey, e))?;
+    accepted(&state.node, &pubkey, "connect").await
+}
+
+async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
+    authorize(&req, &state, Access::ReadOnly)?;
+    let node = &state.node;
+    let fail = |e: NodeError| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    let peers = node.peers().await.map_err(fail)?;
+    let snapshot = Snapshot {
+        peers: count_states(&peers),
+        waiting_slot: node.stats().await.map_err(fail)?.waiting,
+        persistence_pending: node.persistence_stats().await.map_err(fail)?.pending,
+    };
+    let text = node.admin_parts().metrics.encode(&snapshot);
+    Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(text))
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    peer: Option<String>,
+}
+
+async fn events(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    query: web::Query<EventsQuery>,
+) -> Answer {
+    authorize(&req, &state, Access::ReadOnly)?;
+    let after = match req.headers().get("Last-Event-ID") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("Last-Event-ID must be the id of an event (a number)")
+                })?,
+        ),
+    };
+    let filter = match query.peer.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(p) if p.starts_with("npub1") => Some(
+            PublicKey::parse(p)
+                .map_err(|e| ApiError::bad_request(format!("`{p}` is not a valid npub: {e}")))?
+                .to_hex(),
+        ),
+        Some(p) if p.len() <= 64 && p.chars().all(|c| c.is_ascii_hexdigit()) => {
+            Some(p.to_ascii_lowercase())
+        }
+        Some(p) => {
+            return Err(ApiError::bad_request(format!(
+                "peer `{p}` is not a pubkey, an npub or a hex prefix"
+            )))
+        }
+    };
+    let subscription = state.node.admin_parts().events.subscribe(after);
+    let (tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, actix_web::Error>>(64);
+    actix_web::rt::spawn(feed(subscription, filter, tx));
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(rx))
+}
+
+fn missed_event(missed: u64, why: &str) -> Bytes {
+    let data = json!({ "missed": missed, "reason": why });
+    Bytes::from(format!("event: missed\ndata: {data}\n\n"))
+}
+
+/// Writes one client's event stream until it goes away or the node stops.
+async fn feed(
+    mut subscription: Subscription,
+    filter: Option<String>,
+    mut tx: futures::channel::mpsc::Sender<Result<Bytes, actix_web::Error>>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let wanted = |pubkey: &str| filter.as_deref().is_none_or(|f| pubkey.starts_with(f));
+    let frame = |e: &super::events::NumberedEvent| {
+        Bytes::from(format!(
+            "id: {}\nevent: peer_state\ndata: {}\n\n",
+            e.id, e.data
+        ))
+    };
+    // The first bytes go out at once, so the client sees the stream open.
+    if tx
+        .send(Ok(Bytes::from_static(b": peer state changes\n\n")))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if subscription.missed > 0 {
+        let why = "older than the admin.event_buffer events the node keeps";
+        if tx
+            .send(Ok(missed_event(subscription.missed, why)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    for event in std::mem::take(&mut subscription.backlog) {
+        if wanted(&event.pubkey) && tx.send(Ok(frame(&event))).await.is_err() {
+            return;
+        }
+    }
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.tick().await;
+    loop {
+        let bytes = tokio::select! {
+            received = subscription.live.recv() => match received {
+                Ok(event) if wanted(&event.pubkey) => frame(&event),
+                Ok(_) => continue,
+                Err(RecvError::Lagged(n)) => missed_event(n, "this client fell behind the node"),
+                Err(RecvError::Closed) => return,
+            },
+            _ = keepalive.tick() => Bytes::from_static(b": keepalive\n\n"),
+        };
+        if tx.send(Ok(bytes)).await.is_err() {
+            return;
+        }
+    }
+}

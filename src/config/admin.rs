@@ -1,0 +1,94 @@
+//! `admin`: the operator's control plane (an HTTP API on its own listener).
+
+use serde::Deserialize;
+
+use super::check::Key;
+use super::ConfigError;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// `IP:port` of the admin API; empty: no admin API.
+    pub listen: String,
+    /// The token that may do everything (created, mode 0600, on first run if absent).
+    pub token_file: String,
+    /// The token that may only read: GETs and `/metrics` (created like `token_file`).
+    pub read_token_file: String,
+    /// Peer state changes kept for event-stream clients resuming with `Last-Event-ID`.
+    pub event_buffer: usize,
+}
+
+impl AdminSettings {
+    /// Whether the admin API is on.
+    pub fn enabled(&self) -> bool {
+        !self.listen.trim().is_empty()
+    }
+
+    /// Checks the section; an error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let listen = self.listen.trim();
+        if !listen.is_empty() {
+            Key("admin.listen").ensure(
+                listen.parse::<std::net::SocketAddr>().is_ok(),
+                format!(
+                    "`{listen}` must be empty (no admin API) or IP:port, such as 127.0.0.1:7701"
+                ),
+            )?;
+            Key("admin.token_file").ensure(
+                !self.token_file.trim().is_empty(),
+                "must name a file while admin.listen is set",
+            )?;
+            Key("admin.read_token_file").ensure(
+                !self.read_token_file.trim().is_empty(),
+                "must name a file while admin.listen is set",
+            )?;
+            Key("admin.read_token_file").ensure(
+                self.read_token_file.trim() != self.token_file.trim(),
+                "must differ from admin.token_file (the read-only token is a second token)",
+            )?;
+        }
+        Key("admin.event_buffer").between(self.event_buffer, 1, 1_000_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Settings;
+
+    fn with(yaml: &str) -> Result<Settings, crate::config::ConfigError> {
+        Settings::from_yaml_overrides(yaml)
+    }
+
+    #[test]
+    fn the_defaults_listen_on_loopback_with_token_files() {
+        let s = Settings::defaults().unwrap();
+        assert_eq!(s.admin.listen, "127.0.0.1:7701");
+        assert!(s.admin.enabled());
+        assert_eq!(s.admin.token_file, "btp-nips-node.admin-token");
+        assert_eq!(s.admin.event_buffer, 1024);
+        assert!(!with("admin:\n  listen: \"\"\n").unwrap().admin.enabled());
+    }
+
+    #[test]
+    fn each_broken_rule_names_its_key() {
+        let cases = [
+            ("admin:\n  listen: \"localhost\"\n", "admin.listen"),
+            ("admin:\n  token_file: \"\"\n", "admin.token_file"),
+            (
+                "admin:\n  read_token_file: \" \"\n",
+                "admin.read_token_file",
+            ),
+            (
+                "admin:\n  token_file: \"t\"\n  read_token_file: \"t\"\n",
+                "admin.read_token_file",
+            ),
+            ("admin:\n  event_buffer: 0\n", "admin.event_buffer"),
+        ];
+        for (yaml, key) in cases {
+            let err = with(yaml).unwrap_err();
+            assert_eq!(err.key(), Some(key), "{yaml}: {err}");
+        }
+        // No admin API: its token files are not needed.
+        assert!(with("admin:\n  listen: \"\"\n  token_file: \"\"\n").is_ok());
+    }
+}
