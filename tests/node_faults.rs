@@ -32,6 +32,7 @@ async fn without_a_chain_peers_are_connected_without_channels_and_stay_connected
     ));
     // The node's own channel adapter: not configured, because the chain is off.
     let node = NodeBuilder::new(settings)
+        .ephemeral()
         .resolver(ports.resolver)
         .sessions(ports.sessions)
         .subscriptions(ports.subscriptions)
@@ -72,6 +73,7 @@ async fn a_port_the_node_lacks_keeps_peers_waiting_without_spending_their_attemp
         db_url(&dir)
     ));
     let node = NodeBuilder::new(settings)
+        .ephemeral()
         .sessions(ports.sessions)
         .channels(ports.channels)
         .subscriptions(ports.subscriptions)

@@ -142,6 +142,7 @@ fn node_settings(dir: &tempfile::TempDir, yaml: &str) -> Settings {
 /// A node on the in-memory world, without a BTP listener.
 async fn start_node(settings: Settings, world: &MemoryWorld) -> Node {
     NodeBuilder::new(settings)
+        .ephemeral()
         .ports(world.ports())
         .without_listener()
         .start()

@@ -140,6 +140,7 @@ pub fn memory_node(
     world: &btp_nips_node::ports::memory::MemoryWorld,
 ) -> NodeBuilder {
     NodeBuilder::new(settings)
+        .ephemeral()
         .ports(world.ports())
         .without_listener()
 }
