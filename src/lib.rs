@@ -26,6 +26,8 @@
 //! - [`node`] — the node as one thing: [`node::NodeBuilder`] assembles every part the
 //!   settings enable (the binary, the tests and the benchmark all use it), and
 //!   [`node::Node`] is the cheap-clone handle whose methods are the node's operations.
+//! - [`setup`] — `init` (a key and a short configuration) and `config check` (everything
+//!   the node depends on, every problem at once).
 
 pub mod actors;
 pub mod admin;
@@ -37,5 +39,6 @@ pub mod lifecycle;
 pub mod node;
 pub mod ports;
 pub mod session;
+pub mod setup;
 pub mod storage;
 pub mod wire;

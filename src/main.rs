@@ -1,6 +1,6 @@
 //! `btp-nips-node`: the node process and its operator commands.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use btp_nips_node::admin::cli::AdminCommand;
@@ -8,6 +8,7 @@ use btp_nips_node::chain::operator::{deploy_contract, open_channel};
 use btp_nips_node::config::Settings;
 use btp_nips_node::discovery::identity;
 use btp_nips_node::node::NodeBuilder;
+use btp_nips_node::setup::{self, Network};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -24,7 +25,27 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the node until SIGINT or SIGTERM.
-    Run,
+    Run {
+        /// Run with a new throwaway identity instead of node.key_file (local trials:
+        /// peers will not recognise the node after a restart).
+        #[arg(long)]
+        ephemeral: bool,
+    },
+    /// Write a node key (mode 0600) and a short btp-nips-node.yaml holding what an operator
+    /// must decide; never overwrites.
+    Init {
+        /// Where to write them (default: the current directory).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The chain whose id (and contract, where known) to write.
+        #[arg(long, default_value = "base-sepolia", value_parser = Network::parse)]
+        network: Network,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Open a payment channel to a peer waiting in channel_needed, and wait for its
     /// confirmations; a running node picks it up at its next re-check of the chain.
     OpenChannel {
@@ -42,13 +63,20 @@ enum Command {
     DeployContract,
     /// Write a new Nostr secret key for the node (mode 0600; never overwrites).
     Keygen {
-        /// Where to write it (default: the configured nostr.key_file).
+        /// Where to write it (default: the configured node.key_file).
         #[arg(long)]
         out: Option<PathBuf>,
     },
     /// The commands that reach the running node through its admin API.
     #[command(flatten)]
     Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load and check everything (key, relays, RPC, contract, operator relay, endpoint);
+    /// print the effective configuration and each value's source; name every problem.
+    Check,
 }
 
 fn parse_wei(text: &str) -> Result<u128, String> {
@@ -67,6 +95,14 @@ fn main() -> ExitCode {
     )
     .init();
     let cli = Cli::parse();
+    // These two report on the configuration rather than stop at its first problem.
+    match &cli.command {
+        Command::Init { dir, network } => return init(dir, *network),
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => return config_check(cli.config.as_deref()),
+        _ => {}
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(e) => {
@@ -75,7 +111,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run => run(settings),
+        Command::Run { ephemeral } => run(settings, ephemeral),
+        Command::Init { .. } | Command::Config { .. } => unreachable!("handled above"),
         Command::OpenChannel {
             peer,
             deposit,
@@ -113,12 +150,16 @@ fn chain_command(
         .block_on(command)
 }
 
-fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+fn run(settings: Settings, ephemeral: bool) -> Result<(), Box<dyn std::error::Error>> {
     let system = actix::System::new();
     system.block_on(async move {
         let node_id = settings.node.id.clone();
         let database = redact(&settings.database.url);
-        let node = NodeBuilder::new(settings).start().await?;
+        let mut builder = NodeBuilder::new(settings);
+        if ephemeral {
+            builder = builder.ephemeral();
+        }
+        let node = builder.start().await?;
         let signals = Signals::install()?;
         log::info!("btp-nips-node {node_id} running on {database}");
         signals.wait().await;
@@ -153,11 +194,74 @@ impl Signals {
 }
 
 fn keygen(settings: &Settings, out: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
-    let path = out.unwrap_or_else(|| PathBuf::from(&settings.nostr.key_file));
+    let path = out.unwrap_or_else(|| PathBuf::from(&settings.node.key_file));
     let keys = identity::keygen(&path)?;
     println!("{}", keys.public_key());
     eprintln!("wrote a new node key to {} (mode 0600)", path.display());
     Ok(())
+}
+
+fn init(dir: &Path, network: Network) -> ExitCode {
+    match setup::init(dir, network) {
+        Ok(done) => {
+            println!(
+                "wrote {} (mode 0600): this node is {}",
+                done.key_file.display(),
+                done.keys.public_key().to_hex()
+            );
+            println!("wrote {}", done.config_file.display());
+            println!("next:");
+            for command in done.next_commands() {
+                println!("  {command}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("btp-nips-node init: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_check(file: Option<&Path>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("btp-nips-node: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = runtime.block_on(setup::check(file));
+    if !report.effective.is_empty() {
+        println!("effective configuration (source: default, file or env):");
+        for v in &report.effective {
+            println!("  {} = {}  ({})", v.key, v.value, v.source);
+        }
+    }
+    for passed in &report.passed {
+        println!("ok: {passed}");
+    }
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    if report.problems.is_empty() {
+        println!("configuration OK");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "btp-nips-node config check: {} problems:{}",
+            report.problems.len(),
+            report
+                .problems
+                .iter()
+                .map(|p| format!("\n  - {p}"))
+                .collect::<String>()
+        );
+        ExitCode::FAILURE
+    }
 }
 
 fn redact(url: &str) -> String {

@@ -95,7 +95,7 @@ fn the_commands_reach_the_running_node_and_peers_falls_back_to_the_database() {
 
     let mut node = Running(
         Command::new(BIN)
-            .args(["run", "--config", config.to_str().unwrap()])
+            .args(["run", "--ephemeral", "--config", config.to_str().unwrap()])
             .current_dir(dir.path())
             .stderr(Stdio::null())
             .spawn()

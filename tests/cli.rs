@@ -49,7 +49,7 @@ fn run_recovers_peers_and_flushes_everything_on_sigterm() {
     .unwrap();
 
     let mut child = Command::new(BIN)
-        .args(["run", "--config", config.to_str().unwrap()])
+        .args(["run", "--ephemeral", "--config", config.to_str().unwrap()])
         .env("RUST_LOG", "info,btp_nips_node::lifecycle=debug")
         .stderr(Stdio::piped())
         .spawn()

@@ -57,8 +57,12 @@ fn bad_nostr_settings_are_refused_naming_their_key() {
             "nostr.operator_pubkey",
         ),
         (
-            "nostr: {announce: {endpoint: \"wss://a.example\", base_address: \"0x12\"}}",
+            "node: {public_endpoint: \"wss://a.example\"}\nnostr: {relays: [\"wss://r.example\"], announce: {base_address: \"0x12\"}}",
             "nostr.announce.base_address",
+        ),
+        (
+            "nostr: {announce: {endpoint: \"wss://a.example\"}}",
+            "node.public_endpoint",
         ),
         (
             "nostr: {max_authors_per_req: 0}",
@@ -84,7 +88,7 @@ fn run_without_a_key_says_how_to_get_one() {
     std::fs::write(
         &config,
         format!(
-            "database: {{url: \"sqlite://{}\"}}\nnostr: {{relays: [\"ws://127.0.0.1:9\"], allow_ws_loopback: true, key_file: \"{}\"}}\n",
+            "database: {{url: \"sqlite://{}\"}}\nnode: {{key_file: \"{}\"}}\nnostr: {{relays: [\"ws://127.0.0.1:9\"], allow_ws_loopback: true}}\n",
             dir.path().join("n.db").display(),
             dir.path().join("missing.nsec").display()
         ),
@@ -98,6 +102,7 @@ fn run_without_a_key_says_how_to_get_one() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("missing.nsec"), "{stderr}");
+    assert!(stderr.contains("btp-nips-node init"), "{stderr}");
 }
 
 #[actix_rt::test]
@@ -139,7 +144,7 @@ async fn run_announces_follows_and_resolves_through_a_relay() {
     std::fs::write(
         &config,
         format!(
-            "node: {{id: \"cli\"}}\nadmin: {{listen: \"\"}}\ndatabase: {{url: \"{url}\"}}\nnostr:\n  relays: [\"{}\"]\n  allow_ws_loopback: true\n  operator_pubkey: \"{}\"\n  announce: {{endpoint: \"ws://127.0.0.1:7777/btp\", base_address: \"0x{}\"}}\n",
+            "node: {{id: \"cli\", public_endpoint: \"ws://127.0.0.1:7777/btp\"}}\nadmin: {{listen: \"\"}}\ndatabase: {{url: \"{url}\"}}\nsession: {{listen: \"127.0.0.1:0\"}}\nnostr:\n  relays: [\"{}\"]\n  allow_ws_loopback: true\n  operator_pubkey: \"{}\"\n  announce: {{base_address: \"0x{}\"}}\n",
             relay.url(),
             operator.public_key().to_hex(),
             "ab".repeat(20)

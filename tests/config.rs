@@ -145,3 +145,95 @@ fn a_file_overrides_the_defaults_and_a_missing_file_is_an_error() {
     let err = Settings::load(Some(std::path::Path::new("/nonexistent/node.yaml"))).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/node.yaml"), "{err}");
 }
+
+#[test]
+fn each_replaced_key_is_refused_naming_the_one_that_replaced_it() {
+    for (yaml, old, new) in [
+        (
+            "session: {secret_key_hex: \"ab\"}",
+            "session.secret_key_hex",
+            "node.key_file",
+        ),
+        (
+            "nostr: {key_file: \"k.nsec\"}",
+            "nostr.key_file",
+            "node.key_file",
+        ),
+        ("nostr: {key_env: \"K\"}", "nostr.key_env", "node.key_file"),
+        (
+            "session: {public_endpoint: \"wss://a.example\"}",
+            "session.public_endpoint",
+            "node.public_endpoint",
+        ),
+        (
+            "nostr: {announce: {endpoint: \"wss://a.example\"}}",
+            "nostr.announce.endpoint",
+            "node.public_endpoint",
+        ),
+    ] {
+        let err = Settings::from_yaml_overrides(yaml).expect_err(yaml);
+        assert_eq!(err.key(), Some(old), "{yaml}: {err}");
+        let message = err.to_string();
+        assert!(
+            message.contains(old) && message.contains(new),
+            "{yaml}: {message}"
+        );
+    }
+}
+
+#[test]
+fn every_broken_rule_is_reported_at_once() {
+    let err = Settings::from_yaml_overrides(
+        "node: {id: \"9lives\", public_endpoint: \"http://x\"}\n\
+         database: {pool_size: 0}\n\
+         btp_nips: {peer_connections: {max_active_connections: 0, reconnect_jitter: 2.0}}\n\
+         chain: {deposit_wei: \"lots\"}\n\
+         session: {asset_code: \"\"}\n",
+    )
+    .unwrap_err();
+    let keys: Vec<_> = err.problems().iter().map(|p| p.key().unwrap()).collect();
+    assert_eq!(
+        keys,
+        [
+            "node.id",
+            "database.pool_size",
+            "btp_nips.peer_connections.reconnect_jitter",
+            "btp_nips.peer_connections.max_active_connections",
+            "chain.deposit_wei",
+            "session.asset_code",
+            "node.public_endpoint",
+        ],
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(message.starts_with("7 configuration problems"), "{message}");
+    for key in keys {
+        assert!(message.contains(key), "{message}");
+    }
+}
+
+#[test]
+fn the_public_endpoint_is_one_key_checked_as_peers_dial_it() {
+    let s = Settings::from_yaml_overrides("node: {public_endpoint: \"wss://node.example/btp\"}")
+        .unwrap();
+    assert_eq!(s.node.public_endpoint, "wss://node.example/btp");
+    // ws:// only to loopback; announced (with relays) only as nostr allows and with the
+    // settlement address it is announced with.
+    for (yaml, key) in [
+        (
+            "node: {public_endpoint: \"ws://node.example/btp\"}",
+            "node.public_endpoint",
+        ),
+        (
+            "node: {public_endpoint: \"ws://127.0.0.1:7700/btp\"}\nnostr: {relays: [\"wss://r.example\"], announce: {base_address: \"0x0000000000000000000000000000000000000001\"}}",
+            "node.public_endpoint",
+        ),
+        (
+            "node: {public_endpoint: \"wss://node.example\"}\nnostr: {relays: [\"wss://r.example\"]}",
+            "nostr.announce.base_address",
+        ),
+    ] {
+        let err = Settings::from_yaml_overrides(yaml).expect_err(yaml);
+        assert_eq!(err.key(), Some(key), "{yaml}: {err}");
+    }
+}

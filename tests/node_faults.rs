@@ -31,6 +31,7 @@ async fn node_lacking(
     let ports = world.ports();
     let builder = NodeBuilder::new(settings)
         .without_admin()
+        .ephemeral()
         .sessions(ports.sessions)
         .subscriptions(ports.subscriptions)
         .without_listener();

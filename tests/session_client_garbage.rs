@@ -11,7 +11,7 @@ use btp_nips_node::config::Settings;
 use btp_nips_node::ports::Session;
 use btp_nips_node::session::auth::{self, PROTOCOL_AUTH_PROOF};
 use btp_nips_node::session::client::{BtpSession, ClientAuth, ConnectError};
-use btp_nips_node::session::{keys_from_settings, unix_now, SessionContext};
+use btp_nips_node::session::{unix_now, SessionContext};
 use btp_nips_node::wire::btp::{self, Packet, ProtocolEntry};
 use futures::{SinkExt, StreamExt};
 use nostr::{JsonUtil, Keys};
@@ -157,14 +157,6 @@ fn bad_session_settings_name_their_key() {
     let cases = [
         ("session:\n  listen: \"not-an-address\"\n", "session.listen"),
         (
-            "session:\n  public_endpoint: \"http://x\"\n",
-            "session.public_endpoint",
-        ),
-        (
-            "session:\n  secret_key_hex: \"zz\"\n",
-            "session.secret_key_hex",
-        ),
-        (
             "session:\n  request_timeout_ms: 0\n",
             "session.request_timeout_ms",
         ),
@@ -182,17 +174,4 @@ fn bad_session_settings_name_their_key() {
         assert_eq!(err.key(), Some(key), "{yaml}: {err}");
         assert!(err.to_string().contains(key), "{err}");
     }
-    // A configured key is the node's identity; an empty one is ephemeral.
-    let keys = Keys::generate();
-    let hex = keys.secret_key().to_secret_hex();
-    let settings =
-        Settings::from_yaml_overrides(&format!("session:\n  secret_key_hex: \"{hex}\"\n")).unwrap();
-    assert_eq!(
-        keys_from_settings(&settings.session).unwrap().public_key(),
-        keys.public_key()
-    );
-    let defaults = Settings::defaults().unwrap();
-    let a = keys_from_settings(&defaults.session).unwrap();
-    let b = keys_from_settings(&defaults.session).unwrap();
-    assert_ne!(a.public_key(), b.public_key());
 }

@@ -143,6 +143,7 @@ fn node_settings(dir: &tempfile::TempDir, yaml: &str) -> Settings {
 async fn start_node(settings: Settings, world: &MemoryWorld) -> Node {
     NodeBuilder::new(settings)
         .without_admin()
+        .ephemeral()
         .ports(world.ports())
         .without_listener()
         .start()

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::check::Key;
+use super::check::{Key, Problems};
 use super::duration::seconds;
 use super::ConfigError;
 
@@ -84,56 +84,73 @@ impl ChainSettings {
 
     /// Checks every `chain.*` rule; addresses, URL and key source only when enabled.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let deposit = parse_wei(DEPOSIT, &self.deposit_wei)?;
-        DEPOSIT.ensure(deposit > 0, "must be more than 0")?;
-        let min_balance = parse_wei(MIN_BALANCE, &self.min_balance_wei)?;
-        MIN_BALANCE.ensure(
-            min_balance <= deposit,
-            format!("must not exceed chain.deposit_wei ({deposit})"),
-        )?;
-        let per_channel = parse_wei(PER_CHANNEL_CAP, &self.auto_open.per_channel_cap_wei)?;
-        let total = parse_wei(TOTAL_CAP, &self.auto_open.total_cap_wei)?;
-        PER_CHANNEL_CAP.ensure(
-            per_channel <= total,
-            format!("must not exceed chain.auto_open.total_cap_wei ({total})"),
-        )?;
-        DEPOSIT.ensure(
-            !self.auto_open.enabled || deposit <= per_channel,
-            format!(
-                "{deposit} exceeds chain.auto_open.per_channel_cap_wei ({per_channel}) while auto_open is enabled"
-            ),
-        )?;
-        Key("chain.confirmations").between(self.confirmations, 1, 1000)?;
-        Key("chain.rpc_timeout_seconds").nonzero(self.rpc_timeout)?;
-        Key("chain.channel_duration_seconds").ensure(
+        let mut p = Problems::default();
+        let mut wei = |key: Key, value: &str| match parse_wei(key, value) {
+            Ok(wei) => Some(wei),
+            Err(e) => {
+                p.add(Err(e));
+                None
+            }
+        };
+        let deposit = wei(DEPOSIT, &self.deposit_wei);
+        let min_balance = wei(MIN_BALANCE, &self.min_balance_wei);
+        let per_channel = wei(PER_CHANNEL_CAP, &self.auto_open.per_channel_cap_wei);
+        let total = wei(TOTAL_CAP, &self.auto_open.total_cap_wei);
+        if let Some(deposit) = deposit {
+            p.add(DEPOSIT.ensure(deposit > 0, "must be more than 0"));
+        }
+        if let (Some(deposit), Some(min_balance)) = (deposit, min_balance) {
+            p.add(MIN_BALANCE.ensure(
+                min_balance <= deposit,
+                format!("must not exceed chain.deposit_wei ({deposit})"),
+            ));
+        }
+        if let (Some(per_channel), Some(total)) = (per_channel, total) {
+            p.add(PER_CHANNEL_CAP.ensure(
+                per_channel <= total,
+                format!("must not exceed chain.auto_open.total_cap_wei ({total})"),
+            ));
+        }
+        if let (Some(deposit), Some(per_channel)) = (deposit, per_channel) {
+            p.add(DEPOSIT.ensure(
+                !self.auto_open.enabled || deposit <= per_channel,
+                format!(
+                    "{deposit} exceeds chain.auto_open.per_channel_cap_wei ({per_channel}) while auto_open is enabled"
+                ),
+            ));
+        }
+        p.add(Key("chain.confirmations").between(self.confirmations, 1, 1000));
+        p.add(Key("chain.rpc_timeout_seconds").nonzero(self.rpc_timeout));
+        p.add(Key("chain.channel_duration_seconds").ensure(
             self.channel_duration > self.min_time_left,
             format!(
                 "must be longer than chain.min_time_left_seconds ({}), or a new channel is never usable",
                 self.min_time_left.as_secs()
             ),
-        )?;
+        ));
         if !self.enabled {
-            return Ok(());
+            return p.finish();
         }
-        Key("chain.rpc_url").ensure(
+        p.add(Key("chain.rpc_url").ensure(
             self.rpc_url.starts_with("http://") || self.rpc_url.starts_with("https://"),
             format!("`{}` must start with http:// or https://", self.rpc_url),
-        )?;
-        Key("chain.chain_id").ensure(self.chain_id > 0, "must be more than 0")?;
+        ));
+        p.add(Key("chain.chain_id").ensure(self.chain_id > 0, "must be more than 0"));
         let address = self.contract_address.trim();
-        Key("chain.contract_address").ensure(
+        p.add(Key("chain.contract_address").ensure(
             address.len() == 42
                 && address.starts_with("0x")
                 && address[2..].chars().all(|c| c.is_ascii_hexdigit()),
             format!("`{address}` must be 0x followed by 40 hex digits"),
-        )?;
-        match (self.key_file.trim().is_empty(), self.key_env.trim().is_empty()) {
+        ));
+        p.add(match (self.key_file.trim().is_empty(), self.key_env.trim().is_empty()) {
             (true, true) => Err(Key("chain.key_file").invalid(
                 "the node's EVM key is needed: set chain.key_file (a file holding the hex key) or chain.key_env (the variable holding it)",
             )),
             (false, false) => Err(Key("chain.key_file")
                 .invalid("set only one of chain.key_file and chain.key_env")),
             _ => Ok(()),
-        }
+        });
+        p.finish()
     }
 }

@@ -9,6 +9,31 @@ use super::ConfigError;
 /// The rule of every count, size and duration that must not be zero.
 const AT_LEAST_1: &str = "must be at least 1";
 
+/// Every broken rule of one check, collected so they are all reported at once.
+#[derive(Debug, Default)]
+pub(crate) struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    /// Keeps `checked`'s error, if any (a [`ConfigError::Many`] is kept as its parts).
+    pub fn add(&mut self, checked: Result<(), ConfigError>) {
+        if let Err(e) = checked {
+            match e {
+                ConfigError::Many(all) => self.0.extend(all),
+                one => self.0.push(one),
+            }
+        }
+    }
+
+    /// `Ok` if nothing broke, the one error, or all of them.
+    pub fn finish(mut self) -> Result<(), ConfigError> {
+        match self.0.len() {
+            0 => Ok(()),
+            1 => Err(self.0.remove(0)),
+            _ => Err(ConfigError::Many(self.0)),
+        }
+    }
+}
+
 /// One configuration key, about to be checked.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Key(pub &'static str);

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::check::Key;
+use super::check::{Key, Problems};
 use super::ConfigError;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -16,9 +16,10 @@ pub struct DatabaseSettings {
 impl DatabaseSettings {
     /// Checks the section; an error names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut p = Problems::default();
         let url = &self.url;
-        Key("database.url").ensure(!url.trim().is_empty(), "must not be empty")?;
-        Key("database.url").ensure(
+        p.add(Key("database.url").ensure(!url.trim().is_empty(), "must not be empty"));
+        p.add(Key("database.url").ensure(
             !url.contains("://")
                 || url.starts_with("sqlite://")
                 || url.starts_with("postgres://")
@@ -26,7 +27,8 @@ impl DatabaseSettings {
             format!(
                 "`{url}` must start with sqlite://, postgres:// or postgresql://, or be a file path"
             ),
-        )?;
-        Key("database.pool_size").between(self.pool_size, 1, 64)
+        ));
+        p.add(Key("database.pool_size").between(self.pool_size, 1, 64));
+        p.finish()
     }
 }

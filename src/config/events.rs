@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::check::Key;
+use super::check::{Key, Problems};
 use super::ConfigError;
 use crate::discovery::announcement::check_endpoint;
 
@@ -23,12 +23,14 @@ impl EventSettings {
     /// Checks the section; an error names its key. `allow_ws_loopback` is
     /// `nostr.allow_ws_loopback`, which also governs the operator's relay.
     pub fn validate(&self, allow_ws_loopback: bool) -> Result<(), ConfigError> {
+        let mut p = Problems::default();
         let url = self.operator_relay.trim();
         if !url.is_empty() {
-            Key("events.operator_relay").passes(check_endpoint(url, allow_ws_loopback))?;
+            p.add(Key("events.operator_relay").passes(check_endpoint(url, allow_ws_loopback)));
         }
-        Key("events.max_subscriptions_per_peer").nonzero(self.max_subscriptions_per_peer)?;
-        Key("events.stored_page_size").nonzero(self.stored_page_size)?;
-        Key("events.max_stored_events").nonzero(self.max_stored_events)
+        p.add(Key("events.max_subscriptions_per_peer").nonzero(self.max_subscriptions_per_peer));
+        p.add(Key("events.stored_page_size").nonzero(self.stored_page_size));
+        p.add(Key("events.max_stored_events").nonzero(self.max_stored_events));
+        p.finish()
     }
 }

@@ -1,6 +1,8 @@
 //! Configuration: `config/default.yaml` (compiled in), then an optional file, then
 //! environment variables `BTP_NIPS_NODE__SECTION__KEY`; a key no section knows is refused.
-//! Every value is validated at startup; an error names the key and the rule it broke.
+//! Every value is validated at startup; an error names the key and the rule it broke, and
+//! every broken rule is reported at once ([`ConfigError::Many`]). A key that was replaced
+//! is refused naming its replacement.
 //!
 //! [`Settings`] is the root; each section lives in its own module with its own
 //! `validate`, and all of them report through one checker ([`check`]). Durations are
@@ -23,13 +25,17 @@ use std::path::Path;
 
 use config::builder::DefaultState;
 use config::{ConfigBuilder, Environment, File, FileFormat};
+use serde_json::Value as Json;
+
+use crate::discovery::announcement::{check_base_address, check_endpoint};
+use check::{Key, Problems};
 use serde::Deserialize;
 
 pub use admin::AdminSettings;
 pub use chain::{AutoOpenSettings, ChainSettings};
 pub use database::DatabaseSettings;
 pub use events::EventSettings;
-pub use node::NodeSettings;
+pub use node::{NodeSettings, NODE_KEY_ENV};
 pub use nostr::{AnnounceSettings, NostrSettings};
 pub use peer_connections::{BtpNipsSettings, PeerConnectionSettings};
 pub use persistence::PersistenceSettings;
@@ -47,16 +53,78 @@ pub enum ConfigError {
     Load(String),
     #[error("configuration key `{key}` is invalid: {rule}")]
     Invalid { key: &'static str, rule: String },
+    #[error("configuration key `{old}` is no longer read: use {new}")]
+    Replaced {
+        old: &'static str,
+        new: &'static str,
+    },
+    #[error("{} configuration problems:{}", .0.len(), .0.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
+    Many(Vec<ConfigError>),
 }
 
 impl ConfigError {
-    /// The key an invalid value was found under.
+    /// The key an invalid value was found under (the first one's, of several).
     pub fn key(&self) -> Option<&'static str> {
         match self {
             ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::Replaced { old, .. } => Some(old),
+            ConfigError::Many(all) => all.first().and_then(ConfigError::key),
             ConfigError::Load(_) => None,
         }
     }
+
+    /// Each problem on its own (one, or the parts of [`ConfigError::Many`]).
+    pub fn problems(&self) -> Vec<&ConfigError> {
+        match self {
+            ConfigError::Many(all) => all.iter().collect(),
+            one => vec![one],
+        }
+    }
+}
+
+/// Keys that were replaced, and what replaced them: one identity and one public endpoint
+/// for every part of the node.
+const REPLACED: [(&str, &str); 5] = [
+    (
+        "session.secret_key_hex",
+        "node.key_file (or the environment variable BTP_NIPS_NODE_NSEC)",
+    ),
+    (
+        "nostr.key_file",
+        "node.key_file (or the environment variable BTP_NIPS_NODE_NSEC)",
+    ),
+    (
+        "nostr.key_env",
+        "node.key_file (or the environment variable BTP_NIPS_NODE_NSEC)",
+    ),
+    ("session.public_endpoint", "node.public_endpoint"),
+    ("nostr.announce.endpoint", "node.public_endpoint"),
+];
+
+/// Where an effective value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File,
+    Env,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Source::Default => "default",
+            Source::File => "file",
+            Source::Env => "env",
+        })
+    }
+}
+
+/// One key of the effective configuration, its value (secrets redacted) and its source.
+#[derive(Debug, Clone)]
+pub struct EffectiveValue {
+    pub key: String,
+    pub value: String,
+    pub source: Source,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -84,6 +152,45 @@ impl Settings {
         Self::from_sources(file, environment())
     }
 
+    /// As [`Settings::load`], without the value rules: what `config check` validates with
+    /// everything else it checks (only unreadable, unknown or replaced keys fail here).
+    pub fn load_unvalidated(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::deserialize(Self::sources(file, environment())?)
+    }
+
+    /// Every key of the configuration `load` reads, with its value (secrets redacted) and
+    /// whether it came from the defaults, the file or the environment; sorted by key.
+    pub fn effective(file: Option<&Path>) -> Result<Vec<EffectiveValue>, ConfigError> {
+        let json = |builder: ConfigBuilder<DefaultState>| -> Result<Json, ConfigError> {
+            builder
+                .build()
+                .and_then(|c| c.try_deserialize::<Json>())
+                .map_err(|e| ConfigError::Load(e.to_string()))
+        };
+        let merged = flatten(&json(Self::sources(file, environment())?)?);
+        let from_file = match file {
+            Some(path) => flatten(&json(
+                config::Config::builder().add_source(File::from(path)),
+            )?),
+            None => Default::default(),
+        };
+        let from_env = flatten(&json(config::Config::builder().add_source(environment()))?);
+        Ok(merged
+            .into_iter()
+            .map(|(key, value)| {
+                let source = if from_env.contains_key(&key) {
+                    Source::Env
+                } else if from_file.contains_key(&key) {
+                    Source::File
+                } else {
+                    Source::Default
+                };
+                let value = redact(&key, value);
+                EffectiveValue { key, value, source }
+            })
+            .collect())
+    }
+
     /// Defaults overlaid with a YAML document (used by tests and tools).
     pub fn from_yaml_overrides(yaml: &str) -> Result<Settings, ConfigError> {
         Self::finish(defaults().add_source(File::from_str(yaml, FileFormat::Yaml)))
@@ -92,6 +199,13 @@ impl Settings {
     /// Defaults, then `file` if given, then `env` (the process environment, or in tests a
     /// map standing in for it).
     fn from_sources(file: Option<&Path>, env: Environment) -> Result<Settings, ConfigError> {
+        Self::finish(Self::sources(file, env)?)
+    }
+
+    fn sources(
+        file: Option<&Path>,
+        env: Environment,
+    ) -> Result<ConfigBuilder<DefaultState>, ConfigError> {
         let mut builder = defaults();
         if let Some(path) = file {
             if !path.exists() {
@@ -102,30 +216,139 @@ impl Settings {
             }
             builder = builder.add_source(File::from(path));
         }
-        Self::finish(builder.add_source(env))
+        Ok(builder.add_source(env))
     }
 
     fn finish(builder: ConfigBuilder<DefaultState>) -> Result<Settings, ConfigError> {
-        let settings: Settings = builder
-            .build()
-            .and_then(|built| built.try_deserialize())
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let settings = Self::deserialize(builder)?;
         settings.validate()?;
         Ok(settings)
     }
 
-    /// Checks every section; the first broken rule is reported with its key.
+    /// Reads the sources into [`Settings`]; every replaced key found is refused at once,
+    /// naming what replaced it.
+    fn deserialize(builder: ConfigBuilder<DefaultState>) -> Result<Settings, ConfigError> {
+        let load = |e: config::ConfigError| ConfigError::Load(e.to_string());
+        let built = builder.build().map_err(load)?;
+        let mut replaced = Problems::default();
+        for (old, new) in REPLACED {
+            if built.get::<config::Value>(old).is_ok() {
+                replaced.add(Err(ConfigError::Replaced { old, new }));
+            }
+        }
+        replaced.finish()?;
+        built.try_deserialize().map_err(load)
+    }
+
+    /// Checks every section; every broken rule is reported, each with its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.node.validate()?;
-        self.database.validate()?;
-        self.persistence.validate()?;
-        self.btp_nips.peer_connections.validate()?;
-        self.chain.validate()?;
-        self.nostr.validate()?;
+        let mut p = Problems::default();
+        p.add(self.node.validate());
+        p.add(self.database.validate());
+        p.add(self.persistence.validate());
+        p.add(self.btp_nips.peer_connections.validate());
+        p.add(self.chain.validate());
+        p.add(self.nostr.validate());
         // The operator's relay is a relay like the others: ws:// only where nostr allows it.
-        self.events.validate(self.nostr.allow_ws_loopback)?;
-        self.admin.validate()?;
-        self.session.validate()
+        p.add(self.events.validate(self.nostr.allow_ws_loopback));
+        p.add(self.admin.validate());
+        p.add(self.session.validate());
+        p.add(self.validate_public_endpoint());
+        p.finish()
+    }
+
+    /// `node.public_endpoint` is dialed by peers (ws:// only to loopback, as the sessions
+    /// allow) and, with relays, announced (as nostr allows, with the settlement address).
+    fn validate_public_endpoint(&self) -> Result<(), ConfigError> {
+        let endpoint = self.node.public_endpoint.trim();
+        if endpoint.is_empty() {
+            return Ok(());
+        }
+        let mut p = Problems::default();
+        let announced = !self.nostr.relays.is_empty();
+        let allow_ws =
+            self.session.allow_ws_loopback && (!announced || self.nostr.allow_ws_loopback);
+        p.add(Key("node.public_endpoint").passes(check_endpoint(endpoint, allow_ws)));
+        if announced {
+            p.add(
+                Key("nostr.announce.base_address")
+                    .passes(check_base_address(&self.nostr.announce.base_address))
+                    .map_err(|e| match e {
+                        ConfigError::Invalid { key, rule } => ConfigError::Invalid {
+                            key,
+                            rule: format!("{rule} (it is announced with node.public_endpoint)"),
+                        },
+                        other => other,
+                    }),
+            );
+        }
+        p.finish()
+    }
+}
+
+/// `{"a": {"b": 1}}` as `a.b → 1`; lists are one value.
+fn flatten(json: &Json) -> std::collections::BTreeMap<String, Json> {
+    fn walk(prefix: &str, json: &Json, out: &mut std::collections::BTreeMap<String, Json>) {
+        match json {
+            Json::Object(map) if !map.is_empty() || prefix.is_empty() => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            leaf => {
+                out.insert(prefix.to_string(), leaf.clone());
+            }
+        }
+    }
+    let mut out = Default::default();
+    walk("", json, &mut out);
+    out
+}
+
+/// A value as printed: secrets (a `secret` or `password` field, a URL's user info)
+/// replaced by `***`.
+fn redact(key: &str, value: Json) -> String {
+    fn scrub(json: Json) -> Json {
+        match json {
+            Json::Object(map) => Json::Object(
+                map.into_iter()
+                    .map(|(k, v)| {
+                        let secret = is_secret(&k);
+                        (k, if secret { Json::from("***") } else { scrub(v) })
+                    })
+                    .collect(),
+            ),
+            Json::Array(items) => Json::Array(items.into_iter().map(scrub).collect()),
+            Json::String(text) => Json::String(redact_url(&text)),
+            other => other,
+        }
+    }
+    if is_secret(key.rsplit('.').next().unwrap_or(key)) {
+        return "***".into();
+    }
+    match scrub(value) {
+        Json::String(text) => text,
+        other => other.to_string(),
+    }
+}
+
+/// A field holding a secret itself (not a list of things that have one).
+fn is_secret(name: &str) -> bool {
+    name == "secret" || name.ends_with("_secret") || name.contains("password")
+}
+
+/// `scheme://user:pass@host` as `scheme://***@host`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme && !url[scheme + 3..at].contains('/') => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_string(),
     }
 }
 

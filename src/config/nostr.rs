@@ -1,20 +1,19 @@
-//! `nostr`: relays, the node's key, the operator, caches and the announcement.
+//! `nostr`: relays, the operator, caches and the announcement (the node's key and its
+//! endpoint are `node.key_file` and `node.public_endpoint`).
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::check::Key;
+use super::check::{Key, Problems};
 use super::duration::{millis, seconds};
 use super::ConfigError;
-use crate::discovery::announcement::{check_base_address, check_endpoint};
+use crate::discovery::announcement::check_endpoint;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NostrSettings {
     pub relays: Vec<String>,
-    pub key_env: String,
-    pub key_file: String,
     pub operator_pubkey: String,
     pub allow_ws_loopback: bool,
     /// A REQ waits this long for a relay's EOSE.
@@ -40,11 +39,11 @@ pub struct NostrSettings {
     pub announce: AnnounceSettings,
 }
 
-/// `nostr.announce`: the fields of this node's kind 32001 announcement.
+/// `nostr.announce`: the fields of this node's kind 32001 announcement (its endpoint is
+/// `node.public_endpoint`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnnounceSettings {
-    pub endpoint: String,
     pub base_address: String,
     pub supported_tokens: Vec<String>,
     pub features: Vec<String>,
@@ -55,32 +54,24 @@ pub struct AnnounceSettings {
 impl NostrSettings {
     /// Checks the section; an error names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut p = Problems::default();
         for url in &self.relays {
-            Key("nostr.relays").passes(check_endpoint(url, self.allow_ws_loopback))?;
+            p.add(Key("nostr.relays").passes(check_endpoint(url, self.allow_ws_loopback)));
         }
-        Key("nostr.key_file").ensure(
-            !(self.key_env.trim().is_empty() && self.key_file.trim().is_empty()),
-            "key_file and key_env must not both be empty",
-        )?;
         let op = self.operator_pubkey.trim();
-        Key("nostr.operator_pubkey").ensure(
+        p.add(Key("nostr.operator_pubkey").ensure(
             op.is_empty() || nostr_sdk::prelude::PublicKey::parse(op).is_ok(),
             format!("`{op}` is not a public key (npub1… or 64 hex characters)"),
-        )?;
-        Key("nostr.query_timeout_ms").nonzero(self.query_timeout)?;
-        Key("nostr.connect_timeout_ms").nonzero(self.connect_timeout)?;
-        Key("nostr.retry_interval_ms").nonzero(self.retry_interval)?;
-        Key("nostr.found_cache_seconds").nonzero(self.found_cache)?;
-        Key("nostr.not_found_cache_seconds").nonzero(self.not_found_cache)?;
-        Key("nostr.batch_window_ms").nonzero(self.batch_window)?;
-        Key("nostr.max_authors_per_req").between(self.max_authors_per_req, 1, 5000)?;
-        Key("nostr.parallel_reqs").between(self.parallel_reqs, 1, 64)?;
+        ));
+        p.add(Key("nostr.query_timeout_ms").nonzero(self.query_timeout));
+        p.add(Key("nostr.connect_timeout_ms").nonzero(self.connect_timeout));
+        p.add(Key("nostr.retry_interval_ms").nonzero(self.retry_interval));
+        p.add(Key("nostr.found_cache_seconds").nonzero(self.found_cache));
+        p.add(Key("nostr.not_found_cache_seconds").nonzero(self.not_found_cache));
+        p.add(Key("nostr.batch_window_ms").nonzero(self.batch_window));
+        p.add(Key("nostr.max_authors_per_req").between(self.max_authors_per_req, 1, 5000));
+        p.add(Key("nostr.parallel_reqs").between(self.parallel_reqs, 1, 64));
         let a = &self.announce;
-        if !a.endpoint.is_empty() {
-            Key("nostr.announce.endpoint")
-                .passes(check_endpoint(&a.endpoint, self.allow_ws_loopback))?;
-            Key("nostr.announce.base_address").passes(check_base_address(&a.base_address))?;
-        }
         for (key, list) in [
             (Key("nostr.announce.supported_tokens"), &a.supported_tokens),
             (Key("nostr.announce.features"), &a.features),
@@ -89,9 +80,11 @@ impl NostrSettings {
                 .iter()
                 .find(|t| t.is_empty() || t.contains(',') || t.contains(char::is_whitespace))
             {
-                return Err(key.invalid(format!("`{bad}` must be a non-empty word without commas")));
+                p.add(Err(key.invalid(format!(
+                    "`{bad}` must be a non-empty word without commas"
+                ))));
             }
         }
-        Ok(())
+        p.finish()
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::check::Key;
+use super::check::{Key, Problems};
 use super::duration::{millis, seconds};
 use super::{ConfigError, Settings};
 use crate::lifecycle::LifecycleConfig;
@@ -66,51 +66,78 @@ pub struct PeerConnectionSettings {
 impl PeerConnectionSettings {
     /// Checks the section; an error names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        Key("btp_nips.peer_connections.heartbeat_interval_seconds")
-            .nonzero(self.heartbeat_interval)?;
-        Key("btp_nips.peer_connections.heartbeat_timeout_seconds").ensure(
-            !self.heartbeat_timeout.is_zero() && self.heartbeat_timeout < self.heartbeat_interval,
-            format!(
-                "must be at least 1 and shorter than heartbeat_interval_seconds ({})",
-                self.heartbeat_interval.as_secs()
+        let mut p = Problems::default();
+        p.add(
+            Key("btp_nips.peer_connections.heartbeat_interval_seconds")
+                .nonzero(self.heartbeat_interval),
+        );
+        p.add(
+            Key("btp_nips.peer_connections.heartbeat_timeout_seconds").ensure(
+                !self.heartbeat_timeout.is_zero()
+                    && self.heartbeat_timeout < self.heartbeat_interval,
+                format!(
+                    "must be at least 1 and shorter than heartbeat_interval_seconds ({})",
+                    self.heartbeat_interval.as_secs()
+                ),
             ),
-        )?;
-        Key("btp_nips.peer_connections.max_reconnect_attempts").between(
-            self.max_reconnect_attempts,
-            1,
-            64,
-        )?;
-        Key("btp_nips.peer_connections.reconnect_initial_delay_ms")
-            .nonzero(self.reconnect_initial_delay)?;
-        Key("btp_nips.peer_connections.reconnect_max_delay_ms").ensure(
-            self.reconnect_max_delay >= self.reconnect_initial_delay,
-            format!(
-                "must not be less than reconnect_initial_delay_ms ({})",
-                self.reconnect_initial_delay.as_millis()
+        );
+        p.add(
+            Key("btp_nips.peer_connections.max_reconnect_attempts").between(
+                self.max_reconnect_attempts,
+                1,
+                64,
             ),
-        )?;
-        Key("btp_nips.peer_connections.reconnect_jitter").ensure(
+        );
+        p.add(
+            Key("btp_nips.peer_connections.reconnect_initial_delay_ms")
+                .nonzero(self.reconnect_initial_delay),
+        );
+        p.add(
+            Key("btp_nips.peer_connections.reconnect_max_delay_ms").ensure(
+                self.reconnect_max_delay >= self.reconnect_initial_delay,
+                format!(
+                    "must not be less than reconnect_initial_delay_ms ({})",
+                    self.reconnect_initial_delay.as_millis()
+                ),
+            ),
+        );
+        p.add(Key("btp_nips.peer_connections.reconnect_jitter").ensure(
             (0.0..1.0).contains(&self.reconnect_jitter),
             "must be at least 0 and less than 1",
-        )?;
-        Key("btp_nips.peer_connections.channel_opening_timeout_seconds")
-            .nonzero(self.channel_opening_timeout)?;
-        Key("btp_nips.peer_connections.channel_poll_interval_seconds").ensure(
-            !self.channel_poll_interval.is_zero()
-                && self.channel_poll_interval <= self.channel_opening_timeout,
-            "must be at least 1 and not longer than channel_opening_timeout_seconds",
-        )?;
-        Key("btp_nips.peer_connections.max_active_connections")
-            .nonzero(self.max_active_connections)?;
-        Key("btp_nips.peer_connections.max_discovery_attempts")
-            .nonzero(self.max_discovery_attempts)?;
-        Key("btp_nips.peer_connections.discovery_retry_seconds").nonzero(self.discovery_retry)?;
-        Key("btp_nips.peer_connections.restart_window_seconds").nonzero(self.restart_window)?;
-        Key("btp_nips.peer_connections.startup_dial_batch").nonzero(self.startup_dial_batch)?;
-        Key("btp_nips.peer_connections.channel_recheck_seconds")
-            .nonzero(self.channel_recheck_interval)?;
-        Key("btp_nips.peer_connections.startup_dial_interval_ms")
-            .nonzero(self.startup_dial_interval)
+        ));
+        p.add(
+            Key("btp_nips.peer_connections.channel_opening_timeout_seconds")
+                .nonzero(self.channel_opening_timeout),
+        );
+        p.add(
+            Key("btp_nips.peer_connections.channel_poll_interval_seconds").ensure(
+                !self.channel_poll_interval.is_zero()
+                    && self.channel_poll_interval <= self.channel_opening_timeout,
+                "must be at least 1 and not longer than channel_opening_timeout_seconds",
+            ),
+        );
+        p.add(
+            Key("btp_nips.peer_connections.max_active_connections")
+                .nonzero(self.max_active_connections),
+        );
+        p.add(
+            Key("btp_nips.peer_connections.max_discovery_attempts")
+                .nonzero(self.max_discovery_attempts),
+        );
+        p.add(
+            Key("btp_nips.peer_connections.discovery_retry_seconds").nonzero(self.discovery_retry),
+        );
+        p.add(Key("btp_nips.peer_connections.restart_window_seconds").nonzero(self.restart_window));
+        p.add(Key("btp_nips.peer_connections.startup_dial_batch").nonzero(self.startup_dial_batch));
+        p.add(
+            Key("btp_nips.peer_connections.channel_recheck_seconds")
+                .nonzero(self.channel_recheck_interval),
+        );
+        p.add(
+            Key("btp_nips.peer_connections.startup_dial_interval_ms")
+                .nonzero(self.startup_dial_interval),
+        );
+        p.finish()
     }
 }
 

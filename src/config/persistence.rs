@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::check::Key;
+use super::check::{Key, Problems};
 use super::duration::millis;
 use super::ConfigError;
 
@@ -25,12 +25,18 @@ pub struct PersistenceSettings {
 impl PersistenceSettings {
     /// Checks the section; an error names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        Key("persistence.flush_interval_ms").between(self.flush_interval.as_millis(), 1, 60_000)?;
-        Key("persistence.max_batch").nonzero(self.max_batch)?;
-        Key("persistence.retry_initial_delay_ms").nonzero(self.retry_initial_delay)?;
-        Key("persistence.retry_max_delay_ms").ensure(
+        let mut p = Problems::default();
+        p.add(Key("persistence.flush_interval_ms").between(
+            self.flush_interval.as_millis(),
+            1,
+            60_000,
+        ));
+        p.add(Key("persistence.max_batch").nonzero(self.max_batch));
+        p.add(Key("persistence.retry_initial_delay_ms").nonzero(self.retry_initial_delay));
+        p.add(Key("persistence.retry_max_delay_ms").ensure(
             self.retry_max_delay >= self.retry_initial_delay,
             "must not be less than persistence.retry_initial_delay_ms",
-        )
+        ));
+        p.finish()
     }
 }

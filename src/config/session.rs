@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::check::Key;
+use super::check::{Key, Problems};
 use super::duration::{millis, seconds};
 use super::ConfigError;
 
@@ -13,13 +13,13 @@ use super::ConfigError;
 pub struct SessionSettings {
     /// Where the inbound endpoint listens, `host:port`; empty: no inbound endpoint.
     pub listen: String,
-    /// The endpoint peers dial (as announced), to which their tokens are bound; empty:
-    /// the loopback forms of the bound address.
+    /// The endpoint peers' tokens are bound to: `node.public_endpoint`, copied here by the
+    /// node builder (never read from this section, so announced and accepted endpoints are
+    /// one value); empty: the loopback forms of the bound address.
+    #[serde(skip)]
     pub public_endpoint: String,
     /// Allow `ws://` (no TLS) to loopback hosts; every other endpoint must be `wss://`.
     pub allow_ws_loopback: bool,
-    /// The node's Nostr secret key (hex or nsec); empty: an ephemeral key per run.
-    pub secret_key_hex: String,
     #[serde(rename = "connect_timeout_ms", deserialize_with = "millis")]
     pub connect_timeout: Duration,
     /// A dialed peer must answer auth, and an inbound one send it, within this.
@@ -61,50 +61,45 @@ pub struct SharedSecretPeer {
 impl SessionSettings {
     /// Checks the section; an error names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        Key("session.listen").ensure(
+        let mut p = Problems::default();
+        p.add(Key("session.listen").ensure(
             self.listen.is_empty() || self.listen.parse::<std::net::SocketAddr>().is_ok(),
             format!(
                 "`{}` must be empty or an address such as 127.0.0.1:7700",
                 self.listen
             ),
-        )?;
-        let endpoint = &self.public_endpoint;
-        Key("session.public_endpoint").ensure(
-            endpoint.is_empty() || endpoint.starts_with("wss://") || endpoint.starts_with("ws://"),
-            format!("`{endpoint}` must start with ws:// or wss://"),
-        )?;
-        let key = self.secret_key_hex.trim();
-        Key("session.secret_key_hex").ensure(
-            key.is_empty() || nostr::Keys::parse(key).is_ok(),
-            "must be empty, 64 hex digits or an nsec secret key",
-        )?;
-        Key("session.connect_timeout_ms").nonzero(self.connect_timeout)?;
-        Key("session.auth_timeout_ms").nonzero(self.auth_timeout)?;
-        Key("session.request_timeout_ms").nonzero(self.request_timeout)?;
-        Key("session.ws_ping_interval_ms").nonzero(self.ws_ping_interval)?;
-        Key("session.token_max_age_seconds").nonzero(self.token_max_age)?;
-        Key("session.asset_code")
-            .ensure(!self.asset_code.trim().is_empty(), "must not be empty")?;
+        ));
+        p.add(Key("session.connect_timeout_ms").nonzero(self.connect_timeout));
+        p.add(Key("session.auth_timeout_ms").nonzero(self.auth_timeout));
+        p.add(Key("session.request_timeout_ms").nonzero(self.request_timeout));
+        p.add(Key("session.ws_ping_interval_ms").nonzero(self.ws_ping_interval));
+        p.add(Key("session.token_max_age_seconds").nonzero(self.token_max_age));
+        p.add(
+            Key("session.asset_code")
+                .ensure(!self.asset_code.trim().is_empty(), "must not be empty"),
+        );
         for peer in &self.shared_secret_peers {
-            Key("session.shared_secret_peers.username").ensure(
-                !peer.username.is_empty()
-                    && peer
-                        .username
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "_~-".contains(c)),
-                format!(
+            p.add(
+                Key("session.shared_secret_peers.username").ensure(
+                    !peer.username.is_empty()
+                        && peer
+                            .username
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_~-".contains(c)),
+                    format!(
                     "`{}` must be letters, digits, _ ~ or - (it becomes an ILP address segment)",
                     peer.username
                 ),
-            )?;
-            Key("session.shared_secret_peers.secret").ensure(
+                ),
+            );
+            p.add(Key("session.shared_secret_peers.secret").ensure(
                 peer.secret.len() >= 16,
                 format!(
                     "the secret of `{}` must be at least 16 characters",
                     peer.username
                 ),
-            )?;
+            ));
         }
-        Ok(())
+        p.finish()
     }
 }

@@ -1,6 +1,8 @@
-//! The node's Nostr identity: a secret key read from a file or an environment variable
-//! (nsec bech32 or 64 hex characters), and `keygen`, which writes a new one to a file only
-//! its owner can read (mode 0600) and never overwrites an existing key.
+//! The node's Nostr identity: a secret key read from the environment variable
+//! `BTP_NIPS_NODE_NSEC` or the file `node.key_file` (nsec bech32 or 64 hex characters), and
+//! `keygen`, which writes a new one to a file only its owner can read (mode 0600) and never
+//! overwrites an existing key. Every part of the node (sessions, discovery, event flow)
+//! uses this one key.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -11,8 +13,12 @@ use nostr_sdk::prelude::{Keys, ToBech32};
 /// Why the node's key could not be loaded or written.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("no node key: set the environment variable {env_var} or nostr.key_file")]
-    Missing { env_var: String },
+    #[error(
+        "no node key: key file {path} does not exist (node.key_file) and the environment \
+         variable {env_var} is not set; run `btp-nips-node init` (or `btp-nips-node keygen`) \
+         to create one, or `btp-nips-node run --ephemeral` for a throwaway identity"
+    )]
+    Missing { path: PathBuf, env_var: String },
     #[error("key file {path}: {source}")]
     Io {
         path: PathBuf,
@@ -46,17 +52,49 @@ pub fn parse_secret(text: &str, origin: &str) -> Result<Keys, IdentityError> {
     Keys::parse(text).map_err(|e| malformed(e.to_string()))
 }
 
-/// Loads the node key: the environment variable `env_var` if set, else `key_file`.
-pub fn load(env_var: &str, key_file: Option<&Path>) -> Result<Keys, IdentityError> {
-    if let Ok(value) = std::env::var(env_var) {
-        return parse_secret(&value, &format!("environment variable {env_var}"));
+/// Where the node's key was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Env(String),
+    File(PathBuf),
+}
+
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Env(var) => write!(f, "the environment variable {var}"),
+            KeySource::File(path) => write!(f, "node.key_file {}", path.display()),
+        }
     }
-    let Some(path) = key_file else {
+}
+
+/// Loads the node key: the environment variable `env_var` if set, else `key_file`; a
+/// missing file says how to create one.
+pub fn load(env_var: &str, key_file: &Path) -> Result<(Keys, KeySource), IdentityError> {
+    if let Ok(value) = std::env::var(env_var) {
+        let keys = parse_secret(&value, &format!("environment variable {env_var}"))?;
+        return Ok((keys, KeySource::Env(env_var.to_string())));
+    }
+    if !key_file.exists() {
         return Err(IdentityError::Missing {
+            path: key_file.to_path_buf(),
             env_var: env_var.to_string(),
         });
-    };
-    load_file(path)
+    }
+    Ok((
+        load_file(key_file)?,
+        KeySource::File(key_file.to_path_buf()),
+    ))
+}
+
+/// The node's key as configured (`BTP_NIPS_NODE_NSEC`, else `node.key_file`).
+pub fn load_node_key(
+    settings: &crate::config::Settings,
+) -> Result<(Keys, KeySource), IdentityError> {
+    load(
+        crate::config::NODE_KEY_ENV,
+        Path::new(settings.node.key_file.trim()),
+    )
 }
 
 /// Reads a key file; refuses one that others can read.

@@ -10,8 +10,6 @@ pub mod identity;
 pub mod relays;
 pub mod resolver;
 
-use std::path::Path;
-
 use actix::prelude::*;
 use nostr_sdk::prelude::{Keys, PublicKey};
 
@@ -49,13 +47,6 @@ pub struct DiscoveryActors {
 }
 
 impl Discovery {
-    /// The node key discovery is configured with (`nostr.key_env`, then `nostr.key_file`).
-    pub fn load_keys(settings: &Settings) -> Result<Keys, DiscoveryError> {
-        let n = &settings.nostr;
-        let key_file = (!n.key_file.trim().is_empty()).then(|| Path::new(&n.key_file));
-        Ok(identity::load(&n.key_env, key_file)?)
-    }
-
     /// Connects to the relays as `keys`; `None` when no relay is configured.
     pub async fn connect(
         settings: &Settings,
@@ -100,10 +91,12 @@ impl Discovery {
         }))
     }
 
-    /// What the configuration says to announce, if anything.
+    /// What the configuration says to announce, if anything: `node.public_endpoint` (the
+    /// endpoint the session server binds tokens to) with the `nostr.announce` fields.
     pub fn announcement_fields(settings: &Settings) -> Option<AnnouncementFields> {
         let a = &settings.nostr.announce;
-        if a.endpoint.is_empty() {
+        let endpoint = settings.node.public_endpoint.trim();
+        if endpoint.is_empty() {
             return None;
         }
         let mut meta = serde_json::Map::new();
@@ -116,7 +109,7 @@ impl Discovery {
         }
         Some(AnnouncementFields {
             node_id: settings.node.id.clone(),
-            endpoint: a.endpoint.clone(),
+            endpoint: endpoint.to_string(),
             base_address: a.base_address.clone(),
             supported_tokens: a.supported_tokens.clone(),
             features: a.features.clone(),

@@ -13,7 +13,7 @@ use crate::actors::persistence::PersistenceActor;
 use crate::actors::supervisor::PeerSupervisor;
 use crate::chain::EvmChannels;
 use crate::config::Settings;
-use crate::discovery::Discovery;
+use crate::discovery::{identity, Discovery};
 use crate::events::EventFlow;
 use crate::ports::unwired::Unwired;
 use crate::ports::{
@@ -34,6 +34,7 @@ type HandlerLayer = Box<dyn FnOnce(Arc<dyn IlpHandler>) -> Arc<dyn IlpHandler>>;
 pub struct NodeBuilder {
     settings: Settings,
     keys: Option<Keys>,
+    ephemeral: bool,
     database: Option<Database>,
     clock: Option<NodeClock>,
     listen: Option<String>,
@@ -50,6 +51,7 @@ impl NodeBuilder {
         NodeBuilder {
             settings,
             keys: None,
+            ephemeral: false,
             database: None,
             clock: None,
             listen: None,
@@ -62,10 +64,16 @@ impl NodeBuilder {
         }
     }
 
-    /// The node's Nostr key (default: the discovery key when relays are configured, else
-    /// `session.secret_key_hex`, else an ephemeral key).
+    /// The node's Nostr key (default: `BTP_NIPS_NODE_NSEC`, else `node.key_file`; a node
+    /// without either does not start).
     pub fn keys(mut self, keys: Keys) -> Self {
         self.keys = Some(keys);
+        self
+    }
+
+    /// A new key for this run only, instead of the configured one (`run --ephemeral`).
+    pub fn ephemeral(mut self) -> Self {
+        self.ephemeral = true;
         self
     }
 
@@ -143,12 +151,22 @@ impl NodeBuilder {
     /// Opens the database, builds the adapters and starts every actor.
     pub async fn start(self) -> Result<Node, NodeError> {
         let settings = self.settings;
-        let discovery_on = !settings.nostr.relays.is_empty();
-        let keys = match self.keys {
-            Some(keys) => keys,
-            None if discovery_on => Discovery::load_keys(&settings)?,
-            None => session::keys_from_settings(&settings.session).map_err(NodeError::Keys)?,
+        // One identity for every part: sessions, discovery and the event flow.
+        let (keys, key_source) = match (self.keys, self.ephemeral) {
+            (Some(keys), _) => (keys, "given to the node builder".to_string()),
+            (None, true) => (
+                Keys::generate(),
+                "ephemeral (run --ephemeral): a new identity every run, which peers will not \
+                 recognise after a restart"
+                    .to_string(),
+            ),
+            (None, false) => {
+                let (keys, source) = identity::load_node_key(&settings)
+                    .map_err(|e| NodeError::Keys(e.to_string()))?;
+                (keys, format!("from {source}"))
+            }
         };
+        log::info!("identity: {} {key_source}", keys.public_key().to_hex());
         let own_address = session::own_address(&settings.node.id, &keys.public_key());
         let db = match self.database {
             Some(db) => db,
@@ -185,6 +203,7 @@ impl NodeBuilder {
             Arc::new(SupervisorDirectory::new(supervisor_ctx.address()));
 
         let discovery = Discovery::connect(&settings, keys.clone()).await?;
+        let subscriptions_given = self.subscriptions.is_some();
         let events = match self.subscriptions {
             Some(_) => None,
             None => {
@@ -203,38 +222,37 @@ impl NodeBuilder {
         if let Some(layer) = self.handler_layer {
             handler = layer(handler);
         }
+        // Tokens are bound to the one public endpoint, the one announced.
+        let mut session_settings = settings.session.clone();
+        session_settings.public_endpoint = settings.node.public_endpoint.trim().to_string();
         let sessions_ctx = SessionContext::with_handler(
             keys.clone(),
             own_address.clone(),
-            settings.session.clone(),
+            session_settings,
             handler,
         );
 
         let unwired = Unwired::ports();
+        let resolver_given = self.resolver.is_some();
         let resolver = match (self.resolver, &discovery) {
             (Some(resolver), _) => resolver,
             (None, Some(d)) => Arc::new(d.resolver.clone()),
-            (None, None) => {
-                log::warn!("nostr.relays is empty: discovery is off, no peer can be found");
-                unwired.resolver
-            }
+            (None, None) => unwired.resolver,
         };
         // A node on a chain requires channels; a node given a channel port (a test's) uses
         // it; otherwise every authenticated session is connected as it is.
         let channels_required = settings.chain.enabled || self.channels.is_some();
-        if !channels_required {
-            log::info!("chain.enabled is false: peers are connected without payment channels");
-        }
+        let mut chain_line = None;
         let channels = match self.channels {
             Some(channels) => channels,
             None if settings.chain.enabled => {
                 let channels = EvmChannels::connect(&settings.chain).await?;
-                log::info!(
-                    "payment channels on chain {} at {}, paying from {}",
+                chain_line = Some(format!(
+                    "on (chain {}, contract {}, paying from {})",
                     settings.chain.chain_id,
                     channels.contract(),
                     channels.address()
-                );
+                ));
                 Arc::new(channels)
             }
             None => unwired.channels,
@@ -285,13 +303,17 @@ impl NodeBuilder {
                 )?,
             ),
         };
+        log_parts(&PartsOn {
+            settings: &settings,
+            discovery: discovery.as_ref(),
+            resolver_given,
+            events: events.is_some(),
+            subscriptions_given,
+            chain: chain_line,
+            channels_required,
+            server: server.as_ref(),
+        });
         let discovery = discovery.map(|d| {
-            log::info!(
-                "discovery on {} relays as {}, following {}'s list",
-                d.relays.urls().len(),
-                d.keys.public_key(),
-                d.operator
-            );
             let actors = d.start_actors(&settings, directory.clone());
             (d, actors)
         });
@@ -328,5 +350,74 @@ impl NodeBuilder {
             let _ = node.inner.admin.set(server);
         }
         Ok(node)
+    }
+}
+
+/// What [`log_parts`] reports on.
+struct PartsOn<'a> {
+    settings: &'a Settings,
+    discovery: Option<&'a Discovery>,
+    resolver_given: bool,
+    events: bool,
+    subscriptions_given: bool,
+    /// The chain adapter's own line, when it was connected.
+    chain: Option<String>,
+    channels_required: bool,
+    server: Option<&'a SessionServer>,
+}
+
+/// One INFO line per part of the node: on or off, and why, so a node that will find no
+/// one, or that no one can reach, says so when it starts.
+fn log_parts(p: &PartsOn) {
+    let s = p.settings;
+    let endpoint = s.node.public_endpoint.trim();
+    match (p.discovery, p.resolver_given) {
+        (_, true) => log::info!("discovery: on (a resolver given to the node builder)"),
+        (Some(d), false) => log::info!(
+            "discovery: on ({} relays, following {}'s list)",
+            d.relays.urls().len(),
+            d.operator.to_hex()
+        ),
+        (None, false) => {
+            log::info!("discovery: off (nostr.relays is empty) — this node will not find peers")
+        }
+    }
+    match (p.discovery, endpoint) {
+        (None, _) => {
+            log::info!("announcement: off (nostr.relays is empty) — peers will not find this node")
+        }
+        (Some(_), "") => log::info!(
+            "announcement: off (node.public_endpoint is empty) — peers will not find this node"
+        ),
+        (Some(_), endpoint) => log::info!("announcement: on ({endpoint})"),
+    }
+    match p.server {
+        Some(server) => {
+            let bound = match endpoint {
+                "" => format!("its loopback forms ws://{}/", server.local_addr),
+                endpoint => endpoint.to_string(),
+            };
+            log::info!(
+                "sessions: inbound on (ws://{}/, tokens bound to {bound})",
+                server.local_addr
+            )
+        }
+        None => log::info!(
+            "sessions: inbound off (session.listen is empty) — peers cannot dial this node"
+        ),
+    }
+    match (p.events, p.subscriptions_given) {
+        (_, true) => log::info!("event flow: on (subscriptions given to the node builder)"),
+        (true, false) => log::info!("event flow: on ({})", s.events.operator_relay.trim()),
+        (false, false) => log::info!(
+            "event flow: off (events.operator_relay is empty) — peers connect, but no events move"
+        ),
+    }
+    match (&p.chain, p.channels_required) {
+        (Some(line), _) => log::info!("chain: {line}"),
+        (None, true) => log::info!("chain: on (a channel port given to the node builder)"),
+        (None, false) => log::info!(
+            "chain: off (chain.enabled is false) — peers are connected without payment channels"
+        ),
     }
 }

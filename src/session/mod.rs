@@ -13,8 +13,8 @@
 //! - [`service`] — what the node answers to an ILP Prepare (PING → PONG, ILDCP).
 //! - [`ildcp`] — RFC 31.
 //!
-//! The node's Nostr key comes in as a [`nostr::Keys`]; [`keys_from_settings`] is the one
-//! trivial place that loads it, so an identity module can replace it.
+//! The node's Nostr key comes in as a [`nostr::Keys`], loaded by the node builder (the one
+//! identity of every part, `crate::discovery::identity`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -145,22 +145,6 @@ impl SessionContext {
 pub fn own_address(node_id: &str, pubkey: &PublicKey) -> Address {
     Address::new(format!("g.btp-nips.{node_id}.{}", &pubkey.to_hex()[..16]))
         .expect("a validated node id and hex make a valid address")
-}
-
-/// The node's key: `session.secret_key_hex` (or the env var it is overridden by) if set,
-/// else a fresh ephemeral key (logged: its sessions do not survive a restart's identity).
-pub fn keys_from_settings(settings: &SessionSettings) -> Result<Keys, String> {
-    match settings.secret_key_hex.trim() {
-        "" => {
-            let keys = Keys::generate();
-            log::warn!(
-                "session.secret_key_hex is empty: using an ephemeral Nostr key {}",
-                keys.public_key().to_hex()
-            );
-            Ok(keys)
-        }
-        hex => Keys::parse(hex).map_err(|e| format!("session.secret_key_hex: {e}")),
-    }
 }
 
 /// Unix seconds now (wall clock; the token checks take it as input).

@@ -99,7 +99,7 @@ impl SessionServer {
 struct ServerState {
     ctx: Arc<SessionContext>,
     admission: Option<Arc<dyn PeerDirectory>>,
-    /// The endpoints a token may be bound to: `session.public_endpoint`, or the loopback
+    /// The endpoints a token may be bound to: `node.public_endpoint`, or the loopback
     /// forms of the bound address when none is configured (known once bound).
     endpoints: std::sync::OnceLock<Vec<String>>,
     /// The live inbound session of each peer: one per peer, the newest wins (a peer that

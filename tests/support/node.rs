@@ -141,6 +141,7 @@ pub fn memory_node(
 ) -> NodeBuilder {
     NodeBuilder::new(settings)
         .without_admin()
+        .ephemeral()
         .ports(world.ports())
         .without_listener()
 }
