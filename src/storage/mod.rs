@@ -176,7 +176,9 @@ impl ManageConnection for DbConnectionManager {
 
 /// Per-connection SQLite settings, applied to every connection the pool opens: WAL so
 /// readers do not block the writer, a busy timeout instead of immediate "database is
-/// locked", NORMAL sync (durable at each checkpoint, safe with WAL), foreign keys on.
+/// locked", FULL sync (a commit is on disk when it returns, even across a power loss: the
+/// channel transaction hash is broadcast only after its commit), foreign keys on. Writes
+/// are batched, so the sync costs one fsync per batch, not per change.
 #[derive(Debug, Clone, Copy)]
 struct SqlitePragmas;
 
@@ -186,7 +188,7 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqlitePragmas {
             // busy_timeout first: switching to WAL needs a lock another new connection may hold.
             conn.batch_execute(
                 "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
-                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                 PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
             )
             .map_err(diesel::r2d2::Error::QueryError)?;
         }
@@ -419,6 +421,24 @@ fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlite_commits_are_on_disk_when_they_return() {
+        #[derive(diesel::QueryableByName)]
+        struct Synchronous {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            synchronous: i32,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path().join("n.db").to_str().unwrap(), 1).unwrap();
+        let mut conn = db.pool.get().unwrap();
+        let DbConnection::Sqlite(conn) = &mut *conn else {
+            panic!("a file path opens SQLite")
+        };
+        let rows: Vec<Synchronous> = diesel::sql_query("PRAGMA synchronous").load(conn).unwrap();
+        // 2 = FULL: the WAL is synced at every commit, not only at checkpoints.
+        assert_eq!(rows[0].synchronous, 2);
+    }
 
     #[test]
     fn url_picks_the_backend() {
