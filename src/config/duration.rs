@@ -2,7 +2,7 @@
 //! (`…_seconds`, `…_ms`). The settings hold them as [`Duration`]s, so no caller converts
 //! units; a field keeps the operator's key through `#[serde(rename = …)]`:
 //!
-//! ```ignore
+//! ```text
 //! #[serde(rename = "heartbeat_interval_seconds", deserialize_with = "seconds")]
 //! pub heartbeat_interval: Duration,
 //! ```
