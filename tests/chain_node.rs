@@ -295,15 +295,19 @@ async fn an_open_that_never_gets_a_block_fails_after_the_timeout() {
     let channels = f.adapter(&f.anvil.url);
     let node = f.start_node(channels.clone()).await;
     follow_and_approve(&f, &node).await;
+    let opening = snapshot(&node).await;
+    let since = opening
+        .channel_opening_since
+        .expect("the wait's start is recorded while opening");
     let failed = wait_state(&node, PeerState::Failed, SOON).await;
     assert_eq!(failed.failure_reason.as_deref(), Some("channel timeout"));
-    let since = failed
-        .channel_opening_since
-        .expect("the wait's start is kept");
     assert!(
         failed.updated_at - since >= Duration::from_secs(timeout),
         "failed no earlier than the timeout"
     );
+    // Nothing of the abandoned attempt outlives it: a retry starts from the chain.
+    assert_eq!(failed.channel_opening_since, None);
+    assert_eq!(failed.channel_tx_hash, None);
     assert!(!channels.statuses().is_empty());
     assert!(
         channels

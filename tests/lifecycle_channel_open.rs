@@ -4,7 +4,9 @@
 
 mod support;
 
-use btp_nips_node::lifecycle::{Action, Event, Fault, LifecycleConfig, PeerRecord, PeerState};
+use btp_nips_node::lifecycle::{
+    Action, Event, Fault, LifecycleConfig, PeerLifecycle, PeerRecord, PeerState,
+};
 use support::sim::{announcement, Sim, PUBKEY, T0};
 
 fn config() -> LifecycleConfig {
@@ -148,5 +150,68 @@ fn an_approval_replaces_the_pending_recheck() {
         sim.count(|a| *a == Action::CheckChannel),
         1,
         "only the first check"
+    );
+}
+
+/// A peer waiting on its broadcast open transaction.
+fn opening(tx: &str) -> Sim {
+    let mut sim = waiting_for_operator();
+    signed(&mut sim, tx);
+    sim.feed(Event::ChannelBroadcast);
+    assert_eq!(sim.lc.state(), PeerState::ChannelOpening);
+    sim
+}
+
+#[test]
+fn a_failed_peer_keeps_no_opening_deadline_or_hash_and_a_retry_asks_the_chain_first() {
+    let mut sim = opening("0xslow");
+    // No confirmations within the timeout: failed.
+    sim.advance(config().channel_opening_timeout);
+    assert_eq!(sim.lc.state(), PeerState::Failed);
+    let record = sim.lc.record().clone();
+    assert_eq!(record.channel_opening_since, None);
+    assert_eq!(record.channel_tx_hash, None);
+    assert_eq!(
+        sim.lc.poll_timeout(),
+        None,
+        "no deadline outlives its reason"
+    );
+    // The operator retries: the chain is asked for a channel (the open may have landed
+    // meanwhile), not the old hash with its expired deadline.
+    sim.feed(Event::RetryRequested);
+    sim.feed(Event::Resolved(announcement()));
+    sim.feed(Event::SessionOpened);
+    assert_eq!(sim.lc.state(), PeerState::Connecting);
+    assert_eq!(sim.last_action(), Some(&Action::CheckChannel));
+    sim.feed(Event::ChannelFound {
+        channel_id: "0xlanded".into(),
+    });
+    assert_eq!(sim.lc.state(), PeerState::Connected);
+}
+
+#[test]
+fn after_a_restart_the_opening_timeout_counts_from_when_the_node_watches_again() {
+    let sim = opening("0xpending");
+    let on_disk = sim.lc.record().clone();
+    // The node was down far longer than the timeout, then starts again.
+    let back = T0 + config().channel_opening_timeout * 3;
+    let mut lc = PeerLifecycle::new(on_disk, config(), 7);
+    lc.handle(Event::Resume, back).unwrap();
+    assert_eq!(lc.state(), PeerState::ChannelOpening);
+    let mut actions = Vec::new();
+    while let Some(action) = lc.poll_action() {
+        actions.push(action);
+    }
+    assert!(
+        actions.contains(&Action::AwaitChannel {
+            tx_hash: "0xpending".into()
+        }),
+        "the chain is asked where the open stands: {actions:?}"
+    );
+    assert_eq!(lc.record().channel_opening_since, Some(back));
+    assert_eq!(
+        lc.poll_timeout(),
+        Some(back + config().channel_opening_timeout),
+        "the deadline counts from the resumed watch, not from before the outage"
     );
 }

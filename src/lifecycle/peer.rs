@@ -490,8 +490,8 @@ impl PeerLifecycle {
         self.record.desired == PeerIntent::Connect && !self.parked
     }
 
-    /// Arms the deadline of our channel opening from the record's `channel_opening_since`
-    /// (durable, so a restart keeps the original deadline).
+    /// Arms the deadline of our channel opening from the record's `channel_opening_since`:
+    /// when this node (last) began watching the open transaction.
     fn arm_channel_timeout(&mut self) {
         match self.record.channel_opening_since {
             Some(since) => self.arm(
@@ -663,8 +663,19 @@ impl PeerLifecycle {
         log::warn!("peer {} failed: {reason}", self.record.nostr_pubkey);
         self.record.failure_reason = Some(reason);
         self.record.next_attempt_at = None;
+        self.forget_pending_open();
         self.leave_active();
         self.persist(now, false);
+    }
+
+    /// A failed or retried peer starts over from the chain: an open that confirmed meanwhile
+    /// is found by the channel check, so no deadline or hash of the old attempt survives.
+    fn forget_pending_open(&mut self) {
+        if self.record.channel_id.is_none() {
+            self.record.channel_tx_hash = None;
+        }
+        self.record.channel_opening_since = None;
+        self.timers.stop(Timer::ChannelTimeout);
     }
 
     /// Drops the session and every timer and pending operation.
@@ -715,8 +726,12 @@ impl PeerLifecycle {
                 S::ChannelNeeded => self.start(Awaiting::ChannelCheck, Action::CheckChannel),
                 S::ChannelOpening => match self.record.channel_tx_hash {
                     Some(_) => {
-                        self.record.channel_opening_since.get_or_insert(now);
+                        // The chain is asked first (the open may have confirmed while the
+                        // node was down), and the timeout counts from now: an outage of
+                        // the node's own is not the transaction's slowness.
+                        self.record.channel_opening_since = Some(now);
                         self.arm_channel_timeout();
+                        self.persist(now, false);
                         self.await_channel();
                     }
                     None => {
@@ -794,7 +809,7 @@ impl PeerLifecycle {
         } else if self.record.channel_tx_hash.is_some() && self.record.channel_id.is_none() {
             // Our open transaction from before a restart may still be pending.
             self.transition(PeerState::ChannelOpening, now)?;
-            self.record.channel_opening_since.get_or_insert(now);
+            self.record.channel_opening_since = Some(now);
             self.arm_channel_timeout();
             self.await_channel();
             self.persist(now, false);
@@ -1147,6 +1162,7 @@ impl PeerLifecycle {
         }
         let state = self.only_in("RetryRequested", &[S::Failed, S::Disconnected])?;
         self.record.desired = PeerIntent::Connect;
+        self.forget_pending_open();
         if state == S::Failed || deliberate {
             self.record.reconnect_attempts = 0;
         }
