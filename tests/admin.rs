@@ -26,15 +26,9 @@ fn npub_of(hex: &str) -> String {
 async fn healthz_answers_and_readyz_waits_for_startup_recovery() {
     let dir = tempfile::tempdir().unwrap();
     let world = MemoryWorld::new();
-    let stored_peers: Vec<_> = (1..=3)
-        .map(|i| stored(i, PeerState::Disconnected, true, Some(10)))
-        .collect();
-    for i in 1..=3 {
-        world.add_ready_peer(&pubkey(i));
-    }
+    let stored_peers = ready_stored_peers(&world, 3);
     // One stored peer per hour comes back: two stay queued.
-    let yaml =
-        "btp_nips: {peer_connections: {startup_dial_batch: 1, startup_dial_interval_ms: 3600000}}";
+    let yaml = ONE_DIAL_PER_HOUR;
     let (node, api) = admin_node(&world, &dir, yaml, "", &stored_peers).await;
 
     assert_eq!(api.get("/healthz").await, (200, json!({"status": "ok"})));

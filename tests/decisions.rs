@@ -16,15 +16,9 @@ async fn disconnect_and_retry_apply_to_peers_queued_for_startup_recovery() {
     tokio::time::pause();
     let dir = tempfile::tempdir().unwrap();
     let world = MemoryWorld::new();
-    let stored_peers: Vec<_> = (1..=3)
-        .map(|i| stored(i, PeerState::Disconnected, true, Some(10)))
-        .collect();
-    for i in 1..=3 {
-        world.add_ready_peer(&pubkey(i));
-    }
-    // One peer per hour comes back: the other two stay queued for the test.
-    let yaml =
-        "btp_nips: {peer_connections: {startup_dial_batch: 1, startup_dial_interval_ms: 3600000}}";
+    let stored_peers = ready_stored_peers(&world, 3);
+    // One stored peer per hour comes back: two stay queued.
+    let yaml = ONE_DIAL_PER_HOUR;
     let node = start_node(&world, &dir, yaml, &stored_peers).await;
     assert_eq!(node.stats().await.unwrap().recovering, 2);
     let queued = |i| pubkey(i);

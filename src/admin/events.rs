@@ -14,8 +14,8 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use super::metrics::Metrics;
-use crate::actors::supervisor::PeerChange;
 use crate::lifecycle::{PeerIntent, Timestamp};
+use crate::node::PeerChange;
 
 /// How far a live client may fall behind before it is told it missed events.
 const LIVE_CAPACITY: usize = 4096;

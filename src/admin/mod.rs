@@ -103,7 +103,7 @@ impl AdminParts {
     /// Starts the recorder on `changes` (subscribed before any peer can change).
     pub fn start(
         event_buffer: usize,
-        changes: tokio::sync::broadcast::Receiver<crate::actors::supervisor::PeerChange>,
+        changes: tokio::sync::broadcast::Receiver<crate::node::PeerChange>,
     ) -> AdminParts {
         let events = events::EventLog::new(event_buffer);
         let metrics = Arc::new(metrics::Metrics::new());

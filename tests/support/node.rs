@@ -21,6 +21,24 @@ pub fn settings(yaml: &str) -> Settings {
 }
 
 /// A stored record as an earlier run would have left it.
+/// Settings that bring back one stored peer per hour after a restart: the others stay
+/// queued for startup recovery while a test looks at them.
+pub const ONE_DIAL_PER_HOUR: &str =
+    "btp_nips: {peer_connections: {startup_dial_batch: 1, startup_dial_interval_ms: 3600000}}";
+
+/// Peers 1..=n stored as followed and disconnected, each one the world answers for.
+pub fn ready_stored_peers(
+    world: &btp_nips_node::ports::memory::MemoryWorld,
+    n: usize,
+) -> Vec<PeerRecord> {
+    (1..=n)
+        .map(|i| {
+            world.add_ready_peer(&pubkey(i));
+            stored(i, PeerState::Disconnected, true, Some(10))
+        })
+        .collect()
+}
+
 pub fn stored(i: usize, state: PeerState, followed: bool, rtt_ms: Option<u32>) -> PeerRecord {
     let mut r = PeerRecord::new(pubkey(i), followed, Timestamp(1_700_000_000_000));
     r.state = state;
