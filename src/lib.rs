@@ -26,6 +26,7 @@
 //! - [`node`] — the node as one thing: [`node::NodeBuilder`] assembles every part the
 //!   settings enable (the binary, the tests and the benchmark all use it), and
 //!   [`node::Node`] is the cheap-clone handle whose methods are the node's operations.
+//! - [`untrusted`] — remote text shown in logs and errors: bounded and escaped.
 //! - [`setup`] — `init` (a key and a short configuration) and `config check` (everything
 //!   the node depends on, every problem at once).
 
@@ -41,4 +42,5 @@ pub mod ports;
 pub mod session;
 pub mod setup;
 pub mod storage;
+pub mod untrusted;
 pub mod wire;

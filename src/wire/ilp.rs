@@ -80,15 +80,9 @@ pub mod codes {
     pub const R02_INSUFFICIENT_TIMEOUT: [u8; 3] = *b"R02";
 }
 
-/// Show at most 64 characters of untrusted input in an error message, escaped.
+/// Show at most 64 bytes of untrusted input in an error message, escaped.
 pub(crate) fn shown(bytes: &[u8]) -> String {
-    const MAX: usize = 64;
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX)]);
-    let mut out: String = text.chars().flat_map(char::escape_debug).collect();
-    if bytes.len() > MAX {
-        out.push('…');
-    }
-    out
+    crate::untrusted::shown_bytes(bytes, 64)
 }
 
 // ---------------------------------------------------------------------------
