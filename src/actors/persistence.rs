@@ -14,6 +14,11 @@
 //! received before it is committed; a caller whose next step depends on a state being
 //! durable (e.g. "channel tx sent") awaits it. When the actor stops it makes one last,
 //! synchronous write of whatever it still holds.
+//!
+//! A record that no row can hold (a value past what a column stores) never blocks the
+//! others: the batch is written without it, the peer's row is written as `failed` with the
+//! reason (the offending values taken out), the peer's actor is told to give up through the
+//! [`PeerDirectory`], and the refusal is logged and counted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,15 +28,19 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::config::PersistenceSettings;
+use crate::lifecycle::peer::Event;
 use crate::lifecycle::record::PeerRecord;
-use crate::storage::{Database, StorageError};
+use crate::lifecycle::state::PeerState;
+use crate::ports::PeerDirectory;
+use crate::storage::{storable, Database, StorageError};
 
 /// Stores this snapshot of a peer (replacing any older one not yet written).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct SaveRecord(pub PeerRecord);
 
-/// Resolves once every `SaveRecord` received before it is committed to the database.
+/// Resolves once every `SaveRecord` received before it is committed to the database, or
+/// with [`PersistenceError::TimedOut`] past `persistence.durable_write_timeout_ms`.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<(), PersistenceError>")]
 pub struct Flush;
@@ -55,6 +64,8 @@ pub struct PersistenceStats {
     pub failed_attempts: u64,
     /// Peer snapshots held but not yet committed (waiting, or in the write in flight).
     pub pending: usize,
+    /// Records that could not be stored as they were; each peer was written as `failed`.
+    pub records_unwritable: u64,
 }
 
 /// Why a [`Flush`] could not be confirmed. Failed writes are retried, never reported here:
@@ -67,6 +78,10 @@ pub enum PersistenceError {
     LastWriteFailed(String),
     #[error("the persistence actor stopped before confirming the write")]
     Stopped,
+    #[error(
+        "the database did not confirm the write within {0:?} (persistence.durable_write_timeout_ms); it is still being retried"
+    )]
+    TimedOut(Duration),
 }
 
 /// The batch being written on the blocking pool.
@@ -104,7 +119,50 @@ pub struct PersistenceActor {
     /// `true` (closed): a write task still queued then finds it closed and skips, so it
     /// cannot overwrite the last write with older snapshots.
     writer: Arc<Mutex<bool>>,
+    /// Told when a peer's record cannot be stored, so its actor gives up with the reason.
+    directory: Option<Arc<dyn PeerDirectory>>,
     stats: PersistenceStats,
+}
+
+/// A record that could not be stored as it was.
+struct Isolated {
+    nostr_pubkey: String,
+    reason: String,
+    /// The record was already `failed`: its actor has nothing left to give up.
+    already_failed: bool,
+}
+
+/// Writes `records` in one transaction; a record no row can hold is written instead as
+/// `failed` with the reason, in a second transaction, and returned.
+fn write_isolating(db: &Database, records: &[PeerRecord]) -> Result<Vec<Isolated>, StorageError> {
+    let outcome = db.upsert_batch(records)?;
+    if outcome.unwritable.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut isolated = Vec::with_capacity(outcome.unwritable.len());
+    let mut replacements = Vec::with_capacity(outcome.unwritable.len());
+    for refused in outcome.unwritable {
+        let Some(record) = records
+            .iter()
+            .rev()
+            .find(|r| r.nostr_pubkey == refused.nostr_pubkey)
+        else {
+            continue;
+        };
+        let reason = format!("this peer's record cannot be stored: {}", refused.error);
+        let mut failed = storable(record);
+        failed.state = PeerState::Failed;
+        failed.next_attempt_at = None;
+        failed.failure_reason = Some(reason.clone());
+        replacements.push(failed);
+        isolated.push(Isolated {
+            nostr_pubkey: refused.nostr_pubkey,
+            reason,
+            already_failed: record.state == PeerState::Failed,
+        });
+    }
+    db.upsert_batch(&replacements)?;
+    Ok(isolated)
 }
 
 impl PersistenceActor {
@@ -122,7 +180,34 @@ impl PersistenceActor {
             retry_timer: None,
             next_retry_delay,
             writer: Arc::new(Mutex::new(false)),
+            directory: None,
             stats: PersistenceStats::default(),
+        }
+    }
+
+    /// Tells `directory` about peers whose records cannot be stored.
+    pub fn with_directory(mut self, directory: Arc<dyn PeerDirectory>) -> Self {
+        self.directory = Some(directory);
+        self
+    }
+
+    /// Logs, counts and reports records that could not be stored as they were.
+    fn report_isolated(&mut self, isolated: Vec<Isolated>) {
+        for refused in isolated {
+            self.stats.records_unwritable += 1;
+            log::error!(
+                "persistence: peer {} written as failed: {}",
+                refused.nostr_pubkey,
+                refused.reason
+            );
+            if let (false, Some(directory)) = (refused.already_failed, &self.directory) {
+                directory.observe(
+                    &refused.nostr_pubkey,
+                    Event::GiveUp {
+                        reason: refused.reason,
+                    },
+                );
+            }
         }
     }
 
@@ -160,9 +245,9 @@ impl PersistenceActor {
             let closed = writer.lock().unwrap_or_else(PoisonError::into_inner);
             if *closed {
                 // The actor stopped and its last write covered these records.
-                return Ok(());
+                return Ok(Vec::new());
             }
-            db.upsert_batch(&records)
+            write_isolating(&db, &records)
         });
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(write)
@@ -172,7 +257,7 @@ impl PersistenceActor {
 
     fn write_finished(
         &mut self,
-        joined: Result<Result<(), StorageError>, tokio::task::JoinError>,
+        joined: Result<Result<Vec<Isolated>, StorageError>, tokio::task::JoinError>,
         ctx: &mut Context<Self>,
     ) {
         let Some(batch) = self.in_flight.take() else {
@@ -183,7 +268,8 @@ impl PersistenceActor {
             Err(join) => Err(format!("the write task did not finish: {join}")),
         };
         match outcome {
-            Ok(()) => {
+            Ok(isolated) => {
+                self.report_isolated(isolated);
                 self.stats.transactions += 1;
                 self.stats.records_written += batch.records.len() as u64;
                 self.durable_seq = batch.covers_seq;
@@ -246,7 +332,8 @@ impl PersistenceActor {
     /// The last write, made synchronously when the actor stops: everything pending, and the
     /// batch in flight (whose outcome the actor will never see) under it.
     fn write_remaining(&mut self) {
-        let mut closed = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let writer = Arc::clone(&self.writer);
+        let mut closed = writer.lock().unwrap_or_else(PoisonError::into_inner);
         *closed = true;
         // Holding the lock: a write that was running has finished (committed or not).
         let mut remaining = std::mem::take(&mut self.pending);
@@ -261,8 +348,9 @@ impl PersistenceActor {
             Ok(())
         } else {
             let records: Vec<PeerRecord> = remaining.into_values().collect();
-            match self.db.upsert_batch(&records) {
-                Ok(()) => {
+            match write_isolating(&self.db, &records) {
+                Ok(isolated) => {
+                    self.report_isolated(isolated);
                     self.stats.transactions += 1;
                     self.stats.records_written += records.len() as u64;
                     log::info!(
@@ -326,7 +414,14 @@ impl Handler<Flush> for PersistenceActor {
         // Someone is waiting: write now rather than at the next interval (a retry in
         // backoff still waits for its timer).
         self.start_write(ctx);
-        Box::pin(async move { answer.await.unwrap_or(Err(PersistenceError::Stopped)) })
+        let limit = self.settings.durable_write_timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, answer).await {
+                Ok(answered) => answered.unwrap_or(Err(PersistenceError::Stopped)),
+                // The changes stay pending and keep being retried; only the wait ends.
+                Err(_) => Err(PersistenceError::TimedOut(limit)),
+            }
+        })
     }
 }
 

@@ -20,6 +20,24 @@ pub struct PersistenceSettings {
     pub retry_initial_delay: Duration,
     #[serde(rename = "retry_max_delay_ms", deserialize_with = "millis")]
     pub retry_max_delay: Duration,
+    /// How long a write the node waits on before going on (a channel transaction's hash,
+    /// made durable before the transaction is broadcast) may take; past it the peer waits
+    /// for the database (no attempt counted) and the transaction is never sent.
+    #[serde(rename = "durable_write_timeout_ms", deserialize_with = "millis")]
+    pub durable_write_timeout: Duration,
+}
+
+impl Default for PersistenceSettings {
+    /// The values of `config/default.yaml`.
+    fn default() -> Self {
+        PersistenceSettings {
+            flush_interval: Duration::from_millis(5),
+            max_batch: 512,
+            retry_initial_delay: Duration::from_millis(100),
+            retry_max_delay: Duration::from_millis(5_000),
+            durable_write_timeout: Duration::from_millis(30_000),
+        }
+    }
 }
 
 impl PersistenceSettings {
@@ -36,6 +54,11 @@ impl PersistenceSettings {
         p.add(Key("persistence.retry_max_delay_ms").ensure(
             self.retry_max_delay >= self.retry_initial_delay,
             "must not be less than persistence.retry_initial_delay_ms",
+        ));
+        p.add(Key("persistence.durable_write_timeout_ms").between(
+            self.durable_write_timeout.as_millis(),
+            100,
+            3_600_000,
         ));
         p.finish()
     }

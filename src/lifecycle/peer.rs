@@ -128,6 +128,9 @@ pub enum Event {
     /// A fault of the node's own (its operator relay, its database) interrupted this peer:
     /// the session is dropped and resumed later, costing the peer no attempt.
     LocalFault(String),
+    /// A write the next step relied on (the open transaction's hash, before its broadcast)
+    /// was not confirmed: that step is dropped, and the peer waits for the node.
+    DurableWriteFailed(String),
     /// A usable channel to the peer exists on chain.
     ChannelFound { channel_id: String },
     /// No usable channel exists.
@@ -342,6 +345,7 @@ impl PeerLifecycle {
             }
             Event::SessionLost(reason) => self.on_session_lost(reason, now),
             Event::LocalFault(reason) => self.on_local_fault(reason, now),
+            Event::DurableWriteFailed(reason) => self.on_durable_write_failed(reason, now),
             Event::PongReceived { nonce } => self.on_pong(nonce, now),
             Event::Misbehaved(reason) => self.on_misbehaved(reason, now),
             // The payment channel.
@@ -839,6 +843,25 @@ impl PeerLifecycle {
             ],
         )?;
         self.wait_on_node(now, reason, true);
+        Ok(())
+    }
+
+    fn on_durable_write_failed(
+        &mut self,
+        reason: String,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        self.only_in("DurableWriteFailed", &[PeerState::ChannelOpening])?;
+        // The broadcast waited on this write: it never goes out, and no hash of a
+        // transaction the chain will never see stays behind.
+        self.actions
+            .retain(|a| !matches!(a, Action::BroadcastChannel { .. }));
+        self.forget_pending_open();
+        self.wait_on_node(
+            now,
+            format!("the database did not confirm the channel transaction: {reason}"),
+            true,
+        );
         Ok(())
     }
 

@@ -33,6 +33,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use r2d2::{ManageConnection, Pool, PooledConnection};
 
 use crate::lifecycle::record::PeerRecord;
+pub use models::storable;
 use models::{PeerConnectionRow, PeerConnectionWrite};
 use schema::peer_connections;
 
@@ -138,6 +139,23 @@ pub enum StorageError {
         field: &'static str,
         value: String,
     },
+}
+
+/// What one [`Database::upsert_batch`] did.
+#[derive(Debug, Default)]
+pub struct BatchWrite {
+    /// Rows written (one per distinct peer in the batch).
+    pub written: usize,
+    /// Records left out because a value cannot be stored; every other record was written.
+    pub unwritable: Vec<Unwritable>,
+}
+
+/// A record [`Database::upsert_batch`] could not turn into a row.
+#[derive(Debug)]
+pub struct Unwritable {
+    pub nostr_pubkey: String,
+    /// Always [`StorageError::OutOfRange`], naming the column and the value.
+    pub error: StorageError,
 }
 
 /// The pool's connection factory: establishes the backend the URL names, and reports that
@@ -287,9 +305,13 @@ impl Database {
     /// Upserts every record (keyed by `nostr_pubkey`; every column overwritten except `id`
     /// and `created_at`) in ONE transaction: all are written or none. If a peer appears more
     /// than once, its last record wins.
-    pub fn upsert_batch(&self, records: &[PeerRecord]) -> Result<(), StorageError> {
+    ///
+    /// A record holding a value no row can (a timestamp past `i64`) is left out and
+    /// returned in [`BatchWrite::unwritable`], naming the peer and the column: one bad
+    /// record never stops every other peer's write.
+    pub fn upsert_batch(&self, records: &[PeerRecord]) -> Result<BatchWrite, StorageError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(BatchWrite::default());
         }
         // One row per peer (PostgreSQL refuses to update a row twice in one statement), in
         // key order so concurrent writers take row locks in the same order.
@@ -297,10 +319,21 @@ impl Database {
         for record in records {
             latest.insert(&record.nostr_pubkey, record);
         }
-        let rows = latest
-            .into_values()
-            .map(PeerConnectionWrite::from_record)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut outcome = BatchWrite::default();
+        let mut rows = Vec::with_capacity(latest.len());
+        for record in latest.into_values() {
+            match PeerConnectionWrite::from_record(record) {
+                Ok(row) => rows.push(row),
+                Err(error) => outcome.unwritable.push(Unwritable {
+                    nostr_pubkey: record.nostr_pubkey.clone(),
+                    error,
+                }),
+            }
+        }
+        outcome.written = rows.len();
+        if rows.is_empty() {
+            return Ok(outcome);
+        }
 
         let mut conn = self.connection()?;
         on_backend!(&mut *conn, c => c.transaction::<_, diesel::result::Error, _>(|c| {
@@ -342,7 +375,7 @@ impl Database {
             source,
         })?;
         self.write_transactions.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        Ok(outcome)
     }
 
     /// Every stored peer, ordered by priority (best first), then by `nostr_pubkey` in byte

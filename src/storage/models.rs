@@ -137,6 +137,34 @@ impl<'a> PeerConnectionWrite<'a> {
     }
 }
 
+/// `record` with every value no row can hold taken out, so it can be stored: an optional
+/// timestamp past `i64` milliseconds is unset, `created_at` / `updated_at` are clamped to
+/// the largest storable instant, and an event cursor past `i64` seconds is dropped.
+pub fn storable(record: &PeerRecord) -> PeerRecord {
+    let max = Timestamp::from_millis(i64::MAX as u64);
+    let fits = |ts: &Timestamp| i64::try_from(ts.as_millis()).is_ok();
+    let mut out = record.clone();
+    for ts in [
+        &mut out.channel_opening_since,
+        &mut out.last_heartbeat,
+        &mut out.next_attempt_at,
+    ] {
+        if ts.as_ref().is_some_and(|t| !fits(t)) {
+            *ts = None;
+        }
+    }
+    out.created_at = out.created_at.min(max);
+    out.updated_at = out.updated_at.min(max);
+    if out
+        .event_cursor
+        .as_ref()
+        .is_some_and(|c| i64::try_from(c.created_at).is_err())
+    {
+        out.event_cursor = None;
+    }
+    out
+}
+
 impl PeerConnectionRow {
     /// Maps the row back to a record, checking every column the types do not.
     pub fn into_record(self) -> Result<PeerRecord, StorageError> {
