@@ -20,7 +20,7 @@
 //! reason (the offending values taken out), the peer's actor is told to give up through the
 //! [`PeerDirectory`], and the refusal is logged and counted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 
 use crate::config::PersistenceSettings;
 use crate::lifecycle::peer::Event;
-use crate::lifecycle::record::PeerRecord;
+use crate::lifecycle::record::{PeerRecord, PeerTransition};
 use crate::lifecycle::state::PeerState;
 use crate::ports::PeerDirectory;
 use crate::storage::{storable, Database, StorageError};
@@ -38,6 +38,12 @@ use crate::storage::{storable, Database, StorageError};
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct SaveRecord(pub PeerRecord);
+
+/// Appends one state change to its peer's history; written with the next batch. While
+/// the database is away, only the newest `persistence.history_per_peer` of each peer wait.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct RecordTransition(pub PeerTransition);
 
 /// Resolves once every `SaveRecord` received before it is committed to the database, or
 /// with [`PersistenceError::TimedOut`] past `persistence.durable_write_timeout_ms`.
@@ -66,6 +72,9 @@ pub struct PersistenceStats {
     pub pending: usize,
     /// Records that could not be stored as they were; each peer was written as `failed`.
     pub records_unwritable: u64,
+    /// History entries dropped before they were written (a peer changed state more than
+    /// `history_per_peer` times while the database was away).
+    pub transitions_dropped: u64,
 }
 
 /// Why a [`Flush`] could not be confirmed. Failed writes are retried, never reported here:
@@ -91,6 +100,8 @@ struct InFlight {
     /// Shared with the write task; kept so a failure can put them back and a stop can
     /// rewrite them.
     records: Arc<Vec<PeerRecord>>,
+    /// History entries in this write, oldest first.
+    transitions: Arc<Vec<PeerTransition>>,
 }
 
 type FlushReply = oneshot::Sender<Result<(), PersistenceError>>;
@@ -101,6 +112,9 @@ pub struct PersistenceActor {
     settings: PersistenceSettings,
     /// The newest snapshot of each peer not yet handed to a write.
     pending: HashMap<String, PeerRecord>,
+    /// History entries not yet handed to a write, per peer, oldest first (at most
+    /// `history_per_peer` each).
+    transitions: HashMap<String, VecDeque<PeerTransition>>,
     /// The write running now, if any (at most one, to keep order).
     in_flight: Option<InFlight>,
     /// Number of the last change received; changes are numbered 1, 2, … on arrival.
@@ -134,8 +148,13 @@ struct Isolated {
 
 /// Writes `records` in one transaction; a record no row can hold is written instead as
 /// `failed` with the reason, in a second transaction, and returned.
-fn write_isolating(db: &Database, records: &[PeerRecord]) -> Result<Vec<Isolated>, StorageError> {
-    let outcome = db.upsert_batch(records)?;
+fn write_isolating(
+    db: &Database,
+    records: &[PeerRecord],
+    transitions: &[PeerTransition],
+    keep_per_peer: usize,
+) -> Result<Vec<Isolated>, StorageError> {
+    let outcome = db.write_batch(records, transitions, keep_per_peer)?;
     if outcome.unwritable.is_empty() {
         return Ok(Vec::new());
     }
@@ -172,6 +191,7 @@ impl PersistenceActor {
             db,
             settings,
             pending: HashMap::new(),
+            transitions: HashMap::new(),
             in_flight: None,
             received_seq: 0,
             durable_seq: 0,
@@ -227,7 +247,7 @@ impl PersistenceActor {
     /// Hands everything pending to one write on the blocking pool, unless a write is already
     /// in flight or a retry is waiting (they come back here when done).
     fn start_write(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight.is_some() || self.retry_timer.is_some() || self.pending.is_empty() {
+        if self.in_flight.is_some() || self.retry_timer.is_some() || self.nothing_pending() {
             return;
         }
         if let Some(handle) = self.flush_timer.take() {
@@ -235,10 +255,18 @@ impl PersistenceActor {
         }
         let records: Arc<Vec<PeerRecord>> =
             Arc::new(self.pending.drain().map(|(_, record)| record).collect());
+        let transitions: Arc<Vec<PeerTransition>> = Arc::new(
+            self.transitions
+                .drain()
+                .flat_map(|(_, queued)| queued)
+                .collect(),
+        );
         self.in_flight = Some(InFlight {
             covers_seq: self.received_seq,
             records: Arc::clone(&records),
+            transitions: Arc::clone(&transitions),
         });
+        let keep = self.settings.history_per_peer;
         let db = self.db.clone();
         let writer = Arc::clone(&self.writer);
         let write = tokio::task::spawn_blocking(move || {
@@ -247,7 +275,7 @@ impl PersistenceActor {
                 // The actor stopped and its last write covered these records.
                 return Ok(Vec::new());
             }
-            write_isolating(&db, &records)
+            write_isolating(&db, &records, &transitions, keep)
         });
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(write)
@@ -295,6 +323,18 @@ impl PersistenceActor {
                         .entry(record.nostr_pubkey.clone())
                         .or_insert(record);
                 }
+                // History goes back before what arrived meanwhile, in its order.
+                for transition in batch.transitions.iter().rev() {
+                    let queued = self
+                        .transitions
+                        .entry(transition.nostr_pubkey.clone())
+                        .or_default();
+                    if queued.len() < self.settings.history_per_peer {
+                        queued.push_front(transition.clone());
+                    } else {
+                        self.stats.transitions_dropped += 1;
+                    }
+                }
                 let handle = ctx.run_later(delay, |act, ctx| {
                     act.retry_timer = None;
                     act.start_write(ctx);
@@ -307,7 +347,7 @@ impl PersistenceActor {
     /// After a write: what arrived meanwhile is written at once if it is a full batch or
     /// someone is waiting for it, otherwise at the next interval.
     fn schedule_next(&mut self, ctx: &mut Context<Self>) {
-        if self.pending.is_empty() {
+        if self.nothing_pending() {
             return;
         }
         if self.pending.len() >= self.settings.max_batch || !self.waiters.is_empty() {
@@ -315,6 +355,10 @@ impl PersistenceActor {
         } else {
             self.arm_flush_timer(ctx);
         }
+    }
+
+    fn nothing_pending(&self) -> bool {
+        self.pending.is_empty() && self.transitions.is_empty()
     }
 
     /// Answers every `Flush` whose changes are now all committed.
@@ -337,18 +381,22 @@ impl PersistenceActor {
         *closed = true;
         // Holding the lock: a write that was running has finished (committed or not).
         let mut remaining = std::mem::take(&mut self.pending);
+        let mut history = Vec::new();
         if let Some(batch) = self.in_flight.take() {
             for record in batch.records.iter() {
                 remaining
                     .entry(record.nostr_pubkey.clone())
                     .or_insert_with(|| record.clone());
             }
+            history.extend(batch.transitions.iter().cloned());
         }
-        let result = if remaining.is_empty() {
+        history.extend(self.transitions.drain().flat_map(|(_, queued)| queued));
+        let result = if remaining.is_empty() && history.is_empty() {
             Ok(())
         } else {
             let records: Vec<PeerRecord> = remaining.into_values().collect();
-            match write_isolating(&self.db, &records) {
+            let keep = self.settings.history_per_peer;
+            match write_isolating(&self.db, &records, &history, keep) {
                 Ok(isolated) => {
                     self.report_isolated(isolated);
                     self.stats.transactions += 1;
@@ -398,6 +446,24 @@ impl Handler<SaveRecord> for PersistenceActor {
         } else {
             self.arm_flush_timer(ctx);
         }
+    }
+}
+
+impl Handler<RecordTransition> for PersistenceActor {
+    type Result = ();
+
+    fn handle(&mut self, RecordTransition(transition): RecordTransition, ctx: &mut Self::Context) {
+        self.received_seq += 1;
+        let queued = self
+            .transitions
+            .entry(transition.nostr_pubkey.clone())
+            .or_default();
+        if queued.len() >= self.settings.history_per_peer {
+            queued.pop_front();
+            self.stats.transitions_dropped += 1;
+        }
+        queued.push_back(transition);
+        self.arm_flush_timer(ctx);
     }
 }
 

@@ -18,7 +18,7 @@ use super::peer::{
     ApproveChannel, Disconnect, Evict, GetRecord, Observed, PeerActor, PeerReport, RestartPolicy,
     Retry, SetFollowed, Shutdown,
 };
-use super::persistence::{PersistenceActor, SaveRecord};
+use super::persistence::{PersistenceActor, RecordTransition, SaveRecord};
 use crate::config::PeerConnectionSettings;
 use crate::lifecycle::{
     Event, LifecycleConfig, PeerIntent, PeerLifecycle, PeerRecord, PeerState, Timestamp,
@@ -283,6 +283,16 @@ impl PeerSupervisor {
     /// Logs and broadcasts a change of state (or of the operator's intent); other changes
     /// (a heartbeat, a cursor) are not news.
     fn announce_change(&self, before: Option<&PeerRecord>, after: &PeerRecord) {
+        if before.is_none_or(|b| b.state != after.state) {
+            self.persistence
+                .do_send(RecordTransition(crate::lifecycle::record::PeerTransition {
+                    nostr_pubkey: after.nostr_pubkey.clone(),
+                    from: before.map(|b| b.state),
+                    to: after.state,
+                    reason: after.failure_reason.clone(),
+                    at: self.clock.now(),
+                }));
+        }
         let news = match before {
             None => true,
             Some(b) => b.state != after.state || b.desired != after.desired,

@@ -50,6 +50,9 @@ pub enum AdminCommand {
     /// One peer (a pubkey, an npub or a unique hex prefix).
     Peer {
         id: String,
+        /// Its state changes, newest first (kept across restarts).
+        #[arg(long)]
+        history: bool,
         #[command(flatten)]
         args: AdminArgs,
     },
@@ -210,6 +213,18 @@ async fn run_async(command: AdminCommand, settings: &Settings) -> Result<(), Cli
                 print!("{}", status_text(&info));
             }
         }
+        AdminCommand::Peer {
+            id, history: true, ..
+        } => {
+            let history = client
+                .get(&format!("/v1/peers/{}/history", peer_id(id)?))
+                .await?;
+            if json {
+                print_json(&history);
+            } else {
+                print!("{}", history_text(&history));
+            }
+        }
         AdminCommand::Peer { id, .. } => {
             let peer = client.get(&format!("/v1/peers/{}", peer_id(id)?)).await?;
             if json {
@@ -337,6 +352,50 @@ fn peer_text(peer: &Value) -> String {
         out.push_str(&format!("{key:<24} {text}\n"));
     }
     out
+}
+
+/// `peer --history`: one line per transition, newest first.
+fn history_text(history: &Value) -> String {
+    let mut out = String::new();
+    for t in history["transitions"].as_array().into_iter().flatten() {
+        let at = t["at"]
+            .as_u64()
+            .map_or_else(|| "-".to_string(), format_millis);
+        let from = t["from"].as_str().unwrap_or("(new)");
+        let to = t["to"].as_str().unwrap_or("?");
+        let reason = t["reason"]
+            .as_str()
+            .map(|r| format!("  {r}"))
+            .unwrap_or_default();
+        out.push_str(&format!("{at}  {from:>15} -> {to:<15}{reason}\n"));
+    }
+    if out.is_empty() {
+        out.push_str("no transitions recorded\n");
+    }
+    out
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS.mmm` UTC.
+fn format_millis(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
 }
 
 /// `peers`: from the running node, else from the database.
@@ -510,5 +569,18 @@ fn watch_line(event: &StreamEvent, json: bool) -> String {
             d["reason"].as_str().unwrap_or("")
         ),
         other => format!("     - {other}: {d}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_millis;
+
+    #[test]
+    fn millis_are_shown_as_utc_dates() {
+        assert_eq!(format_millis(0), "1970-01-01 00:00:00.000");
+        assert_eq!(format_millis(951_782_400_123), "2000-02-29 00:00:00.123");
+        assert_eq!(format_millis(1_700_000_000_000), "2023-11-14 22:13:20.000");
+        assert_eq!(format_millis(4_102_444_799_999), "2099-12-31 23:59:59.999");
     }
 }

@@ -36,6 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/peers", web::get().to(list_peers))
         .route("/v1/peers", web::post().to(connect))
         .route("/v1/peers/{id}", web::get().to(show_peer))
+        .route("/v1/peers/{id}/history", web::get().to(history))
         .route("/v1/peers/{id}/retry", web::post().to(retry))
         .route("/v1/peers/{id}/disconnect", web::post().to(disconnect))
         .route(
@@ -342,6 +343,55 @@ async fn show_peer(
         .map_err(|e| ApiError::from_node(&pubkey, e))?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no peer {pubkey}")))?;
     Ok(HttpResponse::Ok().json(PeerView::of(record, state.node.now())))
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    limit: Option<String>,
+}
+
+/// Most transitions one history answer holds.
+const HISTORY_LIMIT_MAX: usize = 10_000;
+
+/// `GET /v1/peers/{id}/history?limit=`: the peer's state changes, newest first, from the
+/// database (so they survive restarts).
+async fn history(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    id: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+) -> Answer {
+    authorize(&req, &state, Access::ReadOnly)?;
+    let limit = match query.limit.as_deref() {
+        None | Some("") => 100,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=HISTORY_LIMIT_MAX).contains(n))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("limit `{text}` is not a number from 1 to {HISTORY_LIMIT_MAX}"),
+                )
+            })?,
+    };
+    let pubkey = resolve(&state.node, &id).await?;
+    // What the node just did is part of the history asked for.
+    let _ = state.node.flush().await;
+    let transitions = state
+        .node
+        .history(&pubkey, limit)
+        .await
+        .map_err(|e| ApiError::from_node(&pubkey, e))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "pubkey": pubkey,
+        "transitions": transitions.iter().map(|t| json!({
+            "from": t.from.map(|s| s.as_str()),
+            "to": t.to.as_str(),
+            "reason": t.reason,
+            "at": t.at.as_millis(),
+        })).collect::<Vec<_>>(),
+    })))
 }
 
 /// The answer to an operation the supervisor took on.

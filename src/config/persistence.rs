@@ -25,6 +25,8 @@ pub struct PersistenceSettings {
     /// for the database (no attempt counted) and the transaction is never sent.
     #[serde(rename = "durable_write_timeout_ms", deserialize_with = "millis")]
     pub durable_write_timeout: Duration,
+    /// The newest state changes kept per peer in `peer_transitions` (its history).
+    pub history_per_peer: usize,
 }
 
 impl Default for PersistenceSettings {
@@ -36,6 +38,7 @@ impl Default for PersistenceSettings {
             retry_initial_delay: Duration::from_millis(100),
             retry_max_delay: Duration::from_millis(5_000),
             durable_write_timeout: Duration::from_millis(30_000),
+            history_per_peer: 100,
         }
     }
 }
@@ -60,6 +63,7 @@ impl PersistenceSettings {
             100,
             3_600_000,
         ));
+        p.add(Key("persistence.history_per_peer").between(self.history_per_peer, 1, 10_000));
         p.finish()
     }
 }

@@ -31,6 +31,7 @@ use crate::actors::supervisor::{
 };
 use crate::discovery::{Discovery, DiscoveryActors};
 use crate::events::EventFlow;
+use crate::lifecycle::record::PeerTransition;
 use crate::lifecycle::PeerRecord;
 use crate::ports::{Admission, PeerDirectory};
 use crate::session::SessionServer;
@@ -273,6 +274,23 @@ impl Node {
             .supervisor
             .send(PeerSnapshot { nostr_pubkey })
             .await?)
+    }
+
+    /// One peer's newest `limit` state changes, newest first, as committed (call
+    /// [`Node::flush`] first to include the latest).
+    pub async fn history(
+        &self,
+        nostr_pubkey: &str,
+        limit: usize,
+    ) -> Result<Vec<PeerTransition>, NodeError> {
+        let db = self.inner.db.clone();
+        let nostr_pubkey = nostr_pubkey.to_owned();
+        tokio::task::spawn_blocking(move || db.history(&nostr_pubkey, limit))
+            .await
+            .map_err(|e| {
+                NodeError::Storage(StorageError::Task(format!("reading the history: {e}")))
+            })?
+            .map_err(NodeError::from)
     }
 
     /// Counts of the registry (running, connected, waiting, idle, recovering).
