@@ -42,6 +42,8 @@ pub struct PeerReport(pub PeerRecord);
 #[rtype(result = "()")]
 pub struct Disconnect {
     pub reason: String,
+    /// The end of an operator's pause: retried then (`None`: held until retried).
+    pub until: Option<Timestamp>,
 }
 
 /// Give up this peer's connection slot to a higher-priority peer.
@@ -560,7 +562,14 @@ impl Supervised for PeerActor {
 impl Handler<Disconnect> for PeerActor {
     type Result = ();
     fn handle(&mut self, msg: Disconnect, ctx: &mut Self::Context) {
-        self.feed(Event::DisconnectRequested { reason: msg.reason }, ctx);
+        let event = match msg.until {
+            None => Event::DisconnectRequested { reason: msg.reason },
+            Some(until) => Event::PauseRequested {
+                reason: msg.reason,
+                until,
+            },
+        };
+        self.feed(event, ctx);
     }
 }
 

@@ -25,6 +25,9 @@ use crate::lifecycle::{
 };
 use crate::ports::{Admission, Ports};
 
+/// How often the end of operators' pauses is checked (a pause ends within this).
+const PAUSE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The operator's follow list names this peer (new or again).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
@@ -48,12 +51,14 @@ pub struct ReconcileFollows {
     pub followed: Vec<String>,
 }
 
-/// The operator disconnects a peer on purpose; it is not reconnected, even after a restart.
+/// The operator disconnects a peer on purpose; it is not reconnected, even after a
+/// restart — until retried, or, with a `pause`, until the pause ends.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<(), SupervisorError>")]
 pub struct DisconnectPeer {
     pub nostr_pubkey: String,
     pub reason: String,
+    pub pause: Option<std::time::Duration>,
 }
 
 /// Another part of the node observed something about a running peer (the event flow: an
@@ -223,6 +228,8 @@ pub struct PeerSupervisor {
     /// Stored peers to bring back after a restart, best priority first.
     recovery: VecDeque<PeerRecord>,
     recovery_timer: Option<SpawnHandle>,
+    /// Peers the operator paused, by the end of their pause; retried when it passes.
+    pauses: BTreeSet<(Timestamp, String)>,
     /// Every state change, for whoever listens (tests, the operator's event stream).
     changes: tokio::sync::broadcast::Sender<PeerChange>,
 }
@@ -257,6 +264,11 @@ impl PeerSupervisor {
             }
         }
         recovery.sort_by(|a, b| (a.priority, &a.nostr_pubkey).cmp(&(b.priority, &b.nostr_pubkey)));
+        // Paused before a restart: the pause still ends when it was meant to.
+        let pauses = idle
+            .values()
+            .filter_map(|r| Some((r.paused_until()?, r.nostr_pubkey.clone())))
+            .collect();
         PeerSupervisor {
             lifecycle_config,
             restart_policy: RestartPolicy {
@@ -272,6 +284,7 @@ impl PeerSupervisor {
             waiting: BTreeSet::new(),
             recovery: recovery.into(),
             recovery_timer: None,
+            pauses,
             changes,
         }
     }
@@ -308,6 +321,32 @@ impl PeerSupervisor {
         log::info!("{change}");
         if listened {
             let _ = self.changes.send(change);
+        }
+    }
+
+    /// Retries every paused peer whose pause has ended and that is still paused as it was
+    /// (not retried, re-paused or disconnected for good meanwhile).
+    fn end_pauses(&mut self, ctx: &mut Context<Self>) {
+        let now = self.clock.now();
+        while let Some((until, pubkey)) = self.pauses.first().cloned() {
+            if until > now {
+                break;
+            }
+            self.pauses.pop_first();
+            let still_paused = self
+                .idle
+                .get(&pubkey)
+                .is_some_and(|r| r.paused_until() == Some(until));
+            if still_paused {
+                log::info!("peer {pubkey}: the operator's pause ended; retrying");
+                let _ = Handler::handle(
+                    self,
+                    RetryPeer {
+                        nostr_pubkey: pubkey,
+                    },
+                    ctx,
+                );
+            }
         }
     }
 
@@ -371,6 +410,9 @@ impl PeerSupervisor {
     }
 
     fn park(&mut self, record: PeerRecord) {
+        if let Some(until) = record.paused_until() {
+            self.pauses.insert((until, record.nostr_pubkey.clone()));
+        }
         if record.resumes_on_startup() {
             self.waiting
                 .insert((record.priority, record.nostr_pubkey.clone()));
@@ -481,6 +523,7 @@ impl Actor for PeerSupervisor {
             self.recovery.len(),
             self.idle.len()
         );
+        ctx.run_interval(PAUSE_CHECK_INTERVAL, |act, ctx| act.end_pauses(ctx));
         self.recover_batch(ctx);
         if !self.recovery.is_empty() {
             let every = self.settings.startup_dial_interval;
@@ -556,7 +599,10 @@ impl Handler<UnfollowPeer> for PeerSupervisor {
             peer.record.followed = false;
             peer.wants = PeerIntent::Disconnect;
             peer.addr.do_send(SetFollowed(false));
-            peer.addr.do_send(Disconnect { reason });
+            peer.addr.do_send(Disconnect {
+                reason,
+                until: None,
+            });
         } else if let Some(record) = self.unpark(&pubkey) {
             let record =
                 self.apply_offline(record, Event::FollowChanged { followed: false }, false);
@@ -608,18 +654,25 @@ impl Handler<DisconnectPeer> for PeerSupervisor {
     type Result = Result<(), SupervisorError>;
     fn handle(&mut self, msg: DisconnectPeer, _ctx: &mut Self::Context) -> Self::Result {
         self.running_or_unknown(&msg.nostr_pubkey)?;
+        let until = msg.pause.map(|pause| self.clock.now() + pause);
         if let Some(peer) = self.running.get_mut(&msg.nostr_pubkey) {
             peer.wants = PeerIntent::Disconnect;
-            peer.addr.do_send(Disconnect { reason: msg.reason });
+            peer.addr.do_send(Disconnect {
+                reason: msg.reason,
+                until,
+            });
         } else if let Some(record) = self
             .unpark(&msg.nostr_pubkey)
             .or_else(|| self.take_recovering(&msg.nostr_pubkey))
         {
-            let record = self.apply_offline(
-                record,
-                Event::DisconnectRequested { reason: msg.reason },
-                true,
-            );
+            let event = match until {
+                None => Event::DisconnectRequested { reason: msg.reason },
+                Some(until) => Event::PauseRequested {
+                    reason: msg.reason,
+                    until,
+                },
+            };
+            let record = self.apply_offline(record, event, true);
             self.park(record);
         }
         Ok(())

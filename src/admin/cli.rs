@@ -62,12 +62,16 @@ pub enum AdminCommand {
         #[command(flatten)]
         args: AdminArgs,
     },
-    /// Disconnect a peer; it stays disconnected, across restarts too, until retried.
+    /// Disconnect a peer; it stays disconnected, across restarts too, until retried (or,
+    /// with --pause, until the pause ends).
     Disconnect {
         id: String,
         /// Recorded as the peer's failure reason.
         #[arg(long)]
         reason: Option<String>,
+        /// Retry it by itself after this long (`90`, `90s`, `15m`, `2h`, `1d`).
+        #[arg(long, value_name = "DURATION", value_parser = parse_pause)]
+        pause: Option<u64>,
         #[command(flatten)]
         args: AdminArgs,
     },
@@ -239,11 +243,13 @@ async fn run_async(command: AdminCommand, settings: &Settings) -> Result<(), Cli
                 .await?;
             report(&answer, json);
         }
-        AdminCommand::Disconnect { id, reason, .. } => {
+        AdminCommand::Disconnect {
+            id, reason, pause, ..
+        } => {
             let answer = client
                 .post(
                     &format!("/v1/peers/{}/disconnect", peer_id(id)?),
-                    &json!({ "reason": reason }),
+                    &json!({ "reason": reason, "pause_seconds": pause }),
                 )
                 .await?;
             report(&answer, json);
@@ -352,6 +358,33 @@ fn peer_text(peer: &Value) -> String {
         out.push_str(&format!("{key:<24} {text}\n"));
     }
     out
+}
+
+/// A pause as whole seconds: a number with an optional unit `s`, `m`, `h` or `d`.
+fn parse_pause(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}`: use s, m, h or d (e.g. 15m)"
+            ))
+        }
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (e.g. 90, 90s, 15m, 2h)"))?;
+    match n.checked_mul(scale) {
+        Some(0) | None => Err(format!("`{text}` must be at least 1s")),
+        Some(seconds) => Ok(seconds),
+    }
 }
 
 /// `peer --history`: one line per transition, newest first.
@@ -574,7 +607,19 @@ fn watch_line(event: &StreamEvent, json: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::format_millis;
+    use super::{format_millis, parse_pause};
+
+    #[test]
+    fn pauses_are_read_with_units() {
+        assert_eq!(parse_pause("90"), Ok(90));
+        assert_eq!(parse_pause("2s"), Ok(2));
+        assert_eq!(parse_pause("15m"), Ok(900));
+        assert_eq!(parse_pause("2h"), Ok(7200));
+        assert_eq!(parse_pause("1d"), Ok(86_400));
+        assert!(parse_pause("0s").unwrap_err().contains("at least 1s"));
+        assert!(parse_pause("5w").unwrap_err().contains("unknown unit `w`"));
+        assert!(parse_pause("soon").is_err());
+    }
 
     #[test]
     fn millis_are_shown_as_utc_dates() {

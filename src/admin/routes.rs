@@ -419,7 +419,12 @@ async fn retry(req: HttpRequest, state: web::Data<AdminState>, id: web::Path<Str
 #[serde(deny_unknown_fields)]
 struct DisconnectBody {
     reason: Option<String>,
+    /// Retried by itself after this many seconds; absent, held until retried.
+    pause_seconds: Option<u64>,
 }
+
+/// The longest pause a disconnect may ask for (30 days).
+const MAX_PAUSE_SECONDS: u64 = 30 * 24 * 3600;
 
 async fn disconnect(
     req: HttpRequest,
@@ -432,7 +437,9 @@ async fn disconnect(
         DisconnectBody::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!("the body must be {{\"reason\": \"...\"}}: {e}"))
+            ApiError::bad_request(format!(
+                "the body must be {{\"reason\": \"...\", \"pause_seconds\": N}}: {e}"
+            ))
         })?
     };
     let reason = body
@@ -445,10 +452,19 @@ async fn disconnect(
             reason.len()
         )));
     }
+    let pause = match body.pause_seconds {
+        None => None,
+        Some(s) if (1..=MAX_PAUSE_SECONDS).contains(&s) => Some(std::time::Duration::from_secs(s)),
+        Some(s) => {
+            return Err(ApiError::bad_request(format!(
+                "pause_seconds {s} is out of range: 1 to {MAX_PAUSE_SECONDS} (30 days)"
+            )))
+        }
+    };
     let pubkey = resolve(&state.node, &id).await?;
     state
         .node
-        .disconnect(&pubkey, &reason)
+        .pause(&pubkey, &reason, pause)
         .await
         .map_err(|e| ApiError::from_node(&pubkey, e))?;
     accepted(&state.node, &pubkey, "disconnect").await

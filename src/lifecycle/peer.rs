@@ -166,6 +166,10 @@ pub enum Event {
     FollowChanged { followed: bool },
     /// Deliberate stop (unfollow, operator command): recorded as intent, never retried.
     DisconnectRequested { reason: String },
+    /// The operator stops the peer until `until`: like a deliberate stop, with the end of
+    /// the pause kept as the next attempt (the driver retries it then, also after a
+    /// restart).
+    PauseRequested { reason: String, until: Timestamp },
     /// The supervisor took this peer's slot for a higher-priority one.
     Evicted,
     /// Explicit retry (operator command or a new follow): leaves failed or a deliberate stop.
@@ -374,7 +378,12 @@ impl PeerLifecycle {
                 self.on_follow_changed(followed, now);
                 Ok(())
             }
-            Event::DisconnectRequested { reason } => self.on_disconnect_requested(reason, now),
+            Event::DisconnectRequested { reason } => {
+                self.on_disconnect_requested(reason, None, now)
+            }
+            Event::PauseRequested { reason, until } => {
+                self.on_disconnect_requested(reason, Some(until), now)
+            }
             Event::Evicted => self.on_evicted(now),
             Event::RetryRequested => self.on_retry_requested(now),
             Event::GiveUp { reason } => self.on_give_up(reason, now),
@@ -1129,12 +1138,13 @@ impl PeerLifecycle {
     fn on_disconnect_requested(
         &mut self,
         reason: String,
+        until: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<(), LifecycleError> {
         use PeerState as S;
         let state = self.record.state;
         self.record.desired = PeerIntent::Disconnect;
-        self.record.next_attempt_at = None;
+        self.record.next_attempt_at = until;
         if !matches!(state, S::Disconnected | S::Failed) {
             self.transition(S::Disconnected, now)?;
         }

@@ -133,6 +133,15 @@ impl PeerRecord {
     }
 
     /// Whether the node should bring this peer back after a restart.
+    /// When the operator's pause of this peer ends (a deliberate stop with an end).
+    pub fn paused_until(&self) -> Option<Timestamp> {
+        if self.desired == PeerIntent::Disconnect {
+            self.next_attempt_at
+        } else {
+            None
+        }
+    }
+
     pub fn resumes_on_startup(&self) -> bool {
         self.desired == PeerIntent::Connect && self.state != PeerState::Failed
     }

@@ -233,9 +233,21 @@ impl Node {
     /// Disconnects a peer on purpose; it stays disconnected, even across restarts, until
     /// retried or followed again.
     pub async fn disconnect(&self, nostr_pubkey: &str, reason: &str) -> Result<(), NodeError> {
+        self.pause(nostr_pubkey, reason, None).await
+    }
+
+    /// Disconnects a peer on purpose for `pause` (retried by itself when it ends, also
+    /// across a restart); `None` holds it until retried, like [`Node::disconnect`].
+    pub async fn pause(
+        &self,
+        nostr_pubkey: &str,
+        reason: &str,
+        pause: Option<std::time::Duration>,
+    ) -> Result<(), NodeError> {
         let message = DisconnectPeer {
             nostr_pubkey: nostr_pubkey.to_owned(),
             reason: reason.to_owned(),
+            pause,
         };
         Ok(self.inner.supervisor.send(message).await??)
     }
