@@ -756,7 +756,8 @@ impl Handler<AdmitInbound> for PeerSupervisor {
             .running
             .get(&pubkey)
             .map(|p| &p.record)
-            .or_else(|| self.idle.get(&pubkey));
+            .or_else(|| self.idle.get(&pubkey))
+            .or_else(|| self.queued().find(|r| r.nostr_pubkey == pubkey));
         let admission = match known {
             // The operator's stop holds for both directions, followed or not.
             Some(record) if record.desired == PeerIntent::Disconnect => Admission::Refused {
@@ -868,12 +869,17 @@ impl PeerSupervisor {
     /// Queues a new peer for the dial budget (best priority first) and lets through what
     /// the budget allows now.
     fn queue_dial(&mut self, record: PeerRecord, ctx: &mut Context<Self>) {
-        let key = (record.priority, record.nostr_pubkey.clone());
-        let at = self
-            .follow_queue
-            .iter()
-            .position(|r| (r.priority, &r.nostr_pubkey) > (key.0, &key.1))
-            .unwrap_or(self.follow_queue.len());
+        let key = (record.priority, &record.nostr_pubkey);
+        let after = |r: &PeerRecord| (r.priority, &r.nostr_pubkey) > key;
+        // A follow list arrives sorted: most new peers go to the back.
+        let at = match self.follow_queue.back() {
+            Some(last) if after(last) => self
+                .follow_queue
+                .iter()
+                .position(after)
+                .unwrap_or(self.follow_queue.len()),
+            _ => self.follow_queue.len(),
+        };
         self.follow_queue.insert(at, record);
         self.pump_dials(ctx);
     }
