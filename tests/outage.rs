@@ -7,10 +7,11 @@ mod support;
 
 use std::time::Duration;
 
-use btp_nips_node::lifecycle::{PeerRecord, PeerState};
+use btp_nips_node::lifecycle::{Action, Event, LifecycleConfig, PeerRecord, PeerState};
 use btp_nips_node::ports::memory::MemoryWorld;
 use btp_nips_node::ports::Fault;
 use support::node::*;
+use support::sim::Sim;
 
 const OUTAGE_REASON: &str = "waiting for this node: network outage";
 
@@ -165,4 +166,59 @@ async fn every_dial_failing_unreachable_is_an_outage_that_costs_no_attempt() {
     .await;
     assert!(peers.iter().all(|r| r.reconnect_attempts == 0), "{peers:?}");
     node.shutdown().await.unwrap();
+}
+
+// ---- the lifecycle's side, in simulated time ----
+
+#[test]
+fn an_outage_gives_back_the_attempt_of_the_loss_once_and_a_restored_network_dials_at_once() {
+    let mut sim = Sim::new(LifecycleConfig::default());
+    sim.connect();
+    // Not while connected: only a loss can be excused.
+    assert!(sim
+        .try_feed(Event::NetworkOutage {
+            reason: "network outage: x".into()
+        })
+        .is_err());
+    sim.feed(Event::SessionLost("connection reset".into()));
+    assert_eq!(sim.lc.record().reconnect_attempts, 1);
+    let retry_at = sim.lc.record().next_attempt_at;
+
+    sim.feed(Event::NetworkOutage {
+        reason: "network outage: 6 of 10 connected peers lost within 5s".into(),
+    });
+    let r = sim.lc.record();
+    assert_eq!(r.reconnect_attempts, 0);
+    assert_eq!(
+        r.failure_reason.as_deref(),
+        Some("waiting for this node: network outage: 6 of 10 connected peers lost within 5s")
+    );
+    assert_eq!(r.next_attempt_at, retry_at, "its retry stays armed");
+    // Told twice, it is given back once.
+    sim.feed(Event::NetworkOutage {
+        reason: "network outage: again".into(),
+    });
+    assert_eq!(sim.lc.record().reconnect_attempts, 0);
+
+    // The network is back: it dials now, not at its backoff time.
+    let before = sim.log.len();
+    sim.feed(Event::NetworkRestored);
+    assert_eq!(sim.state(), PeerState::Discovering);
+    assert!(sim.log[before..].iter().any(|(_, a)| *a == Action::Resolve));
+    assert!(sim.try_feed(Event::NetworkRestored).is_err());
+}
+
+#[test]
+fn an_eviction_records_for_whom() {
+    let mut sim = Sim::new(LifecycleConfig::default());
+    sim.connect();
+    sim.feed(Event::EvictedFor {
+        reason: "evicted for abc (priority 3 < 10)".into(),
+    });
+    assert_eq!(sim.state(), PeerState::Disconnected);
+    assert_eq!(
+        sim.lc.record().failure_reason.as_deref(),
+        Some("evicted for abc (priority 3 < 10)")
+    );
+    assert_eq!(sim.lc.poll_timeout(), None, "parked: no retry of its own");
 }
