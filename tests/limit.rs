@@ -220,7 +220,14 @@ async fn at_a_limit_of_1_a_followed_peer_evicts_an_inbound_one_naming_itself() {
         node.admit(&pubkey(1)).await.unwrap(),
         Admission::Admitted { known: true }
     );
-    assert!(!inbound(&node, &pubkey(2)).await);
+    assert_eq!(
+        node.admit(&pubkey(2)).await.unwrap(),
+        Admission::Refused {
+            reason: "connection limit (btp_nips.peer_connections.max_active_connections: 1) \
+                     reached"
+                .into()
+        }
+    );
 
     // A followed peer's dial takes the slot; the evicted peer says for whom, and why.
     node.follow(&pubkey(3)).await.unwrap();

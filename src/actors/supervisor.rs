@@ -777,7 +777,11 @@ impl Handler<AdmitInbound> for PeerSupervisor {
             // the worst priority, so it outranks no running peer (admission evicts the
             // moment a better peer wants a slot).
             _ => Admission::Refused {
-                reason: format!("connection limit ({}) reached", self.limit()),
+                reason: format!(
+                    "connection limit (btp_nips.peer_connections.max_active_connections: {}) \
+                     reached",
+                    self.limit()
+                ),
             },
         };
         MessageResult(admission)
