@@ -256,8 +256,8 @@ pub struct PeerLifecycle {
     /// Consecutive waits on the node's own faults (they lengthen the next wait, never
     /// the peer's attempts); reset once the peer gets anywhere.
     node_waits: u32,
-    /// Whether the last move to `disconnected` counted an attempt (a loss or refusal the
-    /// peer was charged for); a network outage found afterwards gives it back once.
+    /// Whether the last move to `disconnected` was a loss the peer was charged an attempt
+    /// for; a network outage found afterwards gives that attempt back, once.
     refundable_loss: bool,
     /// Every deadline; each timer runs only in its own state.
     timers: TimerTable,
@@ -633,8 +633,7 @@ impl PeerLifecycle {
             return;
         }
         let delay = self.config.backoff.delay(attempts, &mut self.rng);
-        self.disconnect_for(now, delay, reason, close_session, attempts + 1);
-        self.refundable_loss = self.record.state == PeerState::Disconnected;
+        self.refundable_loss = self.disconnect_for(now, delay, reason, close_session, attempts + 1);
     }
 
     /// The remote's policy refused us: a backoff wait like any loss, counted, but the
@@ -659,7 +658,8 @@ impl PeerLifecycle {
         self.refundable_loss = false;
     }
 
-    /// Disconnected with `reason`, retried after `delay`, with `attempts` recorded.
+    /// Disconnected with `reason`, retried after `delay`, with `attempts` recorded; false
+    /// if the peer could not be moved to `disconnected`.
     fn disconnect_for(
         &mut self,
         now: Timestamp,
@@ -667,9 +667,9 @@ impl PeerLifecycle {
         reason: String,
         close_session: bool,
         attempts: u32,
-    ) {
+    ) -> bool {
         if self.transition(PeerState::Disconnected, now).is_err() {
-            return;
+            return false;
         }
         self.refundable_loss = false;
         self.record.reconnect_attempts = attempts;
@@ -684,6 +684,7 @@ impl PeerLifecycle {
         self.clear_timers();
         self.arm_reconnect();
         self.persist(now, false);
+        true
     }
 
     /// A permanent fault: failed, with the reason recorded.
