@@ -46,10 +46,12 @@ pub struct Disconnect {
     pub until: Option<Timestamp>,
 }
 
-/// Give up this peer's connection slot to a higher-priority peer.
+/// Give up this peer's connection slot to a higher-priority peer; `reason` is recorded.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
-pub struct Evict;
+pub struct Evict {
+    pub reason: String,
+}
 
 /// Explicit retry: leaves failed or a deliberate disconnect.
 #[derive(Message, Debug, Clone)]
@@ -582,8 +584,8 @@ impl Handler<Observed> for PeerActor {
 
 impl Handler<Evict> for PeerActor {
     type Result = ();
-    fn handle(&mut self, _: Evict, ctx: &mut Self::Context) {
-        self.feed(Event::Evicted, ctx);
+    fn handle(&mut self, msg: Evict, ctx: &mut Self::Context) {
+        self.feed(Event::EvictedFor { reason: msg.reason }, ctx);
     }
 }
 
