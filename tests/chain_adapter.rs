@@ -159,9 +159,7 @@ async fn a_hash_the_chain_never_saw_is_dropped_after_a_restart_and_only_one_open
     let after_restart = f.adapter();
     let first_check = std::time::Instant::now();
     assert_eq!(
-        after_restart
-            .channel_status(&format!("{:#x}", lost.tx_hash))
-            .await,
+        after_restart.status_at(lost.tx_hash, first_check).await,
         Ok(ChannelStatus::Pending { confirmations: 0 }),
         "one answer without it is not a drop"
     );
@@ -247,12 +245,12 @@ async fn a_reorg_that_drops_the_open_is_detected() {
     );
     f.anvil.reorg(2).await;
     let first_check = std::time::Instant::now();
+    let hash: B256 = tx.parse().unwrap();
     assert_eq!(
-        adapter.channel_status(&tx).await,
+        adapter.status_at(hash, first_check).await,
         Ok(ChannelStatus::Pending { confirmations: 0 }),
         "the pool may take it back: not dropped at once"
     );
-    let hash: B256 = tx.parse().unwrap();
     assert_eq!(
         adapter
             .status_at(hash, first_check + DEFAULT_DROPPED_GRACE)
