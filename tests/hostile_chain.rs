@@ -376,7 +376,7 @@ async fn an_open_whose_nonce_is_spent_is_dropped_after_the_grace_with_no_reuse()
     adapter.broadcast(lost.tx_hash).await.expect("broadcast");
     proxy.hide(&format!("{:#x}", lost.tx_hash), usize::MAX);
     // Another transaction of ours takes nonce 0 (a higher fee replaces the open).
-    {
+    let spender = {
         use alloy::eips::eip2718::Encodable2718;
         use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
         let tx = alloy::rpc::types::TransactionRequest::default()
@@ -392,13 +392,15 @@ async fn an_open_whose_nonce_is_spent_is_dropped_after_the_grace_with_no_reuse()
             .build(&EthereumWallet::from(f.key.clone()))
             .await
             .expect("signs");
-        f.anvil
+        *f.anvil
             .provider
             .send_raw_transaction(&envelope.encoded_2718())
             .await
-            .expect("the replacement is accepted");
-    }
+            .expect("the replacement is accepted")
+            .tx_hash()
+    };
     f.anvil.mine(1).await;
+    assert!(f.anvil.receipt(spender).await.status(), "nonce 0 is spent");
 
     let start = Instant::now();
     assert_eq!(

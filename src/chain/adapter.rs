@@ -987,7 +987,14 @@ impl EvmChannels {
         let unseen_for = now.saturating_duration_since(since);
         if unseen_for < self.dropped_grace {
             bump(&self.counters.receipts_missed);
-            log::info!(
+            // Told once per episode at INFO; every later check of it at DEBUG.
+            let level = if since == now {
+                log::Level::Info
+            } else {
+                log::Level::Debug
+            };
+            log::log!(
+                level,
                 "channel open {tx_hash:#x} is unknown to the endpoint (no receipt, not in its pool) for {}s; not dropped before chain.dropped_grace_seconds ({}s)",
                 unseen_for.as_secs(),
                 self.dropped_grace.as_secs()
@@ -1018,7 +1025,7 @@ impl EvmChannels {
                     .await?;
                 if pending > confirmed {
                     bump(&self.counters.receipts_missed);
-                    log::info!(
+                    log::debug!(
                         "channel open {tx_hash:#x} (signed by an earlier run) is unknown to the endpoint for {}s, but {} transaction(s) of ours are still pending and it may be one of them; not dropped",
                         unseen_for.as_secs(),
                         pending - confirmed
