@@ -8,7 +8,7 @@ use std::time::Duration;
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
-use btp_nips_node::chain::adapter::http_provider;
+use btp_nips_node::chain::adapter::{http_provider, DEFAULT_DROPPED_GRACE};
 use btp_nips_node::chain::contract::PaymentChannels as PC;
 use btp_nips_node::chain::{ChainError, ChannelPolicy, EvmChannels};
 use btp_nips_node::config::Settings;
@@ -157,11 +157,18 @@ async fn a_hash_the_chain_never_saw_is_dropped_after_a_restart_and_only_one_open
         .expect("signs");
     // The process dies after the hash was persisted, before the broadcast.
     let after_restart = f.adapter();
+    let first_check = std::time::Instant::now();
+    assert_eq!(
+        after_restart.status_at(lost.tx_hash, first_check).await,
+        Ok(ChannelStatus::Pending { confirmations: 0 }),
+        "one answer without it is not a drop"
+    );
     assert_eq!(
         after_restart
-            .channel_status(&format!("{:#x}", lost.tx_hash))
+            .status_at(lost.tx_hash, first_check + DEFAULT_DROPPED_GRACE)
             .await,
-        Ok(ChannelStatus::Dropped)
+        Ok(ChannelStatus::Dropped),
+        "unseen for the grace, and nothing of ours is pending"
     );
     let reopened = after_restart
         .sign_open(payee, U256::from(ETH), false)
@@ -237,12 +244,29 @@ async fn a_reorg_that_drops_the_open_is_detected() {
         Ok(ChannelStatus::Pending { confirmations: 2 })
     );
     f.anvil.reorg(2).await;
+    let first_check = std::time::Instant::now();
+    let hash: B256 = tx.parse().unwrap();
     assert_eq!(
-        adapter.channel_status(&tx).await,
+        adapter.status_at(hash, first_check).await,
+        Ok(ChannelStatus::Pending { confirmations: 0 }),
+        "the pool may take it back: not dropped at once"
+    );
+    assert_eq!(
+        adapter
+            .status_at(hash, first_check + DEFAULT_DROPPED_GRACE)
+            .await,
         Ok(ChannelStatus::Dropped)
     );
     assert_eq!(f.open_count().await, U256::ZERO);
     assert_eq!(adapter.find_channel(&peer(payee, true)).await, Ok(None));
+    let reopened = adapter
+        .sign_open(payee, U256::from(ETH), false)
+        .await
+        .expect("signs");
+    assert_eq!(
+        reopened.nonce, 0,
+        "the new open takes the dropped open's nonce"
+    );
 }
 
 #[tokio::test]
@@ -412,6 +436,11 @@ async fn startup_checks_name_a_wrong_chain_id_or_a_missing_contract() {
         format!("{}\n", alloy::hex::encode(f.key.to_bytes())),
     )
     .expect("write key");
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("a private key file");
     let yaml = |chain_id: u64, contract: Address| {
         format!(
             "chain:\n  enabled: true\n  rpc_url: \"{}\"\n  chain_id: {chain_id}\n  contract_address: \"{contract}\"\n  key_file: \"{}\"\n",

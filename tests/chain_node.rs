@@ -150,7 +150,9 @@ impl Fixture {
                     min_time_left: Duration::from_secs(24 * 3600),
                     auto_open,
                 },
-            ),
+            )
+            // A reorg's drop is reported within the tests' waits.
+            .with_dropped_grace(Duration::from_secs(1)),
             statuses: Mutex::new(Vec::new()),
             db: self.db.clone(),
             durable_at_broadcast: Mutex::new(Vec::new()),

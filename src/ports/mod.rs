@@ -107,7 +107,8 @@ pub enum ChannelStatus {
     Confirmed {
         channel_id: String,
     },
-    /// No longer on the canonical chain (reorg).
+    /// No longer on the canonical chain (reorg) nor in any pool, and unable to land beside
+    /// a new open (the adapter decides when; see `crate::chain`).
     Dropped,
 }
 
