@@ -103,7 +103,7 @@ async fn an_open_is_signed_unsent_then_confirmed_after_exactly_n_blocks() {
     let payee = Address::repeat_byte(0xb0);
     assert_eq!(adapter.find_channel(&peer(payee, true)).await, Ok(None));
     let tx = adapter
-        .open_channel(&peer(payee, true))
+        .open_channel(&peer(payee, true), None)
         .await
         .expect("signs");
     assert!(
@@ -206,13 +206,16 @@ async fn a_restarted_adapter_follows_a_broadcast_open_to_its_confirmation() {
     let payee = Address::repeat_byte(0xb2);
     let tx = f
         .adapter()
-        .open_channel(&peer(payee, true))
+        .open_channel(&peer(payee, true), None)
         .await
         .expect("signs");
     f.adapter().broadcast_open(&tx).await.unwrap_err();
     // Only the adapter that signed holds the transaction: sign and send with one instance.
     let first = f.adapter();
-    let tx = first.open_channel(&peer(payee, true)).await.expect("signs");
+    let tx = first
+        .open_channel(&peer(payee, true), None)
+        .await
+        .expect("signs");
     first.broadcast_open(&tx).await.expect("broadcast");
     drop(first);
     let second = f.adapter();
@@ -234,7 +237,7 @@ async fn a_reorg_that_drops_the_open_is_detected() {
     let adapter = f.adapter();
     let payee = Address::repeat_byte(0xb3);
     let tx = adapter
-        .open_channel(&peer(payee, true))
+        .open_channel(&peer(payee, true), None)
         .await
         .expect("signs");
     adapter.broadcast_open(&tx).await.expect("broadcast");
@@ -276,7 +279,7 @@ async fn rpc_trouble_while_waiting_is_the_nodes_own_fault_and_the_wait_goes_on()
     let adapter = f.adapter_at(&proxy.url, policy());
     let payee = Address::repeat_byte(0xb4);
     let tx = adapter
-        .open_channel(&peer(payee, true))
+        .open_channel(&peer(payee, true), None)
         .await
         .expect("signs");
     adapter.broadcast_open(&tx).await.expect("broadcast");

@@ -67,8 +67,12 @@ impl ChannelPort for Observed {
     async fn request_channel(&self, peer: &PeerTarget) -> Result<ChannelRequest, Fault> {
         self.inner.request_channel(peer).await
     }
-    async fn open_channel(&self, peer: &PeerTarget) -> Result<String, Fault> {
-        self.inner.open_channel(peer).await
+    async fn open_channel(
+        &self,
+        peer: &PeerTarget,
+        deposit_wei: Option<u128>,
+    ) -> Result<String, Fault> {
+        self.inner.open_channel(peer, deposit_wei).await
     }
     async fn broadcast_open(&self, tx_hash: &str) -> Result<(), Fault> {
         let stored = self.db.load_all().expect("database readable");

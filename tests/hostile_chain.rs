@@ -259,14 +259,14 @@ async fn a_receipt_missed_once_is_not_a_drop_and_one_deposit_lands() {
     let f = Fixture::new().await;
     let proxy = HidingProxy::start(&f.anvil.url).await;
     let adapter = f.adapter(&proxy.url, None);
-    let tx = adapter.open_channel(&peer(1)).await.expect("signs");
+    let tx = adapter.open_channel(&peer(1), None).await.expect("signs");
     adapter.broadcast_open(&tx).await.expect("broadcast");
     proxy.hide(&tx, 1);
 
     let missed = adapter.channel_status(&tx).await;
     // What the core does with a drop: a new open to the same peer, broadcast at once.
     let reopened = if missed == Ok(ChannelStatus::Dropped) {
-        let again = adapter.open_channel(&peer(1)).await.expect("signs");
+        let again = adapter.open_channel(&peer(1), None).await.expect("signs");
         adapter.broadcast_open(&again).await.expect("broadcast");
         Some(again)
     } else {
@@ -298,7 +298,7 @@ async fn an_open_unseen_past_the_grace_is_dropped_and_the_reopen_takes_its_nonce
     let adapter = Arc::into_inner(f.adapter(&proxy.url, None))
         .expect("one owner")
         .with_dropped_grace(grace);
-    let first = adapter.open_channel(&peer(1)).await.expect("signs");
+    let first = adapter.open_channel(&peer(1), None).await.expect("signs");
     adapter.broadcast_open(&first).await.expect("broadcast");
     proxy.hide(&first, usize::MAX);
     let hash: B256 = first.parse().unwrap();

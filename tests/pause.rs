@@ -1,7 +1,8 @@
 //! The operator's pause: a disconnect with an end. The peer is stopped like a deliberate
 //! disconnect (refused inbound, not redialled), comes back by itself when the pause ends —
 //! also when the node restarted meanwhile — and a retry ends the pause early. Through the
-//! admin API, `pause_seconds` out of range is refused naming the bounds.
+//! admin API, `pause_seconds` out of range is refused naming the bounds. An approval may
+//! carry the operator's deposit.
 
 mod support;
 
@@ -158,5 +159,66 @@ async fn the_api_pauses_a_peer_and_refuses_a_pause_out_of_range() {
         r.state == PeerState::Connected && r.desired == PeerIntent::Connect
     })
     .await;
+    node.shutdown().await.unwrap();
+}
+
+/// `approve-channel` with the operator's deposit: the open is signed with it (and the next
+/// open, not approved with one, with the configured deposit); a deposit that is not a whole
+/// positive number of wei is refused naming `deposit_wei`, and nothing is opened.
+#[actix_rt::test]
+async fn an_approval_carries_the_operators_deposit_and_a_bad_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = MemoryWorld::new();
+    let (a, b) = (pubkey(1), pubkey(2));
+    for peer in [&a, &b] {
+        world.announce(peer, MemoryWorld::announcement_for(peer));
+    }
+    let (node, api) = admin_node(&world, &dir, "{}", "", &[]).await;
+    for peer in [&a, &b] {
+        node.follow(peer).await.unwrap();
+    }
+    wait_until(&node, Duration::from_secs(10), "both need a channel", |p| {
+        count_in(p, PeerState::ChannelNeeded) == 2
+    })
+    .await;
+
+    for (bad, why) in [
+        ("0", "more than 0"),
+        ("12.5", "whole number"),
+        ("-1", "whole number"),
+    ] {
+        let (status, body) = api
+            .post(
+                &format!("/v1/peers/{a}/approve-channel"),
+                json!({ "deposit_wei": bad }),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.contains("deposit_wei") && error.contains(why),
+            "{error}"
+        );
+    }
+    assert!(world.approved_deposits().is_empty(), "nothing was opened");
+
+    let (status, body) = api
+        .post(
+            &format!("/v1/peers/{a}/approve-channel"),
+            json!({ "deposit_wei": "340282366920938463463374607431768211455" }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = api
+        .post(&format!("/v1/peers/{b}/approve-channel"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    wait_until(&node, Duration::from_secs(10), "both connected", |p| {
+        count_in(p, PeerState::Connected) == 2
+    })
+    .await;
+    let mut deposits = world.approved_deposits();
+    deposits.sort();
+    assert_eq!(deposits, [(a, Some(u128::MAX)), (b, None)]);
     node.shutdown().await.unwrap();
 }

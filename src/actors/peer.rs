@@ -66,7 +66,10 @@ pub struct SetFollowed(pub bool);
 /// The operator approved opening a channel to this peer.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
-pub struct ApproveChannel;
+pub struct ApproveChannel {
+    /// The operator's deposit (`None`: the configured one).
+    pub deposit_wei: Option<u128>,
+}
 
 /// Something another part of the node observed about this peer (an event received from
 /// it, a protocol violation), fed to its lifecycle as is.
@@ -110,6 +113,8 @@ pub struct PeerActor {
     awaiting_durable: bool,
     /// Events that arrived while a durable write was awaited, in arrival order.
     deferred: VecDeque<Event>,
+    /// The deposit the operator approved the next open with, if not the configured one.
+    approved_deposit: Option<u128>,
 }
 
 impl PeerActor {
@@ -140,6 +145,7 @@ impl PeerActor {
             restarts: VecDeque::new(),
             awaiting_durable: false,
             deferred: VecDeque::new(),
+            approved_deposit: None,
         }
     }
 
@@ -301,7 +307,9 @@ impl PeerActor {
             }
             Action::OpenChannel => {
                 let channels = self.ports.channels.clone();
-                let fut = async move { channels.open_channel(&target).await };
+                // The operator's deposit goes with the open it approved, and only that one.
+                let deposit = self.approved_deposit.take();
+                let fut = async move { channels.open_channel(&target, deposit).await };
                 self.spawn_op(ctx, "channel port", fut, |act, result, ctx| match result {
                     Ok(tx_hash) => act.signed(tx_hash, ctx),
                     Err(f) => {
@@ -605,7 +613,8 @@ impl Handler<SetFollowed> for PeerActor {
 
 impl Handler<ApproveChannel> for PeerActor {
     type Result = ();
-    fn handle(&mut self, _: ApproveChannel, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: ApproveChannel, ctx: &mut Self::Context) {
+        self.approved_deposit = msg.deposit_wei;
         self.feed(Event::OpenChannelApproved, ctx);
     }
 }

@@ -98,6 +98,8 @@ pub struct RetryPeer {
 #[rtype(result = "Result<(), SupervisorError>")]
 pub struct ApproveChannelFor {
     pub nostr_pubkey: String,
+    /// The deposit to open with (`None`: the configured one).
+    pub deposit_wei: Option<u128>,
 }
 
 /// A remote node asks to open a session with us: may it have a slot?
@@ -788,7 +790,9 @@ impl Handler<ApproveChannelFor> for PeerSupervisor {
     fn handle(&mut self, msg: ApproveChannelFor, _ctx: &mut Self::Context) -> Self::Result {
         match self.running.get(&msg.nostr_pubkey) {
             Some(peer) if peer.record.state == PeerState::ChannelNeeded => {
-                peer.addr.do_send(ApproveChannel);
+                peer.addr.do_send(ApproveChannel {
+                    deposit_wei: msg.deposit_wei,
+                });
                 Ok(())
             }
             Some(peer) => Err(SupervisorError::NotApplicable {

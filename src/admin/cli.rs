@@ -78,6 +78,9 @@ pub enum AdminCommand {
     /// Approve opening a payment channel to a peer waiting in channel_needed.
     ApproveChannel {
         id: String,
+        /// Open with this deposit instead of the configured `chain.deposit_wei`.
+        #[arg(long, value_name = "WEI", value_parser = crate::chain::parse_deposit_wei)]
+        deposit: Option<u128>,
         #[command(flatten)]
         args: AdminArgs,
     },
@@ -254,11 +257,15 @@ async fn run_async(command: AdminCommand, settings: &Settings) -> Result<(), Cli
                 .await?;
             report(&answer, json);
         }
-        AdminCommand::ApproveChannel { id, .. } => {
+        AdminCommand::ApproveChannel { id, deposit, .. } => {
+            let body = match deposit {
+                Some(wei) => json!({ "deposit_wei": wei.to_string() }),
+                None => json!({}),
+            };
             let answer = client
                 .post(
                     &format!("/v1/peers/{}/approve-channel", peer_id(id)?),
-                    &json!({}),
+                    &body,
                 )
                 .await?;
             report(&answer, json);

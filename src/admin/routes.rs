@@ -470,14 +470,37 @@ async fn disconnect(
     accepted(&state.node, &pubkey, "disconnect").await
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    /// Decimal wei as a string (a deposit may not fit a JSON number exactly).
+    deposit_wei: Option<String>,
+}
+
 async fn approve_channel(
     req: HttpRequest,
     state: web::Data<AdminState>,
     id: web::Path<String>,
+    body: Bytes,
 ) -> Answer {
     authorize(&req, &state, Access::Admin)?;
+    let body: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ApproveBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body must be {{}} or {{\"deposit_wei\": \"<decimal wei>\"}}: {e}"
+            ))
+        })?
+    };
+    let deposit = body
+        .deposit_wei
+        .as_deref()
+        .map(crate::chain::parse_deposit_wei)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("deposit_wei: {e}")))?;
     let pubkey = resolve(&state.node, &id).await?;
-    match state.node.approve_channel(&pubkey).await {
+    match state.node.approve_channel_with(&pubkey, deposit).await {
         Ok(()) => accepted(&state.node, &pubkey, "approve-channel").await,
         // Known but with no running actor (failed, stopped, waiting for a slot): not in
         // channel_needed either.

@@ -1183,9 +1183,14 @@ impl ChannelPort for EvmChannels {
         }
     }
 
-    async fn open_channel(&self, peer: &PeerTarget) -> Result<String, Fault> {
+    async fn open_channel(
+        &self,
+        peer: &PeerTarget,
+        deposit_wei: Option<u128>,
+    ) -> Result<String, Fault> {
         let payee = Self::payee_of(peer)?;
-        let plan = self.sign_open(payee, self.policy.deposit, false).await?;
+        let deposit = deposit_wei.map_or(self.policy.deposit, U256::from);
+        let plan = self.sign_open(payee, deposit, false).await?;
         Ok(format!("{:#x}", plan.tx_hash))
     }
 

@@ -31,3 +31,12 @@ pub mod contract;
 pub mod operator;
 
 pub use adapter::{ChainError, ChainStats, ChannelPolicy, EvmChannels, OpenPlan};
+
+/// A deposit the operator typed (CLI, admin API): a whole number of wei, more than 0.
+pub fn parse_deposit_wei(text: &str) -> Result<u128, String> {
+    match text.trim().parse::<u128>() {
+        Ok(0) => Err("the deposit must be more than 0 wei".into()),
+        Ok(wei) => Ok(wei),
+        Err(_) => Err(format!("`{text}` is not a whole number of wei")),
+    }
+}

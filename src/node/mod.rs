@@ -254,11 +254,23 @@ impl Node {
 
     /// Approves opening a channel to a peer waiting in `channel_needed`.
     pub async fn approve_channel(&self, nostr_pubkey: &str) -> Result<(), NodeError> {
+        self.approve_channel_with(nostr_pubkey, None).await
+    }
+
+    /// Approves opening a channel with `deposit_wei` (`None`: the configured deposit).
+    pub async fn approve_channel_with(
+        &self,
+        nostr_pubkey: &str,
+        deposit_wei: Option<u128>,
+    ) -> Result<(), NodeError> {
         let nostr_pubkey = nostr_pubkey.to_owned();
         Ok(self
             .inner
             .supervisor
-            .send(ApproveChannelFor { nostr_pubkey })
+            .send(ApproveChannelFor {
+                nostr_pubkey,
+                deposit_wei,
+            })
             .await??)
     }
 

@@ -30,6 +30,8 @@ struct World {
     confirmations_needed: u64,
     pending_txs: HashMap<String, (String, u64)>,
     open_count: u64,
+    /// Each operator-approved open: the peer and the deposit it was approved with.
+    deposits: Vec<(String, Option<u128>)>,
     broadcasts: HashSet<String>,
     subscribe_count: u64,
     /// How long opening a session takes (simulated under a paused clock).
@@ -208,6 +210,11 @@ impl MemoryWorld {
         self.with(|w| w.broadcasts.len())
     }
 
+    /// Each operator-approved open so far: the peer and the deposit approved.
+    pub fn approved_deposits(&self) -> Vec<(String, Option<u128>)> {
+        self.with(|w| w.deposits.clone())
+    }
+
     /// Open transactions signed so far.
     pub fn open_count(&self) -> u64 {
         self.with(|w| w.open_count)
@@ -350,8 +357,15 @@ impl ChannelPort for MemoryWorld {
         }))
     }
 
-    async fn open_channel(&self, peer: &PeerTarget) -> Result<String, Fault> {
-        Ok(self.with(|w| Self::send_open(w, peer)))
+    async fn open_channel(
+        &self,
+        peer: &PeerTarget,
+        deposit_wei: Option<u128>,
+    ) -> Result<String, Fault> {
+        Ok(self.with(|w| {
+            w.deposits.push((peer.nostr_pubkey.clone(), deposit_wei));
+            Self::send_open(w, peer)
+        }))
     }
 
     async fn broadcast_open(&self, tx_hash: &str) -> Result<(), Fault> {
