@@ -242,7 +242,10 @@ async fn a_strangers_600_filter_req_never_takes_the_operator_relay_from_a_follow
     let url_b = relay_b.url().await.to_string();
     let relay_f = TestRelay::start(Impl::Builder).await;
     let (keys_b, keys_f) = (Keys::generate(), Keys::generate());
-    let (to_b, to_f) = (relay_client(&url_b).await, relay_client(&relay_f.url()).await);
+    let (to_b, to_f) = (
+        relay_client(&url_b).await,
+        relay_client(&relay_f.url()).await,
+    );
     let t0 = unix_now() - 1_000;
     let stored: Vec<Event> = (0..3)
         .map(|i| note(&keys_b, &format!("stored {i}"), t0 + i))
@@ -310,7 +313,11 @@ async fn a_strangers_600_filter_req_never_takes_the_operator_relay_from_a_follow
         assert!(text.contains(setting), "{text:?} names {setting}");
     };
     named(&wide, "events.max_filters_per_req");
-    assert_eq!((&s1_a, &s1_b), (&None, &None), "16 filters twice are served");
+    assert_eq!(
+        (&s1_a, &s1_b),
+        (&None, &None),
+        "16 filters twice are served"
+    );
     named(&s1_c, "events.max_live_reqs_per_peer");
     named(&s2_a, "events.live_reqs_reserved_for_followed");
     assert_eq!(s2_b, None, "room in the strangers' share");
@@ -471,7 +478,11 @@ async fn events_from_far_in_the_future_are_refused_and_the_peers_next_events_sti
     let held = events_of(&to_a, &keys).await;
     let mut texts: Vec<&str> = held.iter().map(|e| e.content.as_str()).collect();
     texts.sort();
-    assert_eq!(texts, ["normal 1", "normal 2"], "only the normal events land");
+    assert_eq!(
+        texts,
+        ["normal 1", "normal 2"],
+        "only the normal events land"
+    );
     let record = a
         .wait_record(&keys, "the cursor at the last normal event", |r| {
             r.event_cursor.is_some()

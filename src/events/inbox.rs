@@ -338,7 +338,10 @@ mod tests {
         };
         let inbox = Inbox::default();
         let (id, _) = inbox.open(&peer.public_key(), Some(&cursor));
-        assert_eq!(inbox.check(&pk, &id, &first, NOW), Ok(Accepted::AlreadyReceived));
+        assert_eq!(
+            inbox.check(&pk, &id, &first, NOW),
+            Ok(Accepted::AlreadyReceived)
+        );
         assert_eq!(inbox.check(&pk, &id, &second, NOW), Ok(Accepted::New));
         inbox.received(&pk, &id, &second);
         assert_eq!(
@@ -381,10 +384,7 @@ mod tests {
         });
         let (id, _) = inbox.open(&peer.public_key(), None);
         let events: Vec<Event> = (0..6).map(|i| note(&peer, &format!("{i}"), 70)).collect();
-        let changed: Vec<bool> = events
-            .iter()
-            .map(|e| inbox.received(&pk, &id, e))
-            .collect();
+        let changed: Vec<bool> = events.iter().map(|e| inbox.received(&pk, &id, e)).collect();
         assert_eq!(changed, [true, true, true, false, false, false]);
         let cursor = inbox.cursor(&pk, &id).unwrap();
         assert_eq!((cursor.created_at, cursor.ids.len()), (70, 3));

@@ -225,6 +225,10 @@ impl OperatorRelay {
     /// The caller's own `until`, if any, is passed on as is (so it is inclusive or not as
     /// the relay reads it).
     ///
+    /// The paging keeps only ids ([`OperatorRelay::stored_index`]); the events are then
+    /// fetched by id, `page_size` a REQ ([`OperatorRelay::events_by_id`]): one deleted in
+    /// between is absent.
+    ///
     /// Fails with [`OperatorRelayError::Unavailable`] when a page is not answered (no EOSE
     /// within `query_timeout`, not connected within `connect_timeout`, CLOSED, or its
     /// messages lost from the notification buffer), or answered with events after its

@@ -16,9 +16,10 @@
 //! - live REQs per peer (`events.max_live_reqs_per_peer`) and in all
 //!   (`events.max_live_reqs`), of which `events.live_reqs_reserved_for_followed` only
 //!   followed peers may use: peers not followed share the rest, so no load of theirs can
-//!   take a followed peer's room (and the total stays under the relay's limit, so the relay
-//!   never refuses a followed peer's REQ). Whether the asker is followed is what the flow
-//!   learnt when it subscribed to that peer ([`Serving::set_followed`]).
+//!   take a followed peer's room (and with the total set under the relay's own limit, the
+//!   relay never refuses a followed peer's REQ). Whether the asker is followed is what the
+//!   flow learnt when it subscribed to that peer ([`Serving::set_followed`]); a peer this
+//!   node follows but has not yet subscribed to counts as not followed until then.
 //!
 //! Stored events are read as ids first (at most `max_stored` for the whole REQ, the
 //! newest), then fetched and sent a page at a time, so a REQ holds at most one page of
