@@ -330,6 +330,10 @@ async fn a_strangers_600_filter_req_never_takes_the_operator_relay_from_a_follow
     relay_b.shutdown();
 }
 
+/// What a sending peer heard back for each event: the OK (accepted, message), or what
+/// came instead.
+type Answers = Arc<Mutex<Vec<Result<(bool, String), String>>>>;
+
 /// A followed peer that answers the node's REQ with `events` (signed beforehand), one
 /// after the other (up to `in_flight` at once), and records the answers. The events from
 /// `split` on wait for `gate`.
@@ -339,7 +343,7 @@ struct Sender {
     split: usize,
     gate: Arc<tokio::sync::Notify>,
     in_flight: usize,
-    answers: Arc<Mutex<Vec<Result<(bool, String), String>>>>,
+    answers: Answers,
 }
 
 #[async_trait]
@@ -388,8 +392,6 @@ impl IlpHandler for Sender {
         ilp::Packet::Fulfill(ilp::Fulfill::peer_control(Vec::new()))
     }
 }
-
-type Answers = Arc<Mutex<Vec<Result<(bool, String), String>>>>;
 
 /// A peer of key `keys` that sends `events` when asked.
 async fn sending_peer(
@@ -556,8 +558,8 @@ async fn fifty_thousand_events_of_one_second_keep_the_cursor_at_its_bound() {
         .unwrap()
         .iter()
         .filter(|a| !matches!(a, Ok((true, _))))
-        .cloned()
         .take(3)
+        .cloned()
         .collect();
     assert!(refusals.is_empty(), "every event accepted: {refusals:?}");
     let next = a
