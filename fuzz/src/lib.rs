@@ -6,6 +6,10 @@
 #[path = "../../src/wire/mod.rs"]
 pub mod wire;
 
+/// The bounded, escaping formatter the codecs show remote bytes with (std only).
+#[path = "../../src/untrusted.rs"]
+pub mod untrusted;
+
 #[cfg(feature = "messages")]
 #[path = "../../src/events/messages.rs"]
 pub mod messages;
