@@ -106,3 +106,44 @@ impl NostrSettings {
         p.finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Settings;
+    use crate::discovery::bounds::ReqBounds;
+
+    #[test]
+    fn the_per_req_bounds_default_as_the_relays_do_and_are_checked() {
+        let n = Settings::defaults().unwrap().nostr;
+        assert_eq!(
+            ReqBounds {
+                max_events: n.max_events_per_req,
+                max_bytes: n.max_bytes_per_req,
+            },
+            ReqBounds::default()
+        );
+        for (yaml, key, says) in [
+            (
+                "nostr: {max_authors_per_req: 300, max_events_per_req: 599}",
+                "nostr.max_events_per_req",
+                "between 600 (2 × nostr.max_authors_per_req",
+            ),
+            (
+                "nostr: {max_events_per_req: 1000001}",
+                "nostr.max_events_per_req",
+                "and 1000000",
+            ),
+            (
+                "nostr: {max_bytes_per_req: 1000}",
+                "nostr.max_bytes_per_req",
+                "between 65536 and 268435456",
+            ),
+        ] {
+            let err = Settings::from_yaml_overrides(yaml).expect_err(yaml);
+            assert_eq!(err.key(), Some(key), "{yaml}: {err}");
+            assert!(err.to_string().contains(says), "{yaml}: {err}");
+        }
+        Settings::from_yaml_overrides("nostr: {max_authors_per_req: 300, max_events_per_req: 600}")
+            .unwrap();
+    }
+}

@@ -542,6 +542,70 @@ mod tests {
     }
 
     #[test]
+    fn address_classes_have_exact_edges() {
+        let class = |ip: &str| ip_class(ip.parse().unwrap());
+        for (ip, expected) in [
+            ("172.15.255.255", None),
+            ("172.16.0.0", Some(HostClass::Private)),
+            ("172.31.255.255", Some(HostClass::Private)),
+            ("172.32.0.0", None),
+            ("100.63.255.255", None),
+            ("100.64.0.0", Some(HostClass::Shared)),
+            ("100.127.255.255", Some(HostClass::Shared)),
+            ("100.128.0.0", None),
+            ("198.17.255.255", None),
+            ("198.18.0.1", Some(HostClass::Reserved)),
+            ("255.255.255.255", Some(HostClass::Reserved)),
+            ("8.8.8.8", None),
+            ("fbff::1", None),
+            ("fc00::1", Some(HostClass::Private)),
+            ("fdff::1", Some(HostClass::Private)),
+            ("febf::1", Some(HostClass::LinkLocal)),
+            ("fec0::1", Some(HostClass::Private)),
+            ("ff02::1", Some(HostClass::Reserved)),
+            ("::", Some(HostClass::Unspecified)),
+            ("::ffff:10.1.2.3", Some(HostClass::Private)),
+            ("::ffff:8.8.8.8", None),
+            ("64:ff9b::169.254.169.254", Some(HostClass::LinkLocal)),
+            ("2001:db9::1", None),
+            ("2a00:1450::1", None),
+        ] {
+            assert_eq!(class(ip), expected, "{ip}");
+        }
+    }
+
+    #[test]
+    fn announced_hosts_are_judged_unless_allowed() {
+        let refused = check_announced_host("wss://10.0.0.1", false).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "invalid announcement: ilp-endpoint: endpoint wss://10.0.0.1/ is a private address; \
+             set nostr.allow_ws_loopback to allow it"
+        );
+        assert!(check_announced_host("wss://10.0.0.1", true).is_ok());
+        assert!(matches!(
+            check_announced_host("wss://api.localhost./btp", false),
+            Err(InvalidAnnouncement::EndpointHost {
+                class: HostClass::Loopback,
+                ..
+            })
+        ));
+        // Names are not resolved here.
+        assert!(check_announced_host("wss://internal.example/btp", false).is_ok());
+        // validate() applies it after the scheme check.
+        let keys = Keys::generate();
+        let event = with_tag(&keys, "ilp-endpoint", "wss://169.254.169.254/latest");
+        assert!(matches!(
+            validate(&event, false),
+            Err(InvalidAnnouncement::EndpointHost {
+                class: HostClass::LinkLocal,
+                ..
+            })
+        ));
+        assert!(validate(&event, true).is_ok());
+    }
+
+    #[test]
     fn newest_wins_then_lowest_id() {
         let keys = Keys::generate();
         let old = fields().sign(&keys, NostrTimestamp::from(100));
