@@ -251,19 +251,19 @@ async fn watch_relay(
                         }
                     }
                 }
-                RelayMessage::EndOfStoredEvents(sid) if *sid == id => {
-                    if !sub.cut && !sub.stored_sent {
-                        sub.stored_sent = true;
-                        if sub.ignored.total() > 0 {
-                            log::warn!(
-                                "follow monitor: {url} sent events that are not the operator's \
-                                 newer follow list{}",
-                                sub.tally_note()
-                            );
-                            sub.ignored = IgnoredTally::default();
-                        }
-                        me.do_send(StoredListsSent(url.clone()));
+                RelayMessage::EndOfStoredEvents(sid)
+                    if *sid == id && !sub.cut && !sub.stored_sent =>
+                {
+                    sub.stored_sent = true;
+                    if sub.ignored.total() > 0 {
+                        log::warn!(
+                            "follow monitor: {url} sent events that are not the operator's \
+                             newer follow list{}",
+                            sub.tally_note()
+                        );
+                        sub.ignored = IgnoredTally::default();
                     }
+                    me.do_send(StoredListsSent(url.clone()));
                 }
                 RelayMessage::Closed {
                     subscription_id,
