@@ -39,8 +39,8 @@ struct Answer {
     /// Sent in turn, `total` messages in all (cycling through them).
     events: Vec<Event>,
     total: usize,
-    /// EOSE after them; without it the REQ never ends.
-    eose: bool,
+    /// EOSE after this many of them; without it the REQ never ends.
+    eose: Option<usize>,
 }
 
 type Script = Arc<dyn Fn(&serde_json::Value) -> Answer + Send + Sync>;
@@ -98,6 +98,9 @@ impl HostileRelay {
                                 answer.events.iter().map(|e| e.as_json()).collect();
                             let sub_json = serde_json::to_string(&sub).unwrap();
                             for i in 0..answer.total {
+                                if answer.eose == Some(i) {
+                                    let _ = out.send(format!("[\"EOSE\",{sub_json}]")).await;
+                                }
                                 let Some(json) = jsons.get(i % jsons.len().max(1)) else {
                                     break;
                                 };
@@ -107,7 +110,7 @@ impl HostileRelay {
                                 }
                                 sent.fetch_add(1, Ordering::Relaxed);
                             }
-                            if answer.eose {
+                            if answer.eose == Some(answer.total) {
                                 let _ = out.send(format!("[\"EOSE\",{sub_json}]")).await;
                             }
                         }));
@@ -250,7 +253,7 @@ async fn a_flooding_relay_is_cut_off_and_the_honest_relay_still_resolves() {
     let hostile = HostileRelay::start(move |_| Answer {
         events: flood.clone(),
         total: 100_000,
-        eose: false,
+        eose: None,
     })
     .await;
     let bounds = ReqBounds {
@@ -330,7 +333,7 @@ async fn a_relay_sending_too_many_bytes_is_cut_off() {
     let hostile = HostileRelay::start(move |_| Answer {
         events: big.clone(),
         total: 10_000,
-        eose: false,
+        eose: None,
     })
     .await;
     let bounds = ReqBounds {
@@ -394,7 +397,7 @@ async fn forged_and_foreign_events_from_a_hostile_relay_are_ignored() {
                     others.clone()
                 },
                 total: if *round == 1 { 1 } else { others.len() },
-                eose: true,
+                eose: Some(if *round == 1 { 1 } else { others.len() }),
             }
         })
         .await
@@ -618,7 +621,7 @@ async fn a_flooding_relay_cannot_stall_or_poison_the_follow_list() {
     let hostile = HostileRelay::start(move |_| Answer {
         events: flood.clone(),
         total: 100_000,
-        eose: false,
+        eose: None,
     })
     .await;
     let relays = relay_set(
@@ -658,5 +661,69 @@ async fn a_flooding_relay_cannot_stall_or_poison_the_follow_list() {
         .unwrap()
         .followed
         .contains(&attacker.to_hex()));
+    relays.shutdown().await;
+}
+
+/// A relay that sends its EOSE and then streams events that are not the operator's list
+/// without end is cut off too; the honest relay's newer list still arrives and is acted on.
+#[actix_rt::test]
+async fn a_relay_streaming_junk_after_eose_is_cut_and_new_lists_still_arrive() {
+    let operator = Keys::generate();
+    let (friend, later) = (Keys::generate().public_key(), Keys::generate().public_key());
+    let attacker = Keys::generate().public_key();
+    let honest = TestRelay::start(Impl::Builder).await;
+    let t = now().as_secs() - 100;
+    publish(&honest, &[contact_list(&operator, t, &[friend])]).await;
+    // The operator's own list, replayed again and again: not newer, so ignored too.
+    let mut junk = vec![contact_list(&operator, t, &[friend])];
+    for _ in 0..100 {
+        junk.push(contact_list(&Keys::generate(), t + 50, &[attacker]));
+    }
+    let hostile = HostileRelay::start(move |_| Answer {
+        events: junk.clone(),
+        total: 100_000,
+        eose: Some(0),
+    })
+    .await;
+    let relays = relay_set(
+        &[honest.url(), hostile.url()],
+        ReqBounds {
+            max_events: 500,
+            max_bytes: 64 * 1024 * 1024,
+        },
+    )
+    .await;
+    let directory = Arc::new(RecordingDirectory::default());
+    let _monitor = FollowListMonitor::new(
+        relays.clone(),
+        operator.public_key(),
+        None,
+        directory.clone(),
+        Duration::from_secs(120),
+    )
+    .start();
+    eventually(Duration::from_secs(30), "the junk stream cut off", || {
+        let cuts = relays.stats().cut_by_events.load(Ordering::Relaxed);
+        async move { (cuts == 1).then_some(()) }
+    })
+    .await;
+    let stats = relays.stats();
+    assert_eq!(stats.ignored.total(), 500);
+    assert!(stats.ignored.stale.load(Ordering::Relaxed) >= 1);
+    assert!(stats.ignored.author.load(Ordering::Relaxed) >= 400);
+
+    publish(
+        &honest,
+        &[contact_list(&operator, t + 10, &[friend, later])],
+    )
+    .await;
+    eventually(Duration::from_secs(30), "the newer list acted on", || {
+        let followed = directory.0.lock().unwrap().followed.clone();
+        async move { followed.contains(&later.to_hex()).then_some(()) }
+    })
+    .await;
+    let followed = directory.0.lock().unwrap().followed.clone();
+    assert!(followed.contains(&friend.to_hex()));
+    assert!(!followed.contains(&attacker.to_hex()));
     relays.shutdown().await;
 }
