@@ -37,6 +37,10 @@ pub struct NostrSettings {
     pub max_authors_per_req: usize,
     pub parallel_reqs: usize,
     pub announce: AnnounceSettings,
+    /// Events one relay may send for one discovery or follow-list REQ before it is closed.
+    pub max_events_per_req: usize,
+    /// Bytes of event JSON one relay may send for one such REQ before it is closed.
+    pub max_bytes_per_req: usize,
 }
 
 /// `nostr.announce`: the fields of this node's kind 32001 announcement (its endpoint is
@@ -71,6 +75,20 @@ impl NostrSettings {
         p.add(Key("nostr.batch_window_ms").nonzero(self.batch_window));
         p.add(Key("nostr.max_authors_per_req").between(self.max_authors_per_req, 1, 5000));
         p.add(Key("nostr.parallel_reqs").between(self.parallel_reqs, 1, 64));
+        // A REQ asks for up to two announcements per author: an honest full answer fits.
+        let full_answer = 2 * self.max_authors_per_req.max(1);
+        p.add(Key("nostr.max_events_per_req").ensure(
+            (full_answer..=1_000_000).contains(&self.max_events_per_req),
+            format!(
+                "must be between {full_answer} (2 × nostr.max_authors_per_req, one full \
+                 answer) and 1000000"
+            ),
+        ));
+        p.add(Key("nostr.max_bytes_per_req").between(
+            self.max_bytes_per_req,
+            64 * 1024,
+            256 * 1024 * 1024,
+        ));
         let a = &self.announce;
         for (key, list) in [
             (Key("nostr.announce.supported_tokens"), &a.supported_tokens),
@@ -86,5 +104,46 @@ impl NostrSettings {
             }
         }
         p.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Settings;
+    use crate::discovery::bounds::ReqBounds;
+
+    #[test]
+    fn the_per_req_bounds_default_as_the_relays_do_and_are_checked() {
+        let n = Settings::defaults().unwrap().nostr;
+        assert_eq!(
+            ReqBounds {
+                max_events: n.max_events_per_req,
+                max_bytes: n.max_bytes_per_req,
+            },
+            ReqBounds::default()
+        );
+        for (yaml, key, says) in [
+            (
+                "nostr: {max_authors_per_req: 300, max_events_per_req: 599}",
+                "nostr.max_events_per_req",
+                "between 600 (2 × nostr.max_authors_per_req",
+            ),
+            (
+                "nostr: {max_events_per_req: 1000001}",
+                "nostr.max_events_per_req",
+                "and 1000000",
+            ),
+            (
+                "nostr: {max_bytes_per_req: 1000}",
+                "nostr.max_bytes_per_req",
+                "between 65536 and 268435456",
+            ),
+        ] {
+            let err = Settings::from_yaml_overrides(yaml).expect_err(yaml);
+            assert_eq!(err.key(), Some(key), "{yaml}: {err}");
+            assert!(err.to_string().contains(says), "{yaml}: {err}");
+        }
+        Settings::from_yaml_overrides("nostr: {max_authors_per_req: 300, max_events_per_req: 600}")
+            .unwrap();
     }
 }

@@ -8,12 +8,21 @@
 //!    relays disagree on ties), then [`validate`] what the author claims: the ILP address
 //!    grammar and its binding to the author's key, the endpoint scheme, the EVM address,
 //!    the version. A claim that fails is the author's fault: the peer is failed with it.
+//!
+//! An announced endpoint is where this node will dial, so it may not point into the
+//! node's own network: an endpoint whose host is a loopback, private, link-local,
+//! unspecified, shared (CGNAT), documentation or otherwise reserved address is refused
+//! ([`check_announced_host`]) unless `nostr.allow_ws_loopback` is on (tests, private
+//! deployments).
 
 use nostr_sdk::prelude::{
     Event, EventBuilder, Keys, Kind, PublicKey, Tag, TagKind, Timestamp as NostrTimestamp, Url,
 };
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use crate::ports::Announcement;
+use crate::untrusted::untrusted;
 use crate::wire::ilp::Address;
 
 /// The announcement's kind (an addressable event).
@@ -50,6 +59,8 @@ pub enum InvalidAnnouncement {
     AddressBinding { address: String, expected: String },
     #[error("invalid announcement: ilp-endpoint: {0}")]
     Endpoint(String),
+    #[error("invalid announcement: ilp-endpoint: endpoint {endpoint} is {}; set nostr.allow_ws_loopback to allow it", class.describe())]
+    EndpointHost { endpoint: String, class: HostClass },
     #[error("invalid announcement: base-address {0:?} is not 0x followed by 40 hex characters")]
     BaseAddress(String),
     #[error("invalid announcement: version: {0}")]
@@ -97,10 +108,12 @@ pub fn check_node_id(id: &str) -> Result<(), String> {
 
 /// `wss://…`, or `ws://` to a loopback host when `allow_ws_loopback`.
 pub fn check_endpoint(endpoint: &str, allow_ws_loopback: bool) -> Result<(), String> {
-    let url = Url::parse(endpoint).map_err(|e| format!("{endpoint:?} is not a URL: {e}"))?;
+    // The endpoint may be a peer's: shown bounded and escaped.
+    let shown = untrusted(endpoint);
+    let url = Url::parse(endpoint).map_err(|e| format!("{shown:?} is not a URL: {e}"))?;
     let host = url
         .host_str()
-        .ok_or_else(|| format!("{endpoint:?} has no host"))?;
+        .ok_or_else(|| format!("{shown:?} has no host"))?;
     match url.scheme() {
         "wss" => Ok(()),
         "ws" => {
@@ -112,14 +125,145 @@ pub fn check_endpoint(endpoint: &str, allow_ws_loopback: bool) -> Result<(), Str
             match (loopback, allow_ws_loopback) {
                 (true, true) => Ok(()),
                 (true, false) => Err(format!(
-                    "{endpoint:?} uses ws:// and ws:// loopback endpoints are not allowed (nostr.allow_ws_loopback)"
+                    "{shown:?} uses ws:// and ws:// loopback endpoints are not allowed (nostr.allow_ws_loopback)"
                 )),
                 (false, _) => Err(format!(
-                    "{endpoint:?} uses ws:// to a host that is not loopback; wss:// is required"
+                    "{shown:?} uses ws:// to a host that is not loopback; wss:// is required"
                 )),
             }
         }
-        other => Err(format!("{endpoint:?} has scheme {other}, expected wss")),
+        other => Err(format!(
+            "{shown:?} has scheme {}, expected wss",
+            untrusted(other)
+        )),
+    }
+}
+
+/// The kind of address an announced endpoint's host is, when it is not a public one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HostClass {
+    /// 127.0.0.0/8, ::1, `localhost`.
+    Loopback,
+    /// RFC 1918 (10/8, 172.16/12, 192.168/16), RFC 4193 (fc00::/7), fec0::/10.
+    Private,
+    /// 169.254/16 (cloud metadata services live here), fe80::/10.
+    LinkLocal,
+    /// 0.0.0.0/8, ::.
+    Unspecified,
+    /// 100.64/10, the carrier-grade NAT space (RFC 6598).
+    Shared,
+    /// 192.0.2/24, 198.51.100/24, 203.0.113/24, 2001:db8::/32.
+    Documentation,
+    /// Multicast, broadcast, benchmarking (198.18/15), 192.0.0/24, 240/4.
+    Reserved,
+}
+
+impl HostClass {
+    pub const ALL: [HostClass; 7] = [
+        HostClass::Loopback,
+        HostClass::Private,
+        HostClass::LinkLocal,
+        HostClass::Unspecified,
+        HostClass::Shared,
+        HostClass::Documentation,
+        HostClass::Reserved,
+    ];
+
+    /// "a private address", … (for the refusal).
+    pub fn describe(self) -> &'static str {
+        match self {
+            HostClass::Loopback => "a loopback address",
+            HostClass::Private => "a private address",
+            HostClass::LinkLocal => "a link-local address",
+            HostClass::Unspecified => "an unspecified address",
+            HostClass::Shared => "a shared (CGNAT) address",
+            HostClass::Documentation => "a documentation address",
+            HostClass::Reserved => "a reserved address",
+        }
+    }
+}
+
+/// The class of `ip` if it is not a public unicast address.
+pub fn ip_class(ip: IpAddr) -> Option<HostClass> {
+    match ip {
+        IpAddr::V4(v4) => ipv4_class(v4),
+        IpAddr::V6(v6) => ipv6_class(v6),
+    }
+}
+
+fn ipv4_class(ip: Ipv4Addr) -> Option<HostClass> {
+    let [a, b, c, _] = ip.octets();
+    Some(match (a, b, c) {
+        (0, _, _) => HostClass::Unspecified,
+        (127, _, _) => HostClass::Loopback,
+        (10, _, _) | (192, 168, _) => HostClass::Private,
+        (172, b, _) if (16..32).contains(&b) => HostClass::Private,
+        (169, 254, _) => HostClass::LinkLocal,
+        (100, b, _) if (64..128).contains(&b) => HostClass::Shared,
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => HostClass::Documentation,
+        (192, 0, 0) | (198, 18..=19, _) => HostClass::Reserved,
+        (a, _, _) if a >= 224 => HostClass::Reserved,
+        _ => return None,
+    })
+}
+
+fn ipv6_class(ip: Ipv6Addr) -> Option<HostClass> {
+    // An IPv4 address in IPv6 clothing is judged as the IPv4 address: ::ffff:a.b.c.d
+    // (mapped), ::a.b.c.d (compatible) and 64:ff9b::a.b.c.d (NAT64) all reach it.
+    let s = ip.segments();
+    let embedded = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if ip.is_unspecified() {
+        return Some(HostClass::Unspecified);
+    }
+    if ip.is_loopback() {
+        return Some(HostClass::Loopback);
+    }
+    let mapped = s[..5] == [0; 5] && (s[5] == 0xffff || s[5] == 0);
+    let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+    if mapped || nat64 {
+        return ipv4_class(embedded);
+    }
+    Some(match s[0] {
+        x if x & 0xfe00 == 0xfc00 => HostClass::Private,
+        x if x & 0xffc0 == 0xfec0 => HostClass::Private,
+        x if x & 0xffc0 == 0xfe80 => HostClass::LinkLocal,
+        x if x & 0xff00 == 0xff00 => HostClass::Reserved,
+        0x2001 if s[1] == 0x0db8 => HostClass::Documentation,
+        _ => return None,
+    })
+}
+
+/// Refuses an announced endpoint whose host is not a public address, unless
+/// `allow_ws_loopback`. Host names are not resolved here (the answer could change by the
+/// time the node dials): an IP literal is judged directly, `localhost` and names under
+/// `.localhost` are loopback, and every other name passes.
+pub fn check_announced_host(
+    endpoint: &str,
+    allow_ws_loopback: bool,
+) -> Result<(), InvalidAnnouncement> {
+    if allow_ws_loopback {
+        return Ok(());
+    }
+    let Ok(url) = Url::parse(endpoint) else {
+        return Ok(()); // refused by check_endpoint with its own reason
+    };
+    let Some(host) = url.host_str() else {
+        return Ok(());
+    };
+    let host = host.trim_matches(|c| c == '[' || c == ']');
+    let class = match host.parse::<IpAddr>() {
+        Ok(ip) => ip_class(ip),
+        Err(_) => {
+            let name = host.trim_end_matches('.').to_ascii_lowercase();
+            (name == "localhost" || name.ends_with(".localhost")).then_some(HostClass::Loopback)
+        }
+    };
+    match class {
+        Some(class) => Err(InvalidAnnouncement::EndpointHost {
+            endpoint: untrusted(url.as_str()).to_string(),
+            class,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -139,6 +283,7 @@ pub fn check_base_address(address: &str) -> Result<(), String> {
 
 /// Semantic version `MAJOR.MINOR.PATCH[-pre][+build]` with a major this node understands.
 pub fn check_version(version: &str) -> Result<(), String> {
+    let shown = untrusted(version);
     let core = version.split(['-', '+']).next().unwrap_or_default();
     let parts: Vec<&str> = core.split('.').collect();
     let numeric = |p: &&str| {
@@ -147,14 +292,14 @@ pub fn check_version(version: &str) -> Result<(), String> {
             && (p.len() == 1 || !p.starts_with('0'))
     };
     if parts.len() != 3 || !parts.iter().all(numeric) {
-        return Err(format!("{version:?} is not a semantic version"));
+        return Err(format!("{shown:?} is not a semantic version"));
     }
     let major: u64 = parts[0]
         .parse()
-        .map_err(|_| format!("{version:?}: major version out of range"))?;
+        .map_err(|_| format!("{shown:?}: major version out of range"))?;
     if major != SUPPORTED_MAJOR_VERSION {
         return Err(format!(
-            "{version:?} is not supported (this node reads {SUPPORTED_MAJOR_VERSION}.x)"
+            "{shown:?} is not supported (this node reads {SUPPORTED_MAJOR_VERSION}.x)"
         ));
     }
     Ok(())
@@ -252,26 +397,30 @@ pub fn validate(
     let field =
         |name: &'static str| tag_value(event, name).ok_or(InvalidAnnouncement::MissingTag(name));
     let address = field("ilp-address")?;
-    let parsed = Address::new(address).map_err(|e| InvalidAnnouncement::Address(e.to_string()))?;
+    let parsed = Address::new(address)
+        .map_err(|e| InvalidAnnouncement::Address(untrusted(&e.to_string()).to_string()))?;
     let segments: Vec<&str> = parsed.segments().collect();
     if parsed.scheme() != "g" || segments.len() != 3 || segments[0] != "btp-nips" {
         return Err(InvalidAnnouncement::Address(format!(
-            "{address} is not g.btp-nips.<nodeId>.<pubkey prefix>"
+            "{} is not g.btp-nips.<nodeId>.<pubkey prefix>",
+            untrusted(address)
         )));
     }
-    check_node_id(segments[1]).map_err(InvalidAnnouncement::Address)?;
+    check_node_id(segments[1])
+        .map_err(|e| InvalidAnnouncement::Address(untrusted(&e).to_string()))?;
     let expected = &event.pubkey.to_hex()[..16];
     if segments[2] != expected {
         return Err(InvalidAnnouncement::AddressBinding {
-            address: address.to_string(),
+            address: untrusted(address).to_string(),
             expected: expected.to_string(),
         });
     }
     let endpoint = field("ilp-endpoint")?;
     check_endpoint(endpoint, allow_ws_loopback).map_err(InvalidAnnouncement::Endpoint)?;
+    check_announced_host(endpoint, allow_ws_loopback)?;
     let base_address = field("base-address")?;
     check_base_address(base_address)
-        .map_err(|_| InvalidAnnouncement::BaseAddress(base_address.to_string()))?;
+        .map_err(|_| InvalidAnnouncement::BaseAddress(untrusted(base_address).to_string()))?;
     check_version(field("version")?).map_err(InvalidAnnouncement::Version)?;
     // Untrusted hint (see lifecycle::priority): what the peer says of itself, capped there.
     let subscribers = if event.content.trim().is_empty() {
@@ -390,6 +539,70 @@ mod tests {
             screen(&note, &keys.public_key()),
             Err(InvalidAnnouncement::Kind(1))
         );
+    }
+
+    #[test]
+    fn address_classes_have_exact_edges() {
+        let class = |ip: &str| ip_class(ip.parse().unwrap());
+        for (ip, expected) in [
+            ("172.15.255.255", None),
+            ("172.16.0.0", Some(HostClass::Private)),
+            ("172.31.255.255", Some(HostClass::Private)),
+            ("172.32.0.0", None),
+            ("100.63.255.255", None),
+            ("100.64.0.0", Some(HostClass::Shared)),
+            ("100.127.255.255", Some(HostClass::Shared)),
+            ("100.128.0.0", None),
+            ("198.17.255.255", None),
+            ("198.18.0.1", Some(HostClass::Reserved)),
+            ("255.255.255.255", Some(HostClass::Reserved)),
+            ("8.8.8.8", None),
+            ("fbff::1", None),
+            ("fc00::1", Some(HostClass::Private)),
+            ("fdff::1", Some(HostClass::Private)),
+            ("febf::1", Some(HostClass::LinkLocal)),
+            ("fec0::1", Some(HostClass::Private)),
+            ("ff02::1", Some(HostClass::Reserved)),
+            ("::", Some(HostClass::Unspecified)),
+            ("::ffff:10.1.2.3", Some(HostClass::Private)),
+            ("::ffff:8.8.8.8", None),
+            ("64:ff9b::169.254.169.254", Some(HostClass::LinkLocal)),
+            ("2001:db9::1", None),
+            ("2a00:1450::1", None),
+        ] {
+            assert_eq!(class(ip), expected, "{ip}");
+        }
+    }
+
+    #[test]
+    fn announced_hosts_are_judged_unless_allowed() {
+        let refused = check_announced_host("wss://10.0.0.1", false).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "invalid announcement: ilp-endpoint: endpoint wss://10.0.0.1/ is a private address; \
+             set nostr.allow_ws_loopback to allow it"
+        );
+        assert!(check_announced_host("wss://10.0.0.1", true).is_ok());
+        assert!(matches!(
+            check_announced_host("wss://api.localhost./btp", false),
+            Err(InvalidAnnouncement::EndpointHost {
+                class: HostClass::Loopback,
+                ..
+            })
+        ));
+        // Names are not resolved here.
+        assert!(check_announced_host("wss://internal.example/btp", false).is_ok());
+        // validate() applies it after the scheme check.
+        let keys = Keys::generate();
+        let event = with_tag(&keys, "ilp-endpoint", "wss://169.254.169.254/latest");
+        assert!(matches!(
+            validate(&event, false),
+            Err(InvalidAnnouncement::EndpointHost {
+                class: HostClass::LinkLocal,
+                ..
+            })
+        ));
+        assert!(validate(&event, true).is_ok());
     }
 
     #[test]

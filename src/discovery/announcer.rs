@@ -12,6 +12,7 @@ use nostr_sdk::prelude::{Event, Keys, RelayUrl, Timestamp as NostrTimestamp};
 
 use super::announcement::AnnouncementFields;
 use super::relays::RelaySet;
+use crate::untrusted::untrusted;
 
 /// Announce these fields (published only if they differ from the current ones).
 #[derive(Message, Debug, Clone)]
@@ -105,6 +106,8 @@ impl Announcer {
                         }
                     }
                     for (url, why) in failed {
+                        // The relay's OK message: its own words, kept bounded and escaped.
+                        let why = untrusted(&why).to_string();
                         if !p.accepted.contains(&url) {
                             log::warn!("announcement not accepted by {url}: {why}");
                             p.pending.insert(url, why);

@@ -8,6 +8,13 @@
 //! `initial_wait`), then hands the newest to the node as one reconcile:
 //! stored peers unfollowed while the node was down are disconnected, new follows added.
 //! A relay that restarts is redialled by the SDK; the monitor sends its REQ again.
+//!
+//! A relay is not trusted with the subscription: events that are not the operator's kind 3
+//! (or do not verify, or are not newer than what the same relay already sent) are ignored
+//! before they reach the monitor, and counted in [`RelaySet::stats`]. Until its EOSE every
+//! event a relay sends counts against the REQ's bounds (`nostr.max_events_per_req`,
+//! `nostr.max_bytes_per_req`), afterwards every ignored one; a relay that spends them is
+//! closed until it reconnects, and counts as having sent its stored list.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -20,8 +27,10 @@ use nostr_sdk::prelude::{
 use tokio::sync::broadcast::error::RecvError;
 
 use super::announcement::newer;
+use super::bounds::{mismatch, Ignored, IgnoredTally, ReqBudget};
 use super::relays::RelaySet;
 use crate::ports::PeerDirectory;
+use crate::untrusted::untrusted;
 
 /// A kind 3 event arrived on the subscription.
 #[derive(Message, Debug, Clone)]
@@ -153,7 +162,7 @@ impl Actor for FollowListMonitor {
             let all = relays.client().relays().await;
             let watchers = all
                 .into_values()
-                .map(|relay| watch_relay(relay, id.clone(), filter.clone(), me.clone()));
+                .map(|relay| watch_relay(relay, &relays, id.clone(), filter.clone(), me.clone()));
             futures::future::join_all(watchers).await;
         }));
         ctx.run_later(self.initial_wait, |act, _| act.end_startup());
@@ -163,23 +172,28 @@ impl Actor for FollowListMonitor {
 /// Keeps the subscription open on one relay: sends the REQ now if connected and again on
 /// every reconnect (a restarted relay has forgotten it; the SDK's own resubscription
 /// compares whole seconds and skips a reconnect within the second of the subscription),
-/// and forwards what the relay sends for it.
+/// and forwards what the relay sends for it that is the operator's list (see the module
+/// documentation for what is ignored and how the relay is bounded).
 async fn watch_relay(
     relay: Relay,
+    relays: &RelaySet,
     id: SubscriptionId,
     filter: Filter,
     me: Addr<FollowListMonitor>,
 ) {
     let url = relay.url().clone();
+    let stats = relays.stats();
     // Listen before subscribing, so no stored list is missed.
     let mut notifications = relay.notifications();
-    let subscribe = |relay: &Relay| {
+    let mut sub = Subscription::new(relays);
+    let subscribe = |relay: &Relay, sub: &mut Subscription| {
+        sub.resubscribed();
         if let Err(e) = relay.send_msg(ClientMessage::req(id.clone(), vec![filter.clone()])) {
             log::warn!("follow monitor: REQ to {url} not sent: {e}");
         }
     };
     if relay.is_connected() {
-        subscribe(&relay);
+        subscribe(&relay, &mut sub);
     }
     loop {
         match notifications.recv().await {
@@ -187,27 +201,136 @@ async fn watch_relay(
                 RelayMessage::Event {
                     subscription_id,
                     event,
-                } if *subscription_id == id => me.do_send(ListArrived(event.into_owned())),
-                RelayMessage::EndOfStoredEvents(sid) if *sid == id => {
-                    me.do_send(StoredListsSent(url.clone()))
+                } if *subscription_id == id => {
+                    if sub.cut {
+                        continue;
+                    }
+                    let why = mismatch(&filter, &event)
+                        .or_else(|| event.verify().is_err().then_some(Ignored::Signature))
+                        .or_else(|| {
+                            sub.newest
+                                .as_ref()
+                                .is_some_and(|n| !newer(&event, n))
+                                .then_some(Ignored::Stale)
+                        });
+                    // Stored events all count; live ones only when ignored (an honest relay
+                    // sends each newer list once).
+                    if !sub.stored_sent || why.is_some() {
+                        if let Err(cut) = sub.budget.take(&event) {
+                            stats.count_cut(&cut);
+                            sub.cut = true;
+                            let _ = relay.send_msg(ClientMessage::close(id.clone()));
+                            log::warn!(
+                                "follow monitor: {url} sent {cut}{}; subscription closed until \
+                                 it reconnects",
+                                sub.tally_note()
+                            );
+                            if !sub.stored_sent {
+                                me.do_send(StoredListsSent(url.clone()));
+                            }
+                            continue;
+                        }
+                    }
+                    match why {
+                        Some(why) => {
+                            stats.count_ignored(why);
+                            sub.ignored.add(why);
+                            if sub.stored_sent && sub.ignored.total() == 1 {
+                                log::warn!(
+                                    "follow monitor: {url} sent event {} ({}): ignored, and \
+                                     so are further ones (counted)",
+                                    event.id,
+                                    why.name()
+                                );
+                            }
+                        }
+                        None => {
+                            let event = event.into_owned();
+                            sub.newest = Some(event.clone());
+                            me.do_send(ListArrived(event));
+                        }
+                    }
+                }
+                RelayMessage::EndOfStoredEvents(sid)
+                    if *sid == id && !sub.cut && !sub.stored_sent =>
+                {
+                    sub.stored_sent = true;
+                    if sub.ignored.total() > 0 {
+                        log::warn!(
+                            "follow monitor: {url} sent events that are not the operator's \
+                             newer follow list{}",
+                            sub.tally_note()
+                        );
+                        sub.ignored = IgnoredTally::default();
+                    }
+                    me.do_send(StoredListsSent(url.clone()));
                 }
                 RelayMessage::Closed {
                     subscription_id,
                     message,
-                } if *subscription_id == id => {
-                    log::warn!("follow monitor: {url} closed the subscription: {message}")
-                }
+                } if *subscription_id == id => log::warn!(
+                    "follow monitor: {url} closed the subscription: {}",
+                    untrusted(&message)
+                ),
                 _ => {}
             },
             Ok(RelayNotification::RelayStatus {
                 status: RelayStatus::Connected,
-            }) => subscribe(&relay),
+            }) => {
+                // A new connection: the relay gets its bounds afresh.
+                sub = Subscription::new(relays);
+                subscribe(&relay, &mut sub);
+            }
             Ok(RelayNotification::Shutdown) | Err(RecvError::Closed) => break,
             Ok(_) => {}
             Err(RecvError::Lagged(n)) => {
+                if sub.cut {
+                    continue;
+                }
                 log::warn!("follow monitor: {n} messages from {url} lost; asking again");
-                subscribe(&relay);
+                subscribe(&relay, &mut sub);
             }
+        }
+    }
+}
+
+/// One relay's follow-list subscription, on one connection.
+struct Subscription {
+    /// What the relay may still send; kept across REQs sent again on the same connection,
+    /// so a relay cannot earn a fresh budget by making the monitor fall behind.
+    budget: ReqBudget,
+    /// The bounds were spent: the subscription is closed until the relay reconnects.
+    cut: bool,
+    /// EOSE arrived for the current REQ.
+    stored_sent: bool,
+    /// The newest list the relay sent for the current REQ.
+    newest: Option<Event>,
+    /// Ignored events not yet logged.
+    ignored: IgnoredTally,
+}
+
+impl Subscription {
+    fn new(relays: &RelaySet) -> Self {
+        Subscription {
+            budget: ReqBudget::new(relays.bounds()),
+            cut: false,
+            stored_sent: false,
+            newest: None,
+            ignored: IgnoredTally::default(),
+        }
+    }
+
+    /// The REQ is sent (again): the relay sends its stored list anew.
+    fn resubscribed(&mut self) {
+        self.stored_sent = false;
+        self.newest = None;
+    }
+
+    fn tally_note(&self) -> String {
+        if self.ignored.total() == 0 {
+            String::new()
+        } else {
+            format!(" (ignored: {})", self.ignored)
         }
     }
 }

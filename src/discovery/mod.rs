@@ -1,10 +1,12 @@
 //! Discovery on Nostr: the node's identity ([`identity`]), its kind 32001
 //! announcement ([`announcement`], published by [`announcer`]), the relays
 //! ([`relays`]), the [`resolver`] (the real `AddressResolver`) and the operator's follow
-//! list ([`follows`], the `FollowListMonitor` actor).
+//! list ([`follows`], the `FollowListMonitor` actor). What a relay may send for one REQ is
+//! bounded and screened ([`bounds`]).
 
 pub mod announcement;
 pub mod announcer;
+pub mod bounds;
 pub mod follows;
 pub mod identity;
 pub mod relays;
@@ -70,7 +72,12 @@ impl Discovery {
                 2 * n.max_authors_per_req,
             ),
         };
-        let relays = RelaySet::connect(keys.clone(), &n.relays, tuning).await?;
+        let relays = RelaySet::connect(keys.clone(), &n.relays, tuning)
+            .await?
+            .with_bounds(bounds::ReqBounds {
+                max_events: n.max_events_per_req,
+                max_bytes: n.max_bytes_per_req,
+            });
         let resolver = NostrResolver::new(
             relays.clone(),
             ResolverSettings {

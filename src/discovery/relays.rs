@@ -3,8 +3,13 @@
 //! timeout. Discovery needs the difference ("every relay answered and none has it" is not
 //! "no relay answered"), so [`RelaySet::query`] sends its own REQ to each relay and watches
 //! that relay's messages for EOSE (answered), CLOSED (refused) or silence (not answered).
+//!
+//! What a relay sends for a query is not taken on trust: events that do not match the
+//! query's filter are ignored (never kept), and a relay that sends more than the REQ's
+//! bounds allow (see [`super::bounds`]) is cut off and counts as not answered.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -14,15 +19,21 @@ use nostr_sdk::prelude::{
 };
 use tokio::sync::broadcast::error::RecvError;
 
+use super::bounds::{mismatch, Ignored, IgnoredTally, RelayStats, ReqBounds, ReqBudget};
+use crate::untrusted::untrusted;
+
 /// How one relay took one REQ.
 #[derive(Debug, Clone)]
 pub struct RelayAnswer {
     pub url: RelayUrl,
     /// EOSE arrived: the events below are everything the relay had (up to the limit).
     pub answered: bool,
-    /// Why the relay did not answer (disconnected, timeout, CLOSED, …).
+    /// Why the relay did not answer (disconnected, timeout, CLOSED, cut off by a bound, …).
     pub problem: Option<String>,
+    /// The events that match the filter (each once); the others were ignored.
     pub events: Vec<Event>,
+    /// How many events were ignored (see [`RelayStats`] for the reasons).
+    pub ignored: usize,
 }
 
 /// How the relay connections behave.
@@ -59,6 +70,8 @@ pub struct RelaySet {
     client: Client,
     urls: Vec<RelayUrl>,
     tuning: RelayTuning,
+    bounds: ReqBounds,
+    stats: Arc<RelayStats>,
 }
 
 impl RelaySet {
@@ -95,7 +108,25 @@ impl RelaySet {
             client,
             urls: parsed,
             tuning,
+            bounds: ReqBounds::default(),
+            stats: Arc::default(),
         })
+    }
+
+    /// The same relays with `bounds` on what one relay may send for one REQ (the defaults
+    /// of `nostr.max_events_per_req` and `nostr.max_bytes_per_req` until set).
+    pub fn with_bounds(mut self, bounds: ReqBounds) -> Self {
+        self.bounds = bounds;
+        self
+    }
+
+    pub fn bounds(&self) -> ReqBounds {
+        self.bounds
+    }
+
+    /// What the relays sent that was ignored or cut off, across every clone of this set.
+    pub fn stats(&self) -> &RelayStats {
+        &self.stats
     }
 
     pub fn client(&self) -> &Client {
@@ -131,6 +162,7 @@ impl RelaySet {
                         answered: false,
                         problem: Some("relay was removed".into()),
                         events: Vec::new(),
+                        ignored: 0,
                     },
                 }
             }
@@ -140,24 +172,28 @@ impl RelaySet {
 
     async fn query_one(&self, relay: Relay, filter: Filter) -> RelayAnswer {
         let url = relay.url().clone();
-        let unanswered = |problem: String, events| RelayAnswer {
+        let unanswered = |problem: String, events, ignored| RelayAnswer {
             url: url.clone(),
             answered: false,
             problem: Some(problem),
             events,
+            ignored,
         };
         if !relay.is_connected() {
             relay.wait_for_connection(self.tuning.connect_timeout).await;
             if !relay.is_connected() {
-                return unanswered(format!("{url}: not connected"), Vec::new());
+                return unanswered(format!("{url}: not connected"), Vec::new(), 0);
             }
         }
         let mut messages = relay.notifications();
         let id = SubscriptionId::generate();
-        if let Err(e) = relay.send_msg(ClientMessage::req(id.clone(), vec![filter])) {
-            return unanswered(format!("{url}: REQ not sent: {e}"), Vec::new());
+        if let Err(e) = relay.send_msg(ClientMessage::req(id.clone(), vec![filter.clone()])) {
+            return unanswered(format!("{url}: REQ not sent: {e}"), Vec::new(), 0);
         }
         let mut events = Vec::new();
+        let mut kept = HashSet::new();
+        let mut ignored = IgnoredTally::default();
+        let mut budget = ReqBudget::new(self.bounds);
         let wait = async {
             loop {
                 match messages.recv().await {
@@ -165,13 +201,29 @@ impl RelaySet {
                         RelayMessage::Event {
                             subscription_id,
                             event,
-                        } if *subscription_id == id => events.push(event.into_owned()),
+                        } if *subscription_id == id => {
+                            if let Err(cut) = budget.take(&event) {
+                                self.stats.count_cut(&cut);
+                                let problem = format!("{url}: answer cut off: it sent {cut}");
+                                log::warn!("{problem}; the lookup ends with what it has");
+                                return Err(problem);
+                            }
+                            let why = mismatch(&filter, &event)
+                                .or_else(|| (!kept.insert(event.id)).then_some(Ignored::Duplicate));
+                            match why {
+                                Some(why) => {
+                                    self.stats.count_ignored(why);
+                                    ignored.add(why);
+                                }
+                                None => events.push(event.into_owned()),
+                            }
+                        }
                         RelayMessage::EndOfStoredEvents(sid) if *sid == id => return Ok(()),
                         RelayMessage::Closed {
                             subscription_id,
                             message,
                         } if *subscription_id == id => {
-                            return Err(format!("{url}: CLOSED: {message}"));
+                            return Err(format!("{url}: CLOSED: {}", untrusted(&message)));
                         }
                         _ => {}
                     },
@@ -192,20 +244,30 @@ impl RelaySet {
         };
         let outcome = tokio::time::timeout(self.tuning.query_timeout, wait).await;
         let _ = relay.send_msg(ClientMessage::close(id));
+        if ignored.total() > 0 {
+            log::warn!(
+                "{url}: ignored {} of {} events that do not answer the REQ ({ignored})",
+                ignored.total(),
+                budget.events()
+            );
+        }
+        let ignored = ignored.total();
         match outcome {
             Ok(Ok(())) => RelayAnswer {
                 url,
                 answered: true,
                 problem: None,
                 events,
+                ignored,
             },
-            Ok(Err(problem)) => unanswered(problem, events),
+            Ok(Err(problem)) => unanswered(problem, events, ignored),
             Err(_) => unanswered(
                 format!(
                     "{url}: no EOSE within {}s",
                     self.tuning.query_timeout.as_secs_f64()
                 ),
                 events,
+                ignored,
             ),
         }
     }

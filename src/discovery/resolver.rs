@@ -11,8 +11,14 @@
 //! - an invalid one → `Failed(Permanent(reason))`;
 //! - every relay answered (EOSE, nothing cut off by the limit) and none has one →
 //!   `NotFound` (the lifecycle fails the peer after `max_discovery_attempts` of these);
-//! - otherwise (a relay down, silent or refusing) → `Failed(Transient)`: an empty fetch is
-//!   not proof of absence.
+//! - otherwise (a relay down, silent, refusing or cut off by a bound) → `Failed(Transient)`:
+//!   an empty fetch is not proof of absence.
+//!
+//! What a relay sends is screened twice: [`RelaySet::query`] ignores events that do not
+//! match the REQ (another author, kind or `d` tag) and bounds each relay's answer; here, an
+//! event whose id or signature does not check out is ignored as if it had not been sent.
+//! An announced endpoint on a non-public address is refused (see
+//! [`super::announcement::check_announced_host`]) and counted in [`ResolverStats`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +31,10 @@ use nostr_sdk::prelude::{Event, Filter, PublicKey};
 use tokio::sync::{mpsc, oneshot};
 
 use super::announcement::{
-    announcement_kind, screen, select_newest, validate, InvalidAnnouncement, ANNOUNCEMENT_D_TAG,
+    announcement_kind, screen, select_newest, validate, HostClass, InvalidAnnouncement,
+    ANNOUNCEMENT_D_TAG,
 };
+use super::bounds::Ignored;
 use super::relays::RelaySet;
 use crate::lifecycle::Timestamp;
 use crate::ports::{AddressResolver, Fault, Resolution};
@@ -52,12 +60,49 @@ pub struct ResolverSettings {
     pub parallel_reqs: usize,
 }
 
-/// Counters, for tests and the benchmark.
+/// Counters, for tests, the benchmark and the admin metrics. What the relays sent that was
+/// ignored or cut off is counted in [`RelaySet::stats`].
 #[derive(Debug, Default)]
 pub struct ResolverStats {
     /// REQs sent (one per chunk, to all relays at once).
     pub reqs: AtomicU64,
     pub cache_hits: AtomicU64,
+    /// Announcements refused for an endpoint on a non-public address, per class.
+    pub endpoints_refused: EndpointRefusals,
+}
+
+/// Announced endpoints refused, per [`HostClass`].
+#[derive(Debug, Default)]
+pub struct EndpointRefusals {
+    pub loopback: AtomicU64,
+    pub private: AtomicU64,
+    pub link_local: AtomicU64,
+    pub unspecified: AtomicU64,
+    pub shared: AtomicU64,
+    pub documentation: AtomicU64,
+    pub reserved: AtomicU64,
+}
+
+impl EndpointRefusals {
+    pub fn counter(&self, class: HostClass) -> &AtomicU64 {
+        match class {
+            HostClass::Loopback => &self.loopback,
+            HostClass::Private => &self.private,
+            HostClass::LinkLocal => &self.link_local,
+            HostClass::Unspecified => &self.unspecified,
+            HostClass::Shared => &self.shared,
+            HostClass::Documentation => &self.documentation,
+            HostClass::Reserved => &self.reserved,
+        }
+    }
+
+    /// Every refusal, whatever the class.
+    pub fn total(&self) -> u64 {
+        HostClass::ALL
+            .iter()
+            .map(|c| self.counter(*c).load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 struct Cached {
@@ -99,6 +144,11 @@ impl NostrResolver {
 
     pub fn stats(&self) -> &ResolverStats {
         &self.inner.stats
+    }
+
+    /// The relays it asks (their [`RelaySet::stats`] count what was ignored or cut off).
+    pub fn relays(&self) -> &RelaySet {
+        &self.inner.relays
     }
 
     /// Resolves many pubkeys at once (cache first, then batched REQs).
@@ -269,23 +319,55 @@ impl Inner {
                             .unwrap_or_else(|| format!("{}: answer cut off by the limit", a.url))
                     })
                     .collect();
-                (
-                    *pk,
-                    judge(
-                        pk,
-                        &events,
-                        all_complete,
-                        &problems,
-                        answers.len(),
-                        self.settings.allow_ws_loopback,
-                    ),
-                )
+                let verdict = judge(
+                    pk,
+                    &events,
+                    all_complete,
+                    &problems,
+                    answers.len(),
+                    self.settings.allow_ws_loopback,
+                );
+                self.count(pk, &verdict);
+                (*pk, verdict.resolution)
             })
             .collect()
     }
+
+    /// Counts (and logs) what `verdict` ignored or refused.
+    fn count(&self, pubkey: &PublicKey, verdict: &Judgement) {
+        let relay_stats = self.relays.stats();
+        for _ in 0..verdict.forgeries {
+            relay_stats.count_ignored(Ignored::Signature);
+        }
+        if verdict.forgeries > 0 {
+            log::warn!(
+                "ignored {} announcement(s) for {pubkey} with a bad id or signature",
+                verdict.forgeries
+            );
+        }
+        if let Some(class) = verdict.refused_endpoint {
+            self.stats
+                .endpoints_refused
+                .counter(class)
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
-/// The verdict on one author from everything the relays sent for it.
+/// The verdict on one author, with what it set aside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    pub resolution: Resolution,
+    /// Events ignored because their id or signature does not check out.
+    pub forgeries: usize,
+    /// The class of the announced endpoint's address, when that is why it was refused.
+    pub refused_endpoint: Option<HostClass>,
+}
+
+/// The verdict on one author from everything the relays sent for it. An event that is not
+/// the author's own announcement slot (see [`screen`]: a forgery, or one the relays should
+/// not have sent) is ignored, as if it had not been sent: a relay cannot fail a peer by
+/// making one up.
 pub fn judge(
     pubkey: &PublicKey,
     events: &[Event],
@@ -293,28 +375,34 @@ pub fn judge(
     problems: &[String],
     relay_count: usize,
     allow_ws_loopback: bool,
-) -> Resolution {
-    let mut set_aside: Option<InvalidAnnouncement> = None;
+) -> Judgement {
+    let mut forgeries = 0;
     let mut authentic = Vec::new();
     for event in events {
         match screen(event, pubkey) {
             Ok(()) => authentic.push(event),
-            Err(why) => {
-                set_aside.get_or_insert(why);
-            }
+            Err(_) => forgeries += 1,
         }
     }
+    let verdict = |resolution, refused_endpoint| Judgement {
+        resolution,
+        forgeries,
+        refused_endpoint,
+    };
     if let Some(newest) = select_newest(authentic) {
         return match validate(newest, allow_ws_loopback) {
-            Ok(a) => Resolution::Found(a),
-            Err(why) => Resolution::Failed(Fault::Permanent(why.to_string())),
+            Ok(a) => verdict(Resolution::Found(a), None),
+            Err(why) => {
+                let class = match &why {
+                    InvalidAnnouncement::EndpointHost { class, .. } => Some(*class),
+                    _ => None,
+                };
+                verdict(Resolution::Failed(Fault::Permanent(why.to_string())), class)
+            }
         };
     }
-    if let Some(why) = set_aside {
-        return Resolution::Failed(Fault::Permanent(why.to_string()));
-    }
     if every_relay_answered && relay_count > 0 {
-        return Resolution::NotFound;
+        return verdict(Resolution::NotFound, None);
     }
     let detail = if problems.is_empty() {
         "no relays configured".to_string()
@@ -323,11 +411,14 @@ pub fn judge(
     };
     // Our relays not answering is this node's fault, not the peer's.
     let unanswered = problems.len();
-    Resolution::Failed(Fault::Local(if unanswered >= relay_count {
-        format!("no relay answered: {detail}")
-    } else {
-        format!("{unanswered} of {relay_count} relays did not answer: {detail}")
-    }))
+    verdict(
+        Resolution::Failed(Fault::Local(if unanswered >= relay_count {
+            format!("no relay answered: {detail}")
+        } else {
+            format!("{unanswered} of {relay_count} relays did not answer: {detail}")
+        })),
+        None,
+    )
 }
 
 #[cfg(test)]
@@ -370,23 +461,26 @@ mod tests {
     #[test]
     fn absence_needs_every_relay_and_silence_is_transient() {
         let pk = Keys::generate().public_key();
-        assert_eq!(judge(&pk, &[], true, &[], 2, false), Resolution::NotFound);
+        assert_eq!(
+            judge(&pk, &[], true, &[], 2, false).resolution,
+            Resolution::NotFound
+        );
         let one_down = vec!["ws://b: not connected".to_string()];
-        match judge(&pk, &[], false, &one_down, 2, false) {
+        match judge(&pk, &[], false, &one_down, 2, false).resolution {
             Resolution::Failed(Fault::Local(why)) => {
                 assert!(why.starts_with("1 of 2 relays did not answer"), "{why}")
             }
             other => panic!("{other:?}"),
         }
         let all_down = vec!["a: timeout".to_string(), "b: timeout".to_string()];
-        match judge(&pk, &[], false, &all_down, 2, false) {
+        match judge(&pk, &[], false, &all_down, 2, false).resolution {
             Resolution::Failed(Fault::Local(why)) => {
                 assert!(why.starts_with("no relay answered"), "{why}")
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            judge(&pk, &[], true, &[], 0, false),
+            judge(&pk, &[], true, &[], 0, false).resolution,
             Resolution::Failed(Fault::Local(_))
         ));
     }
@@ -400,20 +494,18 @@ mod tests {
         let other_author = announcement(&Keys::generate(), "1.0.0");
         let events = vec![forged.clone(), real, other_author];
         assert!(matches!(
-            judge(&keys.public_key(), &events, true, &[], 1, false),
+            judge(&keys.public_key(), &events, true, &[], 1, false).resolution,
             Resolution::Found(_)
         ));
-        // Only a forgery: refused with the reason, not taken as absence.
-        match judge(&keys.public_key(), &[forged], true, &[], 1, false) {
-            Resolution::Failed(Fault::Permanent(why)) => {
-                assert!(why.contains("signature"), "{why}")
-            }
-            other => panic!("{other:?}"),
-        }
+        // Only a forgery: ignored and counted, as if the relay had not sent it (a relay
+        // cannot fail a peer by making up its announcement).
+        let verdict = judge(&keys.public_key(), &[forged], true, &[], 1, false);
+        assert_eq!(verdict.resolution, Resolution::NotFound);
+        assert_eq!(verdict.forgeries, 1);
         // The newest authentic version decides, even if an older one was valid.
         let newer_bad = announcement_at(&keys, "9.0.0", 1_700_000_100);
         let events = vec![announcement(&keys, "1.0.0"), newer_bad];
-        match judge(&keys.public_key(), &events, true, &[], 1, false) {
+        match judge(&keys.public_key(), &events, true, &[], 1, false).resolution {
             Resolution::Failed(Fault::Permanent(why)) => assert!(why.contains("version"), "{why}"),
             other => panic!("{other:?}"),
         }
