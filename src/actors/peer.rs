@@ -115,6 +115,8 @@ pub struct PeerActor {
     deferred: VecDeque<Event>,
     /// The deposit the operator approved the next open with, if not the configured one.
     approved_deposit: Option<u128>,
+    /// Where restarts are counted (the supervisor's figure), if anywhere.
+    restart_count: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl PeerActor {
@@ -146,7 +148,14 @@ impl PeerActor {
             awaiting_durable: false,
             deferred: VecDeque::new(),
             approved_deposit: None,
+            restart_count: None,
         }
+    }
+
+    /// Counts this actor's restarts into `counter`.
+    pub fn counting_restarts(mut self, counter: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.restart_count = Some(counter);
+        self
     }
 
     fn pubkey(&self) -> &str {
@@ -539,6 +548,9 @@ impl Supervised for PeerActor {
         self.timer = None;
         self.awaiting_durable = false;
         self.deferred.clear();
+        if let Some(count) = &self.restart_count {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.session_tasks.clear();
         self.close_session(ctx);
         let now = self.clock.now();

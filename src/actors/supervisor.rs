@@ -157,6 +157,15 @@ pub struct SupervisorStats {
     pub outages_detected: u64,
     /// Whether the node's own network is down right now.
     pub outage: bool,
+    /// Peer actors restarted after a fault (a panic in an adapter or the lifecycle).
+    pub actor_restarts: u64,
+}
+
+/// A PONG arrived: the peer's heartbeat round trip as the node tracks it (smoothed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heartbeat {
+    pub nostr_pubkey: String,
+    pub rtt_ms: u32,
 }
 
 /// A peer's state changed: what [`crate::node::Node::notifications`] delivers.
@@ -261,6 +270,10 @@ pub struct PeerSupervisor {
     recovery_timer: Option<SpawnHandle>,
     /// Peers the operator paused, by the end of their pause; retried when it passes.
     pauses: BTreeSet<(Timestamp, String)>,
+    /// Counted by every peer actor when it restarts.
+    actor_restarts: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Each PONG, for whoever listens (the metrics).
+    heartbeats: Option<tokio::sync::broadcast::Sender<Heartbeat>>,
     /// New peers waiting for the dial budget, best priority first.
     follow_queue: VecDeque<PeerRecord>,
     /// Running peers that waited out a network outage, to be redialled within the budget.
@@ -338,6 +351,8 @@ impl PeerSupervisor {
             recovery: recovery.into(),
             recovery_timer: None,
             pauses,
+            actor_restarts: Default::default(),
+            heartbeats: None,
             follow_queue: VecDeque::new(),
             redial_queue: VecDeque::new(),
             dialed_this_interval: 0,
@@ -348,6 +363,15 @@ impl PeerSupervisor {
             displaced: 0,
             changes,
         }
+    }
+
+    /// Sends every PONG's round trip to `heartbeats`.
+    pub fn with_heartbeats(
+        mut self,
+        heartbeats: tokio::sync::broadcast::Sender<Heartbeat>,
+    ) -> Self {
+        self.heartbeats = Some(heartbeats);
+        self
     }
 
     fn limit(&self) -> usize {
@@ -500,8 +524,10 @@ impl PeerSupervisor {
         let me = ctx.address().recipient();
         let clock = self.clock;
         let initial = record.clone();
+        let restarts = self.actor_restarts.clone();
         let addr = Supervisor::start(move |_| {
             PeerActor::new(initial, config, policy, ports, persistence, me, clock)
+                .counting_restarts(restarts)
         });
         let wants = record.desired;
         self.running.insert(
@@ -598,6 +624,17 @@ impl Handler<PeerReport> for PeerSupervisor {
             let finished = record.state == PeerState::Failed
                 || (stopped && peer.wants == PeerIntent::Disconnect);
             self.announce_change(Some(&peer.record), &record);
+            if let (Some(heartbeats), Some(rtt_ms)) = (&self.heartbeats, record.rtt_ms) {
+                if record.last_heartbeat.is_some()
+                    && record.last_heartbeat != peer.record.last_heartbeat
+                    && heartbeats.receiver_count() > 0
+                {
+                    let _ = heartbeats.send(Heartbeat {
+                        nostr_pubkey: pubkey.clone(),
+                        rtt_ms,
+                    });
+                }
+            }
             let before = std::mem::replace(
                 &mut self.running.get_mut(&pubkey).expect("running").record,
                 record,
@@ -899,6 +936,9 @@ impl Handler<GetSupervisorStats> for PeerSupervisor {
             displaced: self.displaced,
             outages_detected: self.outage.detected(),
             outage: self.outage.active().is_some(),
+            actor_restarts: self
+                .actor_restarts
+                .load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 }

@@ -104,6 +104,7 @@ impl AdminParts {
     pub fn start(
         event_buffer: usize,
         changes: tokio::sync::broadcast::Receiver<crate::node::PeerChange>,
+        heartbeats: tokio::sync::broadcast::Receiver<crate::actors::supervisor::Heartbeat>,
     ) -> AdminParts {
         let events = events::EventLog::new(event_buffer);
         let metrics = Arc::new(metrics::Metrics::new());
@@ -112,6 +113,7 @@ impl AdminParts {
             events.clone(),
             metrics.clone(),
         ));
+        actix_web::rt::spawn(metrics::run_heartbeat_recorder(heartbeats, metrics.clone()));
         AdminParts { events, metrics }
     }
 }

@@ -560,11 +560,67 @@ async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
     let node = &state.node;
     let fail = |e: NodeError| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     let peers = node.peers().await.map_err(fail)?;
-    let snapshot = Snapshot {
+    let supervisor = node.stats().await.map_err(fail)?;
+    let persistence = node.persistence_stats().await.map_err(fail)?;
+    let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+    let mut snapshot = Snapshot {
         peers: count_states(&peers),
-        waiting_slot: node.stats().await.map_err(fail)?.waiting,
-        persistence_pending: node.persistence_stats().await.map_err(fail)?.pending,
+        waiting_slot: supervisor.waiting,
+        persistence_pending: persistence.pending,
+        persistence_write_failures: persistence.failed_attempts,
+        records_unwritable: persistence.records_unwritable,
+        actor_restarts: supervisor.actor_restarts,
+        evictions: supervisor.evictions,
+        outage: supervisor.outage,
+        sessions_inbound: node.inbound_sessions(),
+        sessions_outbound: supervisor.connected,
+        ..Snapshot::default()
     };
+    if let Some(flow) = node.event_flow() {
+        let f = &flow.stats;
+        snapshot.events_received = vec![
+            ("published", load(&f.published)),
+            ("already_received", load(&f.already_received)),
+            ("refused", load(&f.refused)),
+            ("future_dated", load(&f.future_dated)),
+        ];
+        let r = flow.serve_stats();
+        snapshot.reqs_refused = vec![
+            (
+                "events.max_filters_per_req",
+                load(&r.refused_filters_per_req),
+            ),
+            (
+                "events.max_subscriptions_per_peer",
+                load(&r.refused_subscriptions_per_peer),
+            ),
+            (
+                "events.max_live_reqs_per_peer",
+                load(&r.refused_live_reqs_per_peer),
+            ),
+            ("events.max_live_reqs", load(&r.refused_live_reqs)),
+            (
+                "events.live_reqs_reserved_for_followed",
+                load(&r.refused_live_reqs_strangers),
+            ),
+        ];
+    }
+    if let Some(discovery) = node.discovery() {
+        let lookups = discovery.resolver.stats();
+        let relays = discovery.relays.stats();
+        snapshot.discovery_lookups = vec![
+            ("req", load(&lookups.reqs)),
+            ("cache_hit", load(&lookups.cache_hits)),
+            ("endpoint_refused", lookups.endpoints_refused.total()),
+            ("event_ignored", relays.ignored.total()),
+            ("answer_cut", relays.cuts()),
+        ];
+        for (url, relay) in discovery.relays.client().relays().await {
+            snapshot
+                .relays_up
+                .push((url.to_string(), relay.is_connected()));
+        }
+    }
     let text = node.admin_parts().metrics.encode(&snapshot);
     Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(text))
 }

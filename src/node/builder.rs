@@ -273,22 +273,29 @@ impl NodeBuilder {
         };
 
         let (changes, _) = broadcast::channel(NOTIFICATION_CAPACITY);
+        let (heartbeats, _) = broadcast::channel(NOTIFICATION_CAPACITY);
         // Subscribed before the supervisor starts: the event ring and the metrics see every
         // change from the first.
-        let admin_parts =
-            crate::admin::AdminParts::start(settings.admin.event_buffer, changes.subscribe());
+        let admin_parts = crate::admin::AdminParts::start(
+            settings.admin.event_buffer,
+            changes.subscribe(),
+            heartbeats.subscribe(),
+        );
         let persistence = PersistenceActor::new(db.clone(), settings.persistence.clone())
             .with_directory(directory.clone())
             .start();
-        let supervisor = supervisor_ctx.run(PeerSupervisor::new(
-            settings.btp_nips.peer_connections.clone(),
-            ports,
-            persistence.clone(),
-            clock,
-            stored,
-            changes.clone(),
-            channels_required,
-        ));
+        let supervisor = supervisor_ctx.run(
+            PeerSupervisor::new(
+                settings.btp_nips.peer_connections.clone(),
+                ports,
+                persistence.clone(),
+                clock,
+                stored,
+                changes.clone(),
+                channels_required,
+            )
+            .with_heartbeats(heartbeats),
+        );
 
         let listen = self
             .listen

@@ -1,0 +1,118 @@
+//! The node's Prometheus metrics beyond the state gauges: faults by owner and step,
+//! connect durations, heartbeat round trips, actor restarts, sessions and persistence —
+//! each moved by what really happened in a running node, parsed from `/metrics`.
+
+mod support;
+
+use std::time::Duration;
+
+use btp_nips_node::lifecycle::{Fault, PeerState};
+use btp_nips_node::ports::memory::MemoryWorld;
+use support::admin::{admin_node, parse_metrics, Sample};
+use support::node::*;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(v)))
+        .map(|s| s.value)
+}
+
+#[actix_rt::test]
+async fn faults_durations_heartbeats_and_restarts_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = MemoryWorld::new();
+    let (good, refused, panics) = (pubkey(1), pubkey(2), pubkey(3));
+    world.add_ready_peer(&good);
+    world.add_ready_peer(&refused);
+    world.refuse_sessions(
+        &refused,
+        Some(Fault::Permanent("auth_token: bad signature".into())),
+    );
+    world.add_ready_peer(&panics);
+    world.panic_on_resolve(&panics, 1);
+    let (node, api) = admin_node(
+        &world,
+        &dir,
+        "btp_nips: {peer_connections: {heartbeat_interval_seconds: 2, heartbeat_timeout_seconds: 1}}",
+        "",
+        &[],
+    )
+    .await;
+    for peer in [&good, &refused, &panics] {
+        node.follow(peer).await.unwrap();
+    }
+    wait_until(&node, LIMIT, "settled", |p| {
+        state_of(p, &good) == Some(PeerState::Connected)
+            && state_of(p, &panics) == Some(PeerState::Connected)
+            && state_of(p, &refused) == Some(PeerState::Failed)
+    })
+    .await;
+    // At least one PONG (heartbeat every two seconds).
+    support::wait::eventually(LIMIT, "a heartbeat", || {
+        let api = api.clone();
+        async move {
+            let samples = parse_metrics(&api.metrics().await);
+            (value(&samples, "btp_nips_heartbeat_rtt_seconds_count", &[])? >= 1.0).then_some(())
+        }
+    })
+    .await;
+
+    let samples = parse_metrics(&api.metrics().await);
+    assert_eq!(
+        value(&samples, "btp_nips_connect_duration_seconds_count", &[]),
+        Some(2.0),
+        "two peers went connecting -> connected"
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "btp_nips_peer_faults_total",
+            &[("owner", "peer"), ("kind", "session")]
+        ),
+        Some(1.0),
+        "the refused session is the peer's fault"
+    );
+    assert!(
+        value(&samples, "btp_nips_actor_restarts_total", &[]).unwrap() >= 1.0,
+        "the panicking resolver restarted the actor"
+    );
+    assert_eq!(
+        value(&samples, "btp_nips_sessions", &[("direction", "outbound")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&samples, "btp_nips_persistence_write_failures_total", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&samples, "btp_nips_heartbeat_timeouts_total", &[]),
+        Some(0.0)
+    );
+    assert_eq!(value(&samples, "btp_nips_network_outage", &[]), Some(0.0));
+
+    // The peer stops answering PINGs: its loss is a heartbeat timeout, the peer's fault.
+    world.set_silent(&good, true);
+    support::wait::eventually(LIMIT, "a heartbeat timeout", || {
+        let api = api.clone();
+        async move {
+            let samples = parse_metrics(&api.metrics().await);
+            (value(&samples, "btp_nips_heartbeat_timeouts_total", &[])? >= 1.0).then_some(())
+        }
+    })
+    .await;
+    let samples = parse_metrics(&api.metrics().await);
+    assert!(
+        value(
+            &samples,
+            "btp_nips_peer_faults_total",
+            &[("owner", "peer"), ("kind", "connection")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(samples.iter().all(|s| s.label("pubkey").is_none()));
+    node.shutdown().await.unwrap();
+}
