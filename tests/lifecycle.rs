@@ -676,3 +676,21 @@ fn a_ping_deadline_met_while_a_ping_is_in_flight_is_not_left_in_the_past() {
     // Still one PING in flight, and its PONG deadline still holds.
     assert_eq!(sim.count(|a| matches!(a, Action::SendPing { .. })), 1);
 }
+
+#[test]
+fn a_peer_waiting_to_look_up_again_is_looked_up_at_once_when_followed() {
+    // Known from its inbound session, not followed, no announcement found yet.
+    let mut sim = Sim::new(LifecycleConfig::default());
+    sim.feed(Event::FollowChanged { followed: false });
+    sim.feed(Event::NotFound);
+    assert_eq!(sim.state(), PeerState::Discovering);
+    let resolves = sim.count(|a| matches!(a, Action::Resolve));
+    sim.feed(Event::FollowChanged { followed: true });
+    assert_eq!(
+        sim.count(|a| matches!(a, Action::Resolve)),
+        resolves + 1,
+        "looked up now, not after discovery_retry_seconds"
+    );
+    sim.feed(Event::Resolved(support::sim::announcement()));
+    assert_eq!(sim.state(), PeerState::Connecting);
+}

@@ -1160,8 +1160,15 @@ impl PeerLifecycle {
 /// The operator's intent and the supervisor's decisions.
 impl PeerLifecycle {
     fn on_follow_changed(&mut self, followed: bool, now: Timestamp) {
+        let newly_followed = followed && !self.record.followed;
         self.record.followed = followed;
         self.reprioritise();
+        // A peer first known from its inbound session may have had no announcement then;
+        // now that the operator follows it, it is looked up at once, not at the next retry.
+        if newly_followed && self.timers.get(Timer::DiscoveryRetry).is_some() {
+            self.timers.stop(Timer::DiscoveryRetry);
+            self.start(Awaiting::Resolve, Action::Resolve);
+        }
         self.persist(now, false);
     }
 
