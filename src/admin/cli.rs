@@ -1,5 +1,6 @@
 //! The operator's commands that reach the running node through the admin API: `status`,
-//! `peers`, `peer`, `retry`, `disconnect`, `approve-channel`, `connect`, `watch`. Each
+//! `peers`, `peer`, `retry`, `disconnect`, `approve-channel`, `connect`, `watch`,
+//! `log-level`. Each
 //! takes `--admin URL` (default: `admin.listen`), the token from `admin.token_file`
 //! (`--token-file` to use another), and `--json`.
 //!
@@ -44,6 +45,9 @@ pub enum AdminCommand {
         /// Only peers the operator follows.
         #[arg(long)]
         followed: bool,
+        /// Full pubkeys instead of their first 16 characters.
+        #[arg(long)]
+        wide: bool,
         #[command(flatten)]
         args: AdminArgs,
     },
@@ -88,6 +92,13 @@ pub enum AdminCommand {
         #[command(flatten)]
         args: AdminArgs,
     },
+    /// Change the running node's log filter (written as RUST_LOG is, such as
+    /// `info,btp_nips_node=debug`); without a filter, show the one in force.
+    LogLevel {
+        filter: Option<String>,
+        #[command(flatten)]
+        args: AdminArgs,
+    },
 }
 
 /// A command's failure and the exit status it gets.
@@ -123,7 +134,8 @@ impl AdminCommand {
             | AdminCommand::Disconnect { args, .. }
             | AdminCommand::ApproveChannel { args, .. }
             | AdminCommand::Connect { args, .. }
-            | AdminCommand::Watch { args, .. } => args,
+            | AdminCommand::Watch { args, .. }
+            | AdminCommand::LogLevel { args, .. } => args,
         }
     }
 }
@@ -195,10 +207,11 @@ async fn run_async(command: AdminCommand, settings: &Settings) -> Result<(), Cli
     if let AdminCommand::Peers {
         state,
         followed,
+        wide,
         args,
     } = &command
     {
-        return peers(settings, args, state.as_deref(), *followed).await;
+        return peers(settings, args, state.as_deref(), *followed, *wide).await;
     }
     let client = client(command.args(), settings)?;
     match &command {
@@ -249,6 +262,29 @@ async fn run_async(command: AdminCommand, settings: &Settings) -> Result<(), Cli
             report(&answer, json);
         }
         AdminCommand::Watch { peer, .. } => watch(&client, peer.as_deref(), json).await?,
+        AdminCommand::LogLevel { filter, .. } => {
+            let answer = match filter {
+                Some(filter) => {
+                    // Refused here, before the node is asked, naming what is wrong.
+                    super::logger::check_filter(filter).map_err(|e| bad_input(e.to_string()))?;
+                    client
+                        .post("/v1/log-level", &json!({ "filter": filter.trim() }))
+                        .await?
+                }
+                None => client.get("/v1/log-level").await?,
+            };
+            if json {
+                print_json(&answer);
+            } else {
+                match (answer["filter"].as_str(), answer["previous"].as_str()) {
+                    (Some(now), Some(before)) => {
+                        println!("log filter now `{now}` (was `{before}`)")
+                    }
+                    (Some(now), None) => println!("log filter `{now}`"),
+                    _ => println!("the node's log filter cannot be read"),
+                }
+            }
+        }
         AdminCommand::Peers { .. } => unreachable!("handled above"),
     }
     Ok(())
@@ -345,6 +381,7 @@ async fn peers(
     args: &AdminArgs,
     state: Option<&str>,
     followed: bool,
+    wide: bool,
 ) -> Result<(), CliError> {
     if let Some(s) = state {
         if PeerState::parse(s).is_none() {
@@ -386,7 +423,7 @@ async fn peers(
     if !running {
         println!("node not running: the peers as stored in the database");
     }
-    print!("{}", peer_table(&records, Timestamp::now_system()));
+    print!("{}", peer_table(&records, Timestamp::now_system(), wide));
     Ok(())
 }
 
@@ -417,22 +454,63 @@ async fn all_peers(
     }
 }
 
-/// The peers as a table: state, priority, attempts, next attempt, last heartbeat, latency,
-/// reason.
-pub fn peer_table(peers: &[PeerRecord], now: Timestamp) -> String {
-    let mut out = format!(
-        "{:<16} {:<15} {:>3} {:>8} {:<14} {:<14} {:>7}  reason\n",
-        "pubkey", "state", "pri", "attempts", "next attempt", "heartbeat", "rtt ms"
-    );
-    for peer in peers {
-        out.push_str(&peer_line(peer, now));
+/// The peers as a table, columns aligned to their widest cell: pubkey (its first 16
+/// characters unless `wide`), state, priority, attempts, next attempt, last heartbeat,
+/// round trip, reason.
+pub fn peer_table(peers: &[PeerRecord], now: Timestamp, wide: bool) -> String {
+    const HEAD: [&str; 8] = [
+        "pubkey",
+        "state",
+        "pri",
+        "attempts",
+        "next attempt",
+        "heartbeat",
+        "rtt ms",
+        "reason",
+    ];
+    // Numbers are right-aligned, text left-aligned; the reason, last, is not padded.
+    const RIGHT: [bool; 8] = [false, false, true, true, false, false, true, false];
+    let rows: Vec<[String; 8]> = peers.iter().map(|p| peer_cells(p, now, wide)).collect();
+    let mut widths = HEAD.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 8]| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i == 7 {
+                out.push_str(cell);
+            } else if RIGHT[i] {
+                out.push_str(&format!("{cell:>w$}  ", w = widths[i]));
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.truncate(out.trim_end().len());
         out.push('\n');
+        out
+    };
+    let mut out = line(HEAD);
+    for row in &rows {
+        out.push_str(&line(row.each_ref().map(String::as_str)));
     }
     out.push_str(&format!("{} peers\n", peers.len()));
     out
 }
 
-fn peer_line(p: &PeerRecord, now: Timestamp) -> String {
+/// A round trip in milliseconds as the table shows it: under one millisecond is `<1`, not
+/// a misleading 0.
+fn rtt_cell(rtt_ms: Option<u32>) -> String {
+    match rtt_ms {
+        None => "-".into(),
+        Some(0) => "<1".into(),
+        Some(ms) => ms.to_string(),
+    }
+}
+
+fn peer_cells(p: &PeerRecord, now: Timestamp, wide: bool) -> [String; 8] {
     let ago = |t: Option<Timestamp>| match t {
         None => "-".to_string(),
         Some(t) if t >= now => format!("in {}s", (t - now).as_secs()),
@@ -443,17 +521,21 @@ fn peer_line(p: &PeerRecord, now: Timestamp) -> String {
     } else {
         p.state.to_string()
     };
-    format!(
-        "{:<16} {:<15} {:>3} {:>8} {:<14} {:<14} {:>7}  {}",
-        short(&p.nostr_pubkey),
+    let pubkey = if wide {
+        p.nostr_pubkey.clone()
+    } else {
+        short(&p.nostr_pubkey).to_string()
+    };
+    [
+        pubkey,
         state,
-        p.priority,
-        p.reconnect_attempts,
+        p.priority.to_string(),
+        p.reconnect_attempts.to_string(),
         ago(p.next_attempt_at),
         ago(p.last_heartbeat),
-        p.rtt_ms.map_or("-".into(), |r| r.to_string()),
-        p.failure_reason.as_deref().unwrap_or("")
-    )
+        rtt_cell(p.rtt_ms),
+        crate::untrusted::untrusted(p.failure_reason.as_deref().unwrap_or("")).to_string(),
+    ]
 }
 
 /// `watch`: one line per event until the node stops; reconnects from the last id seen

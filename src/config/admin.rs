@@ -16,6 +16,11 @@ pub struct AdminSettings {
     pub read_token_file: String,
     /// Peer state changes kept for event-stream clients resuming with `Last-Event-ID`.
     pub event_buffer: usize,
+    /// Event-stream (`/v1/events`) clients served at once; one more is refused (503).
+    pub max_event_clients: usize,
+    /// A NIP-98 authorization event may be this many seconds older (or newer) than the
+    /// node's clock.
+    pub nip98_max_age_seconds: u64,
 }
 
 impl AdminSettings {
@@ -47,7 +52,9 @@ impl AdminSettings {
                 "must differ from admin.token_file (the read-only token is a second token)",
             )?;
         }
-        Key("admin.event_buffer").between(self.event_buffer, 1, 1_000_000)
+        Key("admin.event_buffer").between(self.event_buffer, 1, 1_000_000)?;
+        Key("admin.max_event_clients").between(self.max_event_clients, 1, 10_000)?;
+        Key("admin.nip98_max_age_seconds").between(self.nip98_max_age_seconds, 1, 3600)
     }
 }
 
@@ -66,6 +73,8 @@ mod tests {
         assert!(s.admin.enabled());
         assert_eq!(s.admin.token_file, "btp-nips-node.admin-token");
         assert_eq!(s.admin.event_buffer, 1024);
+        assert_eq!(s.admin.max_event_clients, 16);
+        assert_eq!(s.admin.nip98_max_age_seconds, 60);
         assert!(!with("admin:\n  listen: \"\"\n").unwrap().admin.enabled());
     }
 
@@ -83,6 +92,14 @@ mod tests {
                 "admin.read_token_file",
             ),
             ("admin:\n  event_buffer: 0\n", "admin.event_buffer"),
+            (
+                "admin:\n  max_event_clients: 0\n",
+                "admin.max_event_clients",
+            ),
+            (
+                "admin:\n  nip98_max_age_seconds: 0\n",
+                "admin.nip98_max_age_seconds",
+            ),
         ];
         for (yaml, key) in cases {
             let err = with(yaml).unwrap_err();
