@@ -134,6 +134,42 @@ fn the_commands_reach_the_running_node_and_peers_falls_back_to_the_database() {
         "{}",
         both(&out)
     );
+    // Short ids by default, full pubkeys with --wide; the columns line up.
+    let table = stdout(&out);
+    assert!(
+        table.contains(&pubkey[..16]) && !table.contains(&pubkey),
+        "{table}"
+    );
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0].find("state"),
+        lines[1].find("failed"),
+        "aligned: {table}"
+    );
+    let out = cli(&config, &["peers", "--wide"]);
+    assert!(stdout(&out).contains(&pubkey), "{}", both(&out));
+
+    // The running binary's log filter: dependencies' chatter off by default, changed live.
+    let out = cli(&config, &["log-level"]);
+    assert!(out.status.success(), "{}", both(&out));
+    assert!(
+        stdout(&out).contains("alloy=warn") && stdout(&out).contains("hyper=warn"),
+        "{}",
+        both(&out)
+    );
+    let out = cli(
+        &config,
+        &["log-level", "info,btp_nips_node=debug", "--json"],
+    );
+    assert!(out.status.success(), "{}", both(&out));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["filter"], "info,btp_nips_node=debug");
+    let out = cli(&config, &["log-level"]);
+    assert!(
+        stdout(&out).contains("`info,btp_nips_node=debug`"),
+        "{}",
+        both(&out)
+    );
 
     // A watcher sees what the commands below do.
     let mut watch = Running(
@@ -181,6 +217,7 @@ fn the_commands_reach_the_running_node_and_peers_falls_back_to_the_database() {
             vec!["peers", "--state", "active"],
             "state `active` is unknown",
         ),
+        (vec!["log-level", "verbose"], "`verbose` is neither a level"),
     ] {
         let out = cli(&config, &args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", both(&out));

@@ -58,8 +58,8 @@ pub enum FilterError {
 }
 
 /// Checks `filter` with env_logger's parser, which otherwise skips what it cannot read;
-/// a directive's module must also look like a Rust path (so `verbose` is refused rather
-/// than read as a module of that name).
+/// each directive must also be a level or `module=level` with a Rust path for a module (so
+/// `verbose` is refused rather than read as a module of that name).
 pub fn check_filter(filter: &str) -> Result<(), FilterError> {
     let invalid = |reason: String| FilterError::Invalid {
         filter: filter.chars().take(MAX_FILTER).collect(),
@@ -83,10 +83,12 @@ pub fn check_filter(filter: &str) -> Result<(), FilterError> {
         .map(str::trim)
         .filter(|d| !d.is_empty())
     {
+        // A bare word is a level; env_logger would also read it as a module with every
+        // level on, which silently turns the rest of the log off.
         let module = match directive.split_once('=') {
             Some((module, _)) => module.trim(),
             None if directive.parse::<log::LevelFilter>().is_ok() => continue,
-            None => directive,
+            None => "",
         };
         let rust_path = !module.is_empty()
             && module
