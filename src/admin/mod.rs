@@ -106,6 +106,9 @@ impl AdminServer {
                 .configure(routes::configure)
         })
         .workers(1)
+        // A client that closes its side is gone: its event stream (and the stream's slot
+        // under admin.max_event_clients) ends at once, not at a write that fails later.
+        .h1_allow_half_closed(false)
         .disable_signals()
         // An event-stream client that went away is dropped at shutdown without waiting.
         .shutdown_timeout(1)
