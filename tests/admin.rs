@@ -702,6 +702,8 @@ async fn event_stream_clients_are_capped_and_a_slot_frees_when_one_leaves() {
     );
     let stats = node.admin_parts().stats.snapshot();
     assert_eq!((stats.event_clients, stats.event_clients_refused), (2, 1));
+    let (_, info) = api.get("/v1/info").await;
+    assert_eq!(info["admin"]["event_clients_refused"], 1, "{info}");
 
     // One leaves: its slot is given back without waiting for a keepalive.
     drop(first);

@@ -356,6 +356,15 @@ fn status_text(info: &Value) -> String {
         s(&p["failed_attempts"]),
         s(&p["pending"])
     ));
+    let a = &info["admin"];
+    out.push_str(&format!(
+        "  admin api    {} event-stream clients ({} refused), {} refused credentials, {} NIP-98 \
+         authorizations\n",
+        s(&a["event_clients"]),
+        s(&a["event_clients_refused"]),
+        s(&a["auth_refused"]),
+        s(&a["nip98_accepted"])
+    ));
     out
 }
 

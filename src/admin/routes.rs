@@ -265,6 +265,7 @@ async fn info(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
             "pending": persistence.pending,
         },
         "inbound_sessions": node.inbound_sessions(),
+        "admin": node.admin_parts().stats.snapshot(),
     })))
 }
 
