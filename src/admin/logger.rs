@@ -104,8 +104,13 @@ pub fn check_filter(filter: &str) -> Result<(), FilterError> {
     Ok(())
 }
 
+/// A logger with `filter`, writing as env_logger does (colours per `RUST_LOG_STYLE`).
 fn build(filter: &str) -> env_logger::Logger {
-    env_logger::Builder::new().parse_filters(filter).build()
+    let mut builder = env_logger::Builder::new();
+    if let Ok(style) = std::env::var("RUST_LOG_STYLE") {
+        builder.parse_write_style(&style);
+    }
+    builder.parse_filters(filter).build()
 }
 
 /// Installs the swappable logger for this process with `RUST_LOG` if set, else `default`;
