@@ -603,3 +603,60 @@ fn watch_line(event: &StreamEvent, json: bool) -> String {
         other => format!("     - {other}: {d}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: u8, state: PeerState, rtt_ms: Option<u32>, reason: Option<&str>) -> PeerRecord {
+        let mut r = PeerRecord::new(format!("{i:02x}").repeat(32), true, Timestamp(1));
+        r.state = state;
+        r.rtt_ms = rtt_ms;
+        r.failure_reason = reason.map(str::to_string);
+        r
+    }
+
+    #[test]
+    fn the_table_aligns_its_columns_and_shows_full_keys_only_when_wide() {
+        let mut stopped = record(2, PeerState::ChannelOpening, None, Some("line\nbreak"));
+        stopped.desired = PeerIntent::Disconnect;
+        let peers = [
+            record(1, PeerState::Connected, Some(0), None),
+            stopped,
+            record(3, PeerState::Connected, Some(1234), None),
+        ];
+        let table = peer_table(&peers, Timestamp(1000), false);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        // Text starts where its heading starts; numbers end where theirs ends.
+        let byte = |row: &str, at: usize| row.as_bytes().get(at).copied().unwrap_or(b' ');
+        for row in &lines[1..4] {
+            let state = lines[0].find("state").unwrap();
+            assert!(
+                byte(row, state - 1) == b' ' && byte(row, state) != b' ',
+                "{table}"
+            );
+            for heading in ["pri", "rtt ms"] {
+                let end = lines[0].find(heading).unwrap() + heading.len();
+                assert!(
+                    byte(row, end - 1) != b' ' && byte(row, end) == b' ',
+                    "{heading} in {row:?}\n{table}"
+                );
+            }
+        }
+        assert!(
+            lines[1].starts_with(&format!("{} ", "01".repeat(8))),
+            "{table}"
+        );
+        assert!(!table.contains(&"01".repeat(32)));
+        assert!(lines[1].contains("<1"), "under a millisecond: {table}");
+        assert!(lines[2].contains("channel_opening (stop)"));
+        assert!(
+            lines[2].ends_with("line\\nbreak"),
+            "one line per peer: {table}"
+        );
+        assert_eq!(lines[4], "3 peers");
+        let wide = peer_table(&peers, Timestamp(1000), true);
+        assert!(wide.contains(&"03".repeat(32)), "{wide}");
+    }
+}
