@@ -1,6 +1,6 @@
 //! NIP-98 authorization of the admin API against a running node: the operator's event for
 //! the request is an admin credential; every broken rule (kind, url, method, age, signer,
-//! signature, payload) is refused 401 naming it, changes nothing, and is counted.
+//! signature, payload, replay) is refused 401 naming it, changes nothing, and is counted.
 
 mod support;
 
@@ -79,6 +79,10 @@ async fn the_operators_nip98_event_reads_and_operates() {
     let (status, info) = call(&api, "GET", "/v1/info", &nip98::header(&event), None).await;
     assert_eq!(status, 200, "{info}");
     assert_eq!(info["pubkey"], node.public_key().to_hex());
+    // The same event again: a replay.
+    let (status, answer) = call(&api, "GET", "/v1/info", &nip98::header(&event), None).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("replayed"));
 
     // A POST with its body's hash: the admin operation runs.
     world.add_ready_peer(&pubkey(1));
@@ -99,7 +103,7 @@ async fn the_operators_nip98_event_reads_and_operates() {
     })
     .await;
     let stats = node.admin_parts().stats.snapshot();
-    assert_eq!((stats.nip98_accepted, stats.nip98_refused), (2, 0));
+    assert_eq!((stats.nip98_accepted, stats.nip98_refused), (2, 1));
     node.shutdown().await.unwrap();
 }
 

@@ -54,6 +54,7 @@ pub struct AdminBinding {
     tokens: Tokens,
     nip98: nip98::Policy,
     max_event_clients: usize,
+    nip98_remembered_events: usize,
 }
 
 impl AdminBinding {
@@ -78,6 +79,7 @@ impl AdminBinding {
                 max_age_seconds: admin.nip98_max_age_seconds,
             },
             max_event_clients: admin.max_event_clients,
+            nip98_remembered_events: admin.nip98_remembered_events,
         })
     }
 }
@@ -87,6 +89,7 @@ pub(crate) struct AdminState {
     pub node: Node,
     pub tokens: Tokens,
     pub nip98: nip98::Policy,
+    pub nip98_replays: nip98::Replays,
     pub max_event_clients: usize,
 }
 
@@ -98,6 +101,7 @@ impl AdminServer {
             node,
             tokens: binding.tokens,
             nip98: binding.nip98,
+            nip98_replays: nip98::Replays::new(binding.nip98_remembered_events),
             max_event_clients: binding.max_event_clients,
         });
         let server = HttpServer::new(move || {

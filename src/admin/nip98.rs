@@ -2,7 +2,9 @@
 //! an event of kind 27235 signed by the operator's key (`nostr.operator_pubkey`) that names
 //! the request's full URL (`u` tag) and method (`method` tag), made within
 //! `admin.nip98_max_age_seconds` of the node's clock, and, for a request with a body,
-//! carrying the body's SHA-256 (`payload` tag). It lets a browser signer (NIP-07) drive the
+//! carrying the body's SHA-256 (`payload` tag). Each event is good for one request: the
+//! ids of the events used within the window are remembered (at most
+//! `admin.nip98_remembered_events`, the oldest forgotten first), and a replay is refused. It lets a browser signer (NIP-07) drive the
 //! API without a token file.
 //!
 //! The checks are done here rather than by `nostr`'s `nip98::verify_auth_header`: its time
@@ -77,6 +79,46 @@ pub enum Refusal {
     },
     #[error("NIP-98: payload mismatch: the payload tag is not the SHA-256 of the request body")]
     PayloadMismatch,
+    #[error("NIP-98: replayed: this event was already used; sign a new one for each request")]
+    Replayed,
+}
+
+/// The ids of the authorization events used lately, so each is good for one request.
+#[derive(Debug)]
+pub struct Replays {
+    /// Event id → its created_at.
+    seen: std::sync::Mutex<std::collections::HashMap<nostr::EventId, u64>>,
+    capacity: usize,
+}
+
+impl Replays {
+    /// Remembers at most `capacity` events (`admin.nip98_remembered_events`).
+    pub fn new(capacity: usize) -> Replays {
+        Replays {
+            seen: std::sync::Mutex::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Whether `event` is used for the first time; events older than `max_age` before
+    /// `now` are forgotten (they are refused as stale anyway), and the oldest one when
+    /// full.
+    fn first_use(&self, event: &Event, now: u64, max_age: u64) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains_key(&event.id) {
+            return false;
+        }
+        if seen.len() >= self.capacity {
+            seen.retain(|_, at| at.saturating_add(max_age) >= now);
+        }
+        if seen.len() >= self.capacity {
+            if let Some(oldest) = seen.iter().min_by_key(|(_, at)| **at).map(|(id, _)| *id) {
+                seen.remove(&oldest);
+            }
+        }
+        seen.insert(event.id, event.created_at.as_secs());
+        true
+    }
 }
 
 /// Whether an `Authorization` header value uses the Nostr scheme.
@@ -106,8 +148,14 @@ fn same_url(signed: &str, request: &str) -> bool {
     }
 }
 
-/// Checks `header` against `request`; the operator's key when every rule holds.
-pub fn verify(header: &str, request: Request<'_>, policy: &Policy) -> Result<PublicKey, Refusal> {
+/// Checks `header` against `request`; the operator's key when every rule holds and the
+/// event was not used before.
+pub fn verify(
+    header: &str,
+    request: Request<'_>,
+    policy: &Policy,
+    replays: &Replays,
+) -> Result<PublicKey, Refusal> {
     let encoded = header
         .split_once(' ')
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(SCHEME))
@@ -163,6 +211,9 @@ pub fn verify(header: &str, request: Request<'_>, policy: &Policy) -> Result<Pub
         if !signed.eq_ignore_ascii_case(&actual) {
             return Err(Refusal::PayloadMismatch);
         }
+    }
+    if !replays.first_use(&event, request.now, policy.max_age_seconds) {
+        return Err(Refusal::Replayed);
     }
     Ok(operator)
 }
@@ -234,7 +285,12 @@ mod tests {
     fn the_operators_event_for_this_request_is_accepted() {
         let keys = Keys::generate();
         let event = sign(&keys, URL, "POST", Some(b"{}"), NOW - 5).unwrap();
-        let got = verify(&header(&event), request(Some(b"{}")), &policy(&keys));
+        let got = verify(
+            &header(&event),
+            request(Some(b"{}")),
+            &policy(&keys),
+            &Replays::new(8),
+        );
         assert_eq!(got, Ok(keys.public_key()));
         // Lower-case scheme, an upper-case host: the same request.
         let event = sign(
@@ -246,7 +302,7 @@ mod tests {
         )
         .unwrap();
         let value = header(&event).replacen("Nostr", "nostr", 1);
-        assert!(verify(&value, request(None), &policy(&keys)).is_ok());
+        assert!(verify(&value, request(None), &policy(&keys), &Replays::new(8)).is_ok());
     }
 
     #[test]
@@ -254,7 +310,7 @@ mod tests {
         let keys = Keys::generate();
         let p = policy(&keys);
         let check = |event: &Event, body: Option<&'static [u8]>| {
-            verify(&header(event), request(body), &p).unwrap_err()
+            verify(&header(event), request(body), &p, &Replays::new(8)).unwrap_err()
         };
         let e = sign_kind(&keys, Kind::TextNote, URL, "POST", None, NOW).unwrap();
         assert_eq!(check(&e, None), Refusal::WrongKind(1));
@@ -285,7 +341,7 @@ mod tests {
         };
         let e = sign(&keys, URL, "POST", None, NOW).unwrap();
         assert_eq!(
-            verify(&header(&e), request(None), &none),
+            verify(&header(&e), request(None), &none, &Replays::new(8)),
             Err(Refusal::NoOperator)
         );
         // The operator's key on a tampered event: the signature no longer holds.
@@ -293,12 +349,31 @@ mod tests {
         json["created_at"] = (NOW + 1).into();
         let forged = format!("Nostr {}", STANDARD.encode(json.to_string()));
         assert_eq!(
-            verify(&forged, request(None), &p),
+            verify(&forged, request(None), &p, &Replays::new(8)),
             Err(Refusal::BadSignature)
         );
         assert!(matches!(
-            verify("Nostr !!!", request(None), &p),
+            verify("Nostr !!!", request(None), &p, &Replays::new(8)),
             Err(Refusal::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn an_event_is_good_for_one_request_and_the_memory_is_bounded() {
+        let keys = Keys::generate();
+        let p = policy(&keys);
+        let replays = Replays::new(2);
+        let events: Vec<Event> = (0..3)
+            .map(|i| sign(&keys, URL, "POST", None, NOW - 10 + i).unwrap())
+            .collect();
+        let use_ = |e: &Event| verify(&header(e), request(None), &p, &replays);
+        assert!(use_(&events[0]).is_ok());
+        assert_eq!(use_(&events[0]), Err(Refusal::Replayed));
+        assert!(use_(&events[1]).is_ok());
+        // Full: the oldest is forgotten to remember the newest.
+        assert!(use_(&events[2]).is_ok());
+        assert_eq!(replays.seen.lock().unwrap().len(), 2);
+        assert_eq!(use_(&events[2]), Err(Refusal::Replayed));
+        assert_eq!(use_(&events[1]), Err(Refusal::Replayed));
     }
 }

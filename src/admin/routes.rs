@@ -168,7 +168,7 @@ fn credentials(
             body,
             now,
         };
-        return match super::nip98::verify(value, request, &state.nip98) {
+        return match super::nip98::verify(value, request, &state.nip98, &state.nip98_replays) {
             // The operator may do everything.
             Ok(_) => {
                 stats.nip98_accepted.fetch_add(1, Ordering::Relaxed);

@@ -21,6 +21,8 @@ pub struct AdminSettings {
     /// A NIP-98 authorization event may be this many seconds older (or newer) than the
     /// node's clock.
     pub nip98_max_age_seconds: u64,
+    /// Ids of used NIP-98 events remembered to refuse a replay (the oldest forgotten first).
+    pub nip98_remembered_events: usize,
 }
 
 impl AdminSettings {
@@ -54,7 +56,8 @@ impl AdminSettings {
         }
         Key("admin.event_buffer").between(self.event_buffer, 1, 1_000_000)?;
         Key("admin.max_event_clients").between(self.max_event_clients, 1, 10_000)?;
-        Key("admin.nip98_max_age_seconds").between(self.nip98_max_age_seconds, 1, 3600)
+        Key("admin.nip98_max_age_seconds").between(self.nip98_max_age_seconds, 1, 3600)?;
+        Key("admin.nip98_remembered_events").between(self.nip98_remembered_events, 1, 1_000_000)
     }
 }
 
@@ -75,6 +78,7 @@ mod tests {
         assert_eq!(s.admin.event_buffer, 1024);
         assert_eq!(s.admin.max_event_clients, 16);
         assert_eq!(s.admin.nip98_max_age_seconds, 60);
+        assert_eq!(s.admin.nip98_remembered_events, 10_000);
         assert!(!with("admin:\n  listen: \"\"\n").unwrap().admin.enabled());
     }
 
@@ -99,6 +103,10 @@ mod tests {
             (
                 "admin:\n  nip98_max_age_seconds: 0\n",
                 "admin.nip98_max_age_seconds",
+            ),
+            (
+                "admin:\n  nip98_remembered_events: 0\n",
+                "admin.nip98_remembered_events",
             ),
         ];
         for (yaml, key) in cases {
