@@ -27,6 +27,7 @@
 //!   settings enable (the binary, the tests and the benchmark all use it), and
 //!   [`node::Node`] is the cheap-clone handle whose methods are the node's operations.
 //! - [`untrusted`] — remote text shown in logs and errors: bounded and escaped.
+//! - [`key_file`] — files holding a secret key are read only if private to their owner.
 //! - [`setup`] — `init` (a key and a short configuration) and `config check` (everything
 //!   the node depends on, every problem at once).
 
@@ -36,6 +37,7 @@ pub mod chain;
 pub mod config;
 pub mod discovery;
 pub mod events;
+pub mod key_file;
 pub mod lifecycle;
 pub mod node;
 pub mod ports;

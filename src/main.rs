@@ -52,7 +52,7 @@ enum Command {
         /// The peer's Nostr pubkey (64 hex), as `peers` lists it.
         peer: String,
         /// Deposit in wei (default: chain.deposit_wei).
-        #[arg(long, value_name = "WEI", value_parser = parse_wei)]
+        #[arg(long, value_name = "WEI", value_parser = btp_nips_node::chain::parse_deposit_wei)]
         deposit: Option<u128>,
         /// Send even though an earlier transaction of ours is still pending.
         #[arg(long)]
@@ -77,14 +77,6 @@ enum ConfigCommand {
     /// Load and check everything (key, relays, RPC, contract, operator relay, endpoint);
     /// print the effective configuration and each value's source; name every problem.
     Check,
-}
-
-fn parse_wei(text: &str) -> Result<u128, String> {
-    match text.parse::<u128>() {
-        Ok(0) => Err("the deposit must be more than 0 wei".into()),
-        Ok(wei) => Ok(wei),
-        Err(_) => Err(format!("`{text}` is not a whole number of wei")),
-    }
 }
 
 fn main() -> ExitCode {

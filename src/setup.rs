@@ -4,7 +4,7 @@
 //! problem at once with the effective configuration and where each value came from.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -291,19 +291,9 @@ async fn check_relays(relays: &[(&'static str, String)], report: &mut CheckRepor
 /// The EVM key readable (a key file only by its owner), the RPC endpoint serving the
 /// configured chain, and PaymentChannels deployed at the configured address.
 async fn check_chain(settings: &Settings, report: &mut CheckReport) {
-    let key_file = settings.chain.key_file.trim();
-    if !key_file.is_empty() {
-        if let Ok(meta) = std::fs::metadata(key_file) {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                report.problems.push(format!(
-                    "chain.key_file: {key_file} is readable by others (mode {mode:o}); chmod 600 it"
-                ));
-            }
-        }
-    }
     let chain = &settings.chain;
-    // A missing key is one problem; the endpoint and contract are still checked.
+    // A missing key, or a key file others can read, is one problem; the endpoint and
+    // contract are still checked.
     let signer = match load_key(chain) {
         Ok(signer) => {
             report

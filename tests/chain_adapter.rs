@@ -8,7 +8,7 @@ use std::time::Duration;
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
-use btp_nips_node::chain::adapter::http_provider;
+use btp_nips_node::chain::adapter::{http_provider, DEFAULT_DROPPED_GRACE};
 use btp_nips_node::chain::contract::PaymentChannels as PC;
 use btp_nips_node::chain::{ChainError, ChannelPolicy, EvmChannels};
 use btp_nips_node::config::Settings;
@@ -103,7 +103,7 @@ async fn an_open_is_signed_unsent_then_confirmed_after_exactly_n_blocks() {
     let payee = Address::repeat_byte(0xb0);
     assert_eq!(adapter.find_channel(&peer(payee, true)).await, Ok(None));
     let tx = adapter
-        .open_channel(&peer(payee, true))
+        .open_channel(&peer(payee, true), None)
         .await
         .expect("signs");
     assert!(
@@ -157,11 +157,18 @@ async fn a_hash_the_chain_never_saw_is_dropped_after_a_restart_and_only_one_open
         .expect("signs");
     // The process dies after the hash was persisted, before the broadcast.
     let after_restart = f.adapter();
+    let first_check = std::time::Instant::now();
+    assert_eq!(
+        after_restart.status_at(lost.tx_hash, first_check).await,
+        Ok(ChannelStatus::Pending { confirmations: 0 }),
+        "one answer without it is not a drop"
+    );
     assert_eq!(
         after_restart
-            .channel_status(&format!("{:#x}", lost.tx_hash))
+            .status_at(lost.tx_hash, first_check + DEFAULT_DROPPED_GRACE)
             .await,
-        Ok(ChannelStatus::Dropped)
+        Ok(ChannelStatus::Dropped),
+        "unseen for the grace, and nothing of ours is pending"
     );
     let reopened = after_restart
         .sign_open(payee, U256::from(ETH), false)
@@ -199,13 +206,16 @@ async fn a_restarted_adapter_follows_a_broadcast_open_to_its_confirmation() {
     let payee = Address::repeat_byte(0xb2);
     let tx = f
         .adapter()
-        .open_channel(&peer(payee, true))
+        .open_channel(&peer(payee, true), None)
         .await
         .expect("signs");
     f.adapter().broadcast_open(&tx).await.unwrap_err();
     // Only the adapter that signed holds the transaction: sign and send with one instance.
     let first = f.adapter();
-    let tx = first.open_channel(&peer(payee, true)).await.expect("signs");
+    let tx = first
+        .open_channel(&peer(payee, true), None)
+        .await
+        .expect("signs");
     first.broadcast_open(&tx).await.expect("broadcast");
     drop(first);
     let second = f.adapter();
@@ -227,7 +237,7 @@ async fn a_reorg_that_drops_the_open_is_detected() {
     let adapter = f.adapter();
     let payee = Address::repeat_byte(0xb3);
     let tx = adapter
-        .open_channel(&peer(payee, true))
+        .open_channel(&peer(payee, true), None)
         .await
         .expect("signs");
     adapter.broadcast_open(&tx).await.expect("broadcast");
@@ -237,12 +247,29 @@ async fn a_reorg_that_drops_the_open_is_detected() {
         Ok(ChannelStatus::Pending { confirmations: 2 })
     );
     f.anvil.reorg(2).await;
+    let first_check = std::time::Instant::now();
+    let hash: B256 = tx.parse().unwrap();
     assert_eq!(
-        adapter.channel_status(&tx).await,
+        adapter.status_at(hash, first_check).await,
+        Ok(ChannelStatus::Pending { confirmations: 0 }),
+        "the pool may take it back: not dropped at once"
+    );
+    assert_eq!(
+        adapter
+            .status_at(hash, first_check + DEFAULT_DROPPED_GRACE)
+            .await,
         Ok(ChannelStatus::Dropped)
     );
     assert_eq!(f.open_count().await, U256::ZERO);
     assert_eq!(adapter.find_channel(&peer(payee, true)).await, Ok(None));
+    let reopened = adapter
+        .sign_open(payee, U256::from(ETH), false)
+        .await
+        .expect("signs");
+    assert_eq!(
+        reopened.nonce, 0,
+        "the new open takes the dropped open's nonce"
+    );
 }
 
 #[tokio::test]
@@ -252,7 +279,7 @@ async fn rpc_trouble_while_waiting_is_the_nodes_own_fault_and_the_wait_goes_on()
     let adapter = f.adapter_at(&proxy.url, policy());
     let payee = Address::repeat_byte(0xb4);
     let tx = adapter
-        .open_channel(&peer(payee, true))
+        .open_channel(&peer(payee, true), None)
         .await
         .expect("signs");
     adapter.broadcast_open(&tx).await.expect("broadcast");
@@ -412,6 +439,11 @@ async fn startup_checks_name_a_wrong_chain_id_or_a_missing_contract() {
         format!("{}\n", alloy::hex::encode(f.key.to_bytes())),
     )
     .expect("write key");
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("a private key file");
     let yaml = |chain_id: u64, contract: Address| {
         format!(
             "chain:\n  enabled: true\n  rpc_url: \"{}\"\n  chain_id: {chain_id}\n  contract_address: \"{contract}\"\n  key_file: \"{}\"\n",

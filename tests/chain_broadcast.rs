@@ -100,7 +100,7 @@ async fn an_open_signed_while_another_is_on_its_way_to_the_pool_takes_the_next_n
     let f = Fixture::new().await;
     let gate = SendGate::start(&f.anvil.url).await;
     let adapter = f.adapter(&gate.url);
-    let first = adapter.open_channel(&peer(1)).await.expect("signs");
+    let first = adapter.open_channel(&peer(1), None).await.expect("signs");
 
     gate.close();
     let sending = tokio::spawn({
@@ -108,7 +108,7 @@ async fn an_open_signed_while_another_is_on_its_way_to_the_pool_takes_the_next_n
         async move { adapter.broadcast_open(&first).await }
     });
     gate.held(1).await;
-    let second = adapter.open_channel(&peer(2)).await.expect("signs");
+    let second = adapter.open_channel(&peer(2), None).await.expect("signs");
     gate.open();
 
     assert_eq!(sending.await.unwrap(), Ok(()), "the first open is sent");
@@ -137,7 +137,7 @@ async fn an_open_signed_while_another_is_on_its_way_to_the_pool_takes_the_next_n
 async fn an_open_signed_and_never_sent_is_sent_as_signed_by_the_status_check() {
     let f = Fixture::new().await;
     let adapter = f.adapter(&f.anvil.url);
-    let tx = adapter.open_channel(&peer(1)).await.expect("signs");
+    let tx = adapter.open_channel(&peer(1), None).await.expect("signs");
     assert_eq!(
         adapter.channel_status(&tx).await,
         Ok(ChannelStatus::Pending { confirmations: 0 }),
@@ -158,15 +158,15 @@ async fn an_open_signed_and_never_sent_is_sent_as_signed_by_the_status_check() {
 async fn an_abandoned_open_gives_its_nonce_to_the_next_open() {
     let f = Fixture::new().await;
     let adapter = f.adapter(&f.anvil.url);
-    let sent = adapter.open_channel(&peer(1)).await.expect("signs");
-    let abandoned = adapter.open_channel(&peer(2)).await.expect("signs");
-    let later = adapter.open_channel(&peer(3)).await.expect("signs");
+    let sent = adapter.open_channel(&peer(1), None).await.expect("signs");
+    let abandoned = adapter.open_channel(&peer(2), None).await.expect("signs");
+    let later = adapter.open_channel(&peer(3), None).await.expect("signs");
     adapter
         .abandon_open(&abandoned, "the peer moved on before it was recorded")
         .await;
     // To another payee: signing is deterministic, the same open again would be the same
     // transaction.
-    let replacement = adapter.open_channel(&peer(4)).await.expect("signs");
+    let replacement = adapter.open_channel(&peer(4), None).await.expect("signs");
     for tx in [&sent, &later, &replacement] {
         adapter.broadcast_open(tx).await.expect("broadcast");
     }

@@ -33,6 +33,11 @@ impl Fixture {
             alloy::hex::encode(key.to_bytes()),
         )
         .unwrap();
+        std::fs::set_permissions(
+            dir.path().join("evm.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let db = Database::open(&Self::db_url(&dir), 1).unwrap();
         let mut record = support::node::stored(1, PeerState::ChannelNeeded, true, None);
         record.base_address = Some(payee.to_string());

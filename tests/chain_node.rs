@@ -67,8 +67,12 @@ impl ChannelPort for Observed {
     async fn request_channel(&self, peer: &PeerTarget) -> Result<ChannelRequest, Fault> {
         self.inner.request_channel(peer).await
     }
-    async fn open_channel(&self, peer: &PeerTarget) -> Result<String, Fault> {
-        self.inner.open_channel(peer).await
+    async fn open_channel(
+        &self,
+        peer: &PeerTarget,
+        deposit_wei: Option<u128>,
+    ) -> Result<String, Fault> {
+        self.inner.open_channel(peer, deposit_wei).await
     }
     async fn broadcast_open(&self, tx_hash: &str) -> Result<(), Fault> {
         let stored = self.db.load_all().expect("database readable");
@@ -150,7 +154,9 @@ impl Fixture {
                     min_time_left: Duration::from_secs(24 * 3600),
                     auto_open,
                 },
-            ),
+            )
+            // A reorg's drop is reported within the tests' waits.
+            .with_dropped_grace(Duration::from_secs(1)),
             statuses: Mutex::new(Vec::new()),
             db: self.db.clone(),
             durable_at_broadcast: Mutex::new(Vec::new()),

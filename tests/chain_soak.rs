@@ -93,8 +93,12 @@ impl ChannelPort for Recorder {
         }
         result
     }
-    async fn open_channel(&self, peer: &PeerTarget) -> Result<String, Fault> {
-        let result = self.inner.open_channel(peer).await;
+    async fn open_channel(
+        &self,
+        peer: &PeerTarget,
+        deposit_wei: Option<u128>,
+    ) -> Result<String, Fault> {
+        let result = self.inner.open_channel(peer, deposit_wei).await;
         if let Ok(tx_hash) = &result {
             self.log(|l| l.signed.push(tx_hash.clone()));
         }

@@ -80,6 +80,11 @@ fn every_invalid_value_is_refused_naming_its_key() {
         ("restart_window_seconds: 0", "restart_window_seconds"),
         ("startup_dial_batch: 0", "startup_dial_batch"),
         ("startup_dial_interval_ms: 0", "startup_dial_interval_ms"),
+        ("outage_window_seconds: 0", "outage_window_seconds"),
+        ("outage_loss_fraction: 1.0", "outage_loss_fraction"),
+        ("outage_loss_fraction: 0", "outage_loss_fraction"),
+        ("outage_min_lost_peers: 1", "outage_min_lost_peers"),
+        ("outage_dial_failures: 1", "outage_dial_failures"),
     ];
     let peer_cases: Vec<(String, String)> = peer
         .iter()

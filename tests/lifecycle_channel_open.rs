@@ -221,3 +221,51 @@ fn after_a_restart_the_opening_timeout_counts_from_when_the_node_watches_again()
         "the deadline counts from the resumed watch, not from before the outage"
     );
 }
+
+#[test]
+fn an_unconfirmed_durable_write_drops_the_broadcast_and_the_peer_waits_for_the_node() {
+    let mut sim = waiting_for_operator();
+    sim.feed(Event::OpenChannelApproved);
+    let attempts = sim.lc.record().reconnect_attempts;
+    // Driven by hand: the driver stops at the durable Persist and waits for the database.
+    sim.lc
+        .handle(
+            Event::ChannelTxSigned {
+                tx_hash: "0xheld".into(),
+            },
+            sim.now,
+        )
+        .unwrap();
+    loop {
+        match sim.lc.poll_action() {
+            Some(Action::Persist { durable: true }) => break,
+            Some(Action::BroadcastChannel { .. }) => panic!("broadcast before the write"),
+            Some(_) => {}
+            None => panic!("no durable write was asked for"),
+        }
+    }
+    sim.lc
+        .handle(
+            Event::DurableWriteFailed("the database did not answer within 30s".into()),
+            sim.now,
+        )
+        .unwrap();
+    let rest: Vec<Action> = std::iter::from_fn(|| sim.lc.poll_action()).collect();
+    assert!(
+        !rest
+            .iter()
+            .any(|a| matches!(a, Action::BroadcastChannel { .. })),
+        "the broadcast that relied on the write never goes out: {rest:?}"
+    );
+    let record = sim.lc.record();
+    assert_eq!(record.state, PeerState::Disconnected);
+    assert_eq!(record.reconnect_attempts, attempts, "no attempt is charged");
+    assert_eq!(record.channel_tx_hash, None);
+    assert_eq!(record.channel_opening_since, None);
+    let reason = record.failure_reason.as_deref().unwrap();
+    assert!(
+        reason.starts_with("waiting for this node") && reason.contains("did not answer"),
+        "{reason}"
+    );
+    assert!(record.next_attempt_at.is_some(), "it is retried by itself");
+}

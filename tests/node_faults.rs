@@ -122,3 +122,91 @@ async fn a_peer_refused_by_the_remotes_policy_is_retried_and_never_failed() {
     .await;
     node.shutdown().await.unwrap();
 }
+
+/// The node's database goes away just as a channel transaction is signed: the durable
+/// write of its hash is not confirmed within `persistence.durable_write_timeout_ms`. The
+/// peer actor keeps answering meanwhile, the transaction is never broadcast, the peer waits
+/// for the node without an attempt counted, and once the database is back the peer opens
+/// its channel and connects — with exactly one broadcast.
+#[actix_rt::test]
+async fn a_database_outage_during_a_durable_write_costs_the_peer_nothing() {
+    use btp_nips_node::storage::scratch::ScratchPostgres;
+    use btp_nips_node::storage::Database;
+    use diesel::connection::SimpleConnection;
+    use diesel::RunQueryDsl;
+
+    tokio::time::pause();
+    let pg = ScratchPostgres::create(&pg_admin_url(), "btp_test").unwrap();
+    let world = MemoryWorld::new();
+    let peer = pubkey(1);
+    world.announce(&peer, MemoryWorld::announcement_for(&peer));
+    world.set_auto_open(true);
+    let db = Database::open_with_timeout(pg.url(), 2, Duration::from_millis(200)).unwrap();
+    let node = memory_node(
+        settings(
+            "persistence: {durable_write_timeout_ms: 500, retry_max_delay_ms: 200}\n\
+             btp_nips: {peer_connections: {reconnect_initial_delay_ms: 1000, \
+             reconnect_max_delay_ms: 2000, reconnect_jitter: 0.0}}",
+        ),
+        &world,
+    )
+    .database(db)
+    .start()
+    .await
+    .unwrap();
+
+    // The database refuses every connection from now on.
+    let block = |allow: bool| {
+        pg.admin()
+            .batch_execute(&format!(
+                "ALTER DATABASE {} ALLOW_CONNECTIONS {allow}",
+                pg.name()
+            ))
+            .unwrap();
+        if !allow {
+            diesel::sql_query(format!(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+                 WHERE datname = '{}' AND pid <> pg_backend_pid()",
+                pg.name()
+            ))
+            .execute(&mut pg.admin())
+            .unwrap();
+        }
+    };
+    block(false);
+    node.follow(&peer).await.unwrap();
+
+    // Asked of the peer's own actor: it answers while its write is unconfirmed.
+    let waiting = support::wait::eventually(Duration::from_secs(60), "waiting", || async {
+        node.peer(&peer)
+            .await
+            .unwrap()
+            .filter(|r| r.state == PeerState::Disconnected)
+    })
+    .await;
+    let reason = waiting.failure_reason.as_deref().unwrap();
+    assert!(
+        reason.starts_with("waiting for this node") && reason.contains("durable_write_timeout"),
+        "{reason}"
+    );
+    assert_eq!(
+        waiting.reconnect_attempts, 0,
+        "the node's fault costs no attempt"
+    );
+    assert_eq!(waiting.channel_tx_hash, None);
+    assert_eq!(
+        world.broadcast_count(),
+        0,
+        "never broadcast without its hash on disk"
+    );
+
+    block(true);
+    wait_until(&node, Duration::from_secs(120), "connected", |p| {
+        state_of(p, &peer) == Some(PeerState::Connected)
+    })
+    .await;
+    assert_eq!(world.broadcast_count(), 1);
+    let record = node.peer(&peer).await.unwrap().unwrap();
+    assert_eq!(record.reconnect_attempts, 0);
+    node.shutdown().await.unwrap();
+}

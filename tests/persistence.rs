@@ -153,6 +153,7 @@ fn settings(flush_interval_ms: u64, max_batch: usize) -> PersistenceSettings {
         max_batch,
         retry_initial_delay: Duration::from_millis(20),
         retry_max_delay: Duration::from_millis(200),
+        ..PersistenceSettings::default()
     }
 }
 

@@ -3,7 +3,9 @@
 //! [`crate::ports::PeerDirectory`] port.
 
 pub mod clock;
+pub mod dial_gate;
 pub mod directory;
+pub mod outage;
 pub mod peer;
 pub mod persistence;
 pub mod supervisor;

@@ -42,12 +42,16 @@ pub struct PeerReport(pub PeerRecord);
 #[rtype(result = "()")]
 pub struct Disconnect {
     pub reason: String,
+    /// The end of an operator's pause: retried then (`None`: held until retried).
+    pub until: Option<Timestamp>,
 }
 
-/// Give up this peer's connection slot to a higher-priority peer.
+/// Give up this peer's connection slot to a higher-priority peer; `reason` is recorded.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
-pub struct Evict;
+pub struct Evict {
+    pub reason: String,
+}
 
 /// Explicit retry: leaves failed or a deliberate disconnect.
 #[derive(Message, Debug, Clone)]
@@ -62,7 +66,10 @@ pub struct SetFollowed(pub bool);
 /// The operator approved opening a channel to this peer.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
-pub struct ApproveChannel;
+pub struct ApproveChannel {
+    /// The operator's deposit (`None`: the configured one).
+    pub deposit_wei: Option<u128>,
+}
 
 /// Something another part of the node observed about this peer (an event received from
 /// it, a protocol violation), fed to its lifecycle as is.
@@ -100,6 +107,14 @@ pub struct PeerActor {
     restart_policy: RestartPolicy,
     /// When recent restarts happened; survives restarts because actix reuses the struct.
     restarts: VecDeque<Timestamp>,
+    /// A write the next actions rely on is in flight: nothing more is executed, and events
+    /// wait in `deferred`, until it is confirmed or given up. The actor still answers
+    /// (`GetRecord`, `Shutdown`) meanwhile.
+    awaiting_durable: bool,
+    /// Events that arrived while a durable write was awaited, in arrival order.
+    deferred: VecDeque<Event>,
+    /// The deposit the operator approved the next open with, if not the configured one.
+    approved_deposit: Option<u128>,
 }
 
 impl PeerActor {
@@ -128,6 +143,9 @@ impl PeerActor {
             timer: None,
             restart_policy,
             restarts: VecDeque::new(),
+            awaiting_durable: false,
+            deferred: VecDeque::new(),
+            approved_deposit: None,
         }
     }
 
@@ -137,6 +155,10 @@ impl PeerActor {
 
     /// Feeds one event and runs whatever it calls for.
     fn feed(&mut self, event: Event, ctx: &mut Context<Self>) -> bool {
+        if self.awaiting_durable {
+            self.deferred.push_back(event);
+            return true;
+        }
         let now = self.clock.now();
         let lifecycle = &mut self.lifecycle;
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| lifecycle.handle(event, now)));
@@ -161,6 +183,10 @@ impl PeerActor {
     /// The timer fired: let the lifecycle handle its deadlines.
     fn on_deadline(&mut self, ctx: &mut Context<Self>) {
         self.timer = None;
+        if self.awaiting_durable {
+            // Re-armed when the write is settled.
+            return;
+        }
         let now = self.clock.now();
         let lifecycle = &mut self.lifecycle;
         if let Err(panic) =
@@ -177,6 +203,9 @@ impl PeerActor {
 
     /// Executes queued actions, then sleeps until the next deadline.
     fn drive(&mut self, ctx: &mut Context<Self>) {
+        if self.awaiting_durable {
+            return;
+        }
         while let Some(action) = self.lifecycle.poll_action() {
             if !self.execute(action, ctx) {
                 // Paused until a durable write completes; the continuation drives on.
@@ -278,7 +307,9 @@ impl PeerActor {
             }
             Action::OpenChannel => {
                 let channels = self.ports.channels.clone();
-                let fut = async move { channels.open_channel(&target).await };
+                // The operator's deposit goes with the open it approved, and only that one.
+                let deposit = self.approved_deposit.take();
+                let fut = async move { channels.open_channel(&target, deposit).await };
                 self.spawn_op(ctx, "channel port", fut, |act, result, ctx| match result {
                     Ok(tx_hash) => act.signed(tx_hash, ctx),
                     Err(f) => {
@@ -358,28 +389,58 @@ impl PeerActor {
                 self.persistence.do_send(SaveRecord(record.clone()));
                 self.supervisor.do_send(PeerReport(record));
                 if durable {
-                    let flush = self.persistence.send(Flush);
-                    ctx.wait(
-                        actix::fut::wrap_future::<_, Self>(flush).map(|result, act, ctx| {
-                            let failure = match result {
-                                Ok(Ok(())) => None,
-                                Ok(Err(e)) => Some(format!("flush failed: {e}")),
-                                Err(e) => Some(format!("persistence gone: {e}")),
-                            };
-                            match failure {
-                                None => act.drive(ctx),
-                                // What follows relied on this write (e.g. broadcasting the
-                                // open transaction whose hash it holds): never go on without
-                                // it. The restart resumes from the record.
-                                Some(why) => act.crash(ctx, why),
-                            }
-                        }),
-                    );
+                    self.await_durable(ctx);
                     return false;
                 }
             }
         }
         true
+    }
+
+    /// Waits (without blocking the mailbox) until everything saved so far is durable, then
+    /// goes on with the queued actions and the events that arrived meanwhile. If the write
+    /// cannot be confirmed (the database is away past the persistence timeout), what relied
+    /// on it never happens: the lifecycle drops it and the peer waits for the database.
+    fn await_durable(&mut self, ctx: &mut Context<Self>) {
+        self.awaiting_durable = true;
+        let flush = self.persistence.send(Flush);
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(flush).map(|result, act, ctx| {
+                act.awaiting_durable = false;
+                let failure = match result {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(e) => Some(format!("the persistence actor is gone: {e}")),
+                };
+                match failure {
+                    None => act.drive(ctx),
+                    Some(why) => act.durable_write_failed(why, ctx),
+                }
+                while !act.awaiting_durable {
+                    let Some(event) = act.deferred.pop_front() else {
+                        break;
+                    };
+                    act.feed(event, ctx);
+                }
+            }),
+        );
+    }
+
+    /// A durable write the next step relied on was not confirmed: an open transaction
+    /// whose hash it held is never broadcast, and its nonce goes back to the adapter.
+    fn durable_write_failed(&mut self, why: String, ctx: &mut Context<Self>) {
+        log::warn!(
+            "peer {}: a write this peer waited on was not confirmed: {why}",
+            self.pubkey()
+        );
+        let unsent = self.lifecycle.record().channel_tx_hash.clone();
+        self.feed(Event::DurableWriteFailed(why.clone()), ctx);
+        if let Some(tx_hash) = unsent.filter(|_| self.lifecycle.record().channel_tx_hash.is_none())
+        {
+            let channels = self.ports.channels.clone();
+            let reason = format!("its hash could not be made durable: {why}");
+            actix::spawn(async move { channels.abandon_open(&tx_hash, &reason).await });
+        }
     }
 
     /// An open transaction was signed for this peer. If the lifecycle no longer waits for
@@ -476,6 +537,8 @@ impl Supervised for PeerActor {
     fn restarting(&mut self, ctx: &mut Self::Context) {
         // actix cancelled every future and timer of the old run; rebuild from the lifecycle.
         self.timer = None;
+        self.awaiting_durable = false;
+        self.deferred.clear();
         self.session_tasks.clear();
         self.close_session(ctx);
         let now = self.clock.now();
@@ -509,7 +572,14 @@ impl Supervised for PeerActor {
 impl Handler<Disconnect> for PeerActor {
     type Result = ();
     fn handle(&mut self, msg: Disconnect, ctx: &mut Self::Context) {
-        self.feed(Event::DisconnectRequested { reason: msg.reason }, ctx);
+        let event = match msg.until {
+            None => Event::DisconnectRequested { reason: msg.reason },
+            Some(until) => Event::PauseRequested {
+                reason: msg.reason,
+                until,
+            },
+        };
+        self.feed(event, ctx);
     }
 }
 
@@ -522,8 +592,8 @@ impl Handler<Observed> for PeerActor {
 
 impl Handler<Evict> for PeerActor {
     type Result = ();
-    fn handle(&mut self, _: Evict, ctx: &mut Self::Context) {
-        self.feed(Event::Evicted, ctx);
+    fn handle(&mut self, msg: Evict, ctx: &mut Self::Context) {
+        self.feed(Event::EvictedFor { reason: msg.reason }, ctx);
     }
 }
 
@@ -543,7 +613,8 @@ impl Handler<SetFollowed> for PeerActor {
 
 impl Handler<ApproveChannel> for PeerActor {
     type Result = ();
-    fn handle(&mut self, _: ApproveChannel, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: ApproveChannel, ctx: &mut Self::Context) {
+        self.approved_deposit = msg.deposit_wei;
         self.feed(Event::OpenChannelApproved, ctx);
     }
 }

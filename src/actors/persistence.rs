@@ -14,8 +14,13 @@
 //! received before it is committed; a caller whose next step depends on a state being
 //! durable (e.g. "channel tx sent") awaits it. When the actor stops it makes one last,
 //! synchronous write of whatever it still holds.
+//!
+//! A record that no row can hold (a value past what a column stores) never blocks the
+//! others: the batch is written without it, the peer's row is written as `failed` with the
+//! reason (the offending values taken out), the peer's actor is told to give up through the
+//! [`PeerDirectory`], and the refusal is logged and counted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -23,15 +28,25 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::config::PersistenceSettings;
-use crate::lifecycle::record::PeerRecord;
-use crate::storage::{Database, StorageError};
+use crate::lifecycle::peer::Event;
+use crate::lifecycle::record::{PeerRecord, PeerTransition};
+use crate::lifecycle::state::PeerState;
+use crate::ports::PeerDirectory;
+use crate::storage::{storable, Database, StorageError};
 
 /// Stores this snapshot of a peer (replacing any older one not yet written).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct SaveRecord(pub PeerRecord);
 
-/// Resolves once every `SaveRecord` received before it is committed to the database.
+/// Appends one state change to its peer's history; written with the next batch. While
+/// the database is away, only the newest `persistence.history_per_peer` of each peer wait.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct RecordTransition(pub PeerTransition);
+
+/// Resolves once every `SaveRecord` received before it is committed to the database, or
+/// with [`PersistenceError::TimedOut`] past `persistence.durable_write_timeout_ms`.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<(), PersistenceError>")]
 pub struct Flush;
@@ -55,6 +70,11 @@ pub struct PersistenceStats {
     pub failed_attempts: u64,
     /// Peer snapshots held but not yet committed (waiting, or in the write in flight).
     pub pending: usize,
+    /// Records that could not be stored as they were; each peer was written as `failed`.
+    pub records_unwritable: u64,
+    /// History entries dropped before they were written (a peer changed state more than
+    /// `history_per_peer` times while the database was away).
+    pub transitions_dropped: u64,
 }
 
 /// Why a [`Flush`] could not be confirmed. Failed writes are retried, never reported here:
@@ -67,6 +87,10 @@ pub enum PersistenceError {
     LastWriteFailed(String),
     #[error("the persistence actor stopped before confirming the write")]
     Stopped,
+    #[error(
+        "the database did not confirm the write within {0:?} (persistence.durable_write_timeout_ms); it is still being retried"
+    )]
+    TimedOut(Duration),
 }
 
 /// The batch being written on the blocking pool.
@@ -76,6 +100,8 @@ struct InFlight {
     /// Shared with the write task; kept so a failure can put them back and a stop can
     /// rewrite them.
     records: Arc<Vec<PeerRecord>>,
+    /// History entries in this write, oldest first.
+    transitions: Arc<Vec<PeerTransition>>,
 }
 
 type FlushReply = oneshot::Sender<Result<(), PersistenceError>>;
@@ -86,6 +112,9 @@ pub struct PersistenceActor {
     settings: PersistenceSettings,
     /// The newest snapshot of each peer not yet handed to a write.
     pending: HashMap<String, PeerRecord>,
+    /// History entries not yet handed to a write, per peer, oldest first (at most
+    /// `history_per_peer` each).
+    transitions: HashMap<String, VecDeque<PeerTransition>>,
     /// The write running now, if any (at most one, to keep order).
     in_flight: Option<InFlight>,
     /// Number of the last change received; changes are numbered 1, 2, … on arrival.
@@ -104,7 +133,55 @@ pub struct PersistenceActor {
     /// `true` (closed): a write task still queued then finds it closed and skips, so it
     /// cannot overwrite the last write with older snapshots.
     writer: Arc<Mutex<bool>>,
+    /// Told when a peer's record cannot be stored, so its actor gives up with the reason.
+    directory: Option<Arc<dyn PeerDirectory>>,
     stats: PersistenceStats,
+}
+
+/// A record that could not be stored as it was.
+struct Isolated {
+    nostr_pubkey: String,
+    reason: String,
+    /// The record was already `failed`: its actor has nothing left to give up.
+    already_failed: bool,
+}
+
+/// Writes `records` in one transaction; a record no row can hold is written instead as
+/// `failed` with the reason, in a second transaction, and returned.
+fn write_isolating(
+    db: &Database,
+    records: &[PeerRecord],
+    transitions: &[PeerTransition],
+    keep_per_peer: usize,
+) -> Result<Vec<Isolated>, StorageError> {
+    let outcome = db.write_batch(records, transitions, keep_per_peer)?;
+    if outcome.unwritable.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut isolated = Vec::with_capacity(outcome.unwritable.len());
+    let mut replacements = Vec::with_capacity(outcome.unwritable.len());
+    for refused in outcome.unwritable {
+        let Some(record) = records
+            .iter()
+            .rev()
+            .find(|r| r.nostr_pubkey == refused.nostr_pubkey)
+        else {
+            continue;
+        };
+        let reason = format!("this peer's record cannot be stored: {}", refused.error);
+        let mut failed = storable(record);
+        failed.state = PeerState::Failed;
+        failed.next_attempt_at = None;
+        failed.failure_reason = Some(reason.clone());
+        replacements.push(failed);
+        isolated.push(Isolated {
+            nostr_pubkey: refused.nostr_pubkey,
+            reason,
+            already_failed: record.state == PeerState::Failed,
+        });
+    }
+    db.upsert_batch(&replacements)?;
+    Ok(isolated)
 }
 
 impl PersistenceActor {
@@ -114,6 +191,7 @@ impl PersistenceActor {
             db,
             settings,
             pending: HashMap::new(),
+            transitions: HashMap::new(),
             in_flight: None,
             received_seq: 0,
             durable_seq: 0,
@@ -122,7 +200,34 @@ impl PersistenceActor {
             retry_timer: None,
             next_retry_delay,
             writer: Arc::new(Mutex::new(false)),
+            directory: None,
             stats: PersistenceStats::default(),
+        }
+    }
+
+    /// Tells `directory` about peers whose records cannot be stored.
+    pub fn with_directory(mut self, directory: Arc<dyn PeerDirectory>) -> Self {
+        self.directory = Some(directory);
+        self
+    }
+
+    /// Logs, counts and reports records that could not be stored as they were.
+    fn report_isolated(&mut self, isolated: Vec<Isolated>) {
+        for refused in isolated {
+            self.stats.records_unwritable += 1;
+            log::error!(
+                "persistence: peer {} written as failed: {}",
+                refused.nostr_pubkey,
+                refused.reason
+            );
+            if let (false, Some(directory)) = (refused.already_failed, &self.directory) {
+                directory.observe(
+                    &refused.nostr_pubkey,
+                    Event::GiveUp {
+                        reason: refused.reason,
+                    },
+                );
+            }
         }
     }
 
@@ -142,7 +247,7 @@ impl PersistenceActor {
     /// Hands everything pending to one write on the blocking pool, unless a write is already
     /// in flight or a retry is waiting (they come back here when done).
     fn start_write(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight.is_some() || self.retry_timer.is_some() || self.pending.is_empty() {
+        if self.in_flight.is_some() || self.retry_timer.is_some() || self.nothing_pending() {
             return;
         }
         if let Some(handle) = self.flush_timer.take() {
@@ -150,19 +255,27 @@ impl PersistenceActor {
         }
         let records: Arc<Vec<PeerRecord>> =
             Arc::new(self.pending.drain().map(|(_, record)| record).collect());
+        let transitions: Arc<Vec<PeerTransition>> = Arc::new(
+            self.transitions
+                .drain()
+                .flat_map(|(_, queued)| queued)
+                .collect(),
+        );
         self.in_flight = Some(InFlight {
             covers_seq: self.received_seq,
             records: Arc::clone(&records),
+            transitions: Arc::clone(&transitions),
         });
+        let keep = self.settings.history_per_peer;
         let db = self.db.clone();
         let writer = Arc::clone(&self.writer);
         let write = tokio::task::spawn_blocking(move || {
             let closed = writer.lock().unwrap_or_else(PoisonError::into_inner);
             if *closed {
                 // The actor stopped and its last write covered these records.
-                return Ok(());
+                return Ok(Vec::new());
             }
-            db.upsert_batch(&records)
+            write_isolating(&db, &records, &transitions, keep)
         });
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(write)
@@ -172,7 +285,7 @@ impl PersistenceActor {
 
     fn write_finished(
         &mut self,
-        joined: Result<Result<(), StorageError>, tokio::task::JoinError>,
+        joined: Result<Result<Vec<Isolated>, StorageError>, tokio::task::JoinError>,
         ctx: &mut Context<Self>,
     ) {
         let Some(batch) = self.in_flight.take() else {
@@ -183,7 +296,8 @@ impl PersistenceActor {
             Err(join) => Err(format!("the write task did not finish: {join}")),
         };
         match outcome {
-            Ok(()) => {
+            Ok(isolated) => {
+                self.report_isolated(isolated);
                 self.stats.transactions += 1;
                 self.stats.records_written += batch.records.len() as u64;
                 self.durable_seq = batch.covers_seq;
@@ -209,6 +323,18 @@ impl PersistenceActor {
                         .entry(record.nostr_pubkey.clone())
                         .or_insert(record);
                 }
+                // History goes back before what arrived meanwhile, in its order.
+                for transition in batch.transitions.iter().rev() {
+                    let queued = self
+                        .transitions
+                        .entry(transition.nostr_pubkey.clone())
+                        .or_default();
+                    if queued.len() < self.settings.history_per_peer {
+                        queued.push_front(transition.clone());
+                    } else {
+                        self.stats.transitions_dropped += 1;
+                    }
+                }
                 let handle = ctx.run_later(delay, |act, ctx| {
                     act.retry_timer = None;
                     act.start_write(ctx);
@@ -221,7 +347,7 @@ impl PersistenceActor {
     /// After a write: what arrived meanwhile is written at once if it is a full batch or
     /// someone is waiting for it, otherwise at the next interval.
     fn schedule_next(&mut self, ctx: &mut Context<Self>) {
-        if self.pending.is_empty() {
+        if self.nothing_pending() {
             return;
         }
         if self.pending.len() >= self.settings.max_batch || !self.waiters.is_empty() {
@@ -229,6 +355,10 @@ impl PersistenceActor {
         } else {
             self.arm_flush_timer(ctx);
         }
+    }
+
+    fn nothing_pending(&self) -> bool {
+        self.pending.is_empty() && self.transitions.is_empty()
     }
 
     /// Answers every `Flush` whose changes are now all committed.
@@ -246,23 +376,29 @@ impl PersistenceActor {
     /// The last write, made synchronously when the actor stops: everything pending, and the
     /// batch in flight (whose outcome the actor will never see) under it.
     fn write_remaining(&mut self) {
-        let mut closed = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let writer = Arc::clone(&self.writer);
+        let mut closed = writer.lock().unwrap_or_else(PoisonError::into_inner);
         *closed = true;
         // Holding the lock: a write that was running has finished (committed or not).
         let mut remaining = std::mem::take(&mut self.pending);
+        let mut history = Vec::new();
         if let Some(batch) = self.in_flight.take() {
             for record in batch.records.iter() {
                 remaining
                     .entry(record.nostr_pubkey.clone())
                     .or_insert_with(|| record.clone());
             }
+            history.extend(batch.transitions.iter().cloned());
         }
-        let result = if remaining.is_empty() {
+        history.extend(self.transitions.drain().flat_map(|(_, queued)| queued));
+        let result = if remaining.is_empty() && history.is_empty() {
             Ok(())
         } else {
             let records: Vec<PeerRecord> = remaining.into_values().collect();
-            match self.db.upsert_batch(&records) {
-                Ok(()) => {
+            let keep = self.settings.history_per_peer;
+            match write_isolating(&self.db, &records, &history, keep) {
+                Ok(isolated) => {
+                    self.report_isolated(isolated);
                     self.stats.transactions += 1;
                     self.stats.records_written += records.len() as u64;
                     log::info!(
@@ -313,6 +449,24 @@ impl Handler<SaveRecord> for PersistenceActor {
     }
 }
 
+impl Handler<RecordTransition> for PersistenceActor {
+    type Result = ();
+
+    fn handle(&mut self, RecordTransition(transition): RecordTransition, ctx: &mut Self::Context) {
+        self.received_seq += 1;
+        let queued = self
+            .transitions
+            .entry(transition.nostr_pubkey.clone())
+            .or_default();
+        if queued.len() >= self.settings.history_per_peer {
+            queued.pop_front();
+            self.stats.transitions_dropped += 1;
+        }
+        queued.push_back(transition);
+        self.arm_flush_timer(ctx);
+    }
+}
+
 impl Handler<Flush> for PersistenceActor {
     type Result = ResponseFuture<Result<(), PersistenceError>>;
 
@@ -326,7 +480,14 @@ impl Handler<Flush> for PersistenceActor {
         // Someone is waiting: write now rather than at the next interval (a retry in
         // backoff still waits for its timer).
         self.start_write(ctx);
-        Box::pin(async move { answer.await.unwrap_or(Err(PersistenceError::Stopped)) })
+        let limit = self.settings.durable_write_timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, answer).await {
+                Ok(answered) => answered.unwrap_or(Err(PersistenceError::Stopped)),
+                // The changes stay pending and keep being retried; only the wait ends.
+                Err(_) => Err(PersistenceError::TimedOut(limit)),
+            }
+        })
     }
 }
 

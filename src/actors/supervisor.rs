@@ -1,29 +1,47 @@
 //! `PeerSupervisor`: the registry of peers. It starts every peer actor under an actix
 //! `Supervisor` (restarted after a fault, see `PeerActor`), stops those that are failed or
-//! deliberately disconnected, and keeps at most `max_active_connections` actors running:
-//! at the limit a higher-priority peer takes the slot of the lowest-priority one (followed
-//! peers and peers whose channel is opening are never evicted); a peer that gets no slot
-//! waits, recorded as such, and is started, best priority first, when one frees up.
+//! deliberately disconnected, and keeps at most `max_active_connections` actors running.
+//! Followed peers and the inbound peers it admits (they follow us) share those slots: at
+//! the limit a peer that is ready to dial first takes the slot of one that does not need it
+//! now (in backoff, or waiting for the operator to open a channel), else the slot of the
+//! lowest-priority unfollowed one (followed peers and peers whose channel is opening are
+//! never evicted; the evicted peer records for whom); a peer that gets no slot waits,
+//! recorded as such, and is started, best priority first, when one frees up.
 //!
 //! On startup it is handed every stored record and brings back the non-terminal ones in
 //! priority order, at most `startup_dial_batch` every `startup_dial_interval`: a restart
-//! with thousands of peers is not a thundering herd.
+//! with thousands of peers is not a thundering herd. New follows and the redial after a
+//! network outage go through the same budget, and every session open goes through the
+//! [`DialGate`], which keeps at most `startup_dial_batch` of them in progress at once.
+//!
+//! It also watches for the node's own network outage ([`OutageDetector`]): most of its
+//! connected peers lost at once, or a run of dials all failing unreachable. Those losses
+//! cost the peers no attempt; they wait on the node and are redialled when a dial gets
+//! through again.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use actix::prelude::*;
 
 use super::clock::NodeClock;
+use super::dial_gate::{DialGate, DialObserved, DialOutcome};
+use super::outage::{OutageDetector, OutageRules, Verdict};
 use super::peer::{
     ApproveChannel, Disconnect, Evict, GetRecord, Observed, PeerActor, PeerReport, RestartPolicy,
     Retry, SetFollowed, Shutdown,
 };
-use super::persistence::{PersistenceActor, SaveRecord};
+use super::persistence::{PersistenceActor, RecordTransition, SaveRecord};
 use crate::config::PeerConnectionSettings;
+use crate::lifecycle::peer::{
+    AWAITING_OPERATOR_REASON, CONNECTION_LIMIT_REASON, NETWORK_OUTAGE, NODE_WAIT_PREFIX,
+};
 use crate::lifecycle::{
     Event, LifecycleConfig, PeerIntent, PeerLifecycle, PeerRecord, PeerState, Timestamp,
 };
 use crate::ports::{Admission, Ports};
+
+/// How often the end of operators' pauses is checked (a pause ends within this).
+const PAUSE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The operator's follow list names this peer (new or again).
 #[derive(Message, Debug, Clone)]
@@ -48,12 +66,14 @@ pub struct ReconcileFollows {
     pub followed: Vec<String>,
 }
 
-/// The operator disconnects a peer on purpose; it is not reconnected, even after a restart.
+/// The operator disconnects a peer on purpose; it is not reconnected, even after a
+/// restart — until retried, or, with a `pause`, until the pause ends.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<(), SupervisorError>")]
 pub struct DisconnectPeer {
     pub nostr_pubkey: String,
     pub reason: String,
+    pub pause: Option<std::time::Duration>,
 }
 
 /// Another part of the node observed something about a running peer (the event flow: an
@@ -78,6 +98,8 @@ pub struct RetryPeer {
 #[rtype(result = "Result<(), SupervisorError>")]
 pub struct ApproveChannelFor {
     pub nostr_pubkey: String,
+    /// The deposit to open with (`None`: the configured one).
+    pub deposit_wei: Option<u128>,
 }
 
 /// A remote node asks to open a session with us: may it have a slot?
@@ -122,6 +144,19 @@ pub struct SupervisorStats {
     pub idle: usize,
     /// Stored peers still queued for the startup dial budget.
     pub recovering: usize,
+    /// New peers (follows) queued for the dial budget.
+    pub dial_queue: usize,
+    /// Session opens in progress (at most `startup_dial_batch`).
+    pub dials_in_flight: usize,
+    /// Unfollowed peers that gave their slot to a higher-priority one.
+    pub evictions: u64,
+    /// Peers in backoff or waiting for the operator that gave their slot to a peer ready
+    /// to dial.
+    pub displaced: u64,
+    /// Times the node found its own network down.
+    pub outages_detected: u64,
+    /// Whether the node's own network is down right now.
+    pub outage: bool,
 }
 
 /// A peer's state changed: what [`crate::node::Node::notifications`] delivers.
@@ -222,7 +257,23 @@ pub struct PeerSupervisor {
     waiting: BTreeSet<(u8, String)>,
     /// Stored peers to bring back after a restart, best priority first.
     recovery: VecDeque<PeerRecord>,
+    /// Paces `recovery`, `follow_queue` and `redial_queue` (the dial budget).
     recovery_timer: Option<SpawnHandle>,
+    /// Peers the operator paused, by the end of their pause; retried when it passes.
+    pauses: BTreeSet<(Timestamp, String)>,
+    /// New peers waiting for the dial budget, best priority first.
+    follow_queue: VecDeque<PeerRecord>,
+    /// Running peers that waited out a network outage, to be redialled within the budget.
+    redial_queue: VecDeque<String>,
+    /// Peers let through the dial budget since the current interval began.
+    dialed_this_interval: usize,
+    /// When the current interval of the dial budget began.
+    interval_began: Timestamp,
+    /// Every session open of the peers goes through it.
+    gate: std::sync::Arc<DialGate>,
+    outage: OutageDetector,
+    evictions: u64,
+    displaced: u64,
     /// Every state change, for whoever listens (tests, the operator's event stream).
     changes: tokio::sync::broadcast::Sender<PeerChange>,
 }
@@ -257,6 +308,20 @@ impl PeerSupervisor {
             }
         }
         recovery.sort_by(|a, b| (a.priority, &a.nostr_pubkey).cmp(&(b.priority, &b.nostr_pubkey)));
+        // Paused before a restart: the pause still ends when it was meant to.
+        let pauses = idle
+            .values()
+            .filter_map(|r| Some((r.paused_until()?, r.nostr_pubkey.clone())))
+            .collect();
+        let gate = std::sync::Arc::new(DialGate::new(
+            ports.sessions.clone(),
+            settings.startup_dial_batch,
+        ));
+        let ports = Ports {
+            sessions: gate.clone(),
+            ..ports
+        };
+        let outage = OutageDetector::new(OutageRules::from(&settings));
         PeerSupervisor {
             lifecycle_config,
             restart_policy: RestartPolicy {
@@ -272,6 +337,15 @@ impl PeerSupervisor {
             waiting: BTreeSet::new(),
             recovery: recovery.into(),
             recovery_timer: None,
+            pauses,
+            follow_queue: VecDeque::new(),
+            redial_queue: VecDeque::new(),
+            dialed_this_interval: 0,
+            interval_began: Timestamp::default(),
+            gate,
+            outage,
+            evictions: 0,
+            displaced: 0,
             changes,
         }
     }
@@ -283,6 +357,16 @@ impl PeerSupervisor {
     /// Logs and broadcasts a change of state (or of the operator's intent); other changes
     /// (a heartbeat, a cursor) are not news.
     fn announce_change(&self, before: Option<&PeerRecord>, after: &PeerRecord) {
+        if before.is_none_or(|b| b.state != after.state) {
+            self.persistence
+                .do_send(RecordTransition(crate::lifecycle::record::PeerTransition {
+                    nostr_pubkey: after.nostr_pubkey.clone(),
+                    from: before.map(|b| b.state),
+                    to: after.state,
+                    reason: after.failure_reason.clone(),
+                    at: self.clock.now(),
+                }));
+        }
         let news = match before {
             None => true,
             Some(b) => b.state != after.state || b.desired != after.desired,
@@ -301,32 +385,38 @@ impl PeerSupervisor {
         }
     }
 
-    /// Brings back the next batch of stored peers.
-    fn recover_batch(&mut self, ctx: &mut Context<Self>) {
-        for _ in 0..self.settings.startup_dial_batch {
-            let Some(record) = self.recovery.pop_front() else {
+    /// Retries every paused peer whose pause has ended and that is still paused as it was
+    /// (not retried, re-paused or disconnected for good meanwhile).
+    fn end_pauses(&mut self, ctx: &mut Context<Self>) {
+        let now = self.clock.now();
+        while let Some((until, pubkey)) = self.pauses.first().cloned() {
+            if until > now {
                 break;
-            };
-            self.admit(record, ctx);
-        }
-        if self.recovery.is_empty() {
-            if let Some(timer) = self.recovery_timer.take() {
-                ctx.cancel_future(timer);
+            }
+            self.pauses.pop_first();
+            let still_paused = self
+                .idle
+                .get(&pubkey)
+                .is_some_and(|r| r.paused_until() == Some(until));
+            if still_paused {
+                log::info!("peer {pubkey}: the operator's pause ended; retrying");
+                let _ = Handler::handle(
+                    self,
+                    RetryPeer {
+                        nostr_pubkey: pubkey,
+                    },
+                    ctx,
+                );
             }
         }
     }
 
-    /// Starts `record`'s actor if a slot is free or can be taken from a lower-priority
-    /// peer; otherwise records it as waiting.
+    /// Starts `record`'s actor if a slot is free, or can be taken from a peer that does
+    /// not need it now or from a lower-priority one; otherwise records it as waiting.
     fn admit(&mut self, record: PeerRecord, ctx: &mut Context<Self>) {
-        if self.running.len() >= self.limit() {
-            match self.eviction_candidate(record.priority) {
-                Some(victim) => self.evict(&victim),
-                None => {
-                    self.wait_for_slot(record);
-                    return;
-                }
-            }
+        if self.running.len() >= self.limit() && !self.make_room_for(&record, ctx) {
+            self.wait_for_slot(record);
+            return;
         }
         self.start(record, ctx);
     }
@@ -341,17 +431,27 @@ impl PeerSupervisor {
             .map(|(k, _)| k.clone())
     }
 
-    fn evict(&mut self, pubkey: &str) {
+    /// Takes `pubkey`'s slot for `newcomer`, recording for whom on the evicted peer.
+    fn evict(&mut self, pubkey: &str, newcomer: &PeerRecord) {
         if let Some(peer) = self.running.remove(pubkey) {
-            log::info!(
-                "evicting peer {pubkey} (priority {}) at the connection limit",
-                peer.record.priority
+            let reason = format!(
+                "evicted for {} (priority {} < {})",
+                newcomer.nostr_pubkey, newcomer.priority, peer.record.priority
             );
-            peer.addr.do_send(Evict);
-            peer.addr.do_send(Shutdown);
-            let record = self.apply_offline(peer.record, Event::Evicted, false);
-            self.park(record);
+            log::info!("peer {pubkey} {reason} at the connection limit");
+            self.evictions += 1;
+            self.stop_for_slot(peer, reason);
         }
+    }
+
+    /// Stops a running peer that gives up its slot; its record waits for the next one.
+    fn stop_for_slot(&mut self, peer: RunningPeer, reason: String) {
+        peer.addr.do_send(Evict {
+            reason: reason.clone(),
+        });
+        peer.addr.do_send(Shutdown);
+        let record = self.apply_offline(peer.record, Event::EvictedFor { reason }, false);
+        self.park(record);
     }
 
     /// A wanted peer without a slot: recorded as waiting, started when one frees up.
@@ -361,6 +461,9 @@ impl PeerSupervisor {
     }
 
     fn park(&mut self, record: PeerRecord) {
+        if let Some(until) = record.paused_until() {
+            self.pauses.insert((until, record.nostr_pubkey.clone()));
+        }
         if record.resumes_on_startup() {
             self.waiting
                 .insert((record.priority, record.nostr_pubkey.clone()));
@@ -420,13 +523,14 @@ impl PeerSupervisor {
         }
     }
 
-    /// Gives free slots to waiting peers, best priority first.
+    /// Gives free slots to waiting peers, best priority first (those ready to dial
+    /// before those still in backoff).
     fn fill_slots(&mut self, ctx: &mut Context<Self>) {
         while self.running.len() < self.limit() {
-            let Some((_, pubkey)) = self.waiting.pop_first() else {
+            let Some(pubkey) = self.next_waiter(false) else {
                 break;
             };
-            if let Some(record) = self.idle.remove(&pubkey) {
+            if let Some(record) = self.unpark(&pubkey) {
                 self.start(record, ctx);
             }
         }
@@ -443,7 +547,7 @@ impl PeerSupervisor {
     }
 
     fn running_or_unknown(&self, pubkey: &str) -> Result<(), SupervisorError> {
-        let queued = self.recovery.iter().any(|r| r.nostr_pubkey == pubkey);
+        let queued = self.queued().any(|r| r.nostr_pubkey == pubkey);
         if self.running.contains_key(pubkey) || self.idle.contains_key(pubkey) || queued {
             Ok(())
         } else {
@@ -454,11 +558,17 @@ impl PeerSupervisor {
     /// Takes a stored peer out of the startup recovery queue (an operator or follow-list
     /// decision about it comes before its turn).
     fn take_recovering(&mut self, pubkey: &str) -> Option<PeerRecord> {
-        let pos = self
-            .recovery
-            .iter()
-            .position(|r| r.nostr_pubkey == pubkey)?;
-        self.recovery.remove(pos)
+        for queue in [&mut self.recovery, &mut self.follow_queue] {
+            if let Some(pos) = queue.iter().position(|r| r.nostr_pubkey == pubkey) {
+                return queue.remove(pos);
+            }
+        }
+        None
+    }
+
+    /// Every record queued for the dial budget (stored peers, then new follows).
+    fn queued(&self) -> impl Iterator<Item = &PeerRecord> {
+        self.recovery.iter().chain(self.follow_queue.iter())
     }
 }
 
@@ -471,11 +581,9 @@ impl Actor for PeerSupervisor {
             self.recovery.len(),
             self.idle.len()
         );
-        self.recover_batch(ctx);
-        if !self.recovery.is_empty() {
-            let every = self.settings.startup_dial_interval;
-            self.recovery_timer = Some(ctx.run_interval(every, |act, ctx| act.recover_batch(ctx)));
-        }
+        ctx.run_interval(PAUSE_CHECK_INTERVAL, |act, ctx| act.end_pauses(ctx));
+        self.gate.observe(ctx.address().recipient());
+        self.pump_dials(ctx);
     }
 }
 
@@ -490,11 +598,15 @@ impl Handler<PeerReport> for PeerSupervisor {
             let finished = record.state == PeerState::Failed
                 || (stopped && peer.wants == PeerIntent::Disconnect);
             self.announce_change(Some(&peer.record), &record);
-            if let Some(peer) = self.running.get_mut(&pubkey) {
-                peer.record = record;
-            }
+            let before = std::mem::replace(
+                &mut self.running.get_mut(&pubkey).expect("running").record,
+                record,
+            );
             if finished {
                 self.retire(&pubkey, ctx);
+            } else {
+                self.watch_for_outage(&before, ctx);
+                self.offer_unneeded_slot(&pubkey, ctx);
             }
         } else if let Some(idle) = self
             .idle
@@ -532,7 +644,8 @@ impl Handler<FollowPeer> for PeerSupervisor {
             let record = PeerRecord::new(pubkey, true, self.clock.now());
             self.announce_change(None, &record);
             self.persistence.do_send(SaveRecord(record.clone()));
-            self.admit(record, ctx);
+            // Through the dial budget: a long follow list is dialled in batches.
+            self.queue_dial(record, ctx);
         }
     }
 }
@@ -546,7 +659,10 @@ impl Handler<UnfollowPeer> for PeerSupervisor {
             peer.record.followed = false;
             peer.wants = PeerIntent::Disconnect;
             peer.addr.do_send(SetFollowed(false));
-            peer.addr.do_send(Disconnect { reason });
+            peer.addr.do_send(Disconnect {
+                reason,
+                until: None,
+            });
         } else if let Some(record) = self.unpark(&pubkey) {
             let record =
                 self.apply_offline(record, Event::FollowChanged { followed: false }, false);
@@ -570,7 +686,7 @@ impl Handler<ReconcileFollows> for PeerSupervisor {
             .values()
             .map(|p| &p.record)
             .chain(self.idle.values())
-            .chain(self.recovery.iter())
+            .chain(self.queued())
             .filter(|r| r.followed)
             .map(|r| r.nostr_pubkey.clone())
             .collect();
@@ -598,18 +714,25 @@ impl Handler<DisconnectPeer> for PeerSupervisor {
     type Result = Result<(), SupervisorError>;
     fn handle(&mut self, msg: DisconnectPeer, _ctx: &mut Self::Context) -> Self::Result {
         self.running_or_unknown(&msg.nostr_pubkey)?;
+        let until = msg.pause.map(|pause| self.clock.now() + pause);
         if let Some(peer) = self.running.get_mut(&msg.nostr_pubkey) {
             peer.wants = PeerIntent::Disconnect;
-            peer.addr.do_send(Disconnect { reason: msg.reason });
+            peer.addr.do_send(Disconnect {
+                reason: msg.reason,
+                until,
+            });
         } else if let Some(record) = self
             .unpark(&msg.nostr_pubkey)
             .or_else(|| self.take_recovering(&msg.nostr_pubkey))
         {
-            let record = self.apply_offline(
-                record,
-                Event::DisconnectRequested { reason: msg.reason },
-                true,
-            );
+            let event = match until {
+                None => Event::DisconnectRequested { reason: msg.reason },
+                Some(until) => Event::PauseRequested {
+                    reason: msg.reason,
+                    until,
+                },
+            };
+            let record = self.apply_offline(record, event, true);
             self.park(record);
         }
         Ok(())
@@ -667,7 +790,9 @@ impl Handler<ApproveChannelFor> for PeerSupervisor {
     fn handle(&mut self, msg: ApproveChannelFor, _ctx: &mut Self::Context) -> Self::Result {
         match self.running.get(&msg.nostr_pubkey) {
             Some(peer) if peer.record.state == PeerState::ChannelNeeded => {
-                peer.addr.do_send(ApproveChannel);
+                peer.addr.do_send(ApproveChannel {
+                    deposit_wei: msg.deposit_wei,
+                });
                 Ok(())
             }
             Some(peer) => Err(SupervisorError::NotApplicable {
@@ -682,13 +807,14 @@ impl Handler<ApproveChannelFor> for PeerSupervisor {
 
 impl Handler<AdmitInbound> for PeerSupervisor {
     type Result = MessageResult<AdmitInbound>;
-    fn handle(&mut self, msg: AdmitInbound, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: AdmitInbound, ctx: &mut Self::Context) -> Self::Result {
         let pubkey = msg.nostr_pubkey;
         let known = self
             .running
             .get(&pubkey)
             .map(|p| &p.record)
-            .or_else(|| self.idle.get(&pubkey));
+            .or_else(|| self.idle.get(&pubkey))
+            .or_else(|| self.queued().find(|r| r.nostr_pubkey == pubkey));
         let admission = match known {
             // The operator's stop holds for both directions, followed or not.
             Some(record) if record.desired == PeerIntent::Disconnect => Admission::Refused {
@@ -698,13 +824,21 @@ impl Handler<AdmitInbound> for PeerSupervisor {
                 Admission::Admitted { known: true }
             }
             Some(_) if self.running.len() < self.limit() => Admission::Admitted { known: true },
-            None if self.running.len() < self.limit() => Admission::Admitted { known: false },
-            // At the limit only followed or running peers get in. Evicting for an inbound
-            // peer would be pointless: an inbound session holds no slot, and a known peer
-            // that outranks an evictable running one has its slot already (admission
-            // evicts the moment a better peer wants one).
+            None if self.running.len() < self.limit() => {
+                // A peer that follows us is recorded and managed like any other: it takes
+                // a slot now, and gives it up to a better peer at the limit.
+                self.record_inbound(&pubkey, ctx);
+                Admission::Admitted { known: false }
+            }
+            // At the limit only followed or running peers get in: a newcomer starts with
+            // the worst priority, so it outranks no running peer (admission evicts the
+            // moment a better peer wants a slot).
             _ => Admission::Refused {
-                reason: format!("connection limit ({}) reached", self.limit()),
+                reason: format!(
+                    "connection limit (btp_nips.peer_connections.max_active_connections: {}) \
+                     reached",
+                    self.limit()
+                ),
             },
         };
         MessageResult(admission)
@@ -719,7 +853,7 @@ impl Handler<ListPeers> for PeerSupervisor {
             .values()
             .map(|p| p.record.clone())
             .chain(self.idle.values().cloned())
-            .chain(self.recovery.iter().cloned())
+            .chain(self.queued().cloned())
             .collect();
         all.sort_by(|a, b| (a.priority, &a.nostr_pubkey).cmp(&(b.priority, &b.nostr_pubkey)));
         MessageResult(all)
@@ -736,8 +870,7 @@ impl Handler<PeerSnapshot> for PeerSupervisor {
             }
             None => {
                 let record = self.idle.get(&msg.nostr_pubkey).cloned().or_else(|| {
-                    self.recovery
-                        .iter()
+                    self.queued()
                         .find(|r| r.nostr_pubkey == msg.nostr_pubkey)
                         .cloned()
                 });
@@ -760,6 +893,12 @@ impl Handler<GetSupervisorStats> for PeerSupervisor {
             waiting: self.waiting.len(),
             idle: self.idle.len() - self.waiting.len(),
             recovering: self.recovery.len(),
+            dial_queue: self.follow_queue.len(),
+            dials_in_flight: self.gate.stats().in_flight,
+            evictions: self.evictions,
+            displaced: self.displaced,
+            outages_detected: self.outage.detected(),
+            outage: self.outage.active().is_some(),
         })
     }
 }
@@ -782,5 +921,310 @@ impl Handler<StopAllPeers> for PeerSupervisor {
             // An actor that is already gone has nothing left to say.
             futures::future::join_all(stopping).await;
         })
+    }
+}
+
+/// The dial budget: stored peers, new follows and the redial after an outage, at most
+/// `startup_dial_batch` every `startup_dial_interval`.
+impl PeerSupervisor {
+    /// Queues a new peer for the dial budget (best priority first) and lets through what
+    /// the budget allows now.
+    fn queue_dial(&mut self, record: PeerRecord, ctx: &mut Context<Self>) {
+        let key = (record.priority, &record.nostr_pubkey);
+        let after = |r: &PeerRecord| (r.priority, &r.nostr_pubkey) > key;
+        // A follow list arrives sorted: most new peers go to the back.
+        let at = match self.follow_queue.back() {
+            Some(last) if after(last) => self
+                .follow_queue
+                .iter()
+                .position(after)
+                .unwrap_or(self.follow_queue.len()),
+            _ => self.follow_queue.len(),
+        };
+        self.follow_queue.insert(at, record);
+        self.pump_dials(ctx);
+    }
+
+    /// Lets through as many queued dials as the current interval has budget for, best
+    /// priority first; runs the interval timer while anything is left.
+    fn pump_dials(&mut self, ctx: &mut Context<Self>) {
+        let now = self.clock.now();
+        if self.recovery_timer.is_none()
+            && now.saturating_since(self.interval_began) >= self.settings.startup_dial_interval
+        {
+            self.begin_interval(now);
+        }
+        while self.dialed_this_interval < self.settings.startup_dial_batch {
+            if let Some(pubkey) = self.redial_queue.pop_front() {
+                if let Some(peer) = self.running.get(&pubkey) {
+                    peer.addr.do_send(Observed(Event::NetworkRestored));
+                    self.dialed_this_interval += 1;
+                }
+                continue;
+            }
+            let from_follows = match (self.recovery.front(), self.follow_queue.front()) {
+                (Some(stored), Some(new)) => {
+                    (new.priority, &new.nostr_pubkey) < (stored.priority, &stored.nostr_pubkey)
+                }
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+                (None, None) => break,
+            };
+            let next = if from_follows {
+                self.follow_queue.pop_front()
+            } else {
+                self.recovery.pop_front()
+            };
+            if let Some(record) = next {
+                self.dialed_this_interval += 1;
+                self.admit(record, ctx);
+            }
+        }
+        let pending = !(self.recovery.is_empty()
+            && self.follow_queue.is_empty()
+            && self.redial_queue.is_empty());
+        match (pending, self.recovery_timer.take()) {
+            (true, None) => {
+                let every = self.settings.startup_dial_interval;
+                self.recovery_timer = Some(ctx.run_interval(every, |act, ctx| {
+                    act.begin_interval(act.clock.now());
+                    act.pump_dials(ctx);
+                }));
+            }
+            (false, Some(timer)) => {
+                ctx.cancel_future(timer);
+            }
+            (true, Some(timer)) => self.recovery_timer = Some(timer),
+            (false, None) => {}
+        }
+    }
+
+    fn begin_interval(&mut self, now: Timestamp) {
+        self.dialed_this_interval = 0;
+        self.interval_began = now;
+    }
+}
+
+/// Slots: who may take one at the limit, and who gives one up.
+impl PeerSupervisor {
+    /// At the limit: frees a slot for `newcomer` (ready to dial) from a running peer that
+    /// does not need it now, else from a lower-priority evictable one. False: no room.
+    fn make_room_for(&mut self, newcomer: &PeerRecord, ctx: &mut Context<Self>) -> bool {
+        if let Some(idle) = self.unneeded_slot(&newcomer.nostr_pubkey) {
+            self.displace(&idle, &newcomer.nostr_pubkey, ctx);
+            return true;
+        }
+        match self.eviction_candidate(newcomer.priority) {
+            Some(victim) => {
+                self.evict(&victim, newcomer);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a running peer holds its slot without using it: in backoff (its next
+    /// attempt is still ahead) or waiting for the operator to open a channel.
+    fn holds_unneeded_slot(record: &PeerRecord, now: Timestamp) -> bool {
+        match record.state {
+            PeerState::Disconnected => {
+                record.desired == PeerIntent::Connect
+                    && record.next_attempt_at.is_some_and(|at| at > now)
+            }
+            PeerState::ChannelNeeded => {
+                record.failure_reason.as_deref() == Some(AWAITING_OPERATOR_REASON)
+            }
+            _ => false,
+        }
+    }
+
+    /// The worst-priority running peer (other than `except`) holding a slot it does not use.
+    fn unneeded_slot(&self, except: &str) -> Option<String> {
+        let now = self.clock.now();
+        self.running
+            .iter()
+            .filter(|(k, p)| k.as_str() != except && Self::holds_unneeded_slot(&p.record, now))
+            .max_by(|(ka, a), (kb, b)| (a.record.priority, *ka).cmp(&(b.record.priority, *kb)))
+            .map(|(k, _)| k.clone())
+    }
+
+    /// Stops a running peer that does not use its slot now, for `for_pubkey`. One in
+    /// backoff keeps its reason and next attempt, and competes for a slot again then.
+    fn displace(&mut self, pubkey: &str, for_pubkey: &str, ctx: &mut Context<Self>) {
+        let Some(peer) = self.running.remove(pubkey) else {
+            return;
+        };
+        self.displaced += 1;
+        let due = (peer.record.state == PeerState::Disconnected)
+            .then_some(peer.record.next_attempt_at)
+            .flatten();
+        log::info!(
+            "peer {pubkey} ({}) gives its slot to {for_pubkey}, ready to dial",
+            peer.record.state
+        );
+        let reason = format!("{CONNECTION_LIMIT_REASON} (gave it to {for_pubkey})");
+        self.stop_for_slot(peer, reason);
+        if let Some(at) = due {
+            let wait = at.saturating_since(self.clock.now());
+            let pubkey = pubkey.to_owned();
+            ctx.run_later(wait, move |act, ctx| act.wake_waiter(&pubkey, ctx));
+        }
+    }
+
+    /// A displaced peer's backoff is over: it competes for a slot like any peer ready to
+    /// dial (it waits again if there is none for it).
+    fn wake_waiter(&mut self, pubkey: &str, ctx: &mut Context<Self>) {
+        let now = self.clock.now();
+        let due = self.idle.get(pubkey).is_some_and(|r| {
+            self.waiting.contains(&(r.priority, r.nostr_pubkey.clone()))
+                && r.next_attempt_at.is_none_or(|at| at <= now)
+        });
+        if due {
+            if let Some(record) = self.unpark(pubkey) {
+                self.admit(record, ctx);
+            }
+        }
+    }
+
+    /// The best waiting peer: one ready to dial first, else (unless `ready_only`) the
+    /// best still in backoff.
+    fn next_waiter(&self, ready_only: bool) -> Option<String> {
+        let now = self.clock.now();
+        let ready = self.waiting.iter().find(|(_, pubkey)| {
+            self.idle
+                .get(pubkey)
+                .is_some_and(|r| r.next_attempt_at.is_none_or(|at| at <= now))
+        });
+        match ready {
+            Some((_, pubkey)) => Some(pubkey.clone()),
+            None if ready_only => None,
+            None => self.waiting.first().map(|(_, pubkey)| pubkey.clone()),
+        }
+    }
+
+    /// A running peer just reported: if it no longer uses its slot and a peer ready to
+    /// dial waits for one, the waiting peer gets it.
+    fn offer_unneeded_slot(&mut self, pubkey: &str, ctx: &mut Context<Self>) {
+        let now = self.clock.now();
+        let unneeded = self
+            .running
+            .get(pubkey)
+            .is_some_and(|p| Self::holds_unneeded_slot(&p.record, now));
+        if !unneeded || self.running.len() < self.limit() {
+            return;
+        }
+        let Some(waiter) = self.next_waiter(true) else {
+            return;
+        };
+        if let Some(record) = self.unpark(&waiter) {
+            self.displace(pubkey, &waiter, ctx);
+            self.start(record, ctx);
+        }
+    }
+
+    /// An inbound peer the node did not know: recorded (unfollowed) and started.
+    fn record_inbound(&mut self, pubkey: &str, ctx: &mut Context<Self>) {
+        let record = PeerRecord::new(pubkey, false, self.clock.now());
+        self.announce_change(None, &record);
+        self.persistence.do_send(SaveRecord(record.clone()));
+        self.start(record, ctx);
+    }
+}
+
+/// The node's own network outage.
+impl PeerSupervisor {
+    /// A running peer reported (its record before is `before`): a connected peer lost at
+    /// a cost of an attempt may be part of an outage.
+    fn watch_for_outage(&mut self, before: &PeerRecord, ctx: &mut Context<Self>) {
+        let pubkey = &before.nostr_pubkey;
+        let Some(after) = self.running.get(pubkey).map(|p| &p.record) else {
+            return;
+        };
+        let lost = before.state == PeerState::Connected
+            && after.state == PeerState::Disconnected
+            && after.desired == PeerIntent::Connect
+            && after.reconnect_attempts > before.reconnect_attempts;
+        if !lost {
+            return;
+        }
+        let connected = self
+            .running
+            .values()
+            .filter(|p| p.record.state == PeerState::Connected)
+            .count();
+        let verdict = self.outage.peer_lost(pubkey, self.clock.now(), connected);
+        self.act_on(verdict, pubkey, ctx);
+    }
+
+    fn act_on(&mut self, verdict: Verdict, pubkey: &str, _ctx: &mut Context<Self>) {
+        match verdict {
+            Verdict::PeersFault => {}
+            Verdict::During { reason } => self.excuse(pubkey, &reason),
+            Verdict::Began { reason, peers } => {
+                log::warn!(
+                    "this node's network looks down ({reason}): peers wait without losing attempts"
+                );
+                self.gate.set_outage(Some(reason.clone()));
+                for peer in peers {
+                    self.excuse(&peer, &reason);
+                }
+            }
+        }
+    }
+
+    /// The peer's last loss was the node's outage: it costs no attempt, and the peer waits.
+    fn excuse(&self, pubkey: &str, reason: &str) {
+        if let Some(peer) = self.running.get(pubkey) {
+            peer.addr.do_send(Observed(Event::NetworkOutage {
+                reason: format!("{NETWORK_OUTAGE}: {reason}"),
+            }));
+        }
+    }
+
+    /// A dial got through while the node was in an outage: every peer that waited on it
+    /// is redialled, within the dial budget.
+    fn end_outage(&mut self, through: &str, ctx: &mut Context<Self>) {
+        let Some(outage) = self.outage.dial_through() else {
+            return;
+        };
+        self.gate.set_outage(None);
+        let waiting_prefix = format!("{NODE_WAIT_PREFIX}{NETWORK_OUTAGE}");
+        let mut waiting: Vec<(u8, String)> = self
+            .running
+            .iter()
+            .filter(|(k, p)| {
+                k.as_str() != through
+                    && p.record.state == PeerState::Disconnected
+                    && p.record
+                        .failure_reason
+                        .as_deref()
+                        .is_some_and(|r| r.starts_with(&waiting_prefix))
+            })
+            .map(|(k, p)| (p.record.priority, k.clone()))
+            .collect();
+        waiting.sort();
+        log::info!(
+            "this node's network is back (down since {}: {}); redialling {} peers",
+            outage.since,
+            outage.reason,
+            waiting.len()
+        );
+        self.redial_queue
+            .extend(waiting.into_iter().map(|(_, pubkey)| pubkey));
+        self.pump_dials(ctx);
+    }
+}
+
+impl Handler<DialObserved> for PeerSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: DialObserved, ctx: &mut Self::Context) {
+        match msg.outcome {
+            DialOutcome::Through => self.end_outage(&msg.nostr_pubkey, ctx),
+            DialOutcome::Unreachable => {
+                let verdict = self.outage.dial_failed(&msg.nostr_pubkey, self.clock.now());
+                self.act_on(verdict, &msg.nostr_pubkey, ctx);
+            }
+            DialOutcome::Other => {}
+        }
     }
 }

@@ -54,6 +54,9 @@ pub enum AdminCommand {
     /// One peer (a pubkey, an npub or a unique hex prefix).
     Peer {
         id: String,
+        /// Its state changes, newest first (kept across restarts).
+        #[arg(long)]
+        history: bool,
         #[command(flatten)]
         args: AdminArgs,
     },
@@ -63,18 +66,25 @@ pub enum AdminCommand {
         #[command(flatten)]
         args: AdminArgs,
     },
-    /// Disconnect a peer; it stays disconnected, across restarts too, until retried.
+    /// Disconnect a peer; it stays disconnected, across restarts too, until retried (or,
+    /// with --pause, until the pause ends).
     Disconnect {
         id: String,
         /// Recorded as the peer's failure reason.
         #[arg(long)]
         reason: Option<String>,
+        /// Retry it by itself after this long (`90`, `90s`, `15m`, `2h`, `1d`).
+        #[arg(long, value_name = "DURATION", value_parser = parse_pause)]
+        pause: Option<u64>,
         #[command(flatten)]
         args: AdminArgs,
     },
     /// Approve opening a payment channel to a peer waiting in channel_needed.
     ApproveChannel {
         id: String,
+        /// Open with this deposit instead of the configured `chain.deposit_wei`.
+        #[arg(long, value_name = "WEI", value_parser = crate::chain::parse_deposit_wei)]
+        deposit: Option<u128>,
         #[command(flatten)]
         args: AdminArgs,
     },
@@ -223,6 +233,18 @@ async fn run_async(command: AdminCommand, settings: &Settings) -> Result<(), Cli
                 print!("{}", status_text(&info));
             }
         }
+        AdminCommand::Peer {
+            id, history: true, ..
+        } => {
+            let history = client
+                .get(&format!("/v1/peers/{}/history", peer_id(id)?))
+                .await?;
+            if json {
+                print_json(&history);
+            } else {
+                print!("{}", history_text(&history));
+            }
+        }
         AdminCommand::Peer { id, .. } => {
             let peer = client.get(&format!("/v1/peers/{}", peer_id(id)?)).await?;
             if json {
@@ -237,20 +259,26 @@ async fn run_async(command: AdminCommand, settings: &Settings) -> Result<(), Cli
                 .await?;
             report(&answer, json);
         }
-        AdminCommand::Disconnect { id, reason, .. } => {
+        AdminCommand::Disconnect {
+            id, reason, pause, ..
+        } => {
             let answer = client
                 .post(
                     &format!("/v1/peers/{}/disconnect", peer_id(id)?),
-                    &json!({ "reason": reason }),
+                    &json!({ "reason": reason, "pause_seconds": pause }),
                 )
                 .await?;
             report(&answer, json);
         }
-        AdminCommand::ApproveChannel { id, .. } => {
+        AdminCommand::ApproveChannel { id, deposit, .. } => {
+            let body = match deposit {
+                Some(wei) => json!({ "deposit_wei": wei.to_string() }),
+                None => json!({}),
+            };
             let answer = client
                 .post(
                     &format!("/v1/peers/{}/approve-channel", peer_id(id)?),
-                    &json!({}),
+                    &body,
                 )
                 .await?;
             report(&answer, json);
@@ -382,6 +410,77 @@ fn peer_text(peer: &Value) -> String {
         out.push_str(&format!("{key:<24} {text}\n"));
     }
     out
+}
+
+/// A pause as whole seconds: a number with an optional unit `s`, `m`, `h` or `d`.
+fn parse_pause(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}`: use s, m, h or d (e.g. 15m)"
+            ))
+        }
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (e.g. 90, 90s, 15m, 2h)"))?;
+    match n.checked_mul(scale) {
+        Some(0) | None => Err(format!("`{text}` must be at least 1s")),
+        Some(seconds) => Ok(seconds),
+    }
+}
+
+/// `peer --history`: one line per transition, newest first.
+fn history_text(history: &Value) -> String {
+    let mut out = String::new();
+    for t in history["transitions"].as_array().into_iter().flatten() {
+        let at = t["at"]
+            .as_u64()
+            .map_or_else(|| "-".to_string(), format_millis);
+        let from = t["from"].as_str().unwrap_or("(new)");
+        let to = t["to"].as_str().unwrap_or("?");
+        let reason = t["reason"]
+            .as_str()
+            .map(|r| format!("  {r}"))
+            .unwrap_or_default();
+        out.push_str(&format!("{at}  {from:>15} -> {to:<15}{reason}\n"));
+    }
+    if out.is_empty() {
+        out.push_str("no transitions recorded\n");
+    }
+    out
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS.mmm` UTC.
+fn format_millis(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
 }
 
 /// `peers`: from the running node, else from the database.
@@ -607,6 +706,26 @@ fn watch_line(event: &StreamEvent, json: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pauses_are_read_with_units() {
+        assert_eq!(parse_pause("90"), Ok(90));
+        assert_eq!(parse_pause("2s"), Ok(2));
+        assert_eq!(parse_pause("15m"), Ok(900));
+        assert_eq!(parse_pause("2h"), Ok(7200));
+        assert_eq!(parse_pause("1d"), Ok(86_400));
+        assert!(parse_pause("0s").unwrap_err().contains("at least 1s"));
+        assert!(parse_pause("5w").unwrap_err().contains("unknown unit `w`"));
+        assert!(parse_pause("soon").is_err());
+    }
+
+    #[test]
+    fn millis_are_shown_as_utc_dates() {
+        assert_eq!(format_millis(0), "1970-01-01 00:00:00.000");
+        assert_eq!(format_millis(951_782_400_123), "2000-02-29 00:00:00.123");
+        assert_eq!(format_millis(1_700_000_000_000), "2023-11-14 22:13:20.000");
+        assert_eq!(format_millis(4_102_444_799_999), "2099-12-31 23:59:59.999");
+    }
 
     fn record(i: u8, state: PeerState, rtt_ms: Option<u32>, reason: Option<&str>) -> PeerRecord {
         let mut r = PeerRecord::new(format!("{i:02x}").repeat(32), true, Timestamp(1));

@@ -39,6 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/peers", web::get().to(list_peers))
         .route("/v1/peers", web::post().to(connect))
         .route("/v1/peers/{id}", web::get().to(show_peer))
+        .route("/v1/peers/{id}/history", web::get().to(history))
         .route("/v1/peers/{id}/retry", web::post().to(retry))
         .route("/v1/peers/{id}/disconnect", web::post().to(disconnect))
         .route(
@@ -410,6 +411,55 @@ async fn show_peer(
     Ok(HttpResponse::Ok().json(PeerView::of(record, state.node.now())))
 }
 
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    limit: Option<String>,
+}
+
+/// Most transitions one history answer holds.
+const HISTORY_LIMIT_MAX: usize = 10_000;
+
+/// `GET /v1/peers/{id}/history?limit=`: the peer's state changes, newest first, from the
+/// database (so they survive restarts).
+async fn history(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    id: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+) -> Answer {
+    authorize(&req, &state, Access::ReadOnly, None)?;
+    let limit = match query.limit.as_deref() {
+        None | Some("") => 100,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=HISTORY_LIMIT_MAX).contains(n))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("limit `{text}` is not a number from 1 to {HISTORY_LIMIT_MAX}"),
+                )
+            })?,
+    };
+    let pubkey = resolve(&state.node, &id).await?;
+    // What the node just did is part of the history asked for.
+    let _ = state.node.flush().await;
+    let transitions = state
+        .node
+        .history(&pubkey, limit)
+        .await
+        .map_err(|e| ApiError::from_node(&pubkey, e))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "pubkey": pubkey,
+        "transitions": transitions.iter().map(|t| json!({
+            "from": t.from.map(|s| s.as_str()),
+            "to": t.to.as_str(),
+            "reason": t.reason,
+            "at": t.at.as_millis(),
+        })).collect::<Vec<_>>(),
+    })))
+}
+
 /// The answer to an operation the supervisor took on.
 async fn accepted(node: &Node, pubkey: &str, action: &str) -> Answer {
     let state = node.peer(pubkey).await.ok().flatten().map(|r| r.state);
@@ -440,7 +490,12 @@ async fn retry(
 #[serde(deny_unknown_fields)]
 struct DisconnectBody {
     reason: Option<String>,
+    /// Retried by itself after this many seconds; absent, held until retried.
+    pause_seconds: Option<u64>,
 }
+
+/// The longest pause a disconnect may ask for (30 days).
+const MAX_PAUSE_SECONDS: u64 = 30 * 24 * 3600;
 
 async fn disconnect(
     req: HttpRequest,
@@ -453,7 +508,9 @@ async fn disconnect(
         DisconnectBody::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!("the body must be {{\"reason\": \"...\"}}: {e}"))
+            ApiError::bad_request(format!(
+                "the body must be {{\"reason\": \"...\", \"pause_seconds\": N}}: {e}"
+            ))
         })?
     };
     let reason = body
@@ -466,13 +523,29 @@ async fn disconnect(
             reason.len()
         )));
     }
+    let pause = match body.pause_seconds {
+        None => None,
+        Some(s) if (1..=MAX_PAUSE_SECONDS).contains(&s) => Some(std::time::Duration::from_secs(s)),
+        Some(s) => {
+            return Err(ApiError::bad_request(format!(
+                "pause_seconds {s} is out of range: 1 to {MAX_PAUSE_SECONDS} (30 days)"
+            )))
+        }
+    };
     let pubkey = resolve(&state.node, &id).await?;
     state
         .node
-        .disconnect(&pubkey, &reason)
+        .pause(&pubkey, &reason, pause)
         .await
         .map_err(|e| ApiError::from_node(&pubkey, e))?;
     accepted(&state.node, &pubkey, "disconnect").await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    /// Decimal wei as a string (a deposit may not fit a JSON number exactly).
+    deposit_wei: Option<String>,
 }
 
 async fn approve_channel(
@@ -482,8 +555,23 @@ async fn approve_channel(
     body: Bytes,
 ) -> Answer {
     authorize(&req, &state, Access::Admin, Some(&body))?;
+    let body: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ApproveBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body must be {{}} or {{\"deposit_wei\": \"<decimal wei>\"}}: {e}"
+            ))
+        })?
+    };
+    let deposit = body
+        .deposit_wei
+        .as_deref()
+        .map(crate::chain::parse_deposit_wei)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("deposit_wei: {e}")))?;
     let pubkey = resolve(&state.node, &id).await?;
-    match state.node.approve_channel(&pubkey).await {
+    match state.node.approve_channel_with(&pubkey, deposit).await {
         Ok(()) => accepted(&state.node, &pubkey, "approve-channel").await,
         // Known but with no running actor (failed, stopped, waiting for a slot): not in
         // channel_needed either.

@@ -2,9 +2,10 @@
 //! `PaymentChannels` contract, signs open transactions with the node's key, sends them only
 //! when the core asks (after the hash is durable), and follows them to their confirmations.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Display;
 use std::future::IntoFuture;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,11 +21,50 @@ use async_trait::async_trait;
 
 use super::contract::{self, PaymentChannels};
 use crate::config::ChainSettings;
+use crate::key_file::KeyFileError;
 use crate::ports::{ChannelPort, ChannelRequest, ChannelStatus, Fault, PeerTarget};
 
 /// A signed open transaction nobody asked to broadcast within this long is forgotten (it
 /// was never sent, so its nonce is free again).
 const SIGNED_TTL: Duration = Duration::from_secs(120);
+
+/// How long a sent open may stay unknown to the endpoint (no receipt, not in the pool)
+/// before it is reported dropped, unless set otherwise (`chain.dropped_grace_seconds`).
+pub const DEFAULT_DROPPED_GRACE: Duration = Duration::from_secs(120);
+
+/// What the adapter refused or tolerated since it started, for the admin metrics (see
+/// [`EvmChannels::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChainStats {
+    /// Automatic opens refused because their deposit would pass
+    /// `chain.auto_open.total_cap_wei`.
+    pub auto_open_refused_total_cap: u64,
+    /// Automatic opens refused because the deposit exceeds
+    /// `chain.auto_open.per_channel_cap_wei`.
+    pub auto_open_refused_per_channel_cap: u64,
+    /// Status checks that found a sent open unknown to the endpoint and kept waiting on it
+    /// rather than report it dropped (within `chain.dropped_grace_seconds`, or while an
+    /// open whose nonce is unknown may still be pending).
+    pub receipts_missed: u64,
+    /// Opens reported dropped.
+    pub opens_dropped: u64,
+    /// Opens signed with the nonce of a dropped open that might still land, so that at
+    /// most one of the two can.
+    pub dropped_nonces_reused: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    auto_open_refused_total_cap: AtomicU64,
+    auto_open_refused_per_channel_cap: AtomicU64,
+    receipts_missed: AtomicU64,
+    opens_dropped: AtomicU64,
+    dropped_nonces_reused: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Why the adapter could not be set up (startup, CLI). Each names what was wrong.
 #[derive(Debug, thiserror::Error)]
@@ -110,15 +150,49 @@ struct Held {
     auto_in_flight: HashMap<B256, U256>,
     /// Opens whose ending (broadcast, abandoned, found on chain) has been logged.
     ended: HashSet<B256>,
+    /// Deposits of automatic opens between their cap check and their signing, by
+    /// reservation number: they count against the total cap like signed ones.
+    reserved: HashMap<u64, U256>,
+    next_reservation: u64,
+    /// The nonce of every open signed by this process until it is seen mined, dropped or
+    /// abandoned (a sent open leaves `signed` once the pending count covers it).
+    nonces: HashMap<B256, u64>,
+    /// When the endpoint first answered that it knows nothing of a sent open.
+    missing_since: HashMap<B256, Instant>,
+    /// Nonces of opens reported dropped that the chain has not spent: one of them may still
+    /// land, so the next open takes that nonce and at most one of the two can.
+    reuse: BTreeSet<u64>,
 }
 
 impl Held {
+    /// Deposits of automatic opens this process has reserved, signed or sent and not yet
+    /// seen in a block.
+    fn auto_committed(&self) -> U256 {
+        self.auto_in_flight.values().copied().sum::<U256>()
+            + self
+                .signed
+                .iter()
+                .filter(|(hash, _)| !self.auto_in_flight.contains_key(*hash))
+                .filter_map(|(_, s)| s.auto_deposit)
+                .sum::<U256>()
+            + self.reserved.values().copied().sum::<U256>()
+    }
+
+    /// Forgets everything held about `tx_hash` once it is mined or dropped.
+    fn settle(&mut self, tx_hash: B256) {
+        self.auto_in_flight.remove(&tx_hash);
+        self.signed.remove(&tx_hash);
+        self.nonces.remove(&tx_hash);
+        self.missing_since.remove(&tx_hash);
+    }
+
     /// Forgets the unsent open `tx_hash` (its nonce is free for the next open) and logs why.
     fn abandon(&mut self, tx_hash: B256, reason: &str) -> bool {
         match self.signed.get(&tx_hash) {
             Some(s) if s.stage == Stage::Unsent => {
                 let nonce = s.nonce;
                 self.signed.remove(&tx_hash);
+                self.nonces.remove(&tx_hash);
                 self.ended.insert(tx_hash);
                 log::info!(
                     "abandoned channel open {tx_hash:#x} (nonce {nonce}, never sent): {reason}; the next open takes its nonce"
@@ -128,6 +202,45 @@ impl Held {
             _ => false,
         }
     }
+}
+
+/// An automatic open's deposit counted against the total cap from its check until it is
+/// signed; released when dropped uncommitted (a refusal, a failed RPC or signing, or the
+/// request given up half-way).
+struct Reservation<'a> {
+    held: &'a Mutex<Held>,
+    id: u64,
+    committed: bool,
+}
+
+impl Reservation<'_> {
+    /// The signed open now counts the deposit itself (called under the held lock, in the
+    /// same step that records the signed open).
+    fn commit(mut self, held: &mut Held) {
+        held.reserved.remove(&self.id);
+        self.committed = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.held
+                .lock()
+                .expect("held lock")
+                .reserved
+                .remove(&self.id);
+        }
+    }
+}
+
+/// What the auto-open policy did with one request.
+enum AutoOpen {
+    Signed(OpenPlan),
+    /// The policy said no (the reason names the setting).
+    Refused(String),
+    /// The policy allowed it and signing failed (e.g. not enough funds).
+    Failed(Fault),
 }
 
 /// One channel as the contract stores it.
@@ -151,9 +264,15 @@ pub struct EvmChannels {
     confirmations: u64,
     rpc_timeout: Duration,
     policy: ChannelPolicy,
-    /// Serialises nonce choice and signing, so two opens never take the same nonce.
+    /// Serialises nonce choice and signing, so two opens never take the same nonce, and
+    /// an automatic open's cap check with its signing.
     sign_lock: tokio::sync::Mutex<()>,
     held: Mutex<Held>,
+    /// A sent open unknown to the endpoint for this long may be reported dropped.
+    dropped_grace: Duration,
+    counters: Counters,
+    /// Why the newest automatic open was refused (shown to the operator).
+    last_refusal: Mutex<Option<String>>,
 }
 
 /// Parses a `0x…` EVM address named by `what`.
@@ -183,13 +302,20 @@ pub fn parse_key(key: &'static str, text: &str) -> Result<PrivateKeySigner, Chai
         })
 }
 
-/// The node's EVM key from `chain.key_file` or `chain.key_env`.
+/// The node's EVM key from `chain.key_file` (refused if others can read it) or
+/// `chain.key_env`.
 pub fn load_key(settings: &ChainSettings) -> Result<PrivateKeySigner, ChainError> {
     if !settings.key_file.trim().is_empty() {
         let path = settings.key_file.trim();
-        let text = std::fs::read_to_string(path).map_err(|e| ChainError::Config {
-            key: "chain.key_file",
-            reason: format!("cannot read {path}: {e}"),
+        // Only its owner may read the file (as for the node's Nostr key).
+        let text = crate::key_file::read_private(std::path::Path::new(path)).map_err(|e| {
+            ChainError::Config {
+                key: "chain.key_file",
+                reason: match e {
+                    KeyFileError::Io { source, .. } => format!("cannot read {path}: {source}"),
+                    too_open => too_open.to_string(),
+                },
+            }
         })?;
         return parse_key("chain.key_file", &text);
     }
@@ -246,7 +372,8 @@ impl EvmChannels {
             settings.confirmations,
             settings.rpc_timeout,
             ChannelPolicy::from_settings(settings),
-        );
+        )
+        .with_dropped_grace(settings.dropped_grace);
         adapter.check_endpoint(&settings.rpc_url).await?;
         Ok(adapter)
     }
@@ -271,7 +398,36 @@ impl EvmChannels {
             policy,
             sign_lock: tokio::sync::Mutex::new(()),
             held: Mutex::new(Held::default()),
+            dropped_grace: DEFAULT_DROPPED_GRACE,
+            counters: Counters::default(),
+            last_refusal: Mutex::new(None),
         }
+    }
+
+    /// How long a sent open may be unknown to the endpoint before it can be reported
+    /// dropped (`chain.dropped_grace_seconds`; [`DEFAULT_DROPPED_GRACE`] unless set).
+    pub fn with_dropped_grace(mut self, grace: Duration) -> EvmChannels {
+        self.dropped_grace = grace;
+        self
+    }
+
+    /// The counts since this adapter started.
+    pub fn stats(&self) -> ChainStats {
+        let c = &self.counters;
+        ChainStats {
+            auto_open_refused_total_cap: c.auto_open_refused_total_cap.load(Ordering::Relaxed),
+            auto_open_refused_per_channel_cap: c
+                .auto_open_refused_per_channel_cap
+                .load(Ordering::Relaxed),
+            receipts_missed: c.receipts_missed.load(Ordering::Relaxed),
+            opens_dropped: c.opens_dropped.load(Ordering::Relaxed),
+            dropped_nonces_reused: c.dropped_nonces_reused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Why the newest automatic open was refused, naming the setting that refused it.
+    pub fn last_refusal(&self) -> Option<String> {
+        self.last_refusal.lock().expect("refusal lock").clone()
     }
 
     /// The node's EVM address (the payer of its channels).
@@ -466,18 +622,33 @@ impl EvmChannels {
 
     /// Signs an open of a channel to `payee` holding `deposit`; nothing is sent. The
     /// transaction is held until [`ChannelPort::broadcast_open`] is called with its hash.
+    /// `auto`: its deposit counts against the auto-open total cap (it is not checked here).
     pub async fn sign_open(
         &self,
         payee: Address,
         deposit: U256,
         auto: bool,
     ) -> Result<OpenPlan, Fault> {
+        let locked = self.sign_lock.lock().await;
+        self.sign_locked(&locked, payee, deposit, auto, None).await
+    }
+
+    /// [`EvmChannels::sign_open`] with the signing lock held; `reservation` (an automatic
+    /// open's) is committed in the step that records the signed open, and released by
+    /// being dropped on every way out that signs nothing.
+    async fn sign_locked(
+        &self,
+        _locked: &tokio::sync::MutexGuard<'_, ()>,
+        payee: Address,
+        deposit: U256,
+        auto: bool,
+        reservation: Option<Reservation<'_>>,
+    ) -> Result<OpenPlan, Fault> {
         if payee == self.address() {
             return Err(Fault::Permanent(format!(
                 "the peer's base-address {payee} is our own address"
             )));
         }
-        let _guard = self.sign_lock.lock().await;
         let (_, now) = self.head().await?;
         let expiry = now + self.policy.duration.as_secs();
         let pending_nonce = self
@@ -488,8 +659,17 @@ impl EvmChannels {
                     .pending(),
             )
             .await?;
-        let nonce = {
+        // A dropped open's nonce is reused only while the chain has not spent it.
+        let reuse_from = if self.held.lock().expect("held lock").reuse.is_empty() {
+            None
+        } else {
+            Some(self.confirmed_nonce().await?)
+        };
+        let (nonce, reused) = {
             let mut held = self.held.lock().expect("held lock");
+            if let Some(confirmed) = reuse_from {
+                held.reuse.retain(|n| *n >= confirmed);
+            }
             // A sent open whose nonce the chain's pending count covers needs no accounting
             // here any more (it is in the pool or mined).
             held.signed
@@ -509,13 +689,21 @@ impl EvmChannels {
                     ),
                 );
             }
-            // The lowest nonce no open of ours holds: one being sent right now is not in
-            // the chain's pending count yet but keeps its nonce, and the nonce of an
-            // abandoned open is reused, so no gap is left that would hold later opens back.
+            // The nonce of a dropped open that may still land comes first: the two then
+            // replace each other. Otherwise the lowest nonce no open of ours holds: one
+            // being sent right now is not in the chain's pending count yet but keeps its
+            // nonce, and the nonce of an abandoned open is reused, so no gap is left that
+            // would hold later opens back.
             let taken: HashSet<u64> = held.signed.values().map(|s| s.nonce).collect();
-            (pending_nonce..)
-                .find(|n| !taken.contains(n))
-                .expect("fewer opens than nonces")
+            match held.reuse.iter().copied().find(|n| !taken.contains(n)) {
+                Some(n) => (n, true),
+                None => (
+                    (pending_nonce..)
+                        .find(|n| !taken.contains(n))
+                        .expect("fewer opens than nonces"),
+                    false,
+                ),
+            }
         };
         let input = PaymentChannels::openCall { payee, expiry }.abi_encode();
         let mut tx = TransactionRequest::default()
@@ -541,19 +729,33 @@ impl EvmChannels {
             .map_err(|e| Fault::Permanent(format!("cannot sign the open transaction: {e}")))?;
         let tx_hash = *envelope.tx_hash();
         let raw = Bytes::from(envelope.encoded_2718());
-        self.held.lock().expect("held lock").signed.insert(
-            tx_hash,
-            Signed {
-                raw,
-                nonce,
-                signed_at: Instant::now(),
-                stage: Stage::Unsent,
-                auto_deposit: auto.then_some(deposit),
-            },
-        );
-        log::info!(
-            "signed channel open {tx_hash:#x}: {deposit} wei to {payee}, expiry {expiry}, nonce {nonce}"
-        );
+        {
+            let mut held = self.held.lock().expect("held lock");
+            held.signed.insert(
+                tx_hash,
+                Signed {
+                    raw,
+                    nonce,
+                    signed_at: Instant::now(),
+                    stage: Stage::Unsent,
+                    auto_deposit: (auto || reservation.is_some()).then_some(deposit),
+                },
+            );
+            held.nonces.insert(tx_hash, nonce);
+            if let Some(reservation) = reservation {
+                reservation.commit(&mut held);
+            }
+        }
+        if reused {
+            bump(&self.counters.dropped_nonces_reused);
+            log::info!(
+                "signed channel open {tx_hash:#x}: {deposit} wei to {payee}, expiry {expiry}, nonce {nonce} (the nonce of a dropped open that may still land: at most one of the two can)"
+            );
+        } else {
+            log::info!(
+                "signed channel open {tx_hash:#x}: {deposit} wei to {payee}, expiry {expiry}, nonce {nonce}"
+            );
+        }
         Ok(OpenPlan {
             tx_hash,
             payee,
@@ -615,6 +817,11 @@ impl EvmChannels {
                 if let Some(deposit) = signed.and_then(|s| s.auto_deposit) {
                     held.auto_in_flight.insert(tx_hash, deposit);
                 }
+                if let Some(nonce) = nonce {
+                    // The open that took a dropped open's nonce is out: that nonce is no
+                    // longer free for another.
+                    held.reuse.remove(&nonce);
+                }
                 held.ended.insert(tx_hash);
                 match nonce {
                     Some(nonce) => {
@@ -655,6 +862,11 @@ impl EvmChannels {
 
     /// Where the open transaction `tx_hash` stands (see [`ChannelPort::channel_status`]).
     pub async fn status(&self, tx_hash: B256) -> Result<ChannelStatus, Fault> {
+        self.status_at(tx_hash, Instant::now()).await
+    }
+
+    /// [`EvmChannels::status`] as of `now` (the grace before a drop counts in it).
+    pub async fn status_at(&self, tx_hash: B256, now: Instant) -> Result<ChannelStatus, Fault> {
         let receipt = self
             .rpc(
                 "eth_getTransactionReceipt",
@@ -669,6 +881,11 @@ impl EvmChannels {
                 )
                 .await?;
             if known.is_some() {
+                self.held
+                    .lock()
+                    .expect("held lock")
+                    .missing_since
+                    .remove(&tx_hash);
                 self.found(tx_hash, "in the pool");
                 return Ok(ChannelStatus::Pending { confirmations: 0 });
             }
@@ -688,33 +905,18 @@ impl EvmChannels {
                 return match self.send_raw(tx_hash, raw, "re-broadcast").await {
                     Ok(()) => Ok(ChannelStatus::Pending { confirmations: 0 }),
                     // Refused, so abandoned (logged): the peer asks for a new open.
-                    Err(Fault::Permanent(_)) => Ok(ChannelStatus::Dropped),
+                    Err(Fault::Permanent(_)) => {
+                        bump(&self.counters.opens_dropped);
+                        Ok(ChannelStatus::Dropped)
+                    }
                     Err(fault) => Err(fault),
                 };
             }
-            // Neither mined nor pending, and no bytes to send: signed by an earlier run that
-            // stopped before sending it, or sent and then dropped (a reorg). Its nonce goes
-            // to the next open.
-            let mut held = self.held.lock().expect("held lock");
-            held.auto_in_flight.remove(&tx_hash);
-            if held.signed.remove(&tx_hash).is_some() {
-                log::info!(
-                    "channel open {tx_hash:#x} was sent but is on no chain and in no pool any more (a reorg dropped it); the next open takes its nonce"
-                );
-            } else if held.ended.insert(tx_hash) {
-                log::info!(
-                    "abandoned channel open {tx_hash:#x}: it is on no chain and in no pool, and its signed bytes did not survive the restart of the node; the next open takes its nonce"
-                );
-            } else {
-                log::info!("channel open {tx_hash:#x} is on no chain and in no pool: dropped");
-            }
-            return Ok(ChannelStatus::Dropped);
+            return self.unseen(tx_hash, now).await;
         };
         {
             // Mined: the chain counts its nonce and its deposit from now on.
-            let mut held = self.held.lock().expect("held lock");
-            held.auto_in_flight.remove(&tx_hash);
-            held.signed.remove(&tx_hash);
+            self.held.lock().expect("held lock").settle(tx_hash);
         }
         self.found(
             tx_hash,
@@ -770,16 +972,130 @@ impl EvmChannels {
         })
     }
 
-    /// Whether the auto-open policy lets this node lock `deposit` more, and why not.
-    async fn auto_open_refusal(&self, deposit: U256) -> Result<Option<String>, Fault> {
+    /// The endpoint knows nothing of the sent open `tx_hash` (no receipt, not in its pool).
+    /// One such answer proves little: a load-balanced endpoint may ask a node that has not
+    /// seen it yet, and a reorg may drop it before the pool takes it back. It is reported
+    /// dropped only once it has been unseen for `dropped_grace` and then only if it can
+    /// no longer land beside a new open: its nonce is spent by another transaction, or the
+    /// next open takes its nonce (so one of the two replaces the other).
+    async fn unseen(&self, tx_hash: B256, now: Instant) -> Result<ChannelStatus, Fault> {
+        let (since, nonce) = {
+            let mut held = self.held.lock().expect("held lock");
+            let since = *held.missing_since.entry(tx_hash).or_insert(now);
+            (since, held.nonces.get(&tx_hash).copied())
+        };
+        let unseen_for = now.saturating_duration_since(since);
+        if unseen_for < self.dropped_grace {
+            bump(&self.counters.receipts_missed);
+            // Told once per episode at INFO; every later check of it at DEBUG.
+            let level = if since == now {
+                log::Level::Info
+            } else {
+                log::Level::Debug
+            };
+            log::log!(
+                level,
+                "channel open {tx_hash:#x} is unknown to the endpoint (no receipt, not in its pool) for {}s; not dropped before chain.dropped_grace_seconds ({}s)",
+                unseen_for.as_secs(),
+                self.dropped_grace.as_secs()
+            );
+            return Ok(ChannelStatus::Pending { confirmations: 0 });
+        }
+        let confirmed = self.confirmed_nonce().await?;
+        let how = match nonce {
+            Some(nonce) if confirmed > nonce => format!(
+                "its nonce {nonce} is spent by another transaction (the account's confirmed count is {confirmed}), so it can never land"
+            ),
+            Some(nonce) => {
+                self.held.lock().expect("held lock").reuse.insert(nonce);
+                format!(
+                    "the next open takes its nonce {nonce}, so at most one of the two can land"
+                )
+            }
+            None => {
+                // Not signed by this process (it restarted): its nonce is unknown, so it
+                // may be any open of ours still pending.
+                let pending = self
+                    .rpc(
+                        "eth_getTransactionCount",
+                        self.provider
+                            .get_transaction_count(self.address())
+                            .pending(),
+                    )
+                    .await?;
+                if pending > confirmed {
+                    bump(&self.counters.receipts_missed);
+                    log::debug!(
+                        "channel open {tx_hash:#x} (signed by an earlier run) is unknown to the endpoint for {}s, but {} transaction(s) of ours are still pending and it may be one of them; not dropped",
+                        unseen_for.as_secs(),
+                        pending - confirmed
+                    );
+                    return Ok(ChannelStatus::Pending { confirmations: 0 });
+                }
+                format!(
+                    "it was signed by an earlier run, nothing of ours is pending, and the next open takes nonce {confirmed}"
+                )
+            }
+        };
+        let mut held = self.held.lock().expect("held lock");
+        held.settle(tx_hash);
+        held.ended.insert(tx_hash);
+        drop(held);
+        bump(&self.counters.opens_dropped);
+        log::info!(
+            "channel open {tx_hash:#x} dropped: on no chain and in no pool for {}s (chain.dropped_grace_seconds {}s); {how}",
+            unseen_for.as_secs(),
+            self.dropped_grace.as_secs()
+        );
+        Ok(ChannelStatus::Dropped)
+    }
+
+    /// The account's confirmed transaction count: the lowest nonce not in a block.
+    async fn confirmed_nonce(&self) -> Result<u64, Fault> {
+        self.rpc(
+            "eth_getTransactionCount",
+            self.provider.get_transaction_count(self.address()).latest(),
+        )
+        .await
+    }
+
+    /// Opens a channel to `payee` with `deposit` if the auto-open policy allows it. The
+    /// total cap is checked and the deposit reserved under the signing lock before the
+    /// first RPC, and the open is signed under the same lock, so requests arriving together
+    /// can never all pass the check; the reservation is released on every way out that
+    /// signs nothing. An RPC fault in the check is returned; one in signing is `Failed`.
+    async fn auto_open(&self, payee: Address, deposit: U256) -> Result<AutoOpen, Fault> {
         let Some((per_channel, total)) = self.policy.auto_open else {
-            return Ok(Some("auto-open is off (chain.auto_open.enabled)".into()));
+            return Ok(AutoOpen::Refused(
+                "auto-open is off (chain.auto_open.enabled)".into(),
+            ));
         };
         if deposit > per_channel {
-            return Ok(Some(format!(
-                "{deposit} wei exceeds the per-channel cap {per_channel}"
+            bump(&self.counters.auto_open_refused_per_channel_cap);
+            return Ok(AutoOpen::Refused(format!(
+                "{deposit} wei exceeds the per-channel cap {per_channel} (chain.auto_open.per_channel_cap_wei)"
             )));
         }
+        let signing = self.sign_lock.lock().await;
+        let reservation = {
+            let mut held = self.held.lock().expect("held lock");
+            let committed = held.auto_committed();
+            if committed + deposit > total {
+                drop(held);
+                bump(&self.counters.auto_open_refused_total_cap);
+                return Ok(AutoOpen::Refused(format!(
+                    "opening {committed} + {deposit} wei would exceed the total cap {total} (chain.auto_open.total_cap_wei)"
+                )));
+            }
+            let id = held.next_reservation;
+            held.next_reservation += 1;
+            held.reserved.insert(id, deposit);
+            Reservation {
+                held: &self.held,
+                id,
+                committed: false,
+            }
+        };
         let locked = self
             .view(
                 PaymentChannels::lockedByCall {
@@ -788,23 +1104,28 @@ impl EvmChannels {
                 BlockId::latest(),
             )
             .await?;
-        let in_flight: U256 = {
-            let held = self.held.lock().expect("held lock");
-            held.auto_in_flight.values().copied().sum::<U256>()
-                + held
-                    .signed
-                    .iter()
-                    .filter(|(hash, _)| !held.auto_in_flight.contains_key(*hash))
-                    .filter_map(|(_, s)| s.auto_deposit)
-                    .sum::<U256>()
-        };
-        let after = locked + in_flight + deposit;
-        if after > total {
-            return Ok(Some(format!(
-                "locked {locked} + opening {in_flight} + {deposit} wei would exceed the total cap {total}"
+        let others = self
+            .held
+            .lock()
+            .expect("held lock")
+            .auto_committed()
+            .saturating_sub(deposit);
+        if locked + others + deposit > total {
+            drop(reservation);
+            bump(&self.counters.auto_open_refused_total_cap);
+            return Ok(AutoOpen::Refused(format!(
+                "locked {locked} + opening {others} + {deposit} wei would exceed the total cap {total} (chain.auto_open.total_cap_wei)"
             )));
         }
-        Ok(None)
+        Ok(
+            match self
+                .sign_locked(&signing, payee, deposit, true, Some(reservation))
+                .await
+            {
+                Ok(plan) => AutoOpen::Signed(plan),
+                Err(fault) => AutoOpen::Failed(fault),
+            },
+        )
     }
 
     fn parse_hash(tx_hash: &str) -> Result<B256, Fault> {
@@ -824,48 +1145,52 @@ impl ChannelPort for EvmChannels {
     async fn request_channel(&self, peer: &PeerTarget) -> Result<ChannelRequest, Fault> {
         let payee = Self::payee_of(peer)?;
         let deposit = self.policy.deposit;
-        let refusal = if peer.followed {
-            self.auto_open_refusal(deposit).await?
+        let outcome = if peer.followed {
+            self.auto_open(payee, deposit).await?
         } else {
-            Some("the peer is not followed".into())
+            AutoOpen::Refused("the peer is not followed".into())
         };
-        match refusal {
-            None => match self.sign_open(payee, deposit, true).await {
-                Ok(plan) => {
-                    log::info!(
-                        "auto-open: channel to peer {} ({payee}), {deposit} wei",
-                        peer.nostr_pubkey
-                    );
-                    Ok(ChannelRequest::Opened {
-                        tx_hash: format!("{:#x}", plan.tx_hash),
-                    })
-                }
-                // E.g. not enough funds for the deposit: the operator decides; the peer
-                // waits in channel_needed and the policy is tried again at the re-check.
-                Err(fault) => {
-                    log::warn!(
-                        "peer {} needs a payment channel to {payee}; auto-open failed ({}). Open one with: btp-nips-node open-channel {} [--deposit WEI]",
-                        peer.nostr_pubkey,
-                        fault.reason(),
-                        peer.nostr_pubkey
-                    );
-                    Ok(ChannelRequest::AwaitingOperator)
-                }
-            },
-            Some(why) => {
+        match outcome {
+            AutoOpen::Signed(plan) => {
+                log::info!(
+                    "auto-open: channel to peer {} ({payee}), {deposit} wei",
+                    peer.nostr_pubkey
+                );
+                Ok(ChannelRequest::Opened {
+                    tx_hash: format!("{:#x}", plan.tx_hash),
+                })
+            }
+            // E.g. not enough funds for the deposit: the operator decides; the peer
+            // waits in channel_needed and the policy is tried again at the re-check.
+            AutoOpen::Failed(fault) => {
+                log::warn!(
+                    "peer {} needs a payment channel to {payee}; auto-open failed ({}). Open one with: btp-nips-node open-channel {} [--deposit WEI]",
+                    peer.nostr_pubkey,
+                    fault.reason(),
+                    peer.nostr_pubkey
+                );
+                Ok(ChannelRequest::AwaitingOperator)
+            }
+            AutoOpen::Refused(why) => {
                 log::warn!(
                     "peer {} needs a payment channel to {payee} and none is usable; not opened automatically ({why}). Open one with: btp-nips-node open-channel {} [--deposit WEI]",
                     peer.nostr_pubkey,
                     peer.nostr_pubkey
                 );
+                *self.last_refusal.lock().expect("refusal lock") = Some(why);
                 Ok(ChannelRequest::AwaitingOperator)
             }
         }
     }
 
-    async fn open_channel(&self, peer: &PeerTarget) -> Result<String, Fault> {
+    async fn open_channel(
+        &self,
+        peer: &PeerTarget,
+        deposit_wei: Option<u128>,
+    ) -> Result<String, Fault> {
         let payee = Self::payee_of(peer)?;
-        let plan = self.sign_open(payee, self.policy.deposit, false).await?;
+        let deposit = deposit_wei.map_or(self.policy.deposit, U256::from);
+        let plan = self.sign_open(payee, deposit, false).await?;
         Ok(format!("{:#x}", plan.tx_hash))
     }
 

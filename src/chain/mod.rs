@@ -8,8 +8,14 @@
 //! - Opening is sign → (the core persists the hash durably) → broadcast: the adapter never
 //!   sends a transaction whose hash the core has not been handed first, and the core never
 //!   asks to broadcast before the hash is on disk. A hash the chain never saw (crash before
-//!   the broadcast, or a reorg that dropped it) is reported `Dropped`; a new open then reuses
-//!   the account's next nonce, so two opens can never both land.
+//!   the broadcast, or a reorg that dropped it) is reported `Dropped`, but only once the
+//!   endpoint has not known it for `chain.dropped_grace_seconds` (one empty answer may be a
+//!   lagging node behind a load balancer) and only when it can no longer land beside a new
+//!   open: its nonce is spent by another transaction, or the new open reuses its nonce (so
+//!   one replaces the other). Two opens can never both land.
+//! - The auto-open total cap is checked and the deposit reserved under the signing lock
+//!   before any RPC, so followed peers asking together cannot all pass it.
+//! - Counts of refusals and tolerated misses: [`EvmChannels::stats`].
 //! - Nonces: an open keeps its nonce from signing until the chain's pending count covers
 //!   it (also while it is being sent and the pool does not have it yet); the lowest nonce
 //!   no open holds is taken, so an abandoned open's nonce is reused and no gap is left.
@@ -24,4 +30,13 @@ pub mod adapter;
 pub mod contract;
 pub mod operator;
 
-pub use adapter::{ChainError, ChannelPolicy, EvmChannels, OpenPlan};
+pub use adapter::{ChainError, ChainStats, ChannelPolicy, EvmChannels, OpenPlan};
+
+/// A deposit the operator typed (CLI, admin API): a whole number of wei, more than 0.
+pub fn parse_deposit_wei(text: &str) -> Result<u128, String> {
+    match text.trim().parse::<u128>() {
+        Ok(0) => Err("the deposit must be more than 0 wei".into()),
+        Ok(wei) => Ok(wei),
+        Err(_) => Err(format!("`{text}` is not a whole number of wei")),
+    }
+}

@@ -139,10 +139,15 @@ pub async fn open_channel(
                     last_seen = Some(confirmations);
                 }
             }
+            // Only after chain.dropped_grace_seconds without it: one empty answer from the
+            // endpoint is waited out above, as Pending.
             Ok(ChannelStatus::Dropped) => {
                 return Err(format!(
-                    "the open transaction {:#x} was dropped (reorg or evicted); nothing is locked: run open-channel again",
-                    plan.tx_hash
+                    "the open transaction {:#x} (nonce {}) has been on no chain and in no pool for chain.dropped_grace_seconds ({}s): dropped (reorg or evicted). If nonce {} is not spent yet it could still land: run open-channel again, which refuses while a transaction of ours is pending",
+                    plan.tx_hash,
+                    plan.nonce,
+                    settings.chain.dropped_grace.as_secs(),
+                    plan.nonce
                 )
                 .into())
             }

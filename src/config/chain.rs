@@ -40,6 +40,10 @@ pub struct ChainSettings {
     #[serde(rename = "min_time_left_seconds", deserialize_with = "seconds")]
     pub min_time_left: Duration,
     pub auto_open: AutoOpenSettings,
+    /// A sent open the endpoint does not know (no receipt, not in its pool) is reported
+    /// dropped only after this long; one such answer may be a lagging node.
+    #[serde(rename = "dropped_grace_seconds", deserialize_with = "seconds")]
+    pub dropped_grace: Duration,
 }
 
 /// `chain.auto_open`: open channels to followed peers without asking the operator.
@@ -61,6 +65,9 @@ fn parse_wei(key: Key, value: &str) -> Result<u128, ConfigError> {
         ))
     })
 }
+
+/// A longer grace keeps a peer whose open really was dropped waiting for nothing.
+const MAX_DROPPED_GRACE_SECONDS: u64 = 3600;
 
 const DEPOSIT: Key = Key("chain.deposit_wei");
 const MIN_BALANCE: Key = Key("chain.min_balance_wei");
@@ -121,6 +128,11 @@ impl ChainSettings {
         }
         p.add(Key("chain.confirmations").between(self.confirmations, 1, 1000));
         p.add(Key("chain.rpc_timeout_seconds").nonzero(self.rpc_timeout));
+        p.add(Key("chain.dropped_grace_seconds").between(
+            self.dropped_grace.as_secs(),
+            1,
+            MAX_DROPPED_GRACE_SECONDS,
+        ));
         p.add(Key("chain.channel_duration_seconds").ensure(
             self.channel_duration > self.min_time_left,
             format!(

@@ -6,6 +6,11 @@ use super::check::{Key, Problems};
 use super::ConfigError;
 use crate::discovery::announcement::check_endpoint;
 
+/// The most `events.max_future_seconds` may be: one year.
+pub const MAX_FUTURE_SECONDS: u64 = 365 * 24 * 3600;
+/// The most `events.max_cursor_ids` may be (each one is stored with the peer).
+pub const MAX_CURSOR_IDS: usize = 10_000;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventSettings {
@@ -17,6 +22,23 @@ pub struct EventSettings {
     pub stored_page_size: usize,
     /// At most this many stored events are served per REQ (the newest; a NOTICE says so).
     pub max_stored_events: usize,
+    /// Filters one REQ may carry; a REQ with more is refused with a NOTICE.
+    pub max_filters_per_req: usize,
+    /// Live REQs (one per filter of a served subscription) one peer may hold on the
+    /// operator's relay connection.
+    pub max_live_reqs_per_peer: usize,
+    /// Live REQs all peers together may hold on the operator's relay connection; keep it
+    /// below the relay's own per-connection REQ limit.
+    pub max_live_reqs: usize,
+    /// Of `max_live_reqs`, how many only followed peers may use: peers not followed share
+    /// the rest, so their load can never take a followed peer's room.
+    pub live_reqs_reserved_for_followed: usize,
+    /// An EVENT created more than this many seconds ahead of the node's clock is refused
+    /// (and never moves the peer's cursor).
+    pub max_future_seconds: u64,
+    /// Ids of events received at the cursor's second that the cursor remembers; events of
+    /// that second beyond them are published again on resume (the relay drops repeats).
+    pub max_cursor_ids: usize,
 }
 
 impl EventSettings {
@@ -31,6 +53,29 @@ impl EventSettings {
         p.add(Key("events.max_subscriptions_per_peer").nonzero(self.max_subscriptions_per_peer));
         p.add(Key("events.stored_page_size").nonzero(self.stored_page_size));
         p.add(Key("events.max_stored_events").nonzero(self.max_stored_events));
+        p.add(Key("events.max_live_reqs").nonzero(self.max_live_reqs));
+        p.add(Key("events.max_live_reqs_per_peer").between(
+            self.max_live_reqs_per_peer,
+            1,
+            self.max_live_reqs.max(1),
+        ));
+        p.add(Key("events.max_filters_per_req").between(
+            self.max_filters_per_req,
+            1,
+            self.max_live_reqs_per_peer.max(1),
+        ));
+        p.add(Key("events.live_reqs_reserved_for_followed").between(
+            self.live_reqs_reserved_for_followed,
+            0,
+            self.max_live_reqs,
+        ));
+        // Bounded so that `now + max_future_seconds` is a time every store can hold.
+        p.add(Key("events.max_future_seconds").between(
+            self.max_future_seconds,
+            1,
+            MAX_FUTURE_SECONDS,
+        ));
+        p.add(Key("events.max_cursor_ids").between(self.max_cursor_ids, 1, MAX_CURSOR_IDS));
         p.finish()
     }
 }

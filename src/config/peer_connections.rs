@@ -53,7 +53,8 @@ pub struct PeerConnectionSettings {
     #[serde(rename = "restart_window_seconds", deserialize_with = "seconds")]
     pub restart_window: Duration,
     /// After a restart, peers are redialled `startup_dial_batch` at a time, one batch
-    /// every `startup_dial_interval`.
+    /// every `startup_dial_interval`. New follows and the redial after an outage share
+    /// this budget, and at most `startup_dial_batch` session opens are in progress at once.
     pub startup_dial_batch: usize,
     #[serde(rename = "startup_dial_interval_ms", deserialize_with = "millis")]
     pub startup_dial_interval: Duration,
@@ -61,6 +62,14 @@ pub struct PeerConnectionSettings {
     /// often.
     #[serde(rename = "channel_recheck_seconds", deserialize_with = "seconds")]
     pub channel_recheck_interval: Duration,
+    /// The node's own network outage: more than `outage_loss_fraction` of the connected
+    /// peers, and at least `outage_min_lost_peers`, lost within `outage_window`; or dials
+    /// to `outage_dial_failures` distinct peers in a row failing unreachable.
+    #[serde(rename = "outage_window_seconds", deserialize_with = "seconds")]
+    pub outage_window: Duration,
+    pub outage_loss_fraction: f64,
+    pub outage_min_lost_peers: usize,
+    pub outage_dial_failures: usize,
 }
 
 impl PeerConnectionSettings {
@@ -136,6 +145,27 @@ impl PeerConnectionSettings {
         p.add(
             Key("btp_nips.peer_connections.startup_dial_interval_ms")
                 .nonzero(self.startup_dial_interval),
+        );
+        p.add(Key("btp_nips.peer_connections.outage_window_seconds").nonzero(self.outage_window));
+        p.add(
+            Key("btp_nips.peer_connections.outage_loss_fraction").ensure(
+                self.outage_loss_fraction > 0.0 && self.outage_loss_fraction < 1.0,
+                "must be more than 0 and less than 1",
+            ),
+        );
+        p.add(
+            Key("btp_nips.peer_connections.outage_min_lost_peers").between(
+                self.outage_min_lost_peers,
+                2,
+                1_000_000,
+            ),
+        );
+        p.add(
+            Key("btp_nips.peer_connections.outage_dial_failures").between(
+                self.outage_dial_failures,
+                2,
+                1_000_000,
+            ),
         );
         p.finish()
     }

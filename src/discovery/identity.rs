@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use nostr_sdk::prelude::{Keys, ToBech32};
 
+use crate::key_file::KeyFileError;
+
 /// Why the node's key could not be loaded or written.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -99,19 +101,10 @@ pub fn load_node_key(
 
 /// Reads a key file; refuses one that others can read.
 pub fn load_file(path: &Path) -> Result<Keys, IdentityError> {
-    use std::os::unix::fs::PermissionsExt;
-    let io = |source| IdentityError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(IdentityError::TooOpen {
-            path: path.to_path_buf(),
-            mode,
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(io)?;
+    let text = crate::key_file::read_private(path).map_err(|e| match e {
+        KeyFileError::Io { path, source } => IdentityError::Io { path, source },
+        KeyFileError::TooOpen { path, mode } => IdentityError::TooOpen { path, mode },
+    })?;
     parse_secret(&text, &format!("key file {}", path.display()))
 }
 

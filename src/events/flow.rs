@@ -9,6 +9,11 @@
 //!   EVENT is refused and the peer is failed with the reason (it needs a person). A REQ or
 //!   CLOSE from a peer goes to [`super::serve`].
 //!
+//! An EVENT created too far ahead of the node's clock (`events.max_future_seconds`) is
+//! answered `OK false` with the reason and not published; it does not move the cursor and
+//! the peer's flow goes on (its clock may be wrong; that is no protocol breach). The clock
+//! is the flow's own ([`EventFlow::with_clock`]), so tests can set it.
+//!
 //! If the operator's relay cannot take an event now, the EVENT is refused with a temporary
 //! error and the peer's session is dropped (reconnected with backoff): the REQ sent on the
 //! next connection resumes from the cursor, so nothing is skipped.
@@ -20,7 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nostr::{Event as NostrEvent, PublicKey};
 
-use super::inbox::{Accepted, Inbox};
+use super::inbox::{Accepted, Inbox, InboxLimits, Refusal};
 use super::messages::{ok_packet, NostrMessage};
 use super::serve::{ServeSettings, ServeStats, Serving};
 use super::{OperatorStore, StoreError};
@@ -45,7 +50,12 @@ pub struct FlowStats {
     pub notices: AtomicU64,
     /// EOSEs received from peers.
     pub eose: AtomicU64,
+    /// Events refused as created too far in the future (`events.max_future_seconds`).
+    pub future_dated: AtomicU64,
 }
+
+/// The flow's clock: Unix seconds.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// The node's event flow.
 pub struct EventFlow {
@@ -55,6 +65,8 @@ pub struct EventFlow {
     own_address: Address,
     /// Where observations about peers go (events received, misbehaviour).
     directory: Arc<dyn PeerDirectory>,
+    /// What time it is, for the checks that depend on it.
+    clock: Clock,
     pub stats: Arc<FlowStats>,
 }
 
@@ -70,22 +82,30 @@ impl EventFlow {
     ) -> EventFlow {
         let serving = Serving::new(
             store.clone(),
-            ServeSettings {
-                max_per_peer: settings.max_subscriptions_per_peer,
-                page_size: settings.stored_page_size,
-                max_stored: settings.max_stored_events,
-                request_timeout,
-                own_address: own_address.as_str().to_owned(),
-            },
+            ServeSettings::from_settings(settings, request_timeout, own_address.as_str()),
         );
         EventFlow {
             store,
-            inbox: Inbox::default(),
+            inbox: Inbox::new(InboxLimits {
+                max_future_seconds: settings.max_future_seconds,
+                max_cursor_ids: settings.max_cursor_ids,
+            }),
             serving,
             own_address,
             directory,
+            clock: Arc::new(unix_now),
             stats: Arc::default(),
         }
+    }
+
+    /// The same flow reading the time from `clock` (Unix seconds) instead of the system's.
+    pub fn with_clock(mut self, clock: Clock) -> EventFlow {
+        self.clock = clock;
+        self
+    }
+
+    fn now(&self) -> u64 {
+        (self.clock)()
     }
 
     /// The flow of a node configured by `settings`: `None` when no operator relay is set.
@@ -132,6 +152,11 @@ impl EventFlow {
         self.serving.open_count(peer)
     }
 
+    /// Live REQs the peers' subscriptions hold on the operator's relay now.
+    pub fn served_live_reqs(&self) -> usize {
+        self.serving.live_reqs()
+    }
+
     /// Stops serving every subscription.
     pub fn stop(&self) {
         self.serving.stop_all();
@@ -142,7 +167,7 @@ impl EventFlow {
     }
 
     fn packet(&self, message: NostrMessage) -> btp_nips::Packet {
-        message.to_packet(self.own_address.as_str(), unix_now())
+        message.to_packet(self.own_address.as_str(), self.now())
     }
 
     fn fulfill(&self, answer: Option<btp_nips::Packet>) -> ilp::Packet {
@@ -167,7 +192,20 @@ impl EventFlow {
             );
         };
         let pubkey = pk.to_hex();
-        match self.inbox.check(&pubkey, sub, event) {
+        match self.inbox.check(&pubkey, sub, event, self.now()) {
+            Err(refusal @ Refusal::FutureDated { .. }) => {
+                // Answered, not published: the cursor stays, the flow goes on.
+                self.stats.future_dated.fetch_add(1, Ordering::Relaxed);
+                log::warn!("peer {pubkey}: {refusal}; not published");
+                let ok = ok_packet(
+                    &event.id,
+                    false,
+                    &format!("invalid: {refusal}"),
+                    self.own_address.as_str(),
+                    self.now(),
+                );
+                self.fulfill(Some(ok))
+            }
             Err(refusal) => {
                 if refusal.is_misbehaviour() {
                     self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -183,7 +221,7 @@ impl EventFlow {
                     true,
                     "duplicate: already received",
                     self.own_address.as_str(),
-                    unix_now(),
+                    self.now(),
                 );
                 self.fulfill(Some(ok))
             }
@@ -191,7 +229,7 @@ impl EventFlow {
                 Ok(()) => {
                     self.stats.published.fetch_add(1, Ordering::Relaxed);
                     self.received(&pubkey, sub, event);
-                    let ok = ok_packet(&event.id, true, "", self.own_address.as_str(), unix_now());
+                    let ok = ok_packet(&event.id, true, "", self.own_address.as_str(), self.now());
                     self.fulfill(Some(ok))
                 }
                 Err(StoreError::Refused(why)) => {
@@ -206,7 +244,7 @@ impl EventFlow {
                         false,
                         &why,
                         self.own_address.as_str(),
-                        unix_now(),
+                        self.now(),
                     );
                     self.fulfill(Some(ok))
                 }
@@ -220,8 +258,12 @@ impl EventFlow {
         }
     }
 
+    /// Moves the cursor; the peer's lifecycle hears of it only when it changed, so the
+    /// cursor it keeps stays as bounded as the inbox's.
     fn received(&self, pubkey: &str, sub: &str, event: &NostrEvent) {
-        self.inbox.received(pubkey, sub, event);
+        if !self.inbox.received(pubkey, sub, event) {
+            return;
+        }
         self.observe(
             pubkey,
             Event::EventReceived {
@@ -241,6 +283,8 @@ impl Subscriptions for EventFlow {
     ) -> Result<Vec<String>, Fault> {
         let pk = PublicKey::from_hex(&peer.nostr_pubkey)
             .map_err(|e| Fault::Permanent(format!("peer key {:?}: {e}", peer.nostr_pubkey)))?;
+        // What the serving side learns of whom this node follows.
+        self.serving.set_followed(&pk, peer.followed);
         let (id, filter) = self.inbox.open(&pk, peer.event_cursor.as_ref());
         let req = self.packet(NostrMessage::Req {
             id: id.clone(),

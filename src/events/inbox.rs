@@ -1,7 +1,13 @@
 //! What this node asked its peers for: one open subscription per connected peer (the
 //! initial REQ: the peer's own events since its cursor), and the checks every EVENT that
 //! comes back must pass before it is published: an id and a signature that are the
-//! event's own, and a match with the subscription's filter. Plain logic, no IO.
+//! event's own, a match with the subscription's filter, and a `created_at` not too far
+//! ahead of the node's clock (the clock is an argument: plain logic, no IO).
+//!
+//! Each subscription keeps a cursor: the newest second received and the ids received at
+//! it, at most `max_cursor_ids` of them (a fixed bound, so a peer sending many events of
+//! one second costs neither memory nor time per event; one of that second not remembered
+//! is simply published again after a resume, and the relay drops the repeat).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +27,18 @@ pub enum Refusal {
     /// The id or signature is not the event's own: the peer forged or corrupted it.
     #[error("forged event {id}: {problem}")]
     Forged { id: String, problem: &'static str },
+    /// A valid event created too far ahead of this node's clock: refused, not the peer's
+    /// misbehaviour (its clock may be wrong); it never moves the cursor.
+    #[error(
+        "event {id}: created_at {created_at} is more than {max_future_seconds} s ahead of \
+         this node's clock ({now}) (events.max_future_seconds)"
+    )]
+    FutureDated {
+        id: String,
+        created_at: u64,
+        now: u64,
+        max_future_seconds: u64,
+    },
     /// A valid event the subscription did not ask for.
     #[error("event {id} does not match subscription {subscription}'s filter ({problem})")]
     NotMatching {
@@ -33,7 +51,10 @@ pub enum Refusal {
 impl Refusal {
     /// Whether the peer broke the protocol (and is to be disconnected for it).
     pub fn is_misbehaviour(&self) -> bool {
-        !matches!(self, Refusal::UnknownSubscription(_))
+        !matches!(
+            self,
+            Refusal::UnknownSubscription(_) | Refusal::FutureDated { .. }
+        )
     }
 }
 
@@ -58,13 +79,59 @@ struct Open {
     stored_done: bool,
 }
 
+/// The limits the inbox applies (`events.max_future_seconds`, `events.max_cursor_ids`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxLimits {
+    pub max_future_seconds: u64,
+    pub max_cursor_ids: usize,
+}
+
+impl Default for InboxLimits {
+    /// The shipped defaults.
+    fn default() -> Self {
+        InboxLimits {
+            max_future_seconds: 900,
+            max_cursor_ids: 128,
+        }
+    }
+}
+
 /// The subscriptions this node holds toward its peers, keyed by the peer's pubkey (hex).
 #[derive(Debug, Default)]
 pub struct Inbox {
     open: Mutex<HashMap<String, Open>>,
+    limits: InboxLimits,
+}
+
+/// Moves `cursor` past an event received (`created_at`, `id`), remembering at most `max`
+/// ids of the cursor's second. Returns whether the cursor changed: false for an event
+/// older than its second, one already remembered, or one past the bound.
+pub fn advance_bounded(cursor: &mut EventCursor, created_at: u64, id: &str, max: usize) -> bool {
+    if created_at > cursor.created_at {
+        cursor.created_at = created_at;
+        cursor.ids.clear();
+        cursor.ids.push(id.to_owned());
+        true
+    } else if created_at == cursor.created_at
+        && cursor.ids.len() < max
+        && !cursor.ids.iter().any(|known| known == id)
+    {
+        cursor.ids.push(id.to_owned());
+        true
+    } else {
+        false
+    }
 }
 
 impl Inbox {
+    /// An inbox applying `limits`.
+    pub fn new(limits: InboxLimits) -> Inbox {
+        Inbox {
+            open: Mutex::default(),
+            limits,
+        }
+    }
+
     /// Opens (or replaces) the subscription toward `peer`: its own events since the
     /// cursor's second (inclusive: an event of that second not yet received is not missed).
     pub fn open(&self, peer: &PublicKey, cursor: Option<&EventCursor>) -> (String, Filter) {
@@ -91,8 +158,14 @@ impl Inbox {
         }
     }
 
-    /// Checks an EVENT `peer` sent for subscription `id`.
-    pub fn check(&self, peer: &str, id: &str, event: &Event) -> Result<Accepted, Refusal> {
+    /// Checks an EVENT `peer` sent for subscription `id`, at `now` (Unix seconds).
+    pub fn check(
+        &self,
+        peer: &str,
+        id: &str,
+        event: &Event,
+        now: u64,
+    ) -> Result<Accepted, Refusal> {
         let open = self.lock();
         let sub = open
             .get(peer)
@@ -128,18 +201,42 @@ impl Inbox {
                 problem,
             });
         }
-        if sub.cursor.has(event.created_at.as_secs(), &event_id) {
+        let created_at = event.created_at.as_secs();
+        if created_at > now.saturating_add(self.limits.max_future_seconds) {
+            return Err(Refusal::FutureDated {
+                id: event_id,
+                created_at,
+                now,
+                max_future_seconds: self.limits.max_future_seconds,
+            });
+        }
+        if sub.cursor.has(created_at, &event_id) {
             return Ok(Accepted::AlreadyReceived);
         }
         Ok(Accepted::New)
     }
 
-    /// Moves the subscription's cursor past a published event.
-    pub fn received(&self, peer: &str, id: &str, event: &Event) {
-        if let Some(sub) = self.lock().get_mut(peer).filter(|o| o.id == id) {
-            sub.cursor
-                .advance(event.created_at.as_secs(), &event.id.to_hex());
+    /// Moves the subscription's cursor past a published event; whether it changed (see
+    /// [`advance_bounded`]).
+    pub fn received(&self, peer: &str, id: &str, event: &Event) -> bool {
+        let max = self.limits.max_cursor_ids;
+        match self.lock().get_mut(peer).filter(|o| o.id == id) {
+            Some(sub) => advance_bounded(
+                &mut sub.cursor,
+                event.created_at.as_secs(),
+                &event.id.to_hex(),
+                max,
+            ),
+            None => false,
         }
+    }
+
+    /// The cursor of the subscription `id` toward `peer`, if open.
+    pub fn cursor(&self, peer: &str, id: &str) -> Option<EventCursor> {
+        self.lock()
+            .get(peer)
+            .filter(|o| o.id == id)
+            .map(|o| o.cursor.clone())
     }
 
     /// The peer said EOSE for `id`; false if no such subscription is open.
@@ -172,6 +269,9 @@ mod tests {
     use super::*;
     use nostr::{EventBuilder, Keys};
 
+    /// The clock of these tests: after every `created_at` they use.
+    const NOW: u64 = 1_000_000;
+
     fn note(keys: &Keys, text: &str, at: u64) -> Event {
         EventBuilder::text_note(text)
             .custom_created_at(NostrTime::from(at))
@@ -199,10 +299,10 @@ mod tests {
         let pk = peer.public_key().to_hex();
 
         let good = note(&peer, "hello", 1_000);
-        assert_eq!(inbox.check(&pk, &id, &good), Ok(Accepted::New));
+        assert_eq!(inbox.check(&pk, &id, &good, NOW), Ok(Accepted::New));
 
         let e = inbox
-            .check(&pk, &id, &tampered(&good, "goodbye"))
+            .check(&pk, &id, &tampered(&good, "goodbye"), NOW)
             .unwrap_err();
         assert!(matches!(e, Refusal::Forged { .. }), "{e}");
         assert!(e.is_misbehaviour());
@@ -211,18 +311,18 @@ mod tests {
         let mut json = serde_json::to_value(&good).unwrap();
         json["sig"] = serde_json::to_value(note(&peer, "other", 1_000).sig).unwrap();
         let e = inbox
-            .check(&pk, &id, &serde_json::from_value(json).unwrap())
+            .check(&pk, &id, &serde_json::from_value(json).unwrap(), NOW)
             .unwrap_err();
         assert!(e.to_string().contains("signature"), "{e}");
 
         let stranger = note(&Keys::generate(), "not asked", 2_000);
-        let e = inbox.check(&pk, &id, &stranger).unwrap_err();
+        let e = inbox.check(&pk, &id, &stranger, NOW).unwrap_err();
         assert!(e.to_string().contains("was not asked for"), "{e}");
         let old = note(&peer, "before the cursor", 999);
-        let e = inbox.check(&pk, &id, &old).unwrap_err();
+        let e = inbox.check(&pk, &id, &old, NOW).unwrap_err();
         assert!(e.to_string().contains("before since 1000"), "{e}");
 
-        let e = inbox.check(&pk, "other-sub", &good).unwrap_err();
+        let e = inbox.check(&pk, "other-sub", &good, NOW).unwrap_err();
         assert!(!e.is_misbehaviour(), "{e}");
     }
 
@@ -238,14 +338,65 @@ mod tests {
         };
         let inbox = Inbox::default();
         let (id, _) = inbox.open(&peer.public_key(), Some(&cursor));
-        assert_eq!(inbox.check(&pk, &id, &first), Ok(Accepted::AlreadyReceived));
-        assert_eq!(inbox.check(&pk, &id, &second), Ok(Accepted::New));
+        assert_eq!(
+            inbox.check(&pk, &id, &first, NOW),
+            Ok(Accepted::AlreadyReceived)
+        );
+        assert_eq!(inbox.check(&pk, &id, &second, NOW), Ok(Accepted::New));
         inbox.received(&pk, &id, &second);
         assert_eq!(
-            inbox.check(&pk, &id, &second),
+            inbox.check(&pk, &id, &second, NOW),
             Ok(Accepted::AlreadyReceived)
         );
         inbox.close(&pk, &id);
         assert!(inbox.is_empty());
+    }
+
+    #[test]
+    fn events_too_far_ahead_of_the_clock_are_refused_and_leave_the_cursor() {
+        let peer = Keys::generate();
+        let pk = peer.public_key().to_hex();
+        let inbox = Inbox::new(InboxLimits {
+            max_future_seconds: 900,
+            max_cursor_ids: 4,
+        });
+        let (id, _) = inbox.open(&peer.public_key(), None);
+        let edge = note(&peer, "at the limit", NOW + 900);
+        assert_eq!(inbox.check(&pk, &id, &edge, NOW), Ok(Accepted::New));
+        for at in [NOW + 901, NOW + 86_400, 1 << 63, u64::MAX] {
+            let e = inbox
+                .check(&pk, &id, &note(&peer, "ahead", at), NOW)
+                .unwrap_err();
+            assert!(matches!(e, Refusal::FutureDated { .. }), "{e}");
+            assert!(!e.is_misbehaviour());
+            assert!(e.to_string().contains("events.max_future_seconds"), "{e}");
+        }
+        assert_eq!(inbox.cursor(&pk, &id), Some(EventCursor::default()));
+    }
+
+    #[test]
+    fn the_cursor_remembers_at_most_its_bound_of_ids_at_one_second() {
+        let peer = Keys::generate();
+        let pk = peer.public_key().to_hex();
+        let inbox = Inbox::new(InboxLimits {
+            max_future_seconds: 900,
+            max_cursor_ids: 3,
+        });
+        let (id, _) = inbox.open(&peer.public_key(), None);
+        let events: Vec<Event> = (0..6).map(|i| note(&peer, &format!("{i}"), 70)).collect();
+        let changed: Vec<bool> = events.iter().map(|e| inbox.received(&pk, &id, e)).collect();
+        assert_eq!(changed, [true, true, true, false, false, false]);
+        let cursor = inbox.cursor(&pk, &id).unwrap();
+        assert_eq!((cursor.created_at, cursor.ids.len()), (70, 3));
+        // One remembered is already received; one past the bound is new (published again).
+        assert_eq!(
+            inbox.check(&pk, &id, &events[0], NOW),
+            Ok(Accepted::AlreadyReceived)
+        );
+        assert_eq!(inbox.check(&pk, &id, &events[5], NOW), Ok(Accepted::New));
+        // A later second starts afresh; an older one changes nothing.
+        assert!(inbox.received(&pk, &id, &note(&peer, "later", 71)));
+        assert!(!inbox.received(&pk, &id, &note(&peer, "older", 69)));
+        assert_eq!(inbox.cursor(&pk, &id).unwrap().ids.len(), 1);
     }
 }

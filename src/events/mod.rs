@@ -14,7 +14,7 @@
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use nostr::{Event, Filter};
+use nostr::{Event, EventId, Filter};
 
 pub mod flow;
 pub mod inbox;
@@ -41,14 +41,17 @@ pub enum StoreError {
 pub trait OperatorStore: Send + Sync {
     /// Publishes `event`; Ok once the relay has it (a duplicate counts).
     async fn publish(&self, event: &Event) -> Result<(), StoreError>;
-    /// The stored events matching `filter`, oldest first, read in pages of `page_size`;
-    /// at most `max` (the newest), and whether more existed.
-    async fn stored(
+    /// The stored events matching `filter` as `(created_at, id)`, oldest first, read in
+    /// pages of `page_size`; at most `max` (the newest), and whether more existed. Only
+    /// ids are kept, so a large read holds no events in memory.
+    async fn stored_ids(
         &self,
         filter: Filter,
         page_size: usize,
         max: usize,
-    ) -> Result<(Vec<Event>, bool), StoreError>;
+    ) -> Result<(Vec<(u64, EventId)>, bool), StoreError>;
+    /// The events with these ids still stored, oldest first (one page of a read).
+    async fn events(&self, ids: &[EventId]) -> Result<Vec<Event>, StoreError>;
     /// The events matching `filter` as the relay gets them, from now on. An `Err` item
     /// means the feed broke (events may have been lost); the stream ends after it.
     async fn live(

@@ -82,6 +82,15 @@ pub struct Stored {
     pub truncated: bool,
 }
 
+/// The ids a read found ([`OperatorRelay::stored_index`]).
+#[derive(Debug, Clone, Default)]
+pub struct StoredIndex {
+    /// `(created_at, id)`, oldest first.
+    pub ids: Vec<(u64, EventId)>,
+    /// The relay had more than `max` matching events: `ids` are the newest `max`.
+    pub truncated: bool,
+}
+
 /// The node's connection to the operator's relay.
 #[derive(Clone)]
 pub struct OperatorRelay {
@@ -216,6 +225,10 @@ impl OperatorRelay {
     /// The caller's own `until`, if any, is passed on as is (so it is inclusive or not as
     /// the relay reads it).
     ///
+    /// The paging keeps only ids ([`OperatorRelay::stored_index`]); the events are then
+    /// fetched by id, `page_size` a REQ ([`OperatorRelay::events_by_id`]): one deleted in
+    /// between is absent.
+    ///
     /// Fails with [`OperatorRelayError::Unavailable`] when a page is not answered (no EOSE
     /// within `query_timeout`, not connected within `connect_timeout`, CLOSED, or its
     /// messages lost from the notification buffer), or answered with events after its
@@ -226,9 +239,31 @@ impl OperatorRelay {
         page_size: usize,
         max: usize,
     ) -> Result<Stored, OperatorRelayError> {
+        let index = self.stored_index(filter, page_size, max).await?;
+        let ids: Vec<EventId> = index.ids.iter().map(|(_, id)| *id).collect();
+        let mut events = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(page_size.max(1)) {
+            events.extend(self.events_by_id(chunk).await?);
+        }
+        Ok(Stored {
+            events,
+            truncated: index.truncated,
+        })
+    }
+
+    /// What [`OperatorRelay::stored`] would return, as `(created_at, id)` pairs only: the
+    /// same paging, but no event is kept beyond the page being read, so a large read costs
+    /// 40 bytes an event. Read the events themselves with [`OperatorRelay::events_by_id`],
+    /// a page at a time.
+    pub async fn stored_index(
+        &self,
+        filter: Filter,
+        page_size: usize,
+        max: usize,
+    ) -> Result<StoredIndex, OperatorRelayError> {
         let page_size = page_size.max(1);
         let since = filter.since.map(|t| t.as_secs());
-        let mut seen: HashMap<EventId, Event> = HashMap::new();
+        let mut seen: HashMap<EventId, u64> = HashMap::new();
         // Every matching event created at or after this second has been seen.
         let mut complete_from: Option<u64> = None;
         // The relay reads `until` inclusively (NIP-01): learnt once a page holds an event
@@ -237,10 +272,7 @@ impl OperatorRelay {
         let mut inclusive = false;
         loop {
             if let Some(c) = complete_from {
-                let certain = seen
-                    .values()
-                    .filter(|e| e.created_at.as_secs() >= c)
-                    .count();
+                let certain = seen.values().filter(|&&t| t >= c).count();
                 if (seen.len() > max && certain >= max) || since.is_some_and(|s| c <= s) {
                     break;
                 }
@@ -257,7 +289,7 @@ impl OperatorRelay {
             inclusive |= until.is_some_and(|u| page.iter().any(|e| e.created_at.as_secs() == u));
             let oldest = page.iter().map(|e| e.created_at.as_secs()).min();
             for event in page {
-                seen.entry(event.id).or_insert(event);
+                seen.entry(event.id).or_insert(event.created_at.as_secs());
             }
             let (true, Some(oldest)) = (full, oldest) else {
                 // A short page: nothing more below.
@@ -278,12 +310,9 @@ impl OperatorRelay {
                 let short = page.len() < limit;
                 inclusive |= page.iter().any(|e| e.created_at.as_secs() == until);
                 for event in page {
-                    seen.entry(event.id).or_insert(event);
+                    seen.entry(event.id).or_insert(event.created_at.as_secs());
                 }
-                let known = seen
-                    .values()
-                    .filter(|e| e.created_at.as_secs() >= second)
-                    .count();
+                let known = seen.values().filter(|&&t| t >= second).count();
                 if short || known > max || limit == usize::MAX {
                     break;
                 }
@@ -291,13 +320,39 @@ impl OperatorRelay {
             }
             complete_from = Some(second);
         }
-        let mut events: Vec<Event> = seen.into_values().collect();
-        events.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        let truncated = events.len() > max;
+        let mut ids: Vec<(u64, EventId)> = seen.into_iter().map(|(id, t)| (t, id)).collect();
+        ids.sort_unstable();
+        let truncated = ids.len() > max;
         if truncated {
-            events.drain(..events.len() - max);
+            ids.drain(..ids.len() - max);
         }
-        Ok(Stored { events, truncated })
+        Ok(StoredIndex { ids, truncated })
+    }
+
+    /// The events with these ids the relay still holds (one REQ), oldest first: ascending
+    /// `created_at`, then ascending id. One deleted meanwhile is simply absent.
+    pub async fn events_by_id(&self, ids: &[EventId]) -> Result<Vec<Event>, OperatorRelayError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filter = Filter::new().ids(ids.iter().copied()).limit(ids.len());
+        let mut events = match self.set.query(filter).await.pop() {
+            Some(answer) if answer.answered => answer.events,
+            Some(answer) => {
+                return Err(OperatorRelayError::Unavailable {
+                    reason: answer
+                        .problem
+                        .unwrap_or_else(|| format!("{}: no answer", self.url)),
+                })
+            }
+            None => return Err(self.unavailable("no relay to ask".into())),
+        };
+        // Only what was asked for, each once, however the relay answered.
+        let asked: HashSet<EventId> = ids.iter().copied().collect();
+        let mut kept = HashSet::with_capacity(ids.len());
+        events.retain(|e| asked.contains(&e.id) && kept.insert(e.id));
+        events.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(events)
     }
 
     /// One REQ: `filter` between `since` and `until` (as the relay reads them), at most

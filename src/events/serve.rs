@@ -3,20 +3,40 @@
 //! only moves forward), then EOSE, then the live events as the relay gets them, each as
 //! an EVENT request over the session the REQ came on, one at a time (the next goes once
 //! the asker has answered the previous). CLOSE, a newer REQ with the same id, or the end
-//! of the session stops it. A peer holds at most `max_per_peer` open subscriptions; a REQ
-//! beyond them is refused with a NOTICE. An event too large for one BTP-NIPs packet is
-//! never cut: the asker gets a NOTICE naming it instead.
+//! of the session stops it. An event too large for one BTP-NIPs packet is never cut: the
+//! asker gets a NOTICE naming it instead.
+//!
+//! Every filter of a served subscription is one live REQ on the node's single connection
+//! to the operator's relay, and relays cap the REQs of one connection; so what one asker
+//! may hold is bounded, each refusal a NOTICE naming its setting and counted in
+//! [`ServeStats`]:
+//!
+//! - filters per REQ (`events.max_filters_per_req`);
+//! - open subscriptions per peer (`events.max_subscriptions_per_peer`);
+//! - live REQs per peer (`events.max_live_reqs_per_peer`) and in all
+//!   (`events.max_live_reqs`), of which `events.live_reqs_reserved_for_followed` only
+//!   followed peers may use: peers not followed share the rest, so no load of theirs can
+//!   take a followed peer's room (and with the total set under the relay's own limit, the
+//!   relay never refuses a followed peer's REQ). Whether the asker is followed is what the
+//!   flow learnt when it subscribed to that peer ([`Serving::set_followed`]); a peer this
+//!   node follows but has not yet subscribed to counts as not followed until then.
+//!
+//! Stored events are read as ids first (at most `max_stored` for the whole REQ, the
+//! newest), then fetched and sent a page at a time, so a REQ holds at most one page of
+//! events in memory.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
-use nostr::{Event, Filter};
+use nostr::{Event, EventId, Filter, PublicKey};
 use tokio::task::JoinHandle;
 
 use super::messages::{read_ok, NostrMessage};
 use super::OperatorStore;
+use crate::config::EventSettings;
 use crate::session::connection::Link;
 use crate::session::service::{send_btp_nips, SendError};
 use crate::session::{unix_now, PeerIdentity};
@@ -25,6 +45,10 @@ use crate::session::{unix_now, PeerIdentity};
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
     pub max_per_peer: usize,
+    pub max_filters_per_req: usize,
+    pub max_live_per_peer: usize,
+    pub max_live: usize,
+    pub reserved_for_followed: usize,
     pub page_size: usize,
     pub max_stored: usize,
     /// How long the asker has to answer one EVENT.
@@ -33,11 +57,44 @@ pub struct ServeSettings {
     pub own_address: String,
 }
 
-/// Counters, for logs and the benchmark.
+impl ServeSettings {
+    /// The settings of the `events` section; each EVENT waits `request_timeout` for its
+    /// answer; `own_address` sends.
+    pub fn from_settings(
+        s: &EventSettings,
+        request_timeout: Duration,
+        own_address: &str,
+    ) -> ServeSettings {
+        ServeSettings {
+            max_per_peer: s.max_subscriptions_per_peer,
+            max_filters_per_req: s.max_filters_per_req,
+            max_live_per_peer: s.max_live_reqs_per_peer,
+            max_live: s.max_live_reqs,
+            reserved_for_followed: s.live_reqs_reserved_for_followed,
+            page_size: s.stored_page_size,
+            max_stored: s.max_stored_events,
+            request_timeout,
+            own_address: own_address.to_owned(),
+        }
+    }
+}
+
+/// Counters, for logs, the benchmark and the admin metrics.
 #[derive(Debug, Default)]
 pub struct ServeStats {
-    pub events_sent: std::sync::atomic::AtomicU64,
-    pub too_large: std::sync::atomic::AtomicU64,
+    pub events_sent: AtomicU64,
+    pub too_large: AtomicU64,
+    /// REQs refused for carrying more than `events.max_filters_per_req` filters.
+    pub refused_filters_per_req: AtomicU64,
+    /// REQs refused at `events.max_subscriptions_per_peer`.
+    pub refused_subscriptions_per_peer: AtomicU64,
+    /// REQs refused at `events.max_live_reqs_per_peer`.
+    pub refused_live_reqs_per_peer: AtomicU64,
+    /// REQs refused at `events.max_live_reqs`.
+    pub refused_live_reqs: AtomicU64,
+    /// REQs of peers not followed refused because the rest of `events.max_live_reqs` is
+    /// `events.live_reqs_reserved_for_followed`.
+    pub refused_live_reqs_strangers: AtomicU64,
 }
 
 /// One running subscription.
@@ -45,6 +102,10 @@ struct Running {
     /// Tells a finished task's clean-up from a newer subscription under the same id.
     generation: u64,
     task: JoinHandle<()>,
+    /// Its live REQs on the operator's relay (its filters).
+    live: usize,
+    /// Whether it counts against the share of peers not followed.
+    stranger: bool,
 }
 
 /// The subscriptions peers hold on this node.
@@ -52,7 +113,9 @@ pub struct Serving {
     store: Arc<dyn OperatorStore>,
     settings: ServeSettings,
     open: Arc<Mutex<HashMap<PeerIdentity, HashMap<String, Running>>>>,
-    next_generation: std::sync::atomic::AtomicU64,
+    next_generation: AtomicU64,
+    /// The peers this node follows, as the flow learnt when it subscribed to them.
+    followed: Mutex<HashSet<PublicKey>>,
     pub stats: Arc<ServeStats>,
 }
 
@@ -63,8 +126,37 @@ impl Serving {
             settings,
             open: Arc::default(),
             next_generation: Default::default(),
+            followed: Mutex::default(),
             stats: Arc::default(),
         }
+    }
+
+    /// Records whether this node follows `peer` (its REQs then may use the live REQs
+    /// reserved for followed peers).
+    pub fn set_followed(&self, peer: &PublicKey, followed: bool) {
+        let mut set = self.followed.lock().unwrap_or_else(|p| p.into_inner());
+        if followed {
+            set.insert(*peer);
+        } else {
+            set.remove(peer);
+        }
+    }
+
+    /// Whether `peer` is one this node follows.
+    pub fn is_followed(&self, peer: &PeerIdentity) -> bool {
+        match peer {
+            PeerIdentity::Nostr(pk) => self
+                .followed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(pk),
+            _ => false,
+        }
+    }
+
+    fn refuse(&self, counter: &AtomicU64, notice: String) -> Result<(), String> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Err(notice)
     }
 
     /// A REQ from `from` over `link`: starts serving it, or says why not (the NOTICE text).
@@ -75,24 +167,85 @@ impl Serving {
         id: String,
         filters: Vec<Filter>,
     ) -> Result<(), String> {
+        let s = &self.settings;
+        let asked = filters.len();
+        if asked > s.max_filters_per_req {
+            return self.refuse(
+                &self.stats.refused_filters_per_req,
+                format!(
+                    "subscription {id} refused: {asked} filters, more than one REQ may carry \
+                     here ({}, events.max_filters_per_req)",
+                    s.max_filters_per_req
+                ),
+            );
+        }
+        let stranger = !self.is_followed(from);
         let mut open = self.lock();
-        let peer_subs = open.entry(from.clone()).or_default();
-        // NIP-01: a REQ with an open id replaces that subscription.
-        if let Some(old) = peer_subs.remove(&id) {
-            old.task.abort();
+        if let Some(peer_subs) = open.get_mut(from) {
+            // NIP-01: a REQ with an open id replaces that subscription.
+            if let Some(old) = peer_subs.remove(&id) {
+                old.task.abort();
+            }
+            // Subscriptions of a session that ended count no more.
+            peer_subs.retain(|_, r| !r.task.is_finished());
         }
-        // Subscriptions of a session that ended count no more.
-        peer_subs.retain(|_, r| !r.task.is_finished());
-        if peer_subs.len() >= self.settings.max_per_peer {
-            return Err(format!(
-                "subscription {id} refused: {} subscriptions open, the most one peer may hold \
-                 here (events.max_subscriptions_per_peer)",
-                peer_subs.len()
-            ));
+        let (subs_held, peer_live) = open.get(from).map_or((0, 0), |subs| {
+            (subs.len(), subs.values().map(|r| r.live).sum::<usize>())
+        });
+        let (total, strangers) = open
+            .values()
+            .flat_map(|subs| subs.values())
+            .filter(|r| !r.task.is_finished())
+            .fold((0, 0), |(t, st), r| {
+                (t + r.live, st + if r.stranger { r.live } else { 0 })
+            });
+        let strangers_share = s.max_live.saturating_sub(s.reserved_for_followed);
+        let refused = if subs_held >= s.max_per_peer {
+            Some((
+                &self.stats.refused_subscriptions_per_peer,
+                format!(
+                    "{subs_held} subscriptions open, the most one peer may hold here \
+                     (events.max_subscriptions_per_peer)"
+                ),
+            ))
+        } else if peer_live + asked > s.max_live_per_peer {
+            Some((
+                &self.stats.refused_live_reqs_per_peer,
+                format!(
+                    "{peer_live} live REQs held and {asked} asked, more than one peer may \
+                     hold here ({}, events.max_live_reqs_per_peer)",
+                    s.max_live_per_peer
+                ),
+            ))
+        } else if total + asked > s.max_live {
+            Some((
+                &self.stats.refused_live_reqs,
+                format!(
+                    "{total} live REQs held by all peers and {asked} asked, more than this \
+                     node holds on its relay ({}, events.max_live_reqs)",
+                    s.max_live
+                ),
+            ))
+        } else if stranger && strangers + asked > strangers_share {
+            Some((
+                &self.stats.refused_live_reqs_strangers,
+                format!(
+                    "{strangers} live REQs held by peers this node does not follow and {asked} \
+                     asked, more than their share ({strangers_share}: events.max_live_reqs \
+                     less events.live_reqs_reserved_for_followed)"
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((counter, why)) = refused {
+            if open.get(from).is_some_and(|subs| subs.is_empty()) {
+                open.remove(from);
+            }
+            drop(open);
+            return self.refuse(counter, format!("subscription {id} refused: {why}"));
         }
-        let generation = self
-            .next_generation
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let job = Job {
             store: self.store.clone(),
             settings: self.settings.clone(),
@@ -121,7 +274,15 @@ impl Serving {
                 }
             }
         });
-        peer_subs.insert(id, Running { generation, task });
+        open.entry(from.clone()).or_default().insert(
+            id,
+            Running {
+                generation,
+                task,
+                live: asked,
+                stranger,
+            },
+        );
         Ok(())
     }
 
@@ -143,6 +304,16 @@ impl Serving {
         self.lock()
             .get(from)
             .map_or(0, |s| s.values().filter(|r| !r.task.is_finished()).count())
+    }
+
+    /// Live REQs the served subscriptions hold on the operator's relay now (one per filter).
+    pub fn live_reqs(&self) -> usize {
+        self.lock()
+            .values()
+            .flat_map(|subs| subs.values())
+            .filter(|r| !r.task.is_finished())
+            .map(|r| r.live)
+            .sum()
     }
 
     /// Stops every subscription (shutdown).
@@ -186,27 +357,27 @@ impl Job {
         }
         let mut live = stream::select_all(feeds);
 
-        let mut stored: Vec<Event> = Vec::new();
+        // The stored events of all filters, as ids: the newest `max_stored` in all.
+        let max = self.settings.max_stored;
+        let mut index: BTreeSet<(u64, EventId)> = BTreeSet::new();
         let mut truncated = false;
         for filter in &self.filters {
             match self
                 .store
-                .stored(
-                    filter.clone(),
-                    self.settings.page_size,
-                    self.settings.max_stored,
-                )
+                .stored_ids(filter.clone(), self.settings.page_size, max)
                 .await
             {
-                Ok((events, cut)) => {
-                    stored.extend(events);
+                Ok((ids, cut)) => {
+                    index.extend(ids);
                     truncated |= cut;
+                    while index.len() > max {
+                        index.pop_first();
+                        truncated = true;
+                    }
                 }
                 Err(e) => return self.notice_and_end(&format!("operator relay: {e}")).await,
             }
         }
-        stored.sort_by_key(|e| (e.created_at, e.id));
-        stored.dedup_by(|a, b| a.id == b.id);
         if truncated {
             let text = format!(
                 "subscription {}: only the newest {} stored events are served \
@@ -220,12 +391,19 @@ impl Job {
         // Events already sent from the stored set, so the live feed does not repeat them
         // (one published while the stored ones were read is in both; a relay that ignores
         // `limit: 0` repeats them all).
-        let mut sent: HashSet<nostr::EventId> = HashSet::new();
-        for event in stored {
-            if let Err(e) = self.send_event(&event).await {
-                return e;
+        let index: Vec<EventId> = index.into_iter().map(|(_, id)| id).collect();
+        let sent: HashSet<EventId> = index.iter().copied().collect();
+        // Oldest first, a page at a time: only one page of events is held.
+        for page in index.chunks(self.settings.page_size.max(1)) {
+            let events = match self.store.events(page).await {
+                Ok(events) => events,
+                Err(e) => return self.notice_and_end(&format!("operator relay: {e}")).await,
+            };
+            for event in events {
+                if let Err(e) = self.send_event(&event).await {
+                    return e;
+                }
             }
-            sent.insert(event.id);
         }
         if let Err(e) = self
             .send(NostrMessage::Eose {
@@ -259,15 +437,11 @@ impl Job {
         };
         match self.send(message).await {
             Ok(()) => {
-                self.stats
-                    .events_sent
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.events_sent.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) if e.starts_with(TOO_LARGE) => {
-                self.stats
-                    .too_large
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.too_large.fetch_add(1, Ordering::Relaxed);
                 let size = serde_json::to_vec(event).map_or(0, |v| v.len());
                 log::warn!(
                     "{}: event {} not sent on subscription {}: {e}",

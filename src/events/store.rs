@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
-use nostr::{Event, Filter};
+use nostr::{Event, EventId, Filter};
 
 use super::relay::{OperatorRelay, OperatorRelayError};
 use super::{OperatorStore, StoreError};
@@ -27,14 +27,18 @@ impl OperatorStore for OperatorRelay {
         Ok(OperatorRelay::publish(self, event).await?)
     }
 
-    async fn stored(
+    async fn stored_ids(
         &self,
         filter: Filter,
         page_size: usize,
         max: usize,
-    ) -> Result<(Vec<Event>, bool), StoreError> {
-        let stored = OperatorRelay::stored(self, filter, page_size, max).await?;
-        Ok((stored.events, stored.truncated))
+    ) -> Result<(Vec<(u64, EventId)>, bool), StoreError> {
+        let index = OperatorRelay::stored_index(self, filter, page_size, max).await?;
+        Ok((index.ids, index.truncated))
+    }
+
+    async fn events(&self, ids: &[EventId]) -> Result<Vec<Event>, StoreError> {
+        Ok(OperatorRelay::events_by_id(self, ids).await?)
     }
 
     async fn live(

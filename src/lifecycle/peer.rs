@@ -128,6 +128,9 @@ pub enum Event {
     /// A fault of the node's own (its operator relay, its database) interrupted this peer:
     /// the session is dropped and resumed later, costing the peer no attempt.
     LocalFault(String),
+    /// A write the next step relied on (the open transaction's hash, before its broadcast)
+    /// was not confirmed: that step is dropped, and the peer waits for the node.
+    DurableWriteFailed(String),
     /// A usable channel to the peer exists on chain.
     ChannelFound { channel_id: String },
     /// No usable channel exists.
@@ -163,8 +166,21 @@ pub enum Event {
     FollowChanged { followed: bool },
     /// Deliberate stop (unfollow, operator command): recorded as intent, never retried.
     DisconnectRequested { reason: String },
+    /// The operator stops the peer until `until`: like a deliberate stop, with the end of
+    /// the pause kept as the next attempt (the driver retries it then, also after a
+    /// restart).
+    PauseRequested { reason: String, until: Timestamp },
     /// The supervisor took this peer's slot for a higher-priority one.
     Evicted,
+    /// [`Event::Evicted`], with the reason recorded on the peer (which peer took the slot,
+    /// and why it outranks this one).
+    EvictedFor { reason: String },
+    /// The node has lost its own network (most of its peers at once, or every dial): the
+    /// loss that brought this disconnected peer here costs it no attempt, and it waits
+    /// with `reason` until the node's connectivity returns.
+    NetworkOutage { reason: String },
+    /// The node's connectivity is back: a peer waiting on the outage dials now.
+    NetworkRestored,
     /// Explicit retry (operator command or a new follow): leaves failed or a deliberate stop.
     RetryRequested,
     /// The driver gives up on this peer (e.g. restart intensity exceeded): failed, with reason.
@@ -244,6 +260,9 @@ pub struct PeerLifecycle {
     /// Consecutive waits on the node's own faults (they lengthen the next wait, never
     /// the peer's attempts); reset once the peer gets anywhere.
     node_waits: u32,
+    /// Whether the last move to `disconnected` was a loss the peer was charged an attempt
+    /// for; a network outage found afterwards gives that attempt back, once.
+    refundable_loss: bool,
     /// Every deadline; each timer runs only in its own state.
     timers: TimerTable,
     /// The PING in flight: its nonce and when it was sent (its PONG is due at
@@ -255,6 +274,15 @@ pub struct PeerLifecycle {
 
 /// Recorded on a peer that gave up, or never got, a slot under `max_active_connections`.
 pub const CONNECTION_LIMIT_REASON: &str = "connection limit: waiting for a slot";
+
+/// Recorded on a peer in `channel_needed` waiting for the operator to approve a channel.
+pub const AWAITING_OPERATOR_REASON: &str = "waiting for the operator to open a channel";
+
+/// How every reason of a peer waiting on one of the node's own faults begins.
+pub const NODE_WAIT_PREFIX: &str = "waiting for this node: ";
+
+/// The node-side cause named while the node's own network is down.
+pub const NETWORK_OUTAGE: &str = "network outage";
 
 /// Smoothing factor of the round-trip estimate (TCP's SRTT uses 1/8).
 const RTT_SMOOTHING: f64 = 0.125;
@@ -273,6 +301,7 @@ impl PeerLifecycle {
             parked: false,
             discovery_misses: 0,
             node_waits: 0,
+            refundable_loss: false,
             timers: TimerTable::default(),
             ping_in_flight: None,
             rng: fastrand::Rng::with_seed(seed),
@@ -342,6 +371,7 @@ impl PeerLifecycle {
             }
             Event::SessionLost(reason) => self.on_session_lost(reason, now),
             Event::LocalFault(reason) => self.on_local_fault(reason, now),
+            Event::DurableWriteFailed(reason) => self.on_durable_write_failed(reason, now),
             Event::PongReceived { nonce } => self.on_pong(nonce, now),
             Event::Misbehaved(reason) => self.on_misbehaved(reason, now),
             // The payment channel.
@@ -370,8 +400,16 @@ impl PeerLifecycle {
                 self.on_follow_changed(followed, now);
                 Ok(())
             }
-            Event::DisconnectRequested { reason } => self.on_disconnect_requested(reason, now),
-            Event::Evicted => self.on_evicted(now),
+            Event::DisconnectRequested { reason } => {
+                self.on_disconnect_requested(reason, None, now)
+            }
+            Event::PauseRequested { reason, until } => {
+                self.on_disconnect_requested(reason, Some(until), now)
+            }
+            Event::Evicted => self.on_evicted(now, CONNECTION_LIMIT_REASON.into()),
+            Event::EvictedFor { reason } => self.on_evicted(now, reason),
+            Event::NetworkOutage { reason } => self.on_network_outage(reason, now),
+            Event::NetworkRestored => self.on_network_restored(now),
             Event::RetryRequested => self.on_retry_requested(now),
             Event::GiveUp { reason } => self.on_give_up(reason, now),
         }
@@ -604,7 +642,7 @@ impl PeerLifecycle {
             return;
         }
         let delay = self.config.backoff.delay(attempts, &mut self.rng);
-        self.disconnect_for(now, delay, reason, close_session, attempts + 1);
+        self.refundable_loss = self.disconnect_for(now, delay, reason, close_session, attempts + 1);
     }
 
     /// The remote's policy refused us: a backoff wait like any loss, counted, but the
@@ -624,11 +662,13 @@ impl PeerLifecycle {
         let delay = self.config.backoff.delay(self.node_waits, &mut self.rng);
         self.node_waits = self.node_waits.saturating_add(1);
         let attempts = self.record.reconnect_attempts;
-        let reason = format!("waiting for this node: {reason}");
+        let reason = format!("{NODE_WAIT_PREFIX}{reason}");
         self.disconnect_for(now, delay, reason, close_session, attempts);
+        self.refundable_loss = false;
     }
 
-    /// Disconnected with `reason`, retried after `delay`, with `attempts` recorded.
+    /// Disconnected with `reason`, retried after `delay`, with `attempts` recorded; false
+    /// if the peer could not be moved to `disconnected`.
     fn disconnect_for(
         &mut self,
         now: Timestamp,
@@ -636,10 +676,11 @@ impl PeerLifecycle {
         reason: String,
         close_session: bool,
         attempts: u32,
-    ) {
+    ) -> bool {
         if self.transition(PeerState::Disconnected, now).is_err() {
-            return;
+            return false;
         }
+        self.refundable_loss = false;
         self.record.reconnect_attempts = attempts;
         self.record.next_attempt_at = Some(now + delay);
         self.record.failure_reason = Some(reason);
@@ -652,6 +693,7 @@ impl PeerLifecycle {
         self.clear_timers();
         self.arm_reconnect();
         self.persist(now, false);
+        true
     }
 
     /// A permanent fault: failed, with the reason recorded.
@@ -759,6 +801,7 @@ impl PeerLifecycle {
 
     fn begin_discovery(&mut self, now: Timestamp) {
         if self.transition(PeerState::Discovering, now).is_ok() {
+            self.refundable_loss = false;
             self.record.failure_reason = None;
             self.discovery_misses = 0;
             self.timers.stop(Timer::DiscoveryRetry);
@@ -839,6 +882,25 @@ impl PeerLifecycle {
             ],
         )?;
         self.wait_on_node(now, reason, true);
+        Ok(())
+    }
+
+    fn on_durable_write_failed(
+        &mut self,
+        reason: String,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        self.only_in("DurableWriteFailed", &[PeerState::ChannelOpening])?;
+        // The broadcast waited on this write: it never goes out, and no hash of a
+        // transaction the chain will never see stays behind.
+        self.actions
+            .retain(|a| !matches!(a, Action::BroadcastChannel { .. }));
+        self.forget_pending_open();
+        self.wait_on_node(
+            now,
+            format!("the database did not confirm the channel transaction: {reason}"),
+            true,
+        );
         Ok(())
     }
 
@@ -928,7 +990,7 @@ impl PeerLifecycle {
 
     fn on_channel_awaiting_operator(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
         self.finish("ChannelAwaitingOperator", &[Awaiting::ChannelRequest])?;
-        self.record.failure_reason = Some("waiting for the operator to open a channel".into());
+        self.record.failure_reason = Some(AWAITING_OPERATOR_REASON.into());
         self.arm(
             Timer::ChannelRecheck,
             now + self.config.channel_recheck_interval,
@@ -1106,12 +1168,13 @@ impl PeerLifecycle {
     fn on_disconnect_requested(
         &mut self,
         reason: String,
+        until: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<(), LifecycleError> {
         use PeerState as S;
         let state = self.record.state;
         self.record.desired = PeerIntent::Disconnect;
-        self.record.next_attempt_at = None;
+        self.record.next_attempt_at = until;
         if !matches!(state, S::Disconnected | S::Failed) {
             self.transition(S::Disconnected, now)?;
         }
@@ -1124,7 +1187,7 @@ impl PeerLifecycle {
         Ok(())
     }
 
-    fn on_evicted(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+    fn on_evicted(&mut self, now: Timestamp, reason: String) -> Result<(), LifecycleError> {
         use PeerState as S;
         // A peer whose channel is being opened keeps its slot: its deposit is in flight.
         let state = self.only_in(
@@ -1145,7 +1208,7 @@ impl PeerLifecycle {
         self.transition(S::Disconnected, now)?;
         self.parked = true;
         self.record.next_attempt_at = None;
-        self.record.failure_reason = Some(CONNECTION_LIMIT_REASON.into());
+        self.record.failure_reason = Some(reason);
         self.leave_active();
         self.persist(now, false);
         Ok(())
@@ -1167,6 +1230,36 @@ impl PeerLifecycle {
             self.record.reconnect_attempts = 0;
         }
         self.parked = false;
+        self.record.next_attempt_at = None;
+        self.begin_discovery(now);
+        Ok(())
+    }
+
+    /// The node's own network was down when this peer was lost: the attempt that loss
+    /// counted is given back (once), and the peer waits on the node. Its retry stays armed:
+    /// while the outage lasts a failed dial costs nothing (the dial port reports the node's
+    /// own fault), and the first dial that gets through ends the outage.
+    fn on_network_outage(&mut self, reason: String, now: Timestamp) -> Result<(), LifecycleError> {
+        self.only_in("NetworkOutage", &[PeerState::Disconnected])?;
+        if self.record.desired != PeerIntent::Connect {
+            return Err(self.unexpected("NetworkOutage"));
+        }
+        if std::mem::take(&mut self.refundable_loss) {
+            self.record.reconnect_attempts = self.record.reconnect_attempts.saturating_sub(1);
+        }
+        self.record.failure_reason = Some(format!("{NODE_WAIT_PREFIX}{reason}"));
+        self.persist(now, false);
+        Ok(())
+    }
+
+    /// Connectivity is back: a peer still waiting to be retried dials now (the supervisor
+    /// sends this within its dial budget).
+    fn on_network_restored(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        self.only_in("NetworkRestored", &[PeerState::Disconnected])?;
+        if !self.retries() {
+            return Err(self.unexpected("NetworkRestored"));
+        }
+        self.timers.stop(Timer::Reconnect);
         self.record.next_attempt_at = None;
         self.begin_discovery(now);
         Ok(())

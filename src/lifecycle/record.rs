@@ -51,6 +51,18 @@ pub struct PeerRecord {
     pub updated_at: Timestamp,
 }
 
+/// One change of a peer's state, kept as its history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerTransition {
+    pub nostr_pubkey: String,
+    /// `None` for a peer new to the node.
+    pub from: Option<PeerState>,
+    pub to: PeerState,
+    /// The reason the record held after the change (why it failed, why it waits).
+    pub reason: Option<String>,
+    pub at: Timestamp,
+}
+
 /// How far the events of a peer have been received: the `created_at` (unix seconds) of the
 /// newest event received, and the ids of the events received at that second. A REQ resumes
 /// with `since` = that second (inclusive, so an event of the same second that had not
@@ -121,6 +133,15 @@ impl PeerRecord {
     }
 
     /// Whether the node should bring this peer back after a restart.
+    /// When the operator's pause of this peer ends (a deliberate stop with an end).
+    pub fn paused_until(&self) -> Option<Timestamp> {
+        if self.desired == PeerIntent::Disconnect {
+            self.next_attempt_at
+        } else {
+            None
+        }
+    }
+
     pub fn resumes_on_startup(&self) -> bool {
         self.desired == PeerIntent::Connect && self.state != PeerState::Failed
     }

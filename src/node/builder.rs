@@ -272,7 +272,9 @@ impl NodeBuilder {
         // change from the first.
         let admin_parts =
             crate::admin::AdminParts::start(settings.admin.event_buffer, changes.subscribe());
-        let persistence = PersistenceActor::new(db.clone(), settings.persistence.clone()).start();
+        let persistence = PersistenceActor::new(db.clone(), settings.persistence.clone())
+            .with_directory(directory.clone())
+            .start();
         let supervisor = supervisor_ctx.run(PeerSupervisor::new(
             settings.btp_nips.peer_connections.clone(),
             ports,

@@ -31,6 +31,7 @@ use crate::actors::supervisor::{
 };
 use crate::discovery::{Discovery, DiscoveryActors};
 use crate::events::EventFlow;
+use crate::lifecycle::record::PeerTransition;
 use crate::lifecycle::PeerRecord;
 use crate::ports::{Admission, PeerDirectory};
 use crate::session::SessionServer;
@@ -232,20 +233,44 @@ impl Node {
     /// Disconnects a peer on purpose; it stays disconnected, even across restarts, until
     /// retried or followed again.
     pub async fn disconnect(&self, nostr_pubkey: &str, reason: &str) -> Result<(), NodeError> {
+        self.pause(nostr_pubkey, reason, None).await
+    }
+
+    /// Disconnects a peer on purpose for `pause` (retried by itself when it ends, also
+    /// across a restart); `None` holds it until retried, like [`Node::disconnect`].
+    pub async fn pause(
+        &self,
+        nostr_pubkey: &str,
+        reason: &str,
+        pause: Option<std::time::Duration>,
+    ) -> Result<(), NodeError> {
         let message = DisconnectPeer {
             nostr_pubkey: nostr_pubkey.to_owned(),
             reason: reason.to_owned(),
+            pause,
         };
         Ok(self.inner.supervisor.send(message).await??)
     }
 
     /// Approves opening a channel to a peer waiting in `channel_needed`.
     pub async fn approve_channel(&self, nostr_pubkey: &str) -> Result<(), NodeError> {
+        self.approve_channel_with(nostr_pubkey, None).await
+    }
+
+    /// Approves opening a channel with `deposit_wei` (`None`: the configured deposit).
+    pub async fn approve_channel_with(
+        &self,
+        nostr_pubkey: &str,
+        deposit_wei: Option<u128>,
+    ) -> Result<(), NodeError> {
         let nostr_pubkey = nostr_pubkey.to_owned();
         Ok(self
             .inner
             .supervisor
-            .send(ApproveChannelFor { nostr_pubkey })
+            .send(ApproveChannelFor {
+                nostr_pubkey,
+                deposit_wei,
+            })
             .await??)
     }
 
@@ -273,6 +298,23 @@ impl Node {
             .supervisor
             .send(PeerSnapshot { nostr_pubkey })
             .await?)
+    }
+
+    /// One peer's newest `limit` state changes, newest first, as committed (call
+    /// [`Node::flush`] first to include the latest).
+    pub async fn history(
+        &self,
+        nostr_pubkey: &str,
+        limit: usize,
+    ) -> Result<Vec<PeerTransition>, NodeError> {
+        let db = self.inner.db.clone();
+        let nostr_pubkey = nostr_pubkey.to_owned();
+        tokio::task::spawn_blocking(move || db.history(&nostr_pubkey, limit))
+            .await
+            .map_err(|e| {
+                NodeError::Storage(StorageError::Task(format!("reading the history: {e}")))
+            })?
+            .map_err(NodeError::from)
     }
 
     /// Counts of the registry (running, connected, waiting, idle, recovering).

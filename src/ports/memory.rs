@@ -30,8 +30,14 @@ struct World {
     confirmations_needed: u64,
     pending_txs: HashMap<String, (String, u64)>,
     open_count: u64,
+    /// Each operator-approved open: the peer and the deposit it was approved with.
+    deposits: Vec<(String, Option<u128>)>,
     broadcasts: HashSet<String>,
     subscribe_count: u64,
+    /// How long opening a session takes (simulated under a paused clock).
+    dial_delay: std::time::Duration,
+    /// The node's own network is down: every dial fails as unreachable.
+    network_down: bool,
 }
 
 /// A scriptable world behind all four ports. Cheap to clone (shared state).
@@ -39,6 +45,31 @@ struct World {
 pub struct MemoryWorld {
     inner: Arc<Mutex<World>>,
     pings_answered: Arc<AtomicU64>,
+    dials: Arc<DialCounters>,
+}
+
+/// Session opens in progress, and the most there ever were at once.
+#[derive(Default)]
+struct DialCounters {
+    in_flight: AtomicU64,
+    peak: AtomicU64,
+}
+
+/// Counts one open in progress for as long as it lives (a dropped dial ends it too).
+struct DialInFlight(Arc<DialCounters>);
+
+impl DialInFlight {
+    fn begin(counters: &Arc<DialCounters>) -> Self {
+        let now = counters.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        counters.peak.fetch_max(now, Ordering::SeqCst);
+        DialInFlight(counters.clone())
+    }
+}
+
+impl Drop for DialInFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl MemoryWorld {
@@ -124,6 +155,26 @@ impl MemoryWorld {
         self.with(|w| w.connect_log.clone())
     }
 
+    /// Every session open takes `delay` from now on (tokio time: simulated when paused).
+    pub fn set_dial_delay(&self, delay: std::time::Duration) {
+        self.with(|w| w.dial_delay = delay);
+    }
+
+    /// Takes the node's own network down (every dial fails, unreachable) or back up.
+    pub fn set_network_down(&self, down: bool) {
+        self.with(|w| w.network_down = down);
+    }
+
+    /// Session opens in progress right now.
+    pub fn dials_in_flight(&self) -> u64 {
+        self.dials.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The most session opens that were ever in progress at once.
+    pub fn peak_dials_in_flight(&self) -> u64 {
+        self.dials.peak.load(Ordering::SeqCst)
+    }
+
     pub fn pings_answered(&self) -> u64 {
         self.pings_answered.load(Ordering::Relaxed)
     }
@@ -157,6 +208,11 @@ impl MemoryWorld {
     /// Open transactions broadcast so far.
     pub fn broadcast_count(&self) -> usize {
         self.with(|w| w.broadcasts.len())
+    }
+
+    /// Each operator-approved open so far: the peer and the deposit approved.
+    pub fn approved_deposits(&self) -> Vec<(String, Option<u128>)> {
+        self.with(|w| w.deposits.clone())
     }
 
     /// Open transactions signed so far.
@@ -210,9 +266,19 @@ struct MemorySession {
 impl SessionConnector for MemoryWorld {
     async fn open(&self, peer: &PeerTarget) -> Result<Arc<dyn Session>, Fault> {
         let pubkey = peer.nostr_pubkey.clone();
+        let _dialing = DialInFlight::begin(&self.dials);
+        let delay = self.with(|w| w.dial_delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let (closer, closed) = watch::channel(None);
         self.with(|w| {
             w.connect_log.push(pubkey.clone());
+            if w.network_down {
+                return Err(Fault::Transient(format!(
+                    "connect to {pubkey}: network is unreachable"
+                )));
+            }
             if let Some(fault) = w.session_refusals.get(&pubkey) {
                 return Err(fault.clone());
             }
@@ -291,8 +357,15 @@ impl ChannelPort for MemoryWorld {
         }))
     }
 
-    async fn open_channel(&self, peer: &PeerTarget) -> Result<String, Fault> {
-        Ok(self.with(|w| Self::send_open(w, peer)))
+    async fn open_channel(
+        &self,
+        peer: &PeerTarget,
+        deposit_wei: Option<u128>,
+    ) -> Result<String, Fault> {
+        Ok(self.with(|w| {
+            w.deposits.push((peer.nostr_pubkey.clone(), deposit_wei));
+            Self::send_open(w, peer)
+        }))
     }
 
     async fn broadcast_open(&self, tx_hash: &str) -> Result<(), Fault> {

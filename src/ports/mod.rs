@@ -107,7 +107,8 @@ pub enum ChannelStatus {
     Confirmed {
         channel_id: String,
     },
-    /// No longer on the canonical chain (reorg).
+    /// No longer on the canonical chain (reorg) nor in any pool, and unable to land beside
+    /// a new open (the adapter decides when; see `crate::chain`).
     Dropped,
 }
 
@@ -120,7 +121,12 @@ pub trait ChannelPort: Send + Sync {
     async fn request_channel(&self, peer: &PeerTarget) -> Result<ChannelRequest, Fault>;
     /// Signs the open transaction (operator approved) without sending it; returns its hash.
     /// The core makes the hash durable, then calls [`ChannelPort::broadcast_open`].
-    async fn open_channel(&self, peer: &PeerTarget) -> Result<String, Fault>;
+    /// `deposit_wei`: the operator's deposit for this channel (`None`: the configured one).
+    async fn open_channel(
+        &self,
+        peer: &PeerTarget,
+        deposit_wei: Option<u128>,
+    ) -> Result<String, Fault>;
     /// Sends the open transaction signed under `tx_hash`. A transient fault means it may or
     /// may not have reached the chain; `channel_status` tells which.
     async fn broadcast_open(&self, tx_hash: &str) -> Result<(), Fault>;

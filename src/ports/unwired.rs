@@ -56,7 +56,7 @@ impl ChannelPort for Unwired {
     async fn request_channel(&self, _peer: &PeerTarget) -> Result<ChannelRequest, Fault> {
         Err(Self::fault("EVM channel"))
     }
-    async fn open_channel(&self, _peer: &PeerTarget) -> Result<String, Fault> {
+    async fn open_channel(&self, _peer: &PeerTarget, _: Option<u128>) -> Result<String, Fault> {
         Err(Self::fault("EVM channel"))
     }
     async fn broadcast_open(&self, _tx_hash: &str) -> Result<(), Fault> {

@@ -32,9 +32,10 @@ use diesel::{PgConnection, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use r2d2::{ManageConnection, Pool, PooledConnection};
 
-use crate::lifecycle::record::PeerRecord;
-use models::{PeerConnectionRow, PeerConnectionWrite};
-use schema::peer_connections;
+use crate::lifecycle::record::{PeerRecord, PeerTransition};
+pub use models::storable;
+use models::{PeerConnectionRow, PeerConnectionWrite, TransitionRow, TransitionWrite};
+use schema::{peer_connections, peer_transitions};
 
 /// The PostgreSQL migrations, compiled in.
 pub const POSTGRESQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgresql");
@@ -132,12 +133,31 @@ pub enum StorageError {
         field: &'static str,
         value: String,
     },
+    #[error("the database task did not finish: {0}")]
+    Task(String),
     #[error("peer {pubkey}: `{field}` = {value} cannot be stored")]
     OutOfRange {
         pubkey: String,
         field: &'static str,
         value: String,
     },
+}
+
+/// What one [`Database::upsert_batch`] did.
+#[derive(Debug, Default)]
+pub struct BatchWrite {
+    /// Rows written (one per distinct peer in the batch).
+    pub written: usize,
+    /// Records left out because a value cannot be stored; every other record was written.
+    pub unwritable: Vec<Unwritable>,
+}
+
+/// A record [`Database::upsert_batch`] could not turn into a row.
+#[derive(Debug)]
+pub struct Unwritable {
+    pub nostr_pubkey: String,
+    /// Always [`StorageError::OutOfRange`], naming the column and the value.
+    pub error: StorageError,
 }
 
 /// The pool's connection factory: establishes the backend the URL names, and reports that
@@ -287,9 +307,25 @@ impl Database {
     /// Upserts every record (keyed by `nostr_pubkey`; every column overwritten except `id`
     /// and `created_at`) in ONE transaction: all are written or none. If a peer appears more
     /// than once, its last record wins.
-    pub fn upsert_batch(&self, records: &[PeerRecord]) -> Result<(), StorageError> {
-        if records.is_empty() {
-            return Ok(());
+    ///
+    /// A record holding a value no row can (a timestamp past `i64`) is left out and
+    /// returned in [`BatchWrite::unwritable`], naming the peer and the column: one bad
+    /// record never stops every other peer's write.
+    pub fn upsert_batch(&self, records: &[PeerRecord]) -> Result<BatchWrite, StorageError> {
+        self.write_batch(records, &[], 0)
+    }
+
+    /// [`Database::upsert_batch`], with `transitions` appended to the peers' histories in
+    /// the same transaction; each peer given a transition keeps only its newest
+    /// `keep_per_peer` rows of history.
+    pub fn write_batch(
+        &self,
+        records: &[PeerRecord],
+        transitions: &[PeerTransition],
+        keep_per_peer: usize,
+    ) -> Result<BatchWrite, StorageError> {
+        if records.is_empty() && transitions.is_empty() {
+            return Ok(BatchWrite::default());
         }
         // One row per peer (PostgreSQL refuses to update a row twice in one statement), in
         // key order so concurrent writers take row locks in the same order.
@@ -297,10 +333,29 @@ impl Database {
         for record in records {
             latest.insert(&record.nostr_pubkey, record);
         }
-        let rows = latest
-            .into_values()
-            .map(PeerConnectionWrite::from_record)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut outcome = BatchWrite::default();
+        let mut rows = Vec::with_capacity(latest.len());
+        for record in latest.into_values() {
+            match PeerConnectionWrite::from_record(record) {
+                Ok(row) => rows.push(row),
+                Err(error) => outcome.unwritable.push(Unwritable {
+                    nostr_pubkey: record.nostr_pubkey.clone(),
+                    error,
+                }),
+            }
+        }
+        outcome.written = rows.len();
+        if rows.is_empty() && transitions.is_empty() {
+            return Ok(outcome);
+        }
+        let history: Vec<TransitionWrite> = transitions.iter().map(TransitionWrite::from).collect();
+        let mut trimmed: Vec<&str> = transitions
+            .iter()
+            .map(|t| t.nostr_pubkey.as_str())
+            .collect();
+        trimmed.sort_unstable();
+        trimmed.dedup();
+        let keep = i64::try_from(keep_per_peer).unwrap_or(i64::MAX);
 
         let mut conn = self.connection()?;
         on_backend!(&mut *conn, c => c.transaction::<_, diesel::result::Error, _>(|c| {
@@ -335,6 +390,28 @@ impl Database {
                     ))
                     .execute(c)?;
             }
+            for chunk in history.chunks(UPSERT_CHUNK_ROWS) {
+                diesel::insert_into(peer_transitions::table)
+                    .values(chunk)
+                    .execute(c)?;
+            }
+            for pubkey in &trimmed {
+                let oldest_kept: Option<i64> = peer_transitions::table
+                    .filter(peer_transitions::nostr_pubkey.eq(*pubkey))
+                    .order(peer_transitions::id.desc())
+                    .select(peer_transitions::id)
+                    .offset(keep)
+                    .first(c)
+                    .optional()?;
+                if let Some(cut) = oldest_kept {
+                    diesel::delete(
+                        peer_transitions::table
+                            .filter(peer_transitions::nostr_pubkey.eq(*pubkey))
+                            .filter(peer_transitions::id.le(cut)),
+                    )
+                    .execute(c)?;
+                }
+            }
             Ok(())
         }))
         .map_err(|source| StorageError::Query {
@@ -342,7 +419,7 @@ impl Database {
             source,
         })?;
         self.write_transactions.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        Ok(outcome)
     }
 
     /// Every stored peer, ordered by priority (best first), then by `nostr_pubkey` in byte
@@ -387,6 +464,31 @@ impl Database {
             source,
         })?;
         row.map(PeerConnectionRow::into_record).transpose()
+    }
+
+    /// The newest `limit` transitions of one peer, newest first.
+    pub fn history(
+        &self,
+        nostr_pubkey: &str,
+        limit: usize,
+    ) -> Result<Vec<PeerTransition>, StorageError> {
+        let mut conn = self.connection()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<TransitionRow> = on_backend!(&mut *conn, c => {
+            peer_transitions::table
+                .filter(peer_transitions::nostr_pubkey.eq(nostr_pubkey))
+                .order(peer_transitions::id.desc())
+                .limit(limit)
+                .select(TransitionRow::as_select())
+                .load(c)
+        })
+        .map_err(|source| StorageError::Query {
+            action: "loading a peer's history",
+            source,
+        })?;
+        rows.into_iter()
+            .map(TransitionRow::into_transition)
+            .collect()
     }
 
     /// Committed [`Database::upsert_batch`] transactions so far, over every clone.

@@ -4,10 +4,10 @@
 
 use diesel::prelude::*;
 
-use super::schema::peer_connections;
+use super::schema::{peer_connections, peer_transitions};
 use super::StorageError;
 use crate::lifecycle::priority::{BEST_PRIORITY, WORST_PRIORITY};
-use crate::lifecycle::record::{EventCursor, PeerRecord};
+use crate::lifecycle::record::{EventCursor, PeerRecord, PeerTransition};
 use crate::lifecycle::state::{PeerIntent, PeerState};
 use crate::lifecycle::time::Timestamp;
 
@@ -137,6 +137,34 @@ impl<'a> PeerConnectionWrite<'a> {
     }
 }
 
+/// `record` with every value no row can hold taken out, so it can be stored: an optional
+/// timestamp past `i64` milliseconds is unset, `created_at` / `updated_at` are clamped to
+/// the largest storable instant, and an event cursor past `i64` seconds is dropped.
+pub fn storable(record: &PeerRecord) -> PeerRecord {
+    let max = Timestamp::from_millis(i64::MAX as u64);
+    let fits = |ts: &Timestamp| i64::try_from(ts.as_millis()).is_ok();
+    let mut out = record.clone();
+    for ts in [
+        &mut out.channel_opening_since,
+        &mut out.last_heartbeat,
+        &mut out.next_attempt_at,
+    ] {
+        if ts.as_ref().is_some_and(|t| !fits(t)) {
+            *ts = None;
+        }
+    }
+    out.created_at = out.created_at.min(max);
+    out.updated_at = out.updated_at.min(max);
+    if out
+        .event_cursor
+        .as_ref()
+        .is_some_and(|c| i64::try_from(c.created_at).is_err())
+    {
+        out.event_cursor = None;
+    }
+    out
+}
+
 impl PeerConnectionRow {
     /// Maps the row back to a record, checking every column the types do not.
     pub fn into_record(self) -> Result<PeerRecord, StorageError> {
@@ -209,6 +237,71 @@ impl PeerConnectionRow {
             created_at: timestamp("created_at", self.created_at)?,
             updated_at: timestamp("updated_at", self.updated_at)?,
             nostr_pubkey: pubkey,
+        })
+    }
+}
+
+/// A row of `peer_transitions` as written.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = peer_transitions)]
+pub struct TransitionWrite<'a> {
+    pub nostr_pubkey: &'a str,
+    pub from_state: Option<&'static str>,
+    pub to_state: &'static str,
+    pub reason: Option<&'a str>,
+    pub at: i64,
+}
+
+impl<'a> From<&'a PeerTransition> for TransitionWrite<'a> {
+    fn from(t: &'a PeerTransition) -> Self {
+        TransitionWrite {
+            nostr_pubkey: &t.nostr_pubkey,
+            from_state: t.from.map(PeerState::as_str),
+            to_state: t.to.as_str(),
+            reason: t.reason.as_deref(),
+            // A history entry is never refused: an instant past `i64` is clamped.
+            at: i64::try_from(t.at.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// A row of `peer_transitions` as loaded.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = peer_transitions)]
+pub struct TransitionRow {
+    pub nostr_pubkey: String,
+    pub from_state: Option<String>,
+    pub to_state: String,
+    pub reason: Option<String>,
+    pub at: i64,
+}
+
+impl TransitionRow {
+    pub fn into_transition(self) -> Result<PeerTransition, StorageError> {
+        let state = |field: &'static str, value: &str| {
+            PeerState::parse(value).ok_or_else(|| StorageError::Corrupt {
+                pubkey: self.nostr_pubkey.clone(),
+                field,
+                value: value.to_owned(),
+            })
+        };
+        let from = self
+            .from_state
+            .as_deref()
+            .map(|v| state("peer_transitions.from_state", v))
+            .transpose()?;
+        let to = state("peer_transitions.to_state", &self.to_state)?;
+        let at = u64::try_from(self.at).map_err(|_| StorageError::Corrupt {
+            pubkey: self.nostr_pubkey.clone(),
+            field: "peer_transitions.at",
+            value: self.at.to_string(),
+        })?;
+        Ok(PeerTransition {
+            from,
+            to,
+            reason: self.reason,
+            at: Timestamp::from_millis(at),
+            nostr_pubkey: self.nostr_pubkey,
         })
     }
 }

@@ -33,3 +33,17 @@ diesel::table! {
         updated_at -> BigInt,
     }
 }
+
+diesel::table! {
+    /// Each peer's state changes, trimmed to the newest few per peer.
+    peer_transitions (id) {
+        id -> BigInt,
+        nostr_pubkey -> Text,
+        /// NULL for a peer new to the node.
+        from_state -> Nullable<Text>,
+        to_state -> Text,
+        reason -> Nullable<Text>,
+        /// Unix milliseconds.
+        at -> BigInt,
+    }
+}

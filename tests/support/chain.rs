@@ -415,7 +415,7 @@ impl SendGate {
 }
 
 /// Reads one HTTP/1.1 message (headers and a `Content-Length` body), or `None` at EOF.
-async fn read_http_message<R: tokio::io::AsyncBufRead + Unpin>(
+pub async fn read_http_message<R: tokio::io::AsyncBufRead + Unpin>(
     from: &mut R,
 ) -> std::io::Result<Option<Vec<u8>>> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt};
