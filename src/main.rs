@@ -81,11 +81,9 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     // The node's own INFO lines (one per state change) without its dependencies' chatter
-    // (alloy logs every RPC request at INFO); RUST_LOG overrides it all.
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,alloy=warn,hyper=warn,reqwest=warn"),
-    )
-    .init();
+    // (alloy logs every RPC request at INFO); RUST_LOG overrides it all. The filter can be
+    // changed while the node runs (`log-level`).
+    btp_nips_node::admin::logger::install(btp_nips_node::admin::logger::DEFAULT_FILTER);
     let cli = Cli::parse();
     // These two report on the configuration rather than stop at its first problem.
     match &cli.command {

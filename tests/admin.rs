@@ -458,7 +458,12 @@ async fn the_event_stream_resumes_from_last_event_id_without_missing_anything() 
         let api = api.clone();
         async move { read_events(&api, "/v1/events", None, 3).await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Subscribed (it only gets what happens from then on) before anything changes.
+    let subscribed = wait_for(LIMIT, || async {
+        node.admin_parts().stats.snapshot().event_clients == 1
+    })
+    .await;
+    assert!(subscribed);
     node.follow(&pubkey(1)).await.unwrap();
     let seen = first.await.unwrap();
     assert!(seen.iter().all(|e| e.event == "peer_state"));
@@ -667,4 +672,125 @@ async fn shutdown_stops_the_admin_api_and_a_taken_port_stops_the_node() {
         .send()
         .await;
     assert!(refused.is_err(), "the admin API is closed: {refused:?}");
+}
+
+#[actix_rt::test]
+async fn event_stream_clients_are_capped_and_a_slot_frees_when_one_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = MemoryWorld::new();
+    let (node, api) = admin_node(&world, &dir, "{}", "  max_event_clients: 2\n", &[]).await;
+    let open = || async {
+        reqwest::Client::new()
+            .get(format!("{}/v1/events", api.base))
+            .bearer_auth(&api.read_token)
+            .send()
+            .await
+            .unwrap()
+    };
+    let first = open().await;
+    let second = open().await;
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = open().await;
+    assert_eq!(third.status().as_u16(), 503);
+    let error = third.text().await.unwrap();
+    assert!(
+        error.contains("too many event-stream clients: admin.max_event_clients = 2"),
+        "{error}"
+    );
+    let stats = node.admin_parts().stats.snapshot();
+    assert_eq!((stats.event_clients, stats.event_clients_refused), (2, 1));
+    let (_, info) = api.get("/v1/info").await;
+    assert_eq!(info["admin"]["event_clients_refused"], 1, "{info}");
+
+    // One leaves: its slot is given back without waiting for a keepalive.
+    drop(first);
+    let freed = wait_for(LIMIT, || async {
+        node.admin_parts().stats.snapshot().event_clients == 1
+    })
+    .await;
+    assert!(freed, "the slot came back");
+    let again = open().await;
+    assert_eq!(again.status().as_u16(), 200);
+    drop((second, again));
+    node.shutdown().await.unwrap();
+}
+
+/// Polls `done` every 20 ms until it holds or `limit` passes.
+async fn wait_for<F: std::future::Future<Output = bool>>(
+    limit: Duration,
+    done: impl Fn() -> F,
+) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done().await
+}
+
+#[actix_rt::test]
+async fn the_log_filter_of_the_running_process_changes_and_a_bad_one_is_refused() {
+    use btp_nips_node::admin::logger;
+    // The only test of this file that installs a logger: this process's is the node's.
+    // Quiet filters: the other tests of this process log through it too.
+    assert!(
+        logger::install("off"),
+        "no other logger in this test process"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let world = MemoryWorld::new();
+    let (node, api) = admin_node(&world, &dir, "{}", "", &[]).await;
+    let (status, body) = api.get("/v1/log-level").await;
+    assert_eq!(status, 200, "{body}");
+    let before = body["filter"].as_str().unwrap().to_string();
+
+    let (status, body) = api
+        .post(
+            "/v1/log-level",
+            json!({"filter": "error,btp_nips_node::admin::logger=debug"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["previous"], before);
+    assert_eq!(log::max_level(), log::LevelFilter::Debug);
+    assert!(log::log_enabled!(target: "btp_nips_node::admin::logger", log::Level::Debug));
+    assert!(!log::log_enabled!(target: "btp_nips_node::lifecycle", log::Level::Debug));
+    assert!(!log::log_enabled!(target: "alloy::rpc", log::Level::Warn));
+    assert!(log::log_enabled!(target: "alloy::rpc", log::Level::Error));
+
+    for (filter, says) in [
+        (
+            "info,btp_nips_node=loud",
+            "`info,btp_nips_node=loud` is not valid",
+        ),
+        ("verbose", "`verbose` is neither a level"),
+    ] {
+        let (status, body) = api.post("/v1/log-level", json!({ "filter": filter })).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(says), "{body}");
+    }
+    let (status, _) = api.post("/v1/log-level", json!({"level": "info"})).await;
+    assert_eq!(status, 400);
+    let token = api.read_token.clone();
+    let (status, _) = api
+        .call(
+            "POST",
+            "/v1/log-level",
+            Some(&token),
+            Some(json!({"filter": "trace"})),
+        )
+        .await;
+    assert_eq!(status, 403, "the read-only token may not change it");
+    // Nothing the refusals asked for was applied.
+    assert_eq!(
+        logger::current_filter().as_deref(),
+        Some("error,btp_nips_node::admin::logger=debug")
+    );
+    assert_eq!(node.admin_parts().stats.snapshot().log_filter_changes, 1);
+    node.shutdown().await.unwrap();
 }

@@ -67,9 +67,12 @@ fn the_commands_reach_the_running_node_and_peers_falls_back_to_the_database() {
     let url = format!("sqlite://{}", dir.path().join("node.db").display());
     let failed = support::node::stored(1, PeerState::Failed, true, None);
     let pubkey = failed.nostr_pubkey.clone();
+    // A second failed peer (…10 against …01: 63 characters still name one), so a short
+    // prefix names two peers.
+    let other = support::node::stored(16, PeerState::Failed, true, None);
     Database::open(&url, 1)
         .unwrap()
-        .upsert_batch(&[failed])
+        .upsert_batch(&[failed, other])
         .unwrap();
     let port = support::free_port();
     let config = dir.path().join("node.yaml");
@@ -96,6 +99,8 @@ fn the_commands_reach_the_running_node_and_peers_falls_back_to_the_database() {
     let mut node = Running(
         Command::new(BIN)
             .args(["run", "--ephemeral", "--config", config.to_str().unwrap()])
+            // The default filter is what `log-level` is checked against below.
+            .env_remove("RUST_LOG")
             .current_dir(dir.path())
             .stderr(Stdio::null())
             .spawn()
@@ -114,7 +119,7 @@ fn the_commands_reach_the_running_node_and_peers_falls_back_to_the_database() {
         status.starts_with("node clinode (btp-nips-node"),
         "{status}"
     );
-    assert!(status.contains("failed 1"), "{status}");
+    assert!(status.contains("failed 2"), "{status}");
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(dir.path().join("admin-token"))
             .unwrap()
@@ -125,12 +130,48 @@ fn the_commands_reach_the_running_node_and_peers_falls_back_to_the_database() {
     let out = cli(&config, &["status", "--json"]);
     let info: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["node_id"], "clinode");
-    assert_eq!(info["peers"]["by_state"]["failed"], 1);
+    assert_eq!(info["peers"]["by_state"]["failed"], 2);
 
     let out = cli(&config, &["peers"]);
     assert!(out.status.success(), "{}", both(&out));
     assert!(
-        !stdout(&out).contains("node not running") && stdout(&out).contains("1 peers"),
+        !stdout(&out).contains("node not running") && stdout(&out).contains("2 peers"),
+        "{}",
+        both(&out)
+    );
+    // Short ids by default, full pubkeys with --wide; the columns line up.
+    let table = stdout(&out);
+    assert!(
+        table.contains(&pubkey[..16]) && !table.contains(&pubkey),
+        "{table}"
+    );
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0].find("state"),
+        lines[1].find("failed"),
+        "aligned: {table}"
+    );
+    let out = cli(&config, &["peers", "--wide"]);
+    assert!(stdout(&out).contains(&pubkey), "{}", both(&out));
+
+    // The running binary's log filter: dependencies' chatter off by default, changed live.
+    let out = cli(&config, &["log-level"]);
+    assert!(out.status.success(), "{}", both(&out));
+    assert!(
+        stdout(&out).contains("alloy=warn") && stdout(&out).contains("hyper=warn"),
+        "{}",
+        both(&out)
+    );
+    let out = cli(
+        &config,
+        &["log-level", "info,btp_nips_node=debug", "--json"],
+    );
+    assert!(out.status.success(), "{}", both(&out));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["filter"], "info,btp_nips_node=debug");
+    let out = cli(&config, &["log-level"]);
+    assert!(
+        stdout(&out).contains("`info,btp_nips_node=debug`"),
         "{}",
         both(&out)
     );
@@ -174,6 +215,7 @@ fn the_commands_reach_the_running_node_and_peers_falls_back_to_the_database() {
     let unknown = "ab".repeat(32);
     for (args, says) in [
         (vec!["retry", unknown.as_str()], "no known peer"),
+        (vec!["peer", &pubkey[..10]], "is ambiguous: 2 peers"),
         (vec!["peer", "not-an-id"], "is not a peer id"),
         (vec!["approve-channel", pubkey.as_str()], "channel_needed"),
         (vec!["connect", "nope"], "is not a pubkey"),
@@ -181,6 +223,7 @@ fn the_commands_reach_the_running_node_and_peers_falls_back_to_the_database() {
             vec!["peers", "--state", "active"],
             "state `active` is unknown",
         ),
+        (vec!["log-level", "verbose"], "`verbose` is neither a level"),
     ] {
         let out = cli(&config, &args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", both(&out));

@@ -1,5 +1,6 @@
 //! The operator's commands that reach the running node through the admin API: `status`,
-//! `peers`, `peer`, `retry`, `disconnect`, `approve-channel`, `connect`, `watch`. Each
+//! `peers`, `peer`, `retry`, `disconnect`, `approve-channel`, `connect`, `watch`,
+//! `log-level`. Each
 //! takes `--admin URL` (default: `admin.listen`), the token from `admin.token_file`
 //! (`--token-file` to use another), and `--json`.
 //!
@@ -44,6 +45,9 @@ pub enum AdminCommand {
         /// Only peers the operator follows.
         #[arg(long)]
         followed: bool,
+        /// Full pubkeys instead of their first 16 characters.
+        #[arg(long)]
+        wide: bool,
         #[command(flatten)]
         args: AdminArgs,
     },
@@ -98,6 +102,13 @@ pub enum AdminCommand {
         #[command(flatten)]
         args: AdminArgs,
     },
+    /// Change the running node's log filter (written as RUST_LOG is, such as
+    /// `info,btp_nips_node=debug`); without a filter, show the one in force.
+    LogLevel {
+        filter: Option<String>,
+        #[command(flatten)]
+        args: AdminArgs,
+    },
 }
 
 /// A command's failure and the exit status it gets.
@@ -133,7 +144,8 @@ impl AdminCommand {
             | AdminCommand::Disconnect { args, .. }
             | AdminCommand::ApproveChannel { args, .. }
             | AdminCommand::Connect { args, .. }
-            | AdminCommand::Watch { args, .. } => args,
+            | AdminCommand::Watch { args, .. }
+            | AdminCommand::LogLevel { args, .. } => args,
         }
     }
 }
@@ -205,10 +217,11 @@ async fn run_async(command: AdminCommand, settings: &Settings) -> Result<(), Cli
     if let AdminCommand::Peers {
         state,
         followed,
+        wide,
         args,
     } = &command
     {
-        return peers(settings, args, state.as_deref(), *followed).await;
+        return peers(settings, args, state.as_deref(), *followed, *wide).await;
     }
     let client = client(command.args(), settings)?;
     match &command {
@@ -277,6 +290,29 @@ async fn run_async(command: AdminCommand, settings: &Settings) -> Result<(), Cli
             report(&answer, json);
         }
         AdminCommand::Watch { peer, .. } => watch(&client, peer.as_deref(), json).await?,
+        AdminCommand::LogLevel { filter, .. } => {
+            let answer = match filter {
+                Some(filter) => {
+                    // Refused here, before the node is asked, naming what is wrong.
+                    super::logger::check_filter(filter).map_err(|e| bad_input(e.to_string()))?;
+                    client
+                        .post("/v1/log-level", &json!({ "filter": filter.trim() }))
+                        .await?
+                }
+                None => client.get("/v1/log-level").await?,
+            };
+            if json {
+                print_json(&answer);
+            } else {
+                match (answer["filter"].as_str(), answer["previous"].as_str()) {
+                    (Some(now), Some(before)) => {
+                        println!("log filter now `{now}` (was `{before}`)")
+                    }
+                    (Some(now), None) => println!("log filter `{now}`"),
+                    _ => println!("the node's log filter cannot be read"),
+                }
+            }
+        }
         AdminCommand::Peers { .. } => unreachable!("handled above"),
     }
     Ok(())
@@ -347,6 +383,15 @@ fn status_text(info: &Value) -> String {
         s(&p["transactions"]),
         s(&p["failed_attempts"]),
         s(&p["pending"])
+    ));
+    let a = &info["admin"];
+    out.push_str(&format!(
+        "  admin api    {} event-stream clients ({} refused), {} refused credentials, {} NIP-98 \
+         authorizations\n",
+        s(&a["event_clients"]),
+        s(&a["event_clients_refused"]),
+        s(&a["auth_refused"]),
+        s(&a["nip98_accepted"])
     ));
     out
 }
@@ -444,6 +489,7 @@ async fn peers(
     args: &AdminArgs,
     state: Option<&str>,
     followed: bool,
+    wide: bool,
 ) -> Result<(), CliError> {
     if let Some(s) = state {
         if PeerState::parse(s).is_none() {
@@ -485,7 +531,7 @@ async fn peers(
     if !running {
         println!("node not running: the peers as stored in the database");
     }
-    print!("{}", peer_table(&records, Timestamp::now_system()));
+    print!("{}", peer_table(&records, Timestamp::now_system(), wide));
     Ok(())
 }
 
@@ -516,22 +562,63 @@ async fn all_peers(
     }
 }
 
-/// The peers as a table: state, priority, attempts, next attempt, last heartbeat, latency,
-/// reason.
-pub fn peer_table(peers: &[PeerRecord], now: Timestamp) -> String {
-    let mut out = format!(
-        "{:<16} {:<15} {:>3} {:>8} {:<14} {:<14} {:>7}  reason\n",
-        "pubkey", "state", "pri", "attempts", "next attempt", "heartbeat", "rtt ms"
-    );
-    for peer in peers {
-        out.push_str(&peer_line(peer, now));
+/// The peers as a table, columns aligned to their widest cell: pubkey (its first 16
+/// characters unless `wide`), state, priority, attempts, next attempt, last heartbeat,
+/// round trip, reason.
+pub fn peer_table(peers: &[PeerRecord], now: Timestamp, wide: bool) -> String {
+    const HEAD: [&str; 8] = [
+        "pubkey",
+        "state",
+        "pri",
+        "attempts",
+        "next attempt",
+        "heartbeat",
+        "rtt ms",
+        "reason",
+    ];
+    // Numbers are right-aligned, text left-aligned; the reason, last, is not padded.
+    const RIGHT: [bool; 8] = [false, false, true, true, false, false, true, false];
+    let rows: Vec<[String; 8]> = peers.iter().map(|p| peer_cells(p, now, wide)).collect();
+    let mut widths = HEAD.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 8]| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i == 7 {
+                out.push_str(cell);
+            } else if RIGHT[i] {
+                out.push_str(&format!("{cell:>w$}  ", w = widths[i]));
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.truncate(out.trim_end().len());
         out.push('\n');
+        out
+    };
+    let mut out = line(HEAD);
+    for row in &rows {
+        out.push_str(&line(row.each_ref().map(String::as_str)));
     }
     out.push_str(&format!("{} peers\n", peers.len()));
     out
 }
 
-fn peer_line(p: &PeerRecord, now: Timestamp) -> String {
+/// A round trip in milliseconds as the table shows it: under one millisecond is `<1`, not
+/// a misleading 0.
+fn rtt_cell(rtt_ms: Option<u32>) -> String {
+    match rtt_ms {
+        None => "-".into(),
+        Some(0) => "<1".into(),
+        Some(ms) => ms.to_string(),
+    }
+}
+
+fn peer_cells(p: &PeerRecord, now: Timestamp, wide: bool) -> [String; 8] {
     let ago = |t: Option<Timestamp>| match t {
         None => "-".to_string(),
         Some(t) if t >= now => format!("in {}s", (t - now).as_secs()),
@@ -542,17 +629,21 @@ fn peer_line(p: &PeerRecord, now: Timestamp) -> String {
     } else {
         p.state.to_string()
     };
-    format!(
-        "{:<16} {:<15} {:>3} {:>8} {:<14} {:<14} {:>7}  {}",
-        short(&p.nostr_pubkey),
+    let pubkey = if wide {
+        p.nostr_pubkey.clone()
+    } else {
+        short(&p.nostr_pubkey).to_string()
+    };
+    [
+        pubkey,
         state,
-        p.priority,
-        p.reconnect_attempts,
+        p.priority.to_string(),
+        p.reconnect_attempts.to_string(),
         ago(p.next_attempt_at),
         ago(p.last_heartbeat),
-        p.rtt_ms.map_or("-".into(), |r| r.to_string()),
-        p.failure_reason.as_deref().unwrap_or("")
-    )
+        rtt_cell(p.rtt_ms),
+        crate::untrusted::untrusted(p.failure_reason.as_deref().unwrap_or("")).to_string(),
+    ]
 }
 
 /// `watch`: one line per event until the node stops; reconnects from the last id seen
@@ -614,7 +705,7 @@ fn watch_line(event: &StreamEvent, json: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{format_millis, parse_pause};
+    use super::*;
 
     #[test]
     fn pauses_are_read_with_units() {
@@ -634,5 +725,57 @@ mod tests {
         assert_eq!(format_millis(951_782_400_123), "2000-02-29 00:00:00.123");
         assert_eq!(format_millis(1_700_000_000_000), "2023-11-14 22:13:20.000");
         assert_eq!(format_millis(4_102_444_799_999), "2099-12-31 23:59:59.999");
+    }
+
+    fn record(i: u8, state: PeerState, rtt_ms: Option<u32>, reason: Option<&str>) -> PeerRecord {
+        let mut r = PeerRecord::new(format!("{i:02x}").repeat(32), true, Timestamp(1));
+        r.state = state;
+        r.rtt_ms = rtt_ms;
+        r.failure_reason = reason.map(str::to_string);
+        r
+    }
+
+    #[test]
+    fn the_table_aligns_its_columns_and_shows_full_keys_only_when_wide() {
+        let mut stopped = record(2, PeerState::ChannelOpening, None, Some("line\nbreak"));
+        stopped.desired = PeerIntent::Disconnect;
+        let peers = [
+            record(1, PeerState::Connected, Some(0), None),
+            stopped,
+            record(3, PeerState::Connected, Some(1234), None),
+        ];
+        let table = peer_table(&peers, Timestamp(1000), false);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        // Text starts where its heading starts; numbers end where theirs ends.
+        let byte = |row: &str, at: usize| row.as_bytes().get(at).copied().unwrap_or(b' ');
+        for row in &lines[1..4] {
+            let state = lines[0].find("state").unwrap();
+            assert!(
+                byte(row, state - 1) == b' ' && byte(row, state) != b' ',
+                "{table}"
+            );
+            for heading in ["pri", "rtt ms"] {
+                let end = lines[0].find(heading).unwrap() + heading.len();
+                assert!(
+                    byte(row, end - 1) != b' ' && byte(row, end) == b' ',
+                    "{heading} in {row:?}\n{table}"
+                );
+            }
+        }
+        assert!(
+            lines[1].starts_with(&format!("{} ", "01".repeat(8))),
+            "{table}"
+        );
+        assert!(!table.contains(&"01".repeat(32)));
+        assert!(lines[1].contains("<1"), "under a millisecond: {table}");
+        assert!(lines[2].contains("channel_opening (stop)"));
+        assert!(
+            lines[2].ends_with("line\\nbreak"),
+            "one line per peer: {table}"
+        );
+        assert_eq!(lines[4], "3 peers");
+        let wide = peer_table(&peers, Timestamp(1000), true);
+        assert!(wide.contains(&"03".repeat(32)), "{wide}");
     }
 }

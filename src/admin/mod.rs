@@ -2,7 +2,9 @@
 //! from the BTP listener, that reaches the running node through its [`Node`] handle.
 //!
 //! Every request carries `Authorization: Bearer <token>`: the admin token may do
-//! everything, the read-only token only GETs (and `/metrics`). Answers are JSON, refusals
+//! everything, the read-only token only GETs (and `/metrics`). A NIP-98 event signed by the
+//! operator's key (`Authorization: Nostr <base64 event>`, see [`nip98`]) may do everything
+//! too. Answers are JSON, refusals
 //! `{"error": "..."}` naming what was wrong: 401 for missing or wrong credentials, 403 for
 //! the read-only token on a POST, 400 for bad input, 404 for an unknown peer, 409 when the
 //! supervisor refuses an operation in the peer's state.
@@ -11,7 +13,9 @@
 //! - `GET /v1/info`, `GET /v1/peers`, `GET /v1/peers/{id}`
 //! - `POST /v1/peers` (follow and connect), `POST /v1/peers/{id}/retry`,
 //!   `/disconnect`, `/approve-channel`
-//! - `GET /v1/events`: Server-Sent Events of peer state changes, resumable
+//! - `GET /v1/events`: Server-Sent Events of peer state changes, resumable; at most
+//!   `admin.max_event_clients` at once
+//! - `GET /v1/log-level`, `POST /v1/log-level {"filter": ...}`: the running log filter
 //! - `GET /metrics`: Prometheus text
 //!
 //! The CLI's client of this API is [`cli`].
@@ -19,8 +23,11 @@
 pub mod cli;
 pub mod client;
 pub mod events;
+pub mod logger;
 pub mod metrics;
+pub mod nip98;
 mod routes;
+pub mod stats;
 pub mod tokens;
 
 use std::net::{SocketAddr, TcpListener};
@@ -28,7 +35,9 @@ use std::sync::Arc;
 
 use actix_web::{web, App, HttpServer};
 
+use crate::config::Settings;
 use crate::node::Node;
+use nostr::PublicKey;
 pub use tokens::{Access, Tokens};
 
 /// A running admin API.
@@ -43,15 +52,35 @@ pub struct AdminServer {
 pub struct AdminBinding {
     listener: TcpListener,
     tokens: Tokens,
+    nip98: nip98::Policy,
+    max_event_clients: usize,
+    nip98_remembered_events: usize,
 }
 
 impl AdminBinding {
-    /// Reads (or creates) the token files and binds `listen`.
-    pub fn bind(listen: &str, token_file: &str, read_token_file: &str) -> std::io::Result<Self> {
-        let tokens = Tokens::load_or_create(token_file, read_token_file)?;
+    /// Reads (or creates) the token files of `settings.admin` and binds `listen`.
+    pub fn bind(listen: &str, settings: &Settings) -> std::io::Result<Self> {
+        let admin = &settings.admin;
+        let tokens = Tokens::load_or_create(&admin.token_file, &admin.read_token_file)?;
+        // Checked with the configuration; an empty one accepts no NIP-98 authorization.
+        let operator = match settings.nostr.operator_pubkey.trim() {
+            "" => None,
+            key => Some(PublicKey::parse(key).map_err(|e| {
+                std::io::Error::other(format!("nostr.operator_pubkey `{key}`: {e}"))
+            })?),
+        };
         let listener = TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
-        Ok(AdminBinding { listener, tokens })
+        Ok(AdminBinding {
+            listener,
+            tokens,
+            nip98: nip98::Policy {
+                operator,
+                max_age_seconds: admin.nip98_max_age_seconds,
+            },
+            max_event_clients: admin.max_event_clients,
+            nip98_remembered_events: admin.nip98_remembered_events,
+        })
     }
 }
 
@@ -59,6 +88,9 @@ impl AdminBinding {
 pub(crate) struct AdminState {
     pub node: Node,
     pub tokens: Tokens,
+    pub nip98: nip98::Policy,
+    pub nip98_replays: nip98::Replays,
+    pub max_event_clients: usize,
 }
 
 impl AdminServer {
@@ -68,6 +100,9 @@ impl AdminServer {
         let state = web::Data::new(AdminState {
             node,
             tokens: binding.tokens,
+            nip98: binding.nip98,
+            nip98_replays: nip98::Replays::new(binding.nip98_remembered_events),
+            max_event_clients: binding.max_event_clients,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -75,6 +110,9 @@ impl AdminServer {
                 .configure(routes::configure)
         })
         .workers(1)
+        // A client that closes its side is gone: its event stream (and the stream's slot
+        // under admin.max_event_clients) ends at once, not at a write that fails later.
+        .h1_allow_half_closed(false)
         .disable_signals()
         // An event-stream client that went away is dropped at shutdown without waiting.
         .shutdown_timeout(1)
@@ -93,10 +131,12 @@ impl AdminServer {
 }
 
 /// The per-node parts the admin API reads that exist whether or not it listens: the event
-/// ring and the metrics, fed from the node's notifications from its start.
+/// ring and the metrics, fed from the node's notifications from its start, and the API's
+/// own counters.
 pub struct AdminParts {
     pub events: Arc<events::EventLog>,
     pub metrics: Arc<metrics::Metrics>,
+    pub stats: Arc<stats::AdminStats>,
 }
 
 impl AdminParts {
@@ -114,6 +154,10 @@ impl AdminParts {
             metrics.clone(),
         ));
         actix_web::rt::spawn(metrics::run_heartbeat_recorder(heartbeats, metrics.clone()));
-        AdminParts { events, metrics }
+        AdminParts {
+            events,
+            metrics,
+            stats: Arc::default(),
+        }
     }
 }

@@ -1,12 +1,12 @@
 //! The admin API's endpoints: authorization, the JSON views, and the mapping of the node's
 //! answers to HTTP statuses.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use futures::SinkExt;
 use nostr::nips::nip19::ToBech32;
 use nostr::PublicKey;
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::events::Subscription;
 use super::metrics::{Snapshot, CONTENT_TYPE};
+use super::stats::EventSlot;
 use super::{Access, AdminState};
 use crate::lifecycle::{PeerRecord, PeerState, Timestamp};
 use crate::node::{Node, NodeError, SupervisorError};
@@ -33,6 +34,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics))
         .route("/v1/info", web::get().to(info))
         .route("/v1/events", web::get().to(events))
+        .route("/v1/log-level", web::get().to(log_level))
+        .route("/v1/log-level", web::post().to(set_log_level))
         .route("/v1/peers", web::get().to(list_peers))
         .route("/v1/peers", web::post().to(connect))
         .route("/v1/peers/{id}", web::get().to(show_peer))
@@ -100,6 +103,7 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status);
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            response.append_header((header::WWW_AUTHENTICATE, super::nip98::SCHEME));
         }
         response.json(json!({ "error": self.message }))
     }
@@ -107,22 +111,83 @@ impl ResponseError for ApiError {
 
 type Answer = Result<HttpResponse, ApiError>;
 
-/// Checks the request's bearer token against what the endpoint needs.
-fn authorize(req: &HttpRequest, state: &AdminState, needs: Access) -> Result<(), ApiError> {
+/// Checks the request's credentials against what the endpoint needs: a bearer token, or a
+/// NIP-98 event of the operator for this request (`body`: the request's body, if any).
+/// Refusals are counted in the admin stats.
+fn authorize(
+    req: &HttpRequest,
+    state: &AdminState,
+    needs: Access,
+    body: Option<&[u8]>,
+) -> Result<(), ApiError> {
+    let stats = &state.node.admin_parts().stats;
+    let result = credentials(req, state, needs, body);
+    if result
+        .as_ref()
+        .is_err_and(|e| e.status == StatusCode::UNAUTHORIZED)
+    {
+        stats.auth_refused.fetch_add(1, Ordering::Relaxed);
+    }
+    result
+}
+
+/// The full URL the client asked for, as a NIP-98 `u` tag names it (the host and scheme a
+/// proxy forwarded, if it says so).
+fn request_url(req: &HttpRequest) -> String {
+    let info = req.connection_info();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.path().to_string(), |p| p.as_str().to_string());
+    format!("{}://{}{path}", info.scheme(), info.host())
+}
+
+fn credentials(
+    req: &HttpRequest,
+    state: &AdminState,
+    needs: Access,
+    body: Option<&[u8]>,
+) -> Result<(), ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Err(unauthorized(
             "missing Authorization header: send `Authorization: Bearer <token>` with the token \
-             from admin.token_file (or admin.read_token_file to read)",
+             from admin.token_file (or admin.read_token_file to read), or a NIP-98 \
+             `Authorization: Nostr <event>` signed by nostr.operator_pubkey",
         ));
     };
     let value = value.to_str().unwrap_or("");
+    if super::nip98::is_nostr(value) {
+        let stats = &state.node.admin_parts().stats;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let url = request_url(req);
+        let request = super::nip98::Request {
+            url: &url,
+            method: req.method().as_str(),
+            body,
+            now,
+        };
+        return match super::nip98::verify(value, request, &state.nip98, &state.nip98_replays) {
+            // The operator may do everything.
+            Ok(_) => {
+                stats.nip98_accepted.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(refusal) => {
+                stats.nip98_refused.fetch_add(1, Ordering::Relaxed);
+                Err(unauthorized(&refusal.to_string()))
+            }
+        };
+    }
     let Some(token) = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
     else {
         return Err(unauthorized(
-            "the Authorization header is not a bearer token (`Bearer <token>`)",
+            "the Authorization header is not a bearer token (`Bearer <token>`) nor a NIP-98 \
+             event (`Nostr <base64 event>`)",
         ));
     };
     match (state.tokens.access(token.trim()), needs) {
@@ -138,12 +203,12 @@ fn authorize(req: &HttpRequest, state: &AdminState, needs: Access) -> Result<(),
 }
 
 async fn healthz(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
-    authorize(&req, &state, Access::ReadOnly)?;
+    authorize(&req, &state, Access::ReadOnly, None)?;
     Ok(HttpResponse::Ok().json(json!({ "status": "ok" })))
 }
 
 async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
-    authorize(&req, &state, Access::ReadOnly)?;
+    authorize(&req, &state, Access::ReadOnly, None)?;
     let reasons = state.node.not_ready_reasons().await;
     if reasons.is_empty() {
         Ok(HttpResponse::Ok().json(json!({ "ready": true })))
@@ -165,7 +230,7 @@ fn count_states(peers: &[PeerRecord]) -> Vec<(PeerState, usize)> {
 }
 
 async fn info(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
-    authorize(&req, &state, Access::ReadOnly)?;
+    authorize(&req, &state, Access::ReadOnly, None)?;
     let node = &state.node;
     let fail = |e: NodeError| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     let peers = node.peers().await.map_err(fail)?;
@@ -201,6 +266,7 @@ async fn info(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
             "pending": persistence.pending,
         },
         "inbound_sessions": node.inbound_sessions(),
+        "admin": node.admin_parts().stats.snapshot(),
     })))
 }
 
@@ -242,7 +308,7 @@ async fn list_peers(
     state: web::Data<AdminState>,
     query: web::Query<PeersQuery>,
 ) -> Answer {
-    authorize(&req, &state, Access::ReadOnly)?;
+    authorize(&req, &state, Access::ReadOnly, None)?;
     let wanted_state = match query.state.as_deref() {
         None | Some("") => None,
         Some(s) => Some(PeerState::parse(s).ok_or_else(|| {
@@ -334,7 +400,7 @@ async fn show_peer(
     state: web::Data<AdminState>,
     id: web::Path<String>,
 ) -> Answer {
-    authorize(&req, &state, Access::ReadOnly)?;
+    authorize(&req, &state, Access::ReadOnly, None)?;
     let pubkey = resolve(&state.node, &id).await?;
     let record = state
         .node
@@ -361,7 +427,7 @@ async fn history(
     id: web::Path<String>,
     query: web::Query<HistoryQuery>,
 ) -> Answer {
-    authorize(&req, &state, Access::ReadOnly)?;
+    authorize(&req, &state, Access::ReadOnly, None)?;
     let limit = match query.limit.as_deref() {
         None | Some("") => 100,
         Some(text) => text
@@ -404,8 +470,13 @@ async fn accepted(node: &Node, pubkey: &str, action: &str) -> Answer {
     })))
 }
 
-async fn retry(req: HttpRequest, state: web::Data<AdminState>, id: web::Path<String>) -> Answer {
-    authorize(&req, &state, Access::Admin)?;
+async fn retry(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    id: web::Path<String>,
+    body: Bytes,
+) -> Answer {
+    authorize(&req, &state, Access::Admin, Some(&body))?;
     let pubkey = resolve(&state.node, &id).await?;
     state
         .node
@@ -432,7 +503,7 @@ async fn disconnect(
     id: web::Path<String>,
     body: Bytes,
 ) -> Answer {
-    authorize(&req, &state, Access::Admin)?;
+    authorize(&req, &state, Access::Admin, Some(&body))?;
     let body: DisconnectBody = if body.iter().all(u8::is_ascii_whitespace) {
         DisconnectBody::default()
     } else {
@@ -483,7 +554,7 @@ async fn approve_channel(
     id: web::Path<String>,
     body: Bytes,
 ) -> Answer {
-    authorize(&req, &state, Access::Admin)?;
+    authorize(&req, &state, Access::Admin, Some(&body))?;
     let body: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
         ApproveBody::default()
     } else {
@@ -525,7 +596,7 @@ struct ConnectBody {
 }
 
 async fn connect(req: HttpRequest, state: web::Data<AdminState>, body: Bytes) -> Answer {
-    authorize(&req, &state, Access::Admin)?;
+    authorize(&req, &state, Access::Admin, Some(&body))?;
     let body: ConnectBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "the body must be {{\"pubkey\": \"<64 hex or npub>\"}}: {e}"
@@ -556,7 +627,7 @@ async fn connect(req: HttpRequest, state: web::Data<AdminState>, body: Bytes) ->
 }
 
 async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
-    authorize(&req, &state, Access::ReadOnly)?;
+    authorize(&req, &state, Access::ReadOnly, None)?;
     let node = &state.node;
     let fail = |e: NodeError| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     let peers = node.peers().await.map_err(fail)?;
@@ -635,7 +706,7 @@ async fn events(
     state: web::Data<AdminState>,
     query: web::Query<EventsQuery>,
 ) -> Answer {
-    authorize(&req, &state, Access::ReadOnly)?;
+    authorize(&req, &state, Access::ReadOnly, None)?;
     let after = match req.headers().get("Last-Event-ID") {
         None => None,
         Some(value) => Some(
@@ -664,14 +735,31 @@ async fn events(
             )))
         }
     };
-    let subscription = state.node.admin_parts().events.subscribe(after);
-    let (tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, actix_web::Error>>(64);
-    actix_web::rt::spawn(feed(subscription, filter, tx));
+    let parts = state.node.admin_parts();
+    let slot = parts
+        .stats
+        .take_event_slot(state.max_event_clients)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "too many event-stream clients: admin.max_event_clients = {} are connected; \
+                     try again when one goes away",
+                    state.max_event_clients
+                ),
+            )
+        })?;
+    let subscription = parts.events.subscribe(after);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, actix_web::Error>>(64);
+    actix_web::rt::spawn(feed(subscription, filter, tx, slot));
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(rx))
+        .streaming(body))
 }
 
 fn missed_event(missed: u64, why: &str) -> Bytes {
@@ -679,11 +767,13 @@ fn missed_event(missed: u64, why: &str) -> Bytes {
     Bytes::from(format!("event: missed\ndata: {data}\n\n"))
 }
 
-/// Writes one client's event stream until it goes away or the node stops.
+/// Writes one client's event stream until it goes away or the node stops; the client's
+/// slot is given back then.
 async fn feed(
     mut subscription: Subscription,
     filter: Option<String>,
-    mut tx: futures::channel::mpsc::Sender<Result<Bytes, actix_web::Error>>,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, actix_web::Error>>,
+    _slot: EventSlot,
 ) {
     use tokio::sync::broadcast::error::RecvError;
     let wanted = |pubkey: &str| filter.as_deref().is_none_or(|f| pubkey.starts_with(f));
@@ -727,9 +817,48 @@ async fn feed(
                 Err(RecvError::Closed) => return,
             },
             _ = keepalive.tick() => Bytes::from_static(b": keepalive\n\n"),
+            // The client went away: its slot is free at once, not at the next keepalive.
+            _ = tx.closed() => return,
         };
         if tx.send(Ok(bytes)).await.is_err() {
             return;
         }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogLevelBody {
+    filter: String,
+}
+
+async fn log_level(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
+    authorize(&req, &state, Access::ReadOnly, None)?;
+    Ok(HttpResponse::Ok().json(json!({ "filter": super::logger::current_filter() })))
+}
+
+async fn set_log_level(req: HttpRequest, state: web::Data<AdminState>, body: Bytes) -> Answer {
+    use super::logger::FilterError;
+    authorize(&req, &state, Access::Admin, Some(&body))?;
+    let body: LogLevelBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be {{\"filter\": \"info,btp_nips_node=debug\"}}: {e}"
+        ))
+    })?;
+    match super::logger::set_filter(&body.filter) {
+        Ok(old) => {
+            let stats = &state.node.admin_parts().stats;
+            stats.log_filter_changes.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "log filter changed by the operator from `{old}` to `{}`",
+                body.filter.trim()
+            );
+            Ok(HttpResponse::Ok().json(json!({ "filter": body.filter.trim(), "previous": old })))
+        }
+        Err(e @ FilterError::Invalid { .. }) => Err(ApiError::bad_request(e.to_string())),
+        Err(e @ FilterError::NotInstalled) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+        )),
     }
 }

@@ -11,6 +11,8 @@
 //! - `sessions`: N real BTP sessions on loopback (see `bench/sessions.rs`).
 //! - `events --events N`: events from B's relay into A's through two nodes, against
 //!   publishing them straight to a relay (see `bench/events.rs`).
+//! - `admin`: the admin API of a node with N peers: `/v1/peers?limit=1000`, and the event
+//!   stream under N state changes (see `bench/admin.rs`).
 //!
 //! The floor the node must beat: 100 peers connected in under 10 s; a heartbeat check of
 //! 100 peers in under 50 ms. Each figure is reported with its ratio to that floor.
@@ -36,6 +38,9 @@ mod bench_sessions;
 
 #[path = "bench/events.rs"]
 mod bench_events;
+
+#[path = "bench/admin.rs"]
+mod bench_admin;
 
 #[derive(Parser)]
 #[command(name = "btp-nips-bench")]
@@ -70,6 +75,8 @@ enum Scenario {
     FollowDiff,
     /// Events from B's relay into A's through two nodes, against publishing straight to A's.
     Events,
+    /// The admin API: a page of 1000 peers out of N, and the event stream under N changes.
+    Admin,
     All,
 }
 
@@ -99,6 +106,9 @@ fn main() {
     }
     if run(Scenario::Events) {
         print(bench_events::events(args.events.max(1)));
+    }
+    if run(Scenario::Admin) {
+        print(bench_admin::admin(args.peers.max(1)));
     }
 }
 

@@ -16,6 +16,13 @@ pub struct AdminSettings {
     pub read_token_file: String,
     /// Peer state changes kept for event-stream clients resuming with `Last-Event-ID`.
     pub event_buffer: usize,
+    /// Event-stream (`/v1/events`) clients served at once; one more is refused (503).
+    pub max_event_clients: usize,
+    /// A NIP-98 authorization event may be this many seconds older (or newer) than the
+    /// node's clock.
+    pub nip98_max_age_seconds: u64,
+    /// Ids of used NIP-98 events remembered to refuse a replay (the oldest forgotten first).
+    pub nip98_remembered_events: usize,
 }
 
 impl AdminSettings {
@@ -47,7 +54,10 @@ impl AdminSettings {
                 "must differ from admin.token_file (the read-only token is a second token)",
             )?;
         }
-        Key("admin.event_buffer").between(self.event_buffer, 1, 1_000_000)
+        Key("admin.event_buffer").between(self.event_buffer, 1, 1_000_000)?;
+        Key("admin.max_event_clients").between(self.max_event_clients, 1, 10_000)?;
+        Key("admin.nip98_max_age_seconds").between(self.nip98_max_age_seconds, 1, 3600)?;
+        Key("admin.nip98_remembered_events").between(self.nip98_remembered_events, 1, 1_000_000)
     }
 }
 
@@ -66,6 +76,9 @@ mod tests {
         assert!(s.admin.enabled());
         assert_eq!(s.admin.token_file, "btp-nips-node.admin-token");
         assert_eq!(s.admin.event_buffer, 1024);
+        assert_eq!(s.admin.max_event_clients, 16);
+        assert_eq!(s.admin.nip98_max_age_seconds, 60);
+        assert_eq!(s.admin.nip98_remembered_events, 10_000);
         assert!(!with("admin:\n  listen: \"\"\n").unwrap().admin.enabled());
     }
 
@@ -83,6 +96,18 @@ mod tests {
                 "admin.read_token_file",
             ),
             ("admin:\n  event_buffer: 0\n", "admin.event_buffer"),
+            (
+                "admin:\n  max_event_clients: 0\n",
+                "admin.max_event_clients",
+            ),
+            (
+                "admin:\n  nip98_max_age_seconds: 0\n",
+                "admin.nip98_max_age_seconds",
+            ),
+            (
+                "admin:\n  nip98_remembered_events: 0\n",
+                "admin.nip98_remembered_events",
+            ),
         ];
         for (yaml, key) in cases {
             let err = with(yaml).unwrap_err();

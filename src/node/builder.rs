@@ -181,17 +181,12 @@ impl NodeBuilder {
             .unwrap_or_else(|| settings.admin.listen.clone());
         let admin_binding = match admin_listen.trim() {
             "" => None,
-            listen => Some(
-                crate::admin::AdminBinding::bind(
-                    listen,
-                    &settings.admin.token_file,
-                    &settings.admin.read_token_file,
-                )
-                .map_err(|source| NodeError::AdminListen {
+            listen => Some(crate::admin::AdminBinding::bind(listen, &settings).map_err(
+                |source| NodeError::AdminListen {
                     listen: listen.to_owned(),
                     source,
-                })?,
-            ),
+                },
+            )?),
         };
         let clock = self.clock.unwrap_or_else(NodeClock::system);
 
