@@ -95,6 +95,9 @@ pub struct Snapshot {
     pub discovery_lookups: Vec<(&'static str, u64)>,
     /// `(relay, up)`.
     pub relays_up: Vec<(String, bool)>,
+    /// `(reason, total)`: admin API requests refused.
+    pub admin_refused: Vec<(&'static str, u64)>,
+    pub admin_event_clients: usize,
 }
 
 pub struct Metrics {
@@ -118,6 +121,8 @@ pub struct Metrics {
     inbound_refused: Family<ReasonLabels, Counter<u64, AtomicU64>>,
     discovery_lookups: Family<ResultLabels, Counter<u64, AtomicU64>>,
     relay_up: Family<RelayLabels, Gauge>,
+    admin_refused: Family<ReasonLabels, Counter<u64, AtomicU64>>,
+    admin_event_clients: Gauge,
     /// When each peer now in `connecting` entered it (for the connect duration).
     connecting_since: Mutex<HashMap<String, Timestamp>>,
 }
@@ -264,8 +269,22 @@ impl Metrics {
             "1 while the node is connected to the discovery relay",
             relay_up.clone(),
         );
+        let admin_refused = Family::<ReasonLabels, Counter<u64, AtomicU64>>::default();
+        registry.register(
+            "btp_nips_admin_refused",
+            "Admin API requests refused (no or wrong token, NIP-98 refused, event-stream clients over admin.max_event_clients)",
+            admin_refused.clone(),
+        );
+        let admin_event_clients = Gauge::default();
+        registry.register(
+            "btp_nips_admin_event_clients",
+            "Clients of the admin event stream now",
+            admin_event_clients.clone(),
+        );
         Metrics {
             registry,
+            admin_refused,
+            admin_event_clients,
             peers,
             transitions,
             faults,
@@ -412,6 +431,9 @@ impl Metrics {
         };
         by_reason(&self.reqs_refused, &snapshot.reqs_refused);
         by_reason(&self.inbound_refused, &snapshot.inbound_refused);
+        by_reason(&self.admin_refused, &snapshot.admin_refused);
+        self.admin_event_clients
+            .set(snapshot.admin_event_clients as i64);
         for (relay, up) in &snapshot.relays_up {
             self.relay_up
                 .get_or_create(&RelayLabels {

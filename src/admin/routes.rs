@@ -647,6 +647,13 @@ async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
         sessions_outbound: supervisor.connected,
         ..Snapshot::default()
     };
+    let admin = node.admin_parts().stats.snapshot();
+    snapshot.admin_refused = vec![
+        ("token", admin.auth_refused),
+        ("nip98", admin.nip98_refused),
+        ("admin.max_event_clients", admin.event_clients_refused),
+    ];
+    snapshot.admin_event_clients = admin.event_clients;
     if let Some(flow) = node.event_flow() {
         let f = &flow.stats;
         snapshot.events_received = vec![
