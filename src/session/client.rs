@@ -13,13 +13,16 @@ use nostr::PublicKey;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::auth::{self, PROTOCOL_AUTH_PROOF};
-use super::connection::{error_text, is_temporary_error, Link, LinkError, MAX_MESSAGE_LEN};
+use super::connection::{
+    error_text, is_temporary_error, Link, LinkError, LinkLimits, MAX_MESSAGE_LEN,
+};
 use super::ildcp::{self, IldcpInfo};
 use super::service::{send_btp_nips, send_prepare};
 use super::transport;
 use super::{unix_now, PeerIdentity, SessionContext};
 use crate::lifecycle::Fault;
 use crate::ports::{PeerTarget, Session, SessionConnector};
+use crate::untrusted::untrusted;
 use crate::wire::btp::Packet;
 use crate::wire::btp_nips::{self, MessageType};
 use crate::wire::ilp::{self, Timestamp};
@@ -141,12 +144,22 @@ impl BtpSession {
             }
             Ok(Err(e)) => {
                 return Err(ConnectError::Transient(format!(
-                    "connect to {endpoint}: {e}"
+                    "connect to {endpoint}: {}",
+                    untrusted(&e.to_string())
                 )))
             }
             Ok(Ok(ws)) => ws,
         };
-        let (link, out) = Link::new(ctx.timings.request_timeout);
+        let (link, out) = Link::bounded(
+            ctx.timings.request_timeout,
+            LinkLimits {
+                max_queued: ctx.settings.max_queued_messages,
+                max_in_flight: ctx.settings.max_requests_in_flight,
+            },
+            ctx.stats.clone(),
+        );
+        // Nothing the server asks is answered before it proved its key.
+        link.hold_requests();
         let (sink, stream) = ws.split();
         let peer = match &auth {
             ClientAuth::Nostr { server } => PeerIdentity::Nostr(*server),
@@ -157,13 +170,16 @@ impl BtpSession {
         tokio::spawn(transport::write_loop(
             sink,
             out,
+            link.clone(),
             ctx.timings.ws_ping_interval,
+            ctx.settings.write_timeout,
         ));
         let (reader_link, reader_ctx, reader_peer) = (link.clone(), ctx.clone(), peer.clone());
         tokio::spawn(async move {
             let who = reader_peer.to_string();
             let ended =
-                transport::read_loop(stream, &reader_link, &reader_ctx, &reader_peer, &who).await;
+                transport::read_loop(stream, &reader_link, &reader_ctx, &reader_peer, &who, None)
+                    .await;
             // The link's Close goes out through the writer; waiting requests fail now.
             if let Some(reason) = ended {
                 reader_link.shut(reason);
@@ -199,11 +215,15 @@ impl BtpSession {
             }
             Ok(Err(e)) => {
                 link.shut(e.to_string());
-                return Err(ConnectError::Transient(format!("{endpoint}: auth: {e}")));
+                return Err(ConnectError::Transient(format!(
+                    "{endpoint}: auth: {}",
+                    untrusted(&e.to_string())
+                )));
             }
             Ok(Ok(answer)) => answer,
         };
         if let Some(text) = error_text(&answer) {
+            let text = untrusted(&text).to_string();
             link.shut("authentication refused");
             // A temporary error (T..) is the server's policy, not a verdict on our key.
             return Err(if is_temporary_error(&answer) {
@@ -221,6 +241,7 @@ impl BtpSession {
                 Some(proof) => auth::verify_proof(proof, token, server).map_err(|e| e.to_string()),
             };
             if let Err(reason) = checked {
+                let reason = untrusted(&reason).to_string();
                 link.shut("server failed to prove its key");
                 return Err(ConnectError::Permanent(format!(
                     "{endpoint} did not prove key {}: {reason}",
@@ -229,6 +250,7 @@ impl BtpSession {
             }
         }
         log::info!("session to {endpoint} ({peer}) authenticated");
+        link.start_serving();
         unfinished.0 = None;
         Ok(BtpSession { link, ctx, peer })
     }
