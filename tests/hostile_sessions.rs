@@ -50,9 +50,11 @@ fn ping_message(request_id: u32) -> Vec<u8> {
 
 #[actix_rt::test]
 async fn a_client_that_floods_pings_and_never_reads_is_disconnected_with_bounded_queues() {
-    let settings = session_settings(
+    let mut settings = session_settings(
         "  max_queued_messages: 16\n  max_requests_in_flight: 8\n  write_timeout_ms: 1000\n",
     );
+    // A minute before a silent connection counts as dead: only not reading can end it here.
+    settings.ws_ping_interval = Duration::from_secs(20);
     let keys = Keys::generate();
     let ctx = SessionContext::new(keys.clone(), "server", settings);
     let server = SessionServer::start(ctx.clone(), "127.0.0.1:0", None).unwrap();
@@ -76,7 +78,7 @@ async fn a_client_that_floods_pings_and_never_reads_is_disconnected_with_bounded
         }
         200_000
     };
-    let sent = tokio::time::timeout(Duration::from_secs(120), flood).await;
+    let sent = tokio::time::timeout(Duration::from_secs(30), flood).await;
     eventually(
         Duration::from_secs(15),
         "the flooding client disconnected",
@@ -93,18 +95,60 @@ async fn a_client_that_floods_pings_and_never_reads_is_disconnected_with_bounded
     // the requests being served.
     assert!(stats.queue_high_water <= 16, "{stats:?}");
     assert!(stats.in_flight_high_water <= 8, "{stats:?}");
-    // The socket itself is gone: the client's writes failed (or all went into a socket
-    // that is now closed).
-    if let Ok(sent) = sent {
-        if sent == 200_000 {
-            let closed = tokio::time::timeout(Duration::from_secs(5), async {
-                while let Some(Ok(_)) = ws.next().await {}
-            })
-            .await;
-            assert!(closed.is_ok(), "the socket stayed open");
-        }
-    }
+    // The socket itself is gone, not only the session: what the client can still read
+    // ends.
+    assert!(sent.is_ok(), "the client's writes hung instead of failing");
+    assert_socket_ends(&mut ws).await;
     server.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_client_that_floods_websocket_pings_and_never_reads_the_pongs_is_disconnected() {
+    let mut settings = session_settings("  write_timeout_ms: 1000\n");
+    // A minute before a silent connection counts as dead: only not reading can end it here.
+    settings.ws_ping_interval = Duration::from_secs(20);
+    let keys = Keys::generate();
+    let ctx = SessionContext::new(keys.clone(), "server", settings);
+    let server = SessionServer::start(ctx, "127.0.0.1:0", None).unwrap();
+    let endpoint = format!("ws://127.0.0.1:{}/btp", server.local_addr.port());
+    let mut ws = authenticated_raw(&endpoint, &keys.public_key(), &Keys::generate()).await;
+    let flood = async {
+        for i in 0..200_000u32 {
+            if ws.feed(Message::Ping(vec![7u8; 125].into())).await.is_err() {
+                return;
+            }
+            if i % 64 == 63 && ws.flush().await.is_err() {
+                return;
+            }
+        }
+    };
+    let flooded = tokio::time::timeout(Duration::from_secs(30), flood).await;
+    eventually(
+        Duration::from_secs(15),
+        "the ping flooder disconnected",
+        || {
+            let live = server.live_sessions();
+            async move { (live == 0).then_some(()) }
+        },
+    )
+    .await;
+    let stats = server.stats();
+    assert!(stats.closed_write_deadline >= 1, "{stats:?}");
+    assert!(
+        flooded.is_ok(),
+        "the client's writes hung instead of failing"
+    );
+    assert_socket_ends(&mut ws).await;
+    server.stop().await;
+}
+
+/// Reads what is left on `ws` until the connection ends (within 10 s).
+async fn assert_socket_ends(ws: &mut RawWs) {
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the socket stayed open");
 }
 
 /// A node on the in-memory world listening on loopback with `session`.

@@ -76,9 +76,11 @@ impl From<ConnectError> for Fault {
 /// Checks that we may dial `endpoint`: `wss://` anywhere, `ws://` only to a loopback host
 /// and only when `allow_ws_loopback`.
 pub fn check_endpoint(endpoint: &str, allow_ws_loopback: bool) -> Result<(), String> {
+    // Endpoints come from announcements: shown bounded and escaped.
+    let shown = untrusted(endpoint);
     let (scheme, rest) = endpoint
         .split_once("://")
-        .ok_or_else(|| format!("endpoint `{endpoint}`: no scheme"))?;
+        .ok_or_else(|| format!("endpoint `{shown}`: no scheme"))?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = if let Some(bracketed) = authority.strip_prefix('[') {
         bracketed.split(']').next().unwrap_or("")
@@ -86,7 +88,7 @@ pub fn check_endpoint(endpoint: &str, allow_ws_loopback: bool) -> Result<(), Str
         authority.rsplit_once(':').map_or(authority, |(h, _)| h)
     };
     if host.is_empty() {
-        return Err(format!("endpoint `{endpoint}`: no host"));
+        return Err(format!("endpoint `{shown}`: no host"));
     }
     match scheme {
         "wss" => Ok(()),
@@ -95,18 +97,19 @@ pub fn check_endpoint(endpoint: &str, allow_ws_loopback: bool) -> Result<(), Str
                 host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
             if !loopback {
                 Err(format!(
-                    "endpoint `{endpoint}`: ws:// is allowed only for loopback; use wss://"
+                    "endpoint `{shown}`: ws:// is allowed only for loopback; use wss://"
                 ))
             } else if !allow_ws_loopback {
                 Err(format!(
-                    "endpoint `{endpoint}`: ws:// is disabled (session.allow_ws_loopback)"
+                    "endpoint `{shown}`: ws:// is disabled (session.allow_ws_loopback)"
                 ))
             } else {
                 Ok(())
             }
         }
         other => Err(format!(
-            "endpoint `{endpoint}`: scheme `{other}` is not ws or wss"
+            "endpoint `{shown}`: scheme `{}` is not ws or wss",
+            untrusted(other)
         )),
     }
 }
@@ -128,6 +131,7 @@ impl BtpSession {
     ) -> Result<BtpSession, ConnectError> {
         check_endpoint(endpoint, ctx.settings.allow_ws_loopback)
             .map_err(ConnectError::Permanent)?;
+        let shown = untrusted(endpoint);
         // A 16 KiB read buffer instead of tungstenite's 128 KiB: a session is mostly idle,
         // and a node holds a thousand of them.
         let config = WebSocketConfig::default()
@@ -138,13 +142,13 @@ impl BtpSession {
         let (ws, _) = match tokio::time::timeout(ctx.timings.connect_timeout, dial).await {
             Err(_) => {
                 return Err(ConnectError::Transient(format!(
-                    "connect to {endpoint}: no answer within {:?}",
+                    "connect to {shown}: no answer within {:?}",
                     ctx.timings.connect_timeout
                 )))
             }
             Ok(Err(e)) => {
                 return Err(ConnectError::Transient(format!(
-                    "connect to {endpoint}: {}",
+                    "connect to {shown}: {}",
                     untrusted(&e.to_string())
                 )))
             }
@@ -209,14 +213,14 @@ impl BtpSession {
             Err(_) | Ok(Err(LinkError::Timeout(_))) => {
                 link.shut("authentication timed out");
                 return Err(ConnectError::Transient(format!(
-                    "{endpoint}: no answer to auth within {:?}",
+                    "{shown}: no answer to auth within {:?}",
                     ctx.timings.auth_timeout
                 )));
             }
             Ok(Err(e)) => {
                 link.shut(e.to_string());
                 return Err(ConnectError::Transient(format!(
-                    "{endpoint}: auth: {}",
+                    "{shown}: auth: {}",
                     untrusted(&e.to_string())
                 )));
             }
@@ -227,9 +231,9 @@ impl BtpSession {
             link.shut("authentication refused");
             // A temporary error (T..) is the server's policy, not a verdict on our key.
             return Err(if is_temporary_error(&answer) {
-                ConnectError::Refused(format!("{endpoint} refused us for now: {text}"))
+                ConnectError::Refused(format!("{shown} refused us for now: {text}"))
             } else {
-                ConnectError::Permanent(format!("authentication refused by {endpoint}: {text}"))
+                ConnectError::Permanent(format!("authentication refused by {shown}: {text}"))
             });
         }
         if let (ClientAuth::Nostr { server }, Some(token)) = (&auth, &our_token) {
@@ -244,12 +248,12 @@ impl BtpSession {
                 let reason = untrusted(&reason).to_string();
                 link.shut("server failed to prove its key");
                 return Err(ConnectError::Permanent(format!(
-                    "{endpoint} did not prove key {}: {reason}",
+                    "{shown} did not prove key {}: {reason}",
                     server.to_hex()
                 )));
             }
         }
-        log::info!("session to {endpoint} ({peer}) authenticated");
+        log::info!("session to {shown} ({peer}) authenticated");
         link.start_serving();
         unfinished.0 = None;
         Ok(BtpSession { link, ctx, peer })

@@ -312,6 +312,7 @@ async fn serve(
         stream,
         session,
         write_timeout: ctx.settings.write_timeout,
+        stats: ctx.stats.clone(),
     };
 
     // Authentication, admission included, within auth_timeout: the first binary message,

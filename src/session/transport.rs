@@ -283,6 +283,7 @@ pub(super) struct ActixSource {
     pub session: actix_ws::Session,
     /// A pong the peer does not take within this (it does not read) ends the session.
     pub write_timeout: Duration,
+    pub stats: Arc<SessionStats>,
 }
 
 impl FrameSource for ActixSource {
@@ -304,6 +305,7 @@ impl FrameSource for ActixSource {
                     .await
                     .is_err()
                 {
+                    SessionStats::count(&self.stats.closed_write_deadline);
                     return Some(Err(format!(
                         "the peer did not read its pongs for {:?} (session.write_timeout_ms)",
                         self.write_timeout
