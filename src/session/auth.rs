@@ -1,18 +1,20 @@
 //! Mutual authentication inside the BTP auth exchange, as plain logic with time as input.
 //!
 //! **Nostr mode** (between btp-nips nodes). The client's `auth_username` is its Nostr
-//! pubkey (hex) and its `auth_token` a signed Nostr event of kind [`TOKEN_KIND`]:
-//! a statement "I, `pubkey`, open a session to `endpoint` of server `p`", with a random
+//! pubkey (hex) and its `auth_token` a signed Nostr event of kind [`TOKEN_KIND`]: a
+//! statement "I, `pubkey`, open a session to `endpoint` of server `p`", with a random
 //! `nonce` and `created_at`. The server accepts it once: the signature must verify, the
 //! author must be the username, `endpoint` one of the server's own endpoints, `p` the
 //! server's own pubkey, `created_at` no older than `max_age` (and not in the future beyond
 //! `max_skew`), and its id never seen before (a replay guard remembers ids until they
-//! expire). The server then proves its own key in the Response: an event of kind
-//! [`PROOF_KIND`] naming the token (`e`), the client (`p`) and the endpoint, which the
-//! client checks against the pubkey it meant to reach.
+//! expire, in a bounded [`ReplayGuard`]). The server then proves its own key in the
+//! Response: an event of kind [`PROOF_KIND`] naming the token (`e`), the client (`p`) and
+//! the endpoint, which the client checks against the pubkey it meant to reach.
 //!
 //! **Shared-secret mode** (plain ILP peers such as `ilp-plugin-btp`): the username names
-//! a configured peer and the token must equal its secret (compared in constant time).
+//! a configured peer and the token must equal its secret (their SHA-256 digests compared in
+//! constant time, so neither the position of a difference nor the length shows). An unknown
+//! username and a wrong secret get the same refusal.
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -1,6 +1,8 @@
 //! One BTP connection, independent of which WebSocket library carries it: request ids and
 //! the requests waiting for their answer (each with its timeout), the classification of
-//! every incoming frame, and the one-time close with its reason. The client
+//! every incoming frame, and the one-time close with its reason. What it holds is bounded:
+//! the output queue (`session.max_queued_messages`; producers wait while it is full) and
+//! the peer's requests being served (`session.max_requests_in_flight`; more are refused). The client
 //! ([`super::client`]) and the server ([`super::server`]) run the same reader and writer
 //! (`transport`) around a [`Link`]; what a frame means is decided here, once.
 

@@ -5,6 +5,12 @@
 //! peers always, others while there is room). Refusals are BTP Errors, then the socket
 //! closes. An admitted peer is served (PING → PONG, ILDCP) until it leaves, goes quiet, or
 //! sends garbage — disconnected with the reason logged.
+//!
+//! Strangers are budgeted: sockets not yet authenticated are capped in total and per IP
+//! (`session.max_unauthenticated`, `session.max_unauthenticated_per_ip`; more get an HTTP
+//! 503 naming the limit), the whole authentication (admission included) must finish within
+//! `auth_timeout`, and a peer the node does not follow loses its session once it sent
+//! nothing for `session.unknown_idle_timeout_ms`.
 
 use std::any::Any;
 use std::collections::HashMap;

@@ -5,10 +5,13 @@
 //! once against those two traits.
 //!
 //! - [`write_loop`] sends what the [`Link`] queues (packets, then its one close) and a
-//!   WebSocket ping every `ws_ping_interval` to keep the connection warm.
+//!   WebSocket ping every `ws_ping_interval` to keep the connection warm. A write the peer
+//!   does not take within `session.write_timeout_ms` (it stopped reading) closes the
+//!   session and the socket; the reader's pongs are bounded the same way.
 //! - [`read_loop`] hands every binary message to [`dispatch_binary`] and ends the session
-//!   on garbage, on a text frame, on the peer's close, on a dead connection, or when no
-//!   frame at all arrived within the idle timeout.
+//!   on garbage, on a text frame, on the peer's close, on a dead connection, when no
+//!   frame at all arrived within the idle timeout, or (a stranger's session) when no BTP
+//!   packet arrived within `session.unknown_idle_timeout_ms`.
 //!
 //! Messages over [`super::connection::MAX_MESSAGE_LEN`] are refused by both libraries
 //! (configured where each connection is made) and again by [`Link::on_binary`].
