@@ -45,7 +45,31 @@ pub struct SessionSettings {
     /// At most this many inbound sessions from pubkeys the node has no record of (not
     /// followed, never met); followed and known peers are not counted.
     pub max_unknown_inbound: usize,
+    /// Packets waiting for the socket, per session; when full, the session's producers wait
+    /// (and the peer's requests are no longer read) until the peer reads.
+    pub max_queued_messages: usize,
+    /// Requests of one peer served at once; more are refused with a BTP Error naming this.
+    pub max_requests_in_flight: usize,
+    /// A write that cannot go out for this long (the peer does not read) closes the session.
+    #[serde(rename = "write_timeout_ms", deserialize_with = "millis")]
+    pub write_timeout: Duration,
+    /// Sockets connected but not yet authenticated, in total and from one IP address.
+    pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_ip: usize,
+    /// A session of a peer the node does not follow that sends nothing for this long is
+    /// closed (WebSocket pings do not count): strangers hold their slots only while active.
+    #[serde(rename = "unknown_idle_timeout_ms", deserialize_with = "millis")]
+    pub unknown_idle_timeout: Duration,
+    /// Token ids the replay guard remembers at most; when full it forgets the oldest and
+    /// refuses tokens as old as those.
+    pub max_replay_entries: usize,
 }
+
+/// Upper bound of `session.token_max_age_seconds`: the replay guard remembers every token
+/// this long, so a longer lifetime only makes it bigger.
+pub const MAX_TOKEN_AGE_SECS: u64 = 3600;
+/// Upper bound of `session.token_max_skew_seconds`.
+pub const MAX_TOKEN_SKEW_SECS: u64 = 600;
 
 /// One plain ILP peer: inbound it sends `username` and `secret`; outbound, when a peer's
 /// endpoint is `endpoint`, we send them.
@@ -73,7 +97,27 @@ impl SessionSettings {
         p.add(Key("session.auth_timeout_ms").nonzero(self.auth_timeout));
         p.add(Key("session.request_timeout_ms").nonzero(self.request_timeout));
         p.add(Key("session.ws_ping_interval_ms").nonzero(self.ws_ping_interval));
-        p.add(Key("session.token_max_age_seconds").nonzero(self.token_max_age));
+        p.add(Key("session.token_max_age_seconds").between(
+            self.token_max_age.as_secs(),
+            1,
+            MAX_TOKEN_AGE_SECS,
+        ));
+        p.add(Key("session.token_max_skew_seconds").between(
+            self.token_max_skew.as_secs(),
+            0,
+            MAX_TOKEN_SKEW_SECS,
+        ));
+        p.add(Key("session.max_queued_messages").between(self.max_queued_messages, 1, 65_536));
+        p.add(Key("session.max_requests_in_flight").between(
+            self.max_requests_in_flight,
+            1,
+            65_536,
+        ));
+        p.add(Key("session.write_timeout_ms").nonzero(self.write_timeout));
+        p.add(Key("session.max_unauthenticated").nonzero(self.max_unauthenticated));
+        p.add(Key("session.max_unauthenticated_per_ip").nonzero(self.max_unauthenticated_per_ip));
+        p.add(Key("session.unknown_idle_timeout_ms").nonzero(self.unknown_idle_timeout));
+        p.add(Key("session.max_replay_entries").between(self.max_replay_entries, 1024, 10_000_000));
         p.add(
             Key("session.asset_code")
                 .ensure(!self.asset_code.trim().is_empty(), "must not be empty"),
@@ -92,6 +136,16 @@ impl SessionSettings {
                 ),
                 ),
             );
+            // A 64-hex username would read as a Nostr pubkey: refusals could then tell a
+            // configured username from an unknown one.
+            p.add(Key("session.shared_secret_peers.username").ensure(
+                !(peer.username.len() == 64
+                    && peer.username.chars().all(|c| c.is_ascii_hexdigit())),
+                format!(
+                    "`{}` must not be 64 hex digits (that is a Nostr pubkey)",
+                    peer.username
+                ),
+            ));
             p.add(Key("session.shared_secret_peers.secret").ensure(
                 peer.secret.len() >= 16,
                 format!(

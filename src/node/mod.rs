@@ -200,6 +200,12 @@ impl Node {
         self.inner.server.as_ref().map_or(0, |s| s.live_sessions())
     }
 
+    /// The session layer's counters (refused sockets, requests over the in-flight cap,
+    /// sessions closed for not reading or for idling); `None` without a BTP listener.
+    pub fn session_stats(&self) -> Option<crate::session::SessionStatsSnapshot> {
+        self.inner.server.as_ref().map(|s| s.stats())
+    }
+
     /// Follows `nostr_pubkey` (as a new entry of the operator's follow list would).
     pub async fn follow(&self, nostr_pubkey: &str) -> Result<(), NodeError> {
         let nostr_pubkey = nostr_pubkey.to_owned();

@@ -1,21 +1,24 @@
 //! Mutual authentication inside the BTP auth exchange, as plain logic with time as input.
 //!
 //! **Nostr mode** (between btp-nips nodes). The client's `auth_username` is its Nostr
-//! pubkey (hex) and its `auth_token` a signed Nostr event of kind [`TOKEN_KIND`]:
-//! a statement "I, `pubkey`, open a session to `endpoint` of server `p`", with a random
+//! pubkey (hex) and its `auth_token` a signed Nostr event of kind [`TOKEN_KIND`]: a
+//! statement "I, `pubkey`, open a session to `endpoint` of server `p`", with a random
 //! `nonce` and `created_at`. The server accepts it once: the signature must verify, the
 //! author must be the username, `endpoint` one of the server's own endpoints, `p` the
 //! server's own pubkey, `created_at` no older than `max_age` (and not in the future beyond
 //! `max_skew`), and its id never seen before (a replay guard remembers ids until they
-//! expire). The server then proves its own key in the Response: an event of kind
-//! [`PROOF_KIND`] naming the token (`e`), the client (`p`) and the endpoint, which the
-//! client checks against the pubkey it meant to reach.
+//! expire, in a bounded [`ReplayGuard`]). The server then proves its own key in the
+//! Response: an event of kind [`PROOF_KIND`] naming the token (`e`), the client (`p`) and
+//! the endpoint, which the client checks against the pubkey it meant to reach.
 //!
 //! **Shared-secret mode** (plain ILP peers such as `ilp-plugin-btp`): the username names
-//! a configured peer and the token must equal its secret (compared in constant time).
+//! a configured peer and the token must equal its secret (their SHA-256 digests compared in
+//! constant time, so neither the position of a difference nor the length shows). An unknown
+//! username and a wrong secret get the same refusal.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
+use nostr::hashes::{sha256, Hash};
 use nostr::{Event, EventBuilder, JsonUtil, Keys, Kind, PublicKey, Tag, Timestamp};
 
 /// Kind of the client's session token (ephemeral range: relays do not store it).
@@ -50,10 +53,15 @@ pub enum AuthRefusal {
     FromTheFuture { ahead: u64, max_skew: u64 },
     #[error("auth_token: replayed (token {0} was already used)")]
     Replayed(String),
-    #[error("auth_username `{0}`: unknown peer and not a Nostr pubkey")]
-    UnknownUser(String),
-    #[error("auth_token: wrong shared secret for `{0}`")]
-    WrongSecret(String),
+    #[error(
+        "auth_token: older than every token the replay guard still remembers (it is full: \
+         session.max_replay_entries); sign a fresh one"
+    )]
+    ReplayGuardFull,
+    /// One text for an unknown username and a wrong secret: a refusal does not tell which
+    /// usernames are configured.
+    #[error("auth: unknown username or wrong shared secret")]
+    BadSecret,
     #[error("auth_proof: {0}")]
     BadProof(String),
 }
@@ -110,24 +118,72 @@ fn parse_event(json: &str, expected_kind: u16) -> Result<Event, AuthRefusal> {
     Ok(event)
 }
 
-/// Remembers the ids of accepted tokens until they could no longer be accepted anyway.
-#[derive(Debug, Default)]
+/// Remembers the ids of accepted tokens until they could no longer be accepted anyway, in
+/// at most `max_entries` entries; each login costs O(log n).
+///
+/// When full, it forgets the entry that expires first and from then on refuses every token
+/// valid no longer than that one (`floor`): a forgotten token can never come back, and a
+/// fresh token is always accepted (under a flood of logins the effective token lifetime
+/// shrinks instead of the memory growing).
+#[derive(Debug)]
 pub struct ReplayGuard {
     /// Token id → the time (Unix seconds) after which it is expired regardless.
-    seen: HashMap<String, u64>,
+    seen: HashMap<[u8; 32], u64>,
+    /// The same entries ordered by expiry, so the expired and the oldest go first.
+    by_expiry: BTreeSet<(u64, [u8; 32])>,
+    max_entries: usize,
+    /// Tokens valid until this time or earlier are refused: some of them were forgotten.
+    floor: u64,
+}
+
+impl Default for ReplayGuard {
+    fn default() -> Self {
+        Self::new(100_000)
+    }
 }
 
 impl ReplayGuard {
-    /// Records `id`, valid until `until`; false if it was already there.
-    fn insert(&mut self, id: String, until: u64, now: u64) -> bool {
-        if self.seen.len() >= 1024 {
-            self.seen.retain(|_, t| *t >= now);
+    /// A guard remembering at most `max_entries` (at least 1) token ids.
+    pub fn new(max_entries: usize) -> Self {
+        ReplayGuard {
+            seen: HashMap::new(),
+            by_expiry: BTreeSet::new(),
+            max_entries: max_entries.max(1),
+            floor: 0,
         }
-        if self.seen.get(&id).is_some_and(|t| *t >= now) {
-            return false;
+    }
+
+    /// Records token `id`, valid until `until`; refused if it was seen, or if it is as old
+    /// as the tokens the guard had to forget.
+    pub fn admit(&mut self, id: [u8; 32], until: u64, now: u64) -> Result<(), AuthRefusal> {
+        while let Some(&(expiry, old)) = self.by_expiry.first() {
+            if expiry >= now {
+                break;
+            }
+            self.by_expiry.pop_first();
+            self.seen.remove(&old);
+        }
+        if self.seen.contains_key(&id) {
+            return Err(AuthRefusal::Replayed(hex_id(&id)));
+        }
+        if until <= self.floor {
+            return Err(AuthRefusal::ReplayGuardFull);
+        }
+        if self.seen.len() >= self.max_entries {
+            let Some(&(oldest, old)) = self.by_expiry.first() else {
+                return Err(AuthRefusal::ReplayGuardFull);
+            };
+            // Older than everything remembered: as good as forgotten.
+            if until <= oldest {
+                return Err(AuthRefusal::ReplayGuardFull);
+            }
+            self.by_expiry.pop_first();
+            self.seen.remove(&old);
+            self.floor = self.floor.max(oldest);
         }
         self.seen.insert(id, until);
-        true
+        self.by_expiry.insert((until, id));
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -137,6 +193,10 @@ impl ReplayGuard {
     pub fn is_empty(&self) -> bool {
         self.seen.is_empty()
     }
+}
+
+fn hex_id(id: &[u8; 32]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What the server checks tokens against.
@@ -159,6 +219,35 @@ pub fn verify_token(
     policy: &TokenPolicy,
     now_secs: u64,
     replay: &mut ReplayGuard,
+) -> Result<Event, AuthRefusal> {
+    let event = check_token(username, token, server, policy, now_secs)?;
+    spend_token(&event, policy, now_secs, replay)?;
+    Ok(event)
+}
+
+/// Records an accepted token's id in `replay` (the one step needing the guard's lock);
+/// refused if it was spent before.
+pub fn spend_token(
+    event: &Event,
+    policy: &TokenPolicy,
+    now_secs: u64,
+    replay: &mut ReplayGuard,
+) -> Result<(), AuthRefusal> {
+    let until = event
+        .created_at
+        .as_secs()
+        .saturating_add(policy.max_age_secs);
+    replay.admit(event.id.to_bytes(), until, now_secs)
+}
+
+/// Every check of a token but the replay guard's (no lock needed: the signature check is
+/// the expensive part).
+pub fn check_token(
+    username: Option<&str>,
+    token: &str,
+    server: &PublicKey,
+    policy: &TokenPolicy,
+    now_secs: u64,
 ) -> Result<Event, AuthRefusal> {
     let event = parse_event(token, TOKEN_KIND)?;
     let author = event.pubkey.to_hex();
@@ -198,10 +287,6 @@ pub fn verify_token(
             age,
             max_age: policy.max_age_secs,
         });
-    }
-    let until = created + policy.max_age_secs;
-    if !replay.insert(event.id.to_hex(), until, now_secs) {
-        return Err(AuthRefusal::Replayed(event.id.to_hex()));
     }
     Ok(event)
 }
@@ -245,14 +330,18 @@ pub fn verify_proof(
     Ok(())
 }
 
-/// Compares a shared secret in time independent of where the first difference is.
+/// Compares a shared secret in time independent of where the first difference is and of
+/// either length: the SHA-256 digests of both are compared, every byte of them.
 pub fn secrets_match(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff));
-    }
-    diff == 0
+    let a = sha256::Hash::hash(given.as_bytes()).to_byte_array();
+    let b = sha256::Hash::hash(expected.as_bytes()).to_byte_array();
+    let diff = a.iter().zip(b.iter()).fold(0u8, |d, (x, y)| d | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Whether `username` is a Nostr pubkey in hex (64 hex digits), as our clients send it.
+pub fn is_hex_pubkey(username: &str) -> bool {
+    username.len() == 64 && username.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// Parses a pubkey given as hex (or npub).
@@ -401,14 +490,43 @@ mod tests {
 
     #[test]
     fn replay_guard_forgets_only_expired_ids() {
-        let mut guard = ReplayGuard::default();
+        let mut guard = ReplayGuard::new(4096);
+        let id = |i: u32| {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            id
+        };
         for i in 0..1024 {
-            assert!(guard.insert(format!("id{i}"), 100, 50));
+            assert!(guard.admit(id(i), 100, 50).is_ok());
         }
-        assert!(!guard.insert("id0".into(), 100, 60));
+        assert!(guard.admit(id(0), 100, 60).is_err());
         // Past their validity, the next insertion prunes them.
-        assert!(guard.insert("new".into(), 300, 200));
+        assert!(guard.admit(id(5000), 300, 200).is_ok());
         assert_eq!(guard.len(), 1);
+    }
+
+    #[test]
+    fn a_full_replay_guard_forgets_the_oldest_and_refuses_tokens_as_old() {
+        let mut guard = ReplayGuard::new(2);
+        assert!(guard.admit([1; 32], 100, 0).is_ok());
+        assert!(guard.admit([2; 32], 200, 0).is_ok());
+        // Full: [1] (valid until 100) is forgotten to make room.
+        assert!(guard.admit([3; 32], 300, 0).is_ok());
+        assert_eq!(guard.len(), 2);
+        assert_eq!(
+            guard.admit([1; 32], 100, 0),
+            Err(AuthRefusal::ReplayGuardFull)
+        );
+        assert!(matches!(
+            guard.admit([2; 32], 200, 0),
+            Err(AuthRefusal::Replayed(_))
+        ));
+        // A token older than all it remembers is refused rather than remembered.
+        assert_eq!(
+            guard.admit([4; 32], 150, 0),
+            Err(AuthRefusal::ReplayGuardFull)
+        );
+        assert!(guard.admit([5; 32], 400, 0).is_ok());
     }
 
     #[test]
@@ -418,5 +536,6 @@ mod tests {
         assert!(!secrets_match("s3cre", "s3cret"));
         assert!(!secrets_match("", "x"));
         assert!(!secrets_match("s3creT", "s3cret"));
+        assert!(!secrets_match("s3cret\0", "s3cret"));
     }
 }

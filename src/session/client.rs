@@ -13,13 +13,16 @@ use nostr::PublicKey;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::auth::{self, PROTOCOL_AUTH_PROOF};
-use super::connection::{error_text, is_temporary_error, Link, LinkError, MAX_MESSAGE_LEN};
+use super::connection::{
+    error_text, is_temporary_error, Link, LinkError, LinkLimits, MAX_MESSAGE_LEN,
+};
 use super::ildcp::{self, IldcpInfo};
 use super::service::{send_btp_nips, send_prepare};
 use super::transport;
 use super::{unix_now, PeerIdentity, SessionContext};
 use crate::lifecycle::Fault;
 use crate::ports::{PeerTarget, Session, SessionConnector};
+use crate::untrusted::untrusted;
 use crate::wire::btp::Packet;
 use crate::wire::btp_nips::{self, MessageType};
 use crate::wire::ilp::{self, Timestamp};
@@ -73,9 +76,11 @@ impl From<ConnectError> for Fault {
 /// Checks that we may dial `endpoint`: `wss://` anywhere, `ws://` only to a loopback host
 /// and only when `allow_ws_loopback`.
 pub fn check_endpoint(endpoint: &str, allow_ws_loopback: bool) -> Result<(), String> {
+    // Endpoints come from announcements: shown bounded and escaped.
+    let shown = untrusted(endpoint);
     let (scheme, rest) = endpoint
         .split_once("://")
-        .ok_or_else(|| format!("endpoint `{endpoint}`: no scheme"))?;
+        .ok_or_else(|| format!("endpoint `{shown}`: no scheme"))?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = if let Some(bracketed) = authority.strip_prefix('[') {
         bracketed.split(']').next().unwrap_or("")
@@ -83,7 +88,7 @@ pub fn check_endpoint(endpoint: &str, allow_ws_loopback: bool) -> Result<(), Str
         authority.rsplit_once(':').map_or(authority, |(h, _)| h)
     };
     if host.is_empty() {
-        return Err(format!("endpoint `{endpoint}`: no host"));
+        return Err(format!("endpoint `{shown}`: no host"));
     }
     match scheme {
         "wss" => Ok(()),
@@ -92,18 +97,19 @@ pub fn check_endpoint(endpoint: &str, allow_ws_loopback: bool) -> Result<(), Str
                 host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
             if !loopback {
                 Err(format!(
-                    "endpoint `{endpoint}`: ws:// is allowed only for loopback; use wss://"
+                    "endpoint `{shown}`: ws:// is allowed only for loopback; use wss://"
                 ))
             } else if !allow_ws_loopback {
                 Err(format!(
-                    "endpoint `{endpoint}`: ws:// is disabled (session.allow_ws_loopback)"
+                    "endpoint `{shown}`: ws:// is disabled (session.allow_ws_loopback)"
                 ))
             } else {
                 Ok(())
             }
         }
         other => Err(format!(
-            "endpoint `{endpoint}`: scheme `{other}` is not ws or wss"
+            "endpoint `{shown}`: scheme `{}` is not ws or wss",
+            untrusted(other)
         )),
     }
 }
@@ -125,6 +131,7 @@ impl BtpSession {
     ) -> Result<BtpSession, ConnectError> {
         check_endpoint(endpoint, ctx.settings.allow_ws_loopback)
             .map_err(ConnectError::Permanent)?;
+        let shown = untrusted(endpoint);
         // A 16 KiB read buffer instead of tungstenite's 128 KiB: a session is mostly idle,
         // and a node holds a thousand of them.
         let config = WebSocketConfig::default()
@@ -135,18 +142,28 @@ impl BtpSession {
         let (ws, _) = match tokio::time::timeout(ctx.timings.connect_timeout, dial).await {
             Err(_) => {
                 return Err(ConnectError::Transient(format!(
-                    "connect to {endpoint}: no answer within {:?}",
+                    "connect to {shown}: no answer within {:?}",
                     ctx.timings.connect_timeout
                 )))
             }
             Ok(Err(e)) => {
                 return Err(ConnectError::Transient(format!(
-                    "connect to {endpoint}: {e}"
+                    "connect to {shown}: {}",
+                    untrusted(&e.to_string())
                 )))
             }
             Ok(Ok(ws)) => ws,
         };
-        let (link, out) = Link::new(ctx.timings.request_timeout);
+        let (link, out) = Link::bounded(
+            ctx.timings.request_timeout,
+            LinkLimits {
+                max_queued: ctx.settings.max_queued_messages,
+                max_in_flight: ctx.settings.max_requests_in_flight,
+            },
+            ctx.stats.clone(),
+        );
+        // Nothing the server asks is answered before it proved its key.
+        link.hold_requests();
         let (sink, stream) = ws.split();
         let peer = match &auth {
             ClientAuth::Nostr { server } => PeerIdentity::Nostr(*server),
@@ -157,13 +174,16 @@ impl BtpSession {
         tokio::spawn(transport::write_loop(
             sink,
             out,
+            link.clone(),
             ctx.timings.ws_ping_interval,
+            ctx.settings.write_timeout,
         ));
         let (reader_link, reader_ctx, reader_peer) = (link.clone(), ctx.clone(), peer.clone());
         tokio::spawn(async move {
             let who = reader_peer.to_string();
             let ended =
-                transport::read_loop(stream, &reader_link, &reader_ctx, &reader_peer, &who).await;
+                transport::read_loop(stream, &reader_link, &reader_ctx, &reader_peer, &who, None)
+                    .await;
             // The link's Close goes out through the writer; waiting requests fail now.
             if let Some(reason) = ended {
                 reader_link.shut(reason);
@@ -193,23 +213,27 @@ impl BtpSession {
             Err(_) | Ok(Err(LinkError::Timeout(_))) => {
                 link.shut("authentication timed out");
                 return Err(ConnectError::Transient(format!(
-                    "{endpoint}: no answer to auth within {:?}",
+                    "{shown}: no answer to auth within {:?}",
                     ctx.timings.auth_timeout
                 )));
             }
             Ok(Err(e)) => {
                 link.shut(e.to_string());
-                return Err(ConnectError::Transient(format!("{endpoint}: auth: {e}")));
+                return Err(ConnectError::Transient(format!(
+                    "{shown}: auth: {}",
+                    untrusted(&e.to_string())
+                )));
             }
             Ok(Ok(answer)) => answer,
         };
         if let Some(text) = error_text(&answer) {
+            let text = untrusted(&text).to_string();
             link.shut("authentication refused");
             // A temporary error (T..) is the server's policy, not a verdict on our key.
             return Err(if is_temporary_error(&answer) {
-                ConnectError::Refused(format!("{endpoint} refused us for now: {text}"))
+                ConnectError::Refused(format!("{shown} refused us for now: {text}"))
             } else {
-                ConnectError::Permanent(format!("authentication refused by {endpoint}: {text}"))
+                ConnectError::Permanent(format!("authentication refused by {shown}: {text}"))
             });
         }
         if let (ClientAuth::Nostr { server }, Some(token)) = (&auth, &our_token) {
@@ -221,14 +245,16 @@ impl BtpSession {
                 Some(proof) => auth::verify_proof(proof, token, server).map_err(|e| e.to_string()),
             };
             if let Err(reason) = checked {
+                let reason = untrusted(&reason).to_string();
                 link.shut("server failed to prove its key");
                 return Err(ConnectError::Permanent(format!(
-                    "{endpoint} did not prove key {}: {reason}",
+                    "{shown} did not prove key {}: {reason}",
                     server.to_hex()
                 )));
             }
         }
-        log::info!("session to {endpoint} ({peer}) authenticated");
+        log::info!("session to {shown} ({peer}) authenticated");
+        link.start_serving();
         unfinished.0 = None;
         Ok(BtpSession { link, ctx, peer })
     }

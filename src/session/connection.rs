@@ -1,6 +1,8 @@
 //! One BTP connection, independent of which WebSocket library carries it: request ids and
 //! the requests waiting for their answer (each with its timeout), the classification of
-//! every incoming frame, and the one-time close with its reason. The client
+//! every incoming frame, and the one-time close with its reason. What it holds is bounded:
+//! the output queue (`session.max_queued_messages`; producers wait while it is full) and
+//! the peer's requests being served (`session.max_requests_in_flight`; more are refused). The client
 //! ([`super::client`]) and the server ([`super::server`]) run the same reader and writer
 //! (`transport`) around a [`Link`]; what a frame means is decided here, once.
 
@@ -10,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+
+use super::stats::SessionStats;
 
 use crate::wire::btp::{self, Body, Packet};
 use crate::wire::ilp;
@@ -50,33 +54,105 @@ pub enum Incoming {
     Request(Packet),
 }
 
+/// How much one connection may hold: its output queue and the peer's requests being served.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkLimits {
+    /// Packets waiting for the socket (`session.max_queued_messages`).
+    pub max_queued: usize,
+    /// Requests of the peer served at once (`session.max_requests_in_flight`).
+    pub max_in_flight: usize,
+}
+
+impl Default for LinkLimits {
+    fn default() -> Self {
+        LinkLimits {
+            max_queued: 64,
+            max_in_flight: 128,
+        }
+    }
+}
+
+/// One request of the peer being served; dropping it frees its slot.
+pub struct InFlight(#[allow(dead_code)] OwnedSemaphorePermit);
+
 /// The shared state of one connection.
 pub struct Link {
-    /// Feeds the writer half.
-    out: mpsc::UnboundedSender<Outgoing>,
+    /// Feeds the writer half; bounded, so a peer that does not read makes the producers
+    /// wait instead of growing memory.
+    out: mpsc::Sender<Outgoing>,
     /// Requests waiting for a Response or Error, by request id.
     pending: Mutex<HashMap<u32, oneshot::Sender<Packet>>>,
     next_id: AtomicU32,
     /// `Some(reason)` once closed; the first reason wins.
     closed: watch::Sender<Option<String>>,
+    /// Whether the peer's requests are served yet: a client serves nothing before the
+    /// server proved its key.
+    serving: watch::Sender<bool>,
+    /// Slots for the peer's requests being served.
+    in_flight: Arc<Semaphore>,
+    limits: LinkLimits,
+    stats: Arc<SessionStats>,
     /// How long a request waits for its answer (ilp-plugin-btp uses 35 s).
     pub request_timeout: Duration,
 }
 
 impl Link {
-    /// A link and the receiver its writer half drains.
-    pub fn new(request_timeout: Duration) -> (Arc<Link>, mpsc::UnboundedReceiver<Outgoing>) {
-        let (out, rx) = mpsc::unbounded_channel();
+    /// A link with the default limits and counters of its own, and the receiver its
+    /// writer half drains.
+    pub fn new(request_timeout: Duration) -> (Arc<Link>, mpsc::Receiver<Outgoing>) {
+        Self::bounded(
+            request_timeout,
+            LinkLimits::default(),
+            Arc::new(SessionStats::default()),
+        )
+    }
+
+    /// A link within `limits`, counting into `stats`; it serves the peer's requests at once
+    /// (see [`Link::hold_requests`]).
+    pub fn bounded(
+        request_timeout: Duration,
+        limits: LinkLimits,
+        stats: Arc<SessionStats>,
+    ) -> (Arc<Link>, mpsc::Receiver<Outgoing>) {
+        let (out, rx) = mpsc::channel(limits.max_queued.max(1));
         let (closed, _) = watch::channel(None);
+        let (serving, _) = watch::channel(true);
         let link = Link {
             out,
             pending: Mutex::new(HashMap::new()),
             // Random start, as ilp-plugin-btp does, so ids of two sessions do not line up.
             next_id: AtomicU32::new(fastrand::u32(..)),
             closed,
+            serving,
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+            limits,
+            stats,
             request_timeout,
         };
         (Arc::new(link), rx)
+    }
+
+    /// The counters this link adds to.
+    pub fn stats(&self) -> &Arc<SessionStats> {
+        &self.stats
+    }
+
+    /// Queues one message for the writer, waiting while the queue is full; false if the
+    /// link closed (or its writer is gone) first.
+    async fn enqueue(&self, message: Outgoing) -> bool {
+        let mut closed = self.closed.subscribe();
+        if closed.borrow().is_some() {
+            return false;
+        }
+        let sent = tokio::select! {
+            sent = self.out.send(message) => sent.is_ok(),
+            _ = closed.wait_for(Option::is_some) => false,
+        };
+        if sent {
+            let queued = self.limits.max_queued.saturating_sub(self.out.capacity());
+            SessionStats::high_water(&self.stats.queue_high_water, queued);
+        }
+        sent
     }
 
     /// Sends a request (a Message or Transfer; its request id is set here) and waits for
@@ -93,12 +169,13 @@ impl Link {
             self.forget(id);
             return Err(LinkError::Closed(reason));
         }
-        if self.out.send(Outgoing::Packet(bytes)).is_err() {
-            self.forget(id);
-            return Err(LinkError::Closed("writer gone".into()));
-        }
         let mut closed = self.closed.subscribe();
         let answer = async {
+            if !self.enqueue(Outgoing::Packet(bytes)).await {
+                return Err(LinkError::Closed(
+                    self.close_reason().unwrap_or_else(|| "writer gone".into()),
+                ));
+            }
             tokio::select! {
                 // An answer that arrived just before the close still counts.
                 biased;
@@ -118,13 +195,69 @@ impl Link {
         self.pending.lock().expect("pending lock").remove(&id);
     }
 
-    /// Sends an answer (Response or Error) to a request of the peer.
-    pub fn answer(&self, packet: &Packet) {
+    /// Whether a request of ours still waits for its answer.
+    pub fn awaits_answers(&self) -> bool {
+        !self.pending.lock().expect("pending lock").is_empty()
+    }
+
+    /// Sends an answer (Response or Error) to a request of the peer, waiting while the
+    /// output queue is full (dropped if the link closes meanwhile).
+    pub async fn answer(&self, packet: &Packet) {
         match packet.encode() {
             Ok(bytes) => {
-                let _ = self.out.send(Outgoing::Packet(bytes));
+                self.enqueue(Outgoing::Packet(bytes)).await;
             }
             Err(e) => log::error!("cannot encode our own answer: {e}"),
+        }
+    }
+
+    /// A slot for one more request of the peer, or `None` when
+    /// `session.max_requests_in_flight` are being served.
+    pub fn begin_request(&self) -> Option<InFlight> {
+        let permit = self.in_flight.clone().try_acquire_owned().ok()?;
+        let busy = self.limits.max_in_flight - self.in_flight.available_permits();
+        SessionStats::high_water(&self.stats.in_flight_high_water, busy);
+        Some(InFlight(permit))
+    }
+
+    /// The refusal of a request over `session.max_requests_in_flight`: a temporary BTP
+    /// Error (try again once answers came back).
+    pub fn busy_refusal(&self, request_id: u32) -> Packet {
+        SessionStats::count(&self.stats.requests_refused_in_flight);
+        error_packet(
+            request_id,
+            *b"T03",
+            "ConnectorBusyError",
+            &format!(
+                "{} requests of this session are already being served \
+                 (session.max_requests_in_flight)",
+                self.limits.max_in_flight
+            ),
+        )
+    }
+
+    /// Holds the peer's requests until [`Link::start_serving`] (a client, until the
+    /// server proved its key).
+    pub fn hold_requests(&self) {
+        self.serving.send_replace(false);
+    }
+
+    pub fn start_serving(&self) {
+        self.serving.send_replace(true);
+    }
+
+    pub fn is_serving(&self) -> bool {
+        *self.serving.borrow()
+    }
+
+    /// Waits until the peer's requests may be served; false if the link closed first.
+    pub async fn serving_allowed(&self) -> bool {
+        let mut serving = self.serving.subscribe();
+        let mut closed = self.closed.subscribe();
+        tokio::select! {
+            biased;
+            _ = closed.wait_for(Option::is_some) => false,
+            ok = serving.wait_for(|s| *s) => ok.is_ok() && !self.is_closed(),
         }
     }
 
@@ -167,7 +300,9 @@ impl Link {
             }
         });
         if first {
-            let _ = self.out.send(Outgoing::Close(reason));
+            // A full queue (a peer that does not read) leaves no room: the writer then
+            // learns of the close from the watch, once it has room to act.
+            let _ = self.out.try_send(Outgoing::Close(reason));
             self.pending.lock().expect("pending lock").clear();
         }
     }

@@ -12,6 +12,8 @@
 //!   through the node's peer directory.
 //! - [`service`] — what the node answers to an ILP Prepare (PING → PONG, ILDCP).
 //! - [`ildcp`] — RFC 31.
+//! - [`stats`] — the counters of every limit above (refused sockets, requests, closed
+//!   sessions), read through [`SessionServer::stats`] or [`SessionContext::stats`].
 //!
 //! The node's Nostr key comes in as a [`nostr::Keys`], loaded by the node builder (the one
 //! identity of every part, `crate::discovery::identity`).
@@ -30,11 +32,13 @@ pub mod connection;
 pub mod ildcp;
 pub mod server;
 pub mod service;
+pub mod stats;
 mod transport;
 
 pub use client::{BtpConnector, BtpSession};
 pub use server::SessionServer;
 pub use service::{IlpHandler, NodeService, NostrMessages};
+pub use stats::{SessionStats, SessionStatsSnapshot};
 
 /// Who is at the other end of an authenticated session.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -89,6 +93,8 @@ pub struct SessionContext {
     pub replay: Mutex<auth::ReplayGuard>,
     /// Answers the peers' ILP Prepares.
     pub handler: Arc<dyn IlpHandler>,
+    /// What the sessions of this context refused, closed and bounded.
+    pub stats: Arc<SessionStats>,
 }
 
 impl SessionContext {
@@ -114,9 +120,10 @@ impl SessionContext {
             keys,
             own_address,
             timings: SessionTimings::from(&settings),
-            settings,
-            replay: Mutex::new(auth::ReplayGuard::default()),
+            replay: Mutex::new(auth::ReplayGuard::new(settings.max_replay_entries)),
             handler,
+            stats: Arc::new(SessionStats::default()),
+            settings,
         })
     }
 

@@ -5,17 +5,30 @@
 //! peers always, others while there is room). Refusals are BTP Errors, then the socket
 //! closes. An admitted peer is served (PING → PONG, ILDCP) until it leaves, goes quiet, or
 //! sends garbage — disconnected with the reason logged.
+//!
+//! Strangers are budgeted: sockets not yet authenticated are capped in total and per IP
+//! (`session.max_unauthenticated`, `session.max_unauthenticated_per_ip`; more get an HTTP
+//! 503 naming the limit), the whole authentication (admission included) must finish within
+//! `auth_timeout`, and a peer the node does not follow loses its session once it sent
+//! nothing for `session.unknown_idle_timeout_ms`.
 
-use std::net::SocketAddr;
+use std::any::Any;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use actix_web::dev::Extensions;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
 use super::auth::{self, TokenPolicy, PROTOCOL_AUTH_PROOF};
-use super::connection::{error_packet, Link, MAX_MESSAGE_LEN};
-use super::transport::{self, ActixSource, Frame, FrameSource};
+use super::connection::{error_packet, Link, LinkLimits, MAX_MESSAGE_LEN};
+use super::stats::{SessionStats, SessionStatsSnapshot};
+use super::transport::{self, ActixSink, ActixSource, Frame, FrameSource};
 use super::{unix_now, PeerIdentity, SessionContext};
 use crate::ports::{Admission, PeerDirectory};
+use crate::untrusted::untrusted;
 use crate::wire::btp::{self, Packet, ProtocolEntry};
 
 /// A running inbound endpoint.
@@ -35,11 +48,13 @@ impl SessionServer {
         listen: &str,
         admission: Option<Arc<dyn PeerDirectory>>,
     ) -> std::io::Result<SessionServer> {
+        let auth_timeout = ctx.timings.auth_timeout;
         let state = web::Data::new(ServerState {
             ctx,
             admission,
             endpoints: std::sync::OnceLock::new(),
             live: std::sync::Mutex::new(std::collections::HashMap::new()),
+            unauthenticated: std::sync::Mutex::new(HashMap::new()),
         });
         let shared = state.clone();
         let server = HttpServer::new(move || {
@@ -49,6 +64,9 @@ impl SessionServer {
         })
         .workers(1)
         .disable_signals()
+        // A socket that never sends its upgrade request is dropped at the auth deadline too.
+        .client_request_timeout(auth_timeout)
+        .on_connect(keep_socket)
         // A burst of peers dialing at once (a restart) must not overflow the accept queue.
         .backlog(2048)
         .bind(listen)?;
@@ -90,6 +108,11 @@ impl SessionServer {
         self.state.live_sessions()
     }
 
+    /// The session layer's counters (shared with the client of the same context).
+    pub fn stats(&self) -> SessionStatsSnapshot {
+        self.state.ctx.stats.snapshot()
+    }
+
     /// Stops accepting and closes the connections.
     pub async fn stop(&self) {
         self.handle.stop(false).await;
@@ -108,6 +131,83 @@ struct ServerState {
     /// `true` marks a peer the node did not know (counted against
     /// `session.max_unknown_inbound`).
     live: std::sync::Mutex<std::collections::HashMap<PeerIdentity, (Arc<Link>, bool)>>,
+    /// Sockets not yet authenticated, by IP (their total is the stats' gauge).
+    unauthenticated: std::sync::Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// A socket's place among those not yet authenticated; dropping it gives the place back.
+struct Unauthenticated {
+    state: Arc<ServerState>,
+    ip: IpAddr,
+}
+
+impl Drop for Unauthenticated {
+    fn drop(&mut self) {
+        let mut waiting = self
+            .state
+            .unauthenticated
+            .lock()
+            .expect("unauthenticated lock");
+        if let Some(n) = waiting.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                waiting.remove(&self.ip);
+            }
+        }
+        self.state
+            .ctx
+            .stats
+            .unauthenticated
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ServerState {
+    /// A place for one more socket from `ip` waiting to authenticate, or the refusal naming
+    /// the limit that is reached.
+    fn admit_socket(self: &Arc<Self>, ip: IpAddr) -> Result<Unauthenticated, String> {
+        let settings = &self.ctx.settings;
+        let stats = &self.ctx.stats;
+        let mut waiting = self.unauthenticated.lock().expect("unauthenticated lock");
+        let total = stats.unauthenticated.load(Ordering::Relaxed);
+        if total >= settings.max_unauthenticated {
+            SessionStats::count(&stats.refused_unauthenticated);
+            return Err(format!(
+                "{total} connections are waiting to authenticate (session.max_unauthenticated)"
+            ));
+        }
+        let from_ip = waiting.entry(ip).or_insert(0);
+        if *from_ip >= settings.max_unauthenticated_per_ip {
+            SessionStats::count(&stats.refused_unauthenticated_per_ip);
+            return Err(format!(
+                "{from_ip} connections from your address are waiting to authenticate \
+                 (session.max_unauthenticated_per_ip)"
+            ));
+        }
+        *from_ip += 1;
+        stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
+        Ok(Unauthenticated {
+            state: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// A second handle on an accepted TCP socket, so a session whose peer stopped reading can
+/// be ended even while actix still tries to flush to it.
+#[derive(Clone)]
+struct ConnSocket(Arc<std::net::TcpStream>);
+
+fn keep_socket(connection: &dyn Any, extensions: &mut Extensions) {
+    let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+        return;
+    };
+    match tcp.as_fd().try_clone_to_owned() {
+        Ok(fd) => {
+            extensions.insert(ConnSocket(Arc::new(std::net::TcpStream::from(fd))));
+        }
+        Err(e) => log::warn!("cannot keep a handle on an accepted socket: {e}"),
+    }
 }
 
 impl ServerState {
@@ -154,6 +254,18 @@ async fn upgrade(
     body: web::Payload,
     state: web::Data<ServerState>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    let state = state.into_inner();
+    let ip = req
+        .peer_addr()
+        .map_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), |a| a.ip());
+    let place = match state.admit_socket(ip) {
+        Ok(place) => place,
+        Err(reason) => {
+            log::debug!("{ip}: connection refused: {reason}");
+            return Ok(HttpResponse::ServiceUnavailable().body(reason));
+        }
+    };
+    let socket = req.conn_data::<ConnSocket>().map(|s| s.0.clone());
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let stream = stream
         .max_frame_size(MAX_MESSAGE_LEN)
@@ -162,9 +274,8 @@ async fn upgrade(
     let from = req
         .peer_addr()
         .map_or_else(|| "?".to_string(), |a| a.to_string());
-    let state = state.into_inner();
     actix_web::rt::spawn(async move {
-        serve(state, session, stream, from).await;
+        serve(state, session, socket, stream, from, place).await;
     });
     Ok(response)
 }
@@ -179,24 +290,44 @@ enum AuthOutcome {
 async fn serve(
     state: Arc<ServerState>,
     session: actix_ws::Session,
+    socket: Option<Arc<std::net::TcpStream>>,
     stream: actix_ws::AggregatedMessageStream,
     from: String,
+    place: Unauthenticated,
 ) {
     let ctx = state.ctx.clone();
-    let (link, out) = Link::new(ctx.timings.request_timeout);
+    let (link, out) = Link::bounded(
+        ctx.timings.request_timeout,
+        LinkLimits {
+            max_queued: ctx.settings.max_queued_messages,
+            max_in_flight: ctx.settings.max_requests_in_flight,
+        },
+        ctx.stats.clone(),
+    );
     actix_web::rt::spawn(transport::write_loop(
-        session.clone(),
+        ActixSink {
+            session: session.clone(),
+            socket,
+        },
         out,
+        link.clone(),
         ctx.timings.ws_ping_interval,
+        ctx.settings.write_timeout,
     ));
-    let mut source = ActixSource { stream, session };
+    let mut source = ActixSource {
+        stream,
+        session,
+        write_timeout: ctx.settings.write_timeout,
+        stats: ctx.stats.clone(),
+    };
 
-    // Authentication: the first binary message, within auth_timeout. WebSocket pings
-    // before it (ilp-plugin-btp sends one at once) are answered by the source.
-    let first = tokio::time::timeout(ctx.timings.auth_timeout, async {
-        loop {
+    // Authentication, admission included, within auth_timeout: the first binary message,
+    // then its checks. WebSocket pings before it (ilp-plugin-btp sends one at once) are
+    // answered by the source.
+    let authenticated = tokio::time::timeout(ctx.timings.auth_timeout, async {
+        let bytes = loop {
             match source.next_frame().await {
-                Some(Ok(Frame::Binary(bytes))) => return Ok(bytes),
+                Some(Ok(Frame::Binary(bytes))) => break bytes,
                 Some(Ok(Frame::Control)) => {}
                 Some(Ok(Frame::Text)) => return Err("text frame before auth".to_string()),
                 Some(Ok(Frame::Close(_))) | None => {
@@ -204,38 +335,37 @@ async fn serve(
                 }
                 Some(Err(e)) => return Err(format!("WebSocket error: {e}")),
             }
+        };
+        match Packet::decode(&bytes) {
+            // Never answer an unreadable packet.
+            Err(e) => Err(format!("unreadable packet: {e}")),
+            Ok(packet) => Ok(authenticate(&state, &packet).await),
         }
     })
     .await;
-    let bytes = match first {
+    drop(place);
+    let outcome = match authenticated {
         Err(_) => {
+            SessionStats::count(&ctx.stats.auth_timeouts);
             log::info!(
-                "{from}: no auth within {:?}; disconnected",
+                "{from}: not authenticated within {:?}; disconnected",
                 ctx.timings.auth_timeout
             );
-            link.shut("authentication timed out");
+            link.shut("authentication timed out (session.auth_timeout_ms)");
             return;
         }
         Ok(Err(reason)) => {
-            log::info!("{from}: {reason}; disconnected");
+            log::info!("{from}: {}; disconnected", untrusted(&reason));
             link.shut(reason);
             return;
         }
-        Ok(Ok(bytes)) => bytes,
+        Ok(Ok(outcome)) => outcome,
     };
-    let outcome = match Packet::decode(&bytes) {
-        // Never answer an unreadable packet.
-        Err(e) => {
-            log::warn!("{from}: unreadable first packet: {e}; disconnected");
-            link.shut(format!("unreadable packet: {e}"));
-            return;
-        }
-        Ok(packet) => authenticate(&state, &packet).await,
-    };
-    let peer = match outcome {
+    let (peer, unknown) = match outcome {
         AuthOutcome::Refused(answer, reason) => {
-            log::warn!("{from}: authentication refused: {reason}");
-            link.answer(&answer);
+            SessionStats::count(&ctx.stats.auth_refused);
+            log::warn!("{from}: authentication refused: {}", untrusted(&reason));
+            link.answer(&answer).await;
             link.shut(format!("authentication refused: {reason}"));
             return;
         }
@@ -243,23 +373,32 @@ async fn serve(
             if let Err(reason) =
                 state.register(&peer, &link, unknown, ctx.settings.max_unknown_inbound)
             {
+                SessionStats::count(&ctx.stats.auth_refused);
                 log::warn!("{from}: {peer} refused: {reason}");
-                link.answer(&not_admitted(answer.request_id, &reason));
+                link.answer(&not_admitted(answer.request_id, &reason)).await;
                 link.shut(reason);
                 return;
             }
-            link.answer(&answer);
-            peer
+            link.answer(&answer).await;
+            (peer, unknown)
         }
     };
     log::info!("{from}: session with {peer} authenticated");
 
     let who = format!("{peer} ({from})");
-    let ended = transport::read_loop(source, &link, &ctx, &peer, &who).await;
+    // A stranger holds its session only while it sends something.
+    let idle_limit = unknown.then_some(ctx.settings.unknown_idle_timeout);
+    let ended = transport::read_loop(source, &link, &ctx, &peer, &who, idle_limit).await;
     state.unregister(&peer, &link);
-    if let Some(reason) = ended {
-        log::info!("session with {who} ended: {reason}");
-        link.shut(reason);
+    match ended {
+        Some(reason) => {
+            log::info!("session with {who} ended: {}", untrusted(&reason));
+            link.shut(reason);
+        }
+        None => log::info!(
+            "session with {who} closed: {}",
+            untrusted(&link.close_reason().unwrap_or_default())
+        ),
     }
 }
 
@@ -286,16 +425,25 @@ async fn authenticate(state: &ServerState, packet: &Packet) -> AuthOutcome {
         Err(e) => return refuse(e.to_string()),
     };
     if let Some(username) = credentials.username.as_deref() {
-        if let Some(configured) = ctx.shared_secret_peer(username) {
-            return if auth::secrets_match(&credentials.token, &configured.secret) {
-                AuthOutcome::Accepted(
-                    PeerIdentity::SharedSecret(username.to_string()),
-                    Packet::response(id, Vec::new()),
-                    false,
-                )
-            } else {
-                refuse(auth::AuthRefusal::WrongSecret(username.to_string()).to_string())
-            };
+        match ctx.shared_secret_peer(username) {
+            Some(configured) => {
+                return if auth::secrets_match(&credentials.token, &configured.secret) {
+                    AuthOutcome::Accepted(
+                        PeerIdentity::SharedSecret(username.to_string()),
+                        Packet::response(id, Vec::new()),
+                        false,
+                    )
+                } else {
+                    refuse(auth::AuthRefusal::BadSecret.to_string())
+                };
+            }
+            // Not a configured username and not a Nostr pubkey: refused exactly like a wrong
+            // secret (same text, same comparison), so usernames cannot be probed.
+            None if !auth::is_hex_pubkey(username) => {
+                let _ = auth::secrets_match(&credentials.token, username);
+                return refuse(auth::AuthRefusal::BadSecret.to_string());
+            }
+            None => {}
         }
     }
     let policy = TokenPolicy {
@@ -304,17 +452,23 @@ async fn authenticate(state: &ServerState, packet: &Packet) -> AuthOutcome {
         max_skew_secs: ctx.settings.token_max_skew.as_secs(),
     };
     let now = unix_now();
-    let verified = {
+    // The signature is checked without a lock; only the replay guard's O(log n) step is
+    // taken under it.
+    let verified = auth::check_token(
+        credentials.username.as_deref(),
+        &credentials.token,
+        &ctx.public_key(),
+        &policy,
+        now,
+    )
+    .and_then(|token| {
         let mut replay = ctx.replay.lock().expect("replay guard lock");
-        auth::verify_token(
-            credentials.username.as_deref(),
-            &credentials.token,
-            &ctx.public_key(),
-            &policy,
-            now,
-            &mut replay,
-        )
-    };
+        auth::spend_token(&token, &policy, now, &mut replay)?;
+        Ok(token)
+    });
+    if verified == Err(auth::AuthRefusal::ReplayGuardFull) {
+        SessionStats::count(&ctx.stats.refused_replay_guard_full);
+    }
     let token = match verified {
         Ok(token) => token,
         Err(e) => return refuse(e.to_string()),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::connection::{error_packet, error_text, Incoming, Link};
+use super::connection::{error_packet, error_text, InFlight, Incoming, Link};
 use super::ildcp::{self, IldcpInfo};
 use super::{unix_now, PeerIdentity};
 use crate::wire::btp::{Body, Packet, PROTOCOL_AUTH};
@@ -206,9 +206,12 @@ pub async fn send_btp_nips(
 }
 
 /// Handles one binary WebSocket message of an authenticated peer, on either side of the
-/// session: an answer completes its request, a request is served in its own task, garbage
-/// is an error whose text is the reason to disconnect.
-pub fn dispatch_binary(
+/// session: an answer completes its request, a request is served in its own task (at most
+/// `session.max_requests_in_flight` at once; more are refused), garbage is an error whose
+/// text is the reason to disconnect. Before the link serves requests (a client whose server
+/// has not proved its key yet) a request waits for that, or ends the session if it came
+/// before the server even answered our auth.
+pub async fn dispatch_binary(
     link: &Arc<Link>,
     handler: &Arc<dyn IlpHandler>,
     peer: &PeerIdentity,
@@ -216,12 +219,28 @@ pub fn dispatch_binary(
 ) -> Result<(), String> {
     match link.on_binary(bytes) {
         Ok(Incoming::Request(packet)) => {
-            tokio::spawn(serve_request(
-                link.clone(),
-                handler.clone(),
-                peer.clone(),
-                packet,
-            ));
+            if !link.is_serving() {
+                if link.awaits_answers() {
+                    return Err("the peer sent a request before proving its key".into());
+                }
+                if !link.serving_allowed().await {
+                    return Ok(());
+                }
+            }
+            match link.begin_request() {
+                Some(slot) => {
+                    tokio::spawn(serve_request(
+                        link.clone(),
+                        handler.clone(),
+                        peer.clone(),
+                        packet,
+                        slot,
+                    ));
+                }
+                // Answered from the reader itself: while the queue is full it stops reading
+                // the peer, which is the backpressure a peer that does not read gets.
+                None => link.answer(&link.busy_refusal(packet.request_id)).await,
+            }
             Ok(())
         }
         Ok(Incoming::Answered) => Ok(()),
@@ -239,6 +258,7 @@ pub async fn serve_request(
     handler: Arc<dyn IlpHandler>,
     from: PeerIdentity,
     packet: Packet,
+    slot: InFlight,
 ) {
     let id = packet.request_id;
     let answer = match &packet.body {
@@ -274,7 +294,8 @@ pub async fn serve_request(
             Err(e) => error_packet(id, *b"F01", "InvalidPacketError", &e.to_string()),
         },
     };
-    link.answer(&answer);
+    link.answer(&answer).await;
+    drop(slot);
 }
 
 #[cfg(test)]
