@@ -98,6 +98,10 @@ pub struct Snapshot {
     /// `(reason, total)`: admin API requests refused.
     pub admin_refused: Vec<(&'static str, u64)>,
     pub admin_event_clients: usize,
+    /// `(reason, total)`: sessions the node closed.
+    pub sessions_closed: Vec<(&'static str, u64)>,
+    /// Requests refused at `session.max_requests_in_flight`.
+    pub requests_refused_in_flight: u64,
 }
 
 pub struct Metrics {
@@ -123,6 +127,8 @@ pub struct Metrics {
     relay_up: Family<RelayLabels, Gauge>,
     admin_refused: Family<ReasonLabels, Counter<u64, AtomicU64>>,
     admin_event_clients: Gauge,
+    sessions_closed: Family<ReasonLabels, Counter<u64, AtomicU64>>,
+    requests_refused_in_flight: Counter<u64, AtomicU64>,
     /// When each peer now in `connecting` entered it (for the connect duration).
     connecting_since: Mutex<HashMap<String, Timestamp>>,
 }
@@ -281,8 +287,22 @@ impl Metrics {
             "Clients of the admin event stream now",
             admin_event_clients.clone(),
         );
+        let sessions_closed = Family::<ReasonLabels, Counter<u64, AtomicU64>>::default();
+        registry.register(
+            "btp_nips_sessions_closed",
+            "Sessions the node closed, by the limit that closed them",
+            sessions_closed.clone(),
+        );
+        let requests_refused_in_flight = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "btp_nips_requests_refused_in_flight",
+            "Peers' requests refused at session.max_requests_in_flight",
+            requests_refused_in_flight.clone(),
+        );
         Metrics {
             registry,
+            sessions_closed,
+            requests_refused_in_flight,
             admin_refused,
             admin_event_clients,
             peers,
@@ -432,6 +452,11 @@ impl Metrics {
         by_reason(&self.reqs_refused, &snapshot.reqs_refused);
         by_reason(&self.inbound_refused, &snapshot.inbound_refused);
         by_reason(&self.admin_refused, &snapshot.admin_refused);
+        by_reason(&self.sessions_closed, &snapshot.sessions_closed);
+        catch_up(
+            &self.requests_refused_in_flight,
+            snapshot.requests_refused_in_flight,
+        );
         self.admin_event_clients
             .set(snapshot.admin_event_clients as i64);
         for (relay, up) in &snapshot.relays_up {

@@ -654,6 +654,23 @@ async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
         ("admin.max_event_clients", admin.event_clients_refused),
     ];
     snapshot.admin_event_clients = admin.event_clients;
+    if let Some(s) = node.session_stats() {
+        snapshot.inbound_refused = vec![
+            ("session.max_unauthenticated", s.refused_unauthenticated),
+            (
+                "session.max_unauthenticated_per_ip",
+                s.refused_unauthenticated_per_ip,
+            ),
+            ("auth_timeout", s.auth_timeouts),
+            ("auth_refused", s.auth_refused),
+            ("session.max_replay_entries", s.refused_replay_guard_full),
+        ];
+        snapshot.sessions_closed = vec![
+            ("session.write_timeout_ms", s.closed_write_deadline),
+            ("session.unknown_idle_timeout_ms", s.closed_idle_stranger),
+        ];
+        snapshot.requests_refused_in_flight = s.requests_refused_in_flight;
+    }
     if let Some(flow) = node.event_flow() {
         let f = &flow.stats;
         snapshot.events_received = vec![
