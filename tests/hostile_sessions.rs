@@ -159,8 +159,12 @@ async fn listening_node(
 ) -> (Node, String) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.keep().join("n.db").display());
-    let mut settings =
-        Settings::from_yaml_overrides(&format!("database:\n  url: \"{url}\"\n")).unwrap();
+    // Admitted strangers hold connection slots like any peer: room for every stranger a
+    // test opens, so what is measured is the session layer's bounds, not the slot limit.
+    let mut settings = Settings::from_yaml_overrides(&format!(
+        "database:\n  url: \"{url}\"\nbtp_nips:\n  peer_connections:\n    max_active_connections: 5000\n"
+    ))
+    .unwrap();
     settings.session = session;
     let node = NodeBuilder::new(settings)
         .without_admin()
