@@ -32,7 +32,7 @@ async fn a_silent_peer_is_disconnected_and_reconnected_while_the_others_stay() {
         p.iter().all(|r| r.last_heartbeat.is_some()) && world.pings_answered() >= 4
     })
     .await;
-    assert!(peers.iter().all(|r| r.rtt_ms.is_some()));
+    assert!(peers.iter().all(|r| r.rtt_us.is_some()));
     assert_eq!(count_in(&peers, PeerState::Connected), 2);
 
     // One goes silent: within interval (60 s) + timeout (10 s) it is disconnected.

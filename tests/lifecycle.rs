@@ -163,7 +163,12 @@ fn invalid_transitions_and_stale_events_are_refused() {
         Err(LifecycleError::Unexpected { .. })
     ));
     assert!(sim.try_feed(Event::SessionOpened).is_err());
-    assert!(sim.try_feed(Event::PongReceived { nonce: 1 }).is_err());
+    assert!(sim
+        .try_feed(Event::PongReceived {
+            nonce: 1,
+            rtt: None
+        })
+        .is_err());
     assert_eq!(sim.lc.record(), &before, "a refused event changes nothing");
     // A failed peer does not move without an explicit retry.
     sim.feed(Event::ResolveFailed(Fault::Permanent("forged".into())));
@@ -188,7 +193,7 @@ fn pongs_keep_a_peer_connected_and_feed_its_latency() {
     }
     assert!(ping_times.windows(2).all(|w| w[1] - w[0] == interval));
     let record = sim.lc.record();
-    assert_eq!(record.rtt_ms, Some(40));
+    assert_eq!(record.rtt_us, Some(40_000));
     assert!(record.last_heartbeat.is_some());
     assert_eq!(sim.lc.priority(), 1, "followed and under 100 ms");
     assert_eq!(sim.count(|a| matches!(a, Action::SendPing { .. })), 30);
@@ -203,7 +208,7 @@ fn latency_is_smoothed_not_replaced() {
     sim.step();
     sim.answer_pings(Duration::from_millis(400));
     // 80 + (400 - 80) / 8 = 120
-    assert_eq!(sim.lc.record().rtt_ms, Some(120));
+    assert_eq!(sim.lc.record().rtt_us, Some(120_000));
     assert_eq!(sim.lc.priority(), 3, "no longer under 100 ms");
 }
 

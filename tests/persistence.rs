@@ -115,7 +115,7 @@ fn full_record(pk: &str) -> PeerRecord {
         channel_tx_hash: Some("0xabc123".into()),
         channel_opening_since: Some(Timestamp(1_700_000_000_123)),
         last_heartbeat: Some(Timestamp(i64::MAX as u64)),
-        rtt_ms: Some(u32::MAX),
+        rtt_us: Some(u32::MAX),
         reconnect_attempts: u32::MAX,
         next_attempt_at: Some(Timestamp(1_700_000_300_000)),
         failure_reason: Some("timeout: 'quoted' \"double\" ünïcødé".into()),
@@ -139,7 +139,7 @@ fn snapshot(peer: usize, round: u32) -> PeerRecord {
     let mut record = PeerRecord::new(pubkey(peer), peer.is_multiple_of(2), Timestamp(1_000));
     record.state = PeerState::ALL[round as usize % PeerState::ALL.len()];
     record.reconnect_attempts = round;
-    record.rtt_ms = Some(round * 3);
+    record.rtt_us = Some(round * 3);
     record.last_heartbeat = Some(Timestamp(10_000 + u64::from(round)));
     record.subscription_ids = vec![format!("round-{round}")];
     record.priority = (peer % 10) as u8 + 1;
@@ -302,7 +302,7 @@ fn check_corrupt_rows(url: &str) {
         ("priority", "11"),
         ("reconnect_attempts", "-1"),
         ("subscribers", "-7"),
-        ("rtt_ms", "4294967296"),
+        ("rtt_us", "4294967296"),
         ("last_heartbeat", "-5"),
         ("created_at", "-1"),
         ("subscription_ids", "'not json'"),

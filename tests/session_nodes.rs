@@ -99,7 +99,7 @@ async fn wait_for(
 
 fn connected_with_heartbeat_after(r: &PeerRecord, after: Option<Timestamp>) -> bool {
     r.state == PeerState::Connected
-        && r.rtt_ms.is_some()
+        && r.rtt_us.is_some()
         && r.last_heartbeat
             .is_some_and(|h| after.is_none_or(|a| h > a))
 }
@@ -132,12 +132,12 @@ async fn two_nodes_authenticate_heartbeat_detect_loss_and_reconnect() {
         |r| connected_with_heartbeat_after(r, None),
     )
     .await;
-    assert!(ab.rtt_ms.unwrap() < 1000, "{ab:?}");
-    assert!(ba.rtt_ms.unwrap() < 1000, "{ba:?}");
+    assert!(ab.rtt_us.unwrap() < 1_000_000, "{ab:?}");
+    assert!(ba.rtt_us.unwrap() < 1_000_000, "{ba:?}");
     // Measured latency feeds priority: a followed peer with a fast round trip.
     assert_eq!(
         ab.priority,
-        btp_nips_node::lifecycle::priority::calculate_priority(true, ab.rtt_ms, None)
+        btp_nips_node::lifecycle::priority::calculate_priority(true, ab.rtt_us, None)
     );
     // A few more heartbeats keep it connected.
     let later = wait_for(&a, &keys_b, limit, "a second PONG", |r| {

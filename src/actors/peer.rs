@@ -381,10 +381,20 @@ impl PeerActor {
             }
             Action::SendPing { nonce } => {
                 if let Some(session) = self.session.clone() {
-                    let fut = async move { session.ping(nonce).await };
+                    let fut = async move {
+                        // Timed here, finer than the lifecycle's millisecond clock.
+                        let sent = tokio::time::Instant::now();
+                        session
+                            .ping(nonce)
+                            .await
+                            .map(|echoed| (echoed, sent.elapsed()))
+                    };
                     let handle = self.spawn_op(ctx, "session", fut, |act, result, ctx| {
                         let event = match result {
-                            Ok(echoed) => Event::PongReceived { nonce: echoed },
+                            Ok((echoed, rtt)) => Event::PongReceived {
+                                nonce: echoed,
+                                rtt: Some(rtt),
+                            },
                             Err(f) => Event::SessionLost(f.reason().to_string()),
                         };
                         act.feed(event, ctx);

@@ -165,7 +165,8 @@ pub struct SupervisorStats {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Heartbeat {
     pub nostr_pubkey: String,
-    pub rtt_ms: u32,
+    /// Microseconds.
+    pub rtt_us: u32,
 }
 
 /// A peer's state changed: what [`crate::node::Node::notifications`] delivers.
@@ -191,8 +192,9 @@ impl std::fmt::Display for PeerChange {
         if let Some(reason) = &r.failure_reason {
             write!(f, ": {reason}")?;
         }
-        if let (PeerState::Connected, Some(rtt)) = (r.state, r.rtt_ms) {
-            write!(f, " (rtt {rtt} ms)")?;
+        if let (PeerState::Connected, Some(rtt_us)) = (r.state, r.rtt_us) {
+            let rtt = crate::lifecycle::record::Millis(rtt_us);
+            write!(f, " (rtt {rtt})")?;
         }
         if let Some(at) = r.next_attempt_at {
             if r.state == PeerState::Disconnected {
@@ -624,14 +626,14 @@ impl Handler<PeerReport> for PeerSupervisor {
             let finished = record.state == PeerState::Failed
                 || (stopped && peer.wants == PeerIntent::Disconnect);
             self.announce_change(Some(&peer.record), &record);
-            if let (Some(heartbeats), Some(rtt_ms)) = (&self.heartbeats, record.rtt_ms) {
+            if let (Some(heartbeats), Some(rtt_us)) = (&self.heartbeats, record.rtt_us) {
                 if record.last_heartbeat.is_some()
                     && record.last_heartbeat != peer.record.last_heartbeat
                     && heartbeats.receiver_count() > 0
                 {
                     let _ = heartbeats.send(Heartbeat {
                         nostr_pubkey: pubkey.clone(),
-                        rtt_ms,
+                        rtt_us,
                     });
                 }
             }

@@ -573,7 +573,7 @@ pub fn peer_table(peers: &[PeerRecord], now: Timestamp, wide: bool) -> String {
         "attempts",
         "next attempt",
         "heartbeat",
-        "rtt ms",
+        "rtt",
         "reason",
     ];
     // Numbers are right-aligned, text left-aligned; the reason, last, is not padded.
@@ -608,14 +608,12 @@ pub fn peer_table(peers: &[PeerRecord], now: Timestamp, wide: bool) -> String {
     out
 }
 
-/// A round trip in milliseconds as the table shows it: under one millisecond is `<1`, not
-/// a misleading 0.
-fn rtt_cell(rtt_ms: Option<u32>) -> String {
-    match rtt_ms {
-        None => "-".into(),
-        Some(0) => "<1".into(),
-        Some(ms) => ms.to_string(),
-    }
+/// A round trip as the table shows it: milliseconds, to the microsecond below 10 ms.
+fn rtt_cell(rtt_us: Option<u32>) -> String {
+    rtt_us.map_or_else(
+        || "-".into(),
+        |us| crate::lifecycle::record::Millis(us).to_string(),
+    )
 }
 
 fn peer_cells(p: &PeerRecord, now: Timestamp, wide: bool) -> [String; 8] {
@@ -641,7 +639,7 @@ fn peer_cells(p: &PeerRecord, now: Timestamp, wide: bool) -> [String; 8] {
         p.reconnect_attempts.to_string(),
         ago(p.next_attempt_at),
         ago(p.last_heartbeat),
-        rtt_cell(p.rtt_ms),
+        rtt_cell(p.rtt_us),
         crate::untrusted::untrusted(p.failure_reason.as_deref().unwrap_or("")).to_string(),
     ]
 }
@@ -727,10 +725,10 @@ mod tests {
         assert_eq!(format_millis(4_102_444_799_999), "2099-12-31 23:59:59.999");
     }
 
-    fn record(i: u8, state: PeerState, rtt_ms: Option<u32>, reason: Option<&str>) -> PeerRecord {
+    fn record(i: u8, state: PeerState, rtt_us: Option<u32>, reason: Option<&str>) -> PeerRecord {
         let mut r = PeerRecord::new(format!("{i:02x}").repeat(32), true, Timestamp(1));
         r.state = state;
-        r.rtt_ms = rtt_ms;
+        r.rtt_us = rtt_us;
         r.failure_reason = reason.map(str::to_string);
         r
     }
@@ -740,9 +738,9 @@ mod tests {
         let mut stopped = record(2, PeerState::ChannelOpening, None, Some("line\nbreak"));
         stopped.desired = PeerIntent::Disconnect;
         let peers = [
-            record(1, PeerState::Connected, Some(0), None),
+            record(1, PeerState::Connected, Some(420), None),
             stopped,
-            record(3, PeerState::Connected, Some(1234), None),
+            record(3, PeerState::Connected, Some(1_234_000), None),
         ];
         let table = peer_table(&peers, Timestamp(1000), false);
         let lines: Vec<&str> = table.lines().collect();
@@ -755,7 +753,7 @@ mod tests {
                 byte(row, state - 1) == b' ' && byte(row, state) != b' ',
                 "{table}"
             );
-            for heading in ["pri", "rtt ms"] {
+            for heading in ["pri", "rtt"] {
                 let end = lines[0].find(heading).unwrap() + heading.len();
                 assert!(
                     byte(row, end - 1) != b' ' && byte(row, end) == b' ',
@@ -768,7 +766,11 @@ mod tests {
             "{table}"
         );
         assert!(!table.contains(&"01".repeat(32)));
-        assert!(lines[1].contains("<1"), "under a millisecond: {table}");
+        assert!(
+            lines[1].contains("0.420 ms"),
+            "under a millisecond: {table}"
+        );
+        assert!(lines[3].contains("1234 ms"), "{table}");
         assert!(lines[2].contains("channel_opening (stop)"));
         assert!(
             lines[2].ends_with("line\\nbreak"),

@@ -331,7 +331,7 @@ impl Metrics {
     /// Counts one PONG's round trip.
     pub fn observe_heartbeat(&self, heartbeat: &Heartbeat) {
         self.heartbeat_rtt
-            .observe(f64::from(heartbeat.rtt_ms) / 1000.0);
+            .observe(f64::from(heartbeat.rtt_us) / 1_000_000.0);
     }
 
     /// Counts a loss or failure by owner and step, and connect durations.

@@ -159,7 +159,12 @@ pub enum Event {
     /// closing still counts as received).
     EventReceived { created_at: u64, id: String },
     /// A PONG echoing `nonce` arrived.
-    PongReceived { nonce: u64 },
+    PongReceived {
+        nonce: u64,
+        /// The round trip as the driver timed it (finer than the lifecycle's millisecond
+        /// clock); `None`: taken from the clock.
+        rtt: Option<Duration>,
+    },
     /// The peer broke the protocol; it needs a person.
     Misbehaved(String),
     /// The operator's follow list now does / does not name this peer.
@@ -372,7 +377,7 @@ impl PeerLifecycle {
             Event::SessionLost(reason) => self.on_session_lost(reason, now),
             Event::LocalFault(reason) => self.on_local_fault(reason, now),
             Event::DurableWriteFailed(reason) => self.on_durable_write_failed(reason, now),
-            Event::PongReceived { nonce } => self.on_pong(nonce, now),
+            Event::PongReceived { nonce, rtt } => self.on_pong(nonce, rtt, now),
             Event::Misbehaved(reason) => self.on_misbehaved(reason, now),
             // The payment channel.
             Event::ChannelFound { channel_id } => self.on_channel_found(channel_id, now),
@@ -604,7 +609,7 @@ impl PeerLifecycle {
     fn reprioritise(&mut self) {
         self.record.priority = calculate_priority(
             self.record.followed,
-            self.record.rtt_ms,
+            self.record.rtt_us,
             self.record.subscribers,
         );
     }
@@ -904,7 +909,12 @@ impl PeerLifecycle {
         Ok(())
     }
 
-    fn on_pong(&mut self, nonce: u64, now: Timestamp) -> Result<(), LifecycleError> {
+    fn on_pong(
+        &mut self,
+        nonce: u64,
+        rtt: Option<Duration>,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
         self.only_in("PongReceived", &[PeerState::Connected])?;
         let Some((_, sent)) = self
             .ping_in_flight
@@ -914,12 +924,12 @@ impl PeerLifecycle {
         };
         self.ping_in_flight = None;
         self.timers.stop(Timer::PongDue);
-        let sample = (now - sent).as_secs_f64() * 1000.0;
-        let smoothed = match self.record.rtt_ms {
+        let sample = rtt.unwrap_or(now - sent).as_secs_f64() * 1_000_000.0;
+        let smoothed = match self.record.rtt_us {
             None => sample,
             Some(old) => old as f64 + RTT_SMOOTHING * (sample - old as f64),
         };
-        self.record.rtt_ms = Some(smoothed.round() as u32);
+        self.record.rtt_us = Some(smoothed.round() as u32);
         self.record.last_heartbeat = Some(now);
         self.reprioritise();
         self.persist(now, false);

@@ -3,7 +3,7 @@
 //!
 //! The tiers are DESIGN.md's `calculatePriority`. Inputs and where they come from:
 //! - `followed`: the operator's kind 3 follow list.
-//! - `rtt_ms`: the smoothed PING/PONG round trip this node measured itself.
+//! - `rtt_us`: the smoothed PING/PONG round trip this node measured itself (microseconds).
 //! - `subscribers`: a hint from the peer's own announcement metadata. No node sees a global
 //!   subscriber count, so this is untrusted: it is capped at [`SUBSCRIBER_HINT_CAP`] and it
 //!   can never lift an unfollowed peer above any followed one.
@@ -20,8 +20,8 @@ pub const WORST_PRIORITY: u8 = 10;
 
 /// DESIGN.md's tiers: followed and < 100 ms → 1, followed and > 100 subscribers → 2,
 /// followed → 3, > 1000 subscribers → 4, < 100 ms → 7, else 10.
-pub fn calculate_priority(followed: bool, rtt_ms: Option<u32>, subscribers: Option<u32>) -> u8 {
-    let fast = rtt_ms.is_some_and(|rtt| rtt < LOW_LATENCY_MS);
+pub fn calculate_priority(followed: bool, rtt_us: Option<u32>, subscribers: Option<u32>) -> u8 {
+    let fast = rtt_us.is_some_and(|rtt| rtt < LOW_LATENCY_MS * 1000);
     let subscribers = subscribers.unwrap_or(0).min(SUBSCRIBER_HINT_CAP);
     match (followed, fast) {
         (true, true) => 1,
@@ -44,12 +44,12 @@ mod tests {
 
     #[test]
     fn tiers_follow_the_seed() {
-        assert_eq!(calculate_priority(true, Some(50), None), 1);
-        assert_eq!(calculate_priority(true, Some(150), Some(101)), 2);
+        assert_eq!(calculate_priority(true, Some(50_000), None), 1);
+        assert_eq!(calculate_priority(true, Some(150_000), Some(101)), 2);
         assert_eq!(calculate_priority(true, None, Some(100)), 3);
-        assert_eq!(calculate_priority(false, Some(50), Some(1001)), 4);
-        assert_eq!(calculate_priority(false, Some(99), Some(1000)), 7);
-        assert_eq!(calculate_priority(false, Some(100), None), 10);
+        assert_eq!(calculate_priority(false, Some(50_000), Some(1001)), 4);
+        assert_eq!(calculate_priority(false, Some(99_999), Some(1000)), 7);
+        assert_eq!(calculate_priority(false, Some(100_000), None), 10);
         assert_eq!(calculate_priority(false, None, None), 10);
     }
 

@@ -36,7 +36,7 @@ pub struct PeerRecord {
     /// Last PONG received.
     pub last_heartbeat: Option<Timestamp>,
     /// Smoothed PING/PONG round trip in milliseconds.
-    pub rtt_ms: Option<u32>,
+    pub rtt_us: Option<u32>,
     /// Consecutive failed attempts; reset after a stable connection.
     pub reconnect_attempts: u32,
     /// When the next connection attempt is due (kept so a restart does not forget it).
@@ -118,7 +118,7 @@ impl PeerRecord {
             channel_tx_hash: None,
             channel_opening_since: None,
             last_heartbeat: None,
-            rtt_ms: None,
+            rtt_us: None,
             reconnect_attempts: 0,
             next_attempt_at: None,
             failure_reason: None,
@@ -128,7 +128,7 @@ impl PeerRecord {
             updated_at: now,
         };
         record.priority =
-            super::priority::calculate_priority(record.followed, record.rtt_ms, record.subscribers);
+            super::priority::calculate_priority(record.followed, record.rtt_us, record.subscribers);
         record
     }
 
@@ -144,5 +144,35 @@ impl PeerRecord {
 
     pub fn resumes_on_startup(&self) -> bool {
         self.desired == PeerIntent::Connect && self.state != PeerState::Failed
+    }
+}
+
+/// A round trip in microseconds, shown in milliseconds with the precision that matters:
+/// `0.042 ms`, `3.1 ms`, `250 ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Millis(pub u32);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = f64::from(self.0) / 1000.0;
+        match self.0 {
+            0..1_000 => write!(f, "{ms:.3} ms"),
+            1_000..10_000 => write!(f, "{ms:.2} ms"),
+            10_000..100_000 => write!(f, "{ms:.1} ms"),
+            _ => write!(f, "{ms:.0} ms"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Millis;
+
+    #[test]
+    fn round_trips_show_the_precision_that_matters() {
+        assert_eq!(Millis(42).to_string(), "0.042 ms");
+        assert_eq!(Millis(3_140).to_string(), "3.14 ms");
+        assert_eq!(Millis(42_500).to_string(), "42.5 ms");
+        assert_eq!(Millis(250_000).to_string(), "250 ms");
     }
 }

@@ -379,7 +379,7 @@ impl Database {
                         channel_tx_hash.eq(excluded(channel_tx_hash)),
                         channel_opening_since.eq(excluded(channel_opening_since)),
                         last_heartbeat.eq(excluded(last_heartbeat)),
-                        rtt_ms.eq(excluded(rtt_ms)),
+                        rtt_us.eq(excluded(rtt_us)),
                         reconnect_attempts.eq(excluded(reconnect_attempts)),
                         next_attempt_at.eq(excluded(next_attempt_at)),
                         failure_reason.eq(excluded(failure_reason)),

@@ -28,7 +28,7 @@ pub struct PeerConnectionRow {
     pub channel_tx_hash: Option<String>,
     pub channel_opening_since: Option<i64>,
     pub last_heartbeat: Option<i64>,
-    pub rtt_ms: Option<i64>,
+    pub rtt_us: Option<i64>,
     pub reconnect_attempts: i64,
     pub next_attempt_at: Option<i64>,
     pub failure_reason: Option<String>,
@@ -58,7 +58,7 @@ pub struct PeerConnectionWrite<'a> {
     pub channel_tx_hash: Option<&'a str>,
     pub channel_opening_since: Option<i64>,
     pub last_heartbeat: Option<i64>,
-    pub rtt_ms: Option<i64>,
+    pub rtt_us: Option<i64>,
     pub reconnect_attempts: i64,
     pub next_attempt_at: Option<i64>,
     pub failure_reason: Option<&'a str>,
@@ -124,7 +124,7 @@ impl<'a> PeerConnectionWrite<'a> {
                 record.channel_opening_since,
             )?,
             last_heartbeat: opt_millis("last_heartbeat", record.last_heartbeat)?,
-            rtt_ms: record.rtt_ms.map(i64::from),
+            rtt_us: record.rtt_us.map(i64::from),
             reconnect_attempts: i64::from(record.reconnect_attempts),
             next_attempt_at: opt_millis("next_attempt_at", record.next_attempt_at)?,
             failure_reason: record.failure_reason.as_deref(),
@@ -225,7 +225,7 @@ impl PeerConnectionRow {
                 .last_heartbeat
                 .map(|v| timestamp("last_heartbeat", v))
                 .transpose()?,
-            rtt_ms: self.rtt_ms.map(|v| u32_col("rtt_ms", v)).transpose()?,
+            rtt_us: self.rtt_us.map(|v| u32_col("rtt_us", v)).transpose()?,
             reconnect_attempts: u32_col("reconnect_attempts", self.reconnect_attempts)?,
             next_attempt_at: self
                 .next_attempt_at

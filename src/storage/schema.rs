@@ -19,7 +19,7 @@ diesel::table! {
         channel_tx_hash -> Nullable<Text>,
         channel_opening_since -> Nullable<BigInt>,
         last_heartbeat -> Nullable<BigInt>,
-        rtt_ms -> Nullable<BigInt>,
+        rtt_us -> Nullable<BigInt>,
         reconnect_attempts -> BigInt,
         next_attempt_at -> Nullable<BigInt>,
         failure_reason -> Nullable<Text>,

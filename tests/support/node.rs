@@ -39,11 +39,12 @@ pub fn ready_stored_peers(
         .collect()
 }
 
+/// `rtt_ms` in milliseconds (stored as microseconds).
 pub fn stored(i: usize, state: PeerState, followed: bool, rtt_ms: Option<u32>) -> PeerRecord {
     let mut r = PeerRecord::new(pubkey(i), followed, Timestamp(1_700_000_000_000));
     r.state = state;
-    r.rtt_ms = rtt_ms;
-    r.priority = priority::calculate_priority(followed, rtt_ms, None);
+    r.rtt_us = rtt_ms.map(|ms| ms * 1000);
+    r.priority = priority::calculate_priority(followed, r.rtt_us, None);
     let a = btp_nips_node::ports::memory::MemoryWorld::announcement_for(&r.nostr_pubkey);
     if state != PeerState::Discovering {
         r.ilp_address = Some(a.ilp_address);

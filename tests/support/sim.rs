@@ -124,6 +124,6 @@ impl Sim {
             panic!("expected a PING, got {:?}", self.last_action());
         };
         self.now = self.now + rtt;
-        self.feed(Event::PongReceived { nonce });
+        self.feed(Event::PongReceived { nonce, rtt: None });
     }
 }
