@@ -86,9 +86,9 @@ async fn check_actor_keeps_writing(db: Database) {
     let actor = PersistenceActor::new(db.clone(), settings)
         .with_directory(observed.clone())
         .start();
-    actor.do_send(SaveRecord(record(99, BEYOND_I64)));
+    actor.do_send(SaveRecord::unversioned(record(99, BEYOND_I64)));
     for i in 0..10 {
-        actor.do_send(SaveRecord(record(i, 1_700_000_000)));
+        actor.do_send(SaveRecord::unversioned(record(i, 1_700_000_000)));
     }
     let flushed = tokio::time::timeout(Duration::from_secs(30), actor.send(Flush))
         .await
@@ -116,11 +116,11 @@ async fn check_actor_keeps_writing(db: Database) {
 
     // Later writes of everyone, including a good snapshot of the bad peer, go on.
     for i in 0..10 {
-        actor.do_send(SaveRecord(record(i, 1_700_000_100)));
+        actor.do_send(SaveRecord::unversioned(record(i, 1_700_000_100)));
     }
     let mut fixed = record(99, 1_700_000_100);
     fixed.state = PeerState::Failed;
-    actor.do_send(SaveRecord(fixed));
+    actor.do_send(SaveRecord::unversioned(fixed));
     tokio::time::timeout(Duration::from_secs(30), actor.send(Flush))
         .await
         .expect("later flushes complete")

@@ -495,7 +495,7 @@ async fn check_batching(db: Database) {
     let rounds = (CHANGES / PEERS) as u32;
     for round in 1..=rounds {
         for peer in 0..PEERS {
-            actor.do_send(SaveRecord(snapshot(peer, round)));
+            actor.do_send(SaveRecord::unversioned(snapshot(peer, round)));
         }
         // Let the actor take the round in, as a busy node would between bursts.
         tokio::task::yield_now().await;
@@ -548,7 +548,7 @@ async fn actor_writes_after_the_flush_interval_without_a_flush() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(&sqlite_url(&dir), 2).unwrap();
     let actor = PersistenceActor::new(db.clone(), settings(60_000, 512)).start();
-    actor.do_send(SaveRecord(full_record(&pubkey(1))));
+    actor.do_send(SaveRecord::unversioned(full_record(&pubkey(1))));
     let stats = actor.send(GetStats).await.unwrap();
     assert_eq!(stats.pending, 1);
 
@@ -574,10 +574,10 @@ async fn actor_writes_a_full_batch_without_waiting_for_the_interval() {
     let actor = PersistenceActor::new(db.clone(), settings(60_000, 10)).start();
     // Nine changes of one peer, then nine peers: below max_batch, nothing is written.
     for round in 0..9 {
-        actor.do_send(SaveRecord(snapshot(0, round)));
+        actor.do_send(SaveRecord::unversioned(snapshot(0, round)));
     }
     for peer in 1..9 {
-        actor.do_send(SaveRecord(snapshot(peer, 0)));
+        actor.do_send(SaveRecord::unversioned(snapshot(peer, 0)));
     }
     let stats = actor.send(GetStats).await.unwrap();
     assert_eq!((stats.changes_received, stats.pending), (17, 9));
@@ -588,7 +588,7 @@ async fn actor_writes_a_full_batch_without_waiting_for_the_interval() {
 
     // The tenth peer makes a full batch: written at once, long before the 60 s interval
     // (time is paused and never advanced here).
-    actor.do_send(SaveRecord(snapshot(9, 0)));
+    actor.do_send(SaveRecord::unversioned(snapshot(9, 0)));
     assert!(
         holds_within_wall_clock(Duration::from_secs(10), || db.write_transactions() == 1).await,
         "a full batch was not written"
@@ -606,8 +606,8 @@ fn actor_writes_what_it_holds_when_it_stops() {
         // A 60 s interval and a large batch: only the stop can write these.
         let actor = PersistenceActor::new(db.clone(), settings(60_000, 1_000)).start();
         for peer in 0..50 {
-            actor.do_send(SaveRecord(snapshot(peer, 1)));
-            actor.do_send(SaveRecord(snapshot(peer, 2)));
+            actor.do_send(SaveRecord::unversioned(snapshot(peer, 1)));
+            actor.do_send(SaveRecord::unversioned(snapshot(peer, 2)));
         }
         let stats = actor.send(GetStats).await.unwrap();
         assert_eq!(stats.pending, 50);
@@ -630,7 +630,7 @@ async fn pg_actor_loses_nothing_when_connections_are_killed() {
     let mut kills = 0;
     for round in 1..=rounds {
         for peer in 0..PEERS {
-            actor.do_send(SaveRecord(snapshot(peer, round)));
+            actor.do_send(SaveRecord::unversioned(snapshot(peer, round)));
             if peer == PEERS / 2 && round % 6 == 0 {
                 // Kill while changes are flowing (a write may be in flight right now).
                 kills += pg.terminate_backends();
@@ -641,7 +641,7 @@ async fn pg_actor_loses_nothing_when_connections_are_killed() {
             // Kill, then save and flush at once: the next write checks out a dead
             // connection, which the pool must replace (or the write must be retried).
             kills += pg.terminate_backends();
-            actor.do_send(SaveRecord(snapshot(0, round)));
+            actor.do_send(SaveRecord::unversioned(snapshot(0, round)));
             flush(&actor).await.expect("flush after a kill");
             assert_eq!(db.load(&pubkey(0)).unwrap(), Some(snapshot(0, round)));
         }
@@ -673,7 +673,7 @@ async fn pg_actor_retries_until_the_database_is_back() {
     };
     let actor = PersistenceActor::new(db.clone(), retry_fast).start();
     for peer in 0..20 {
-        actor.do_send(SaveRecord(snapshot(peer, 1)));
+        actor.do_send(SaveRecord::unversioned(snapshot(peer, 1)));
     }
     flush(&actor).await.expect("flush while up");
     assert_eq!(db.write_transactions(), 1);
@@ -682,7 +682,7 @@ async fn pg_actor_retries_until_the_database_is_back() {
     pg.allow_connections(false);
     pg.terminate_backends();
     for peer in 0..20 {
-        actor.do_send(SaveRecord(snapshot(peer, 2)));
+        actor.do_send(SaveRecord::unversioned(snapshot(peer, 2)));
     }
     let waiting = tokio::time::timeout(Duration::from_millis(1_500), actor.send(Flush)).await;
     assert!(
@@ -701,7 +701,7 @@ async fn pg_actor_retries_until_the_database_is_back() {
     // Newer snapshots of half the peers arrive during the outage: they must win over the
     // failed batch that is put back.
     for peer in 0..10 {
-        actor.do_send(SaveRecord(snapshot(peer, 3)));
+        actor.do_send(SaveRecord::unversioned(snapshot(peer, 3)));
     }
 
     // The database comes back; the retry commits everything.
@@ -721,4 +721,40 @@ async fn pg_actor_retries_until_the_database_is_back() {
     assert_eq!(after.pending, 0);
     assert!(after.failed_attempts >= stats.failed_attempts);
     assert_eq!(after.changes_received, 50);
+}
+
+/// A snapshot from an older generation (an actor told to stop that still had work in
+/// flight) never overwrites the decision of a newer one; unversioned snapshots are kept.
+#[actix_rt::test]
+async fn a_snapshot_of_an_older_generation_never_overwrites_a_newer_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(&sqlite_url(&dir), 2).unwrap();
+    let actor = PersistenceActor::new(db.clone(), settings(60_000, 100)).start();
+    let decided = snapshot(1, 7);
+    actor.do_send(SaveRecord {
+        record: snapshot(1, 1),
+        generation: 4,
+    });
+    actor.do_send(SaveRecord {
+        record: decided.clone(),
+        generation: 5,
+    });
+    // Late: the stopped actor's last write arrives after the newer decision.
+    actor.do_send(SaveRecord {
+        record: snapshot(1, 3),
+        generation: 4,
+    });
+    flush(&actor).await.unwrap();
+    assert_eq!(db.load(&pubkey(1)).unwrap(), Some(decided));
+    // Written already: a still later stale snapshot is dropped too.
+    actor.do_send(SaveRecord {
+        record: snapshot(1, 9),
+        generation: 3,
+    });
+    actor.do_send(SaveRecord::unversioned(snapshot(2, 1)));
+    flush(&actor).await.unwrap();
+    assert_eq!(db.load(&pubkey(1)).unwrap(), Some(snapshot(1, 7)));
+    assert_eq!(db.load(&pubkey(2)).unwrap(), Some(snapshot(2, 1)));
+    let stats = actor.send(GetStats).await.unwrap();
+    assert_eq!(stats.stale_saves_dropped, 2);
 }

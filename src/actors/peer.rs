@@ -117,6 +117,8 @@ pub struct PeerActor {
     approved_deposit: Option<u128>,
     /// Where restarts are counted (the supervisor's figure), if anywhere.
     restart_count: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The supervisor's number for this actor; its snapshots carry it (see `SaveRecord`).
+    generation: u64,
 }
 
 impl PeerActor {
@@ -149,7 +151,14 @@ impl PeerActor {
             deferred: VecDeque::new(),
             approved_deposit: None,
             restart_count: None,
+            generation: 0,
         }
+    }
+
+    /// Numbers this actor's snapshots with `generation`.
+    pub fn with_generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
     }
 
     /// Counts this actor's restarts into `counter`.
@@ -405,7 +414,10 @@ impl PeerActor {
             Action::CloseSession => self.close_session(ctx),
             Action::Persist { durable } => {
                 let record = self.lifecycle.record().clone();
-                self.persistence.do_send(SaveRecord(record.clone()));
+                self.persistence.do_send(SaveRecord {
+                    record: record.clone(),
+                    generation: self.generation,
+                });
                 self.supervisor.do_send(PeerReport(record));
                 if durable {
                     self.await_durable(ctx);

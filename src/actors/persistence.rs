@@ -35,9 +35,28 @@ use crate::ports::PeerDirectory;
 use crate::storage::{storable, Database, StorageError};
 
 /// Stores this snapshot of a peer (replacing any older one not yet written).
+///
+/// `generation` says whose decision it is: the supervisor numbers every peer actor it
+/// starts and every decision it makes for a peer without one, always upward. A snapshot
+/// from a generation older than one already seen for the peer (an actor told to stop that
+/// still had work in flight) is dropped and counted: it never overwrites a later decision.
+/// 0 is "unversioned", never dropped for its generation.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct SaveRecord(pub PeerRecord);
+pub struct SaveRecord {
+    pub record: PeerRecord,
+    pub generation: u64,
+}
+
+impl SaveRecord {
+    /// A snapshot that carries no generation.
+    pub fn unversioned(record: PeerRecord) -> Self {
+        SaveRecord {
+            record,
+            generation: 0,
+        }
+    }
+}
 
 /// Appends one state change to its peer's history; written with the next batch. While
 /// the database is away, only the newest `persistence.history_per_peer` of each peer wait.
@@ -75,6 +94,8 @@ pub struct PersistenceStats {
     /// History entries dropped before they were written (a peer changed state more than
     /// `history_per_peer` times while the database was away).
     pub transitions_dropped: u64,
+    /// Snapshots dropped for coming from an older generation than one already saved.
+    pub stale_saves_dropped: u64,
 }
 
 /// Why a [`Flush`] could not be confirmed. Failed writes are retried, never reported here:
@@ -112,6 +133,8 @@ pub struct PersistenceActor {
     settings: PersistenceSettings,
     /// The newest snapshot of each peer not yet handed to a write.
     pending: HashMap<String, PeerRecord>,
+    /// The newest generation seen per peer (see [`SaveRecord`]).
+    generations: HashMap<String, u64>,
     /// History entries not yet handed to a write, per peer, oldest first (at most
     /// `history_per_peer` each).
     transitions: HashMap<String, VecDeque<PeerTransition>>,
@@ -192,6 +215,7 @@ impl PersistenceActor {
             settings,
             pending: HashMap::new(),
             transitions: HashMap::new(),
+            generations: HashMap::new(),
             in_flight: None,
             received_seq: 0,
             durable_seq: 0,
@@ -437,7 +461,24 @@ impl Actor for PersistenceActor {
 impl Handler<SaveRecord> for PersistenceActor {
     type Result = ();
 
-    fn handle(&mut self, SaveRecord(record): SaveRecord, ctx: &mut Self::Context) {
+    fn handle(&mut self, save: SaveRecord, ctx: &mut Self::Context) {
+        let SaveRecord { record, generation } = save;
+        if generation != 0 {
+            let newest = self
+                .generations
+                .entry(record.nostr_pubkey.clone())
+                .or_default();
+            if generation < *newest {
+                self.stats.stale_saves_dropped += 1;
+                log::debug!(
+                    "persistence: peer {}: a snapshot of generation {generation} dropped (generation {} decided since)",
+                    record.nostr_pubkey,
+                    *newest
+                );
+                return;
+            }
+            *newest = generation;
+        }
         self.received_seq += 1;
         self.stats.changes_received += 1;
         self.pending.insert(record.nostr_pubkey.clone(), record);

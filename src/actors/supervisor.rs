@@ -272,6 +272,8 @@ pub struct PeerSupervisor {
     recovery_timer: Option<SpawnHandle>,
     /// Peers the operator paused, by the end of their pause; retried when it passes.
     pauses: BTreeSet<(Timestamp, String)>,
+    /// The last generation given out (see [`SaveRecord`]).
+    generation: std::cell::Cell<u64>,
     /// Counted by every peer actor when it restarts.
     actor_restarts: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Each PONG, for whoever listens (the metrics).
@@ -354,6 +356,7 @@ impl PeerSupervisor {
             recovery_timer: None,
             pauses,
             actor_restarts: Default::default(),
+            generation: std::cell::Cell::new(0),
             heartbeats: None,
             follow_queue: VecDeque::new(),
             redial_queue: VecDeque::new(),
@@ -512,9 +515,25 @@ impl PeerSupervisor {
             self.announce_change(Some(&before), &after);
         }
         if persist && changed {
-            self.persistence.do_send(SaveRecord(after.clone()));
+            self.save(after.clone());
         }
         after
+    }
+
+    /// A new generation: higher than every actor started and every decision saved before.
+    fn next_generation(&self) -> u64 {
+        let next = self.generation.get() + 1;
+        self.generation.set(next);
+        next
+    }
+
+    /// Saves a decision the supervisor made for a peer without a running actor: a late
+    /// snapshot of an actor stopped before it can never overwrite it.
+    fn save(&self, record: PeerRecord) {
+        self.persistence.do_send(SaveRecord {
+            record,
+            generation: self.next_generation(),
+        });
     }
 
     fn start(&mut self, record: PeerRecord, ctx: &mut Context<Self>) {
@@ -527,9 +546,11 @@ impl PeerSupervisor {
         let clock = self.clock;
         let initial = record.clone();
         let restarts = self.actor_restarts.clone();
+        let generation = self.next_generation();
         let addr = Supervisor::start(move |_| {
             PeerActor::new(initial, config, policy, ports, persistence, me, clock)
                 .counting_restarts(restarts)
+                .with_generation(generation)
         });
         let wants = record.desired;
         self.running.insert(
@@ -682,7 +703,7 @@ impl Handler<FollowPeer> for PeerSupervisor {
         } else {
             let record = PeerRecord::new(pubkey, true, self.clock.now());
             self.announce_change(None, &record);
-            self.persistence.do_send(SaveRecord(record.clone()));
+            self.save(record.clone());
             // Through the dial budget: a long follow list is dialled in batches.
             self.queue_dial(record, ctx);
         }
@@ -1168,7 +1189,7 @@ impl PeerSupervisor {
     fn record_inbound(&mut self, pubkey: &str, ctx: &mut Context<Self>) {
         let record = PeerRecord::new(pubkey, false, self.clock.now());
         self.announce_change(None, &record);
-        self.persistence.do_send(SaveRecord(record.clone()));
+        self.save(record.clone());
         self.start(record, ctx);
     }
 }

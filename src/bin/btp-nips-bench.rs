@@ -298,7 +298,7 @@ fn persist_on(url: &str, n: usize) -> Value {
             let actor = PersistenceActor::new(batched_db.clone(), settings).start();
             let start = Instant::now();
             for change in changes {
-                actor.do_send(SaveRecord(change));
+                actor.do_send(SaveRecord::unversioned(change));
             }
             actor.send(Flush).await.unwrap().unwrap();
             let elapsed = start.elapsed();
