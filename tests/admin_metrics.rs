@@ -33,6 +33,15 @@ async fn faults_durations_heartbeats_and_restarts_are_counted() {
     );
     world.add_ready_peer(&panics);
     world.panic_on_resolve(&panics, 1);
+    // A remote that refuses us by its policy: its own decision, retried, never failed.
+    let full = pubkey(4);
+    world.add_ready_peer(&full);
+    world.refuse_sessions(
+        &full,
+        Some(Fault::Refused(
+            "not admitted: connection limit (1) reached".into(),
+        )),
+    );
     let (node, api) = admin_node(
         &world,
         &dir,
@@ -41,13 +50,14 @@ async fn faults_durations_heartbeats_and_restarts_are_counted() {
         &[],
     )
     .await;
-    for peer in [&good, &refused, &panics] {
+    for peer in [&good, &refused, &panics, &full] {
         node.follow(peer).await.unwrap();
     }
     wait_until(&node, LIMIT, "settled", |p| {
         state_of(p, &good) == Some(PeerState::Connected)
             && state_of(p, &panics) == Some(PeerState::Connected)
             && state_of(p, &refused) == Some(PeerState::Failed)
+            && state_of(p, &full) == Some(PeerState::Disconnected)
     })
     .await;
     // At least one PONG (heartbeat every two seconds).
@@ -74,6 +84,16 @@ async fn faults_durations_heartbeats_and_restarts_are_counted() {
         ),
         Some(1.0),
         "the refused session is the peer's fault"
+    );
+    assert!(
+        value(
+            &samples,
+            "btp_nips_peer_faults_total",
+            &[("owner", "remote"), ("kind", "session")]
+        )
+        .unwrap()
+            >= 1.0,
+        "a refusal by the remote's policy is the remote's"
     );
     assert!(
         value(&samples, "btp_nips_actor_restarts_total", &[]).unwrap() >= 1.0,

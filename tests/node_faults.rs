@@ -114,6 +114,13 @@ async fn a_peer_refused_by_the_remotes_policy_is_retried_and_never_failed() {
     let record = node.peer(&peer).await.unwrap().expect("the peer is known");
     assert_eq!(record.state, PeerState::Disconnected, "{record:?}");
     assert!(record.reconnect_attempts >= 10, "{record:?}");
+    assert!(
+        record
+            .failure_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("refused by the remote: not admitted")),
+        "the reason says whose decision it was: {record:?}"
+    );
     // The remote lets us in again: connected.
     world.refuse_sessions(&peer, None);
     wait_until(&node, Duration::from_secs(600), "connected", |p| {

@@ -362,9 +362,10 @@ impl Metrics {
         if reason.starts_with("heartbeat timeout") {
             self.heartbeat_timeouts.inc();
         }
-        let owner = if reason.starts_with("waiting for this node") {
+        use crate::lifecycle::peer::{NODE_WAIT_PREFIX, REMOTE_REFUSAL_PREFIX};
+        let owner = if reason.starts_with(NODE_WAIT_PREFIX) {
             "node"
-        } else if reason.contains("refused by the remote") || reason.contains("not admitted") {
+        } else if reason.starts_with(REMOTE_REFUSAL_PREFIX) {
             "remote"
         } else {
             "peer"

@@ -494,6 +494,19 @@ struct DisconnectBody {
     pause_seconds: Option<u64>,
 }
 
+/// A JSON body that may be left out (empty or blank: every field absent); a bad one is a
+/// 400 showing the expected `shape`.
+fn optional_body<T: Default + serde::de::DeserializeOwned>(
+    body: &Bytes,
+    shape: &str,
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body must be {shape}: {e}")))
+}
+
 /// The longest pause a disconnect may ask for (30 days).
 const MAX_PAUSE_SECONDS: u64 = 30 * 24 * 3600;
 
@@ -504,15 +517,7 @@ async fn disconnect(
     body: Bytes,
 ) -> Answer {
     authorize(&req, &state, Access::Admin, Some(&body))?;
-    let body: DisconnectBody = if body.iter().all(u8::is_ascii_whitespace) {
-        DisconnectBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the body must be {{\"reason\": \"...\", \"pause_seconds\": N}}: {e}"
-            ))
-        })?
-    };
+    let body: DisconnectBody = optional_body(&body, r#"{"reason": "...", "pause_seconds": N}"#)?;
     let reason = body
         .reason
         .filter(|r| !r.trim().is_empty())
@@ -555,15 +560,7 @@ async fn approve_channel(
     body: Bytes,
 ) -> Answer {
     authorize(&req, &state, Access::Admin, Some(&body))?;
-    let body: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ApproveBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the body must be {{}} or {{\"deposit_wei\": \"<decimal wei>\"}}: {e}"
-            ))
-        })?
-    };
+    let body: ApproveBody = optional_body(&body, r#"{} or {"deposit_wei": "<decimal wei>"}"#)?;
     let deposit = body
         .deposit_wei
         .as_deref()

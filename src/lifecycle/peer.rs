@@ -286,6 +286,10 @@ pub const AWAITING_OPERATOR_REASON: &str = "waiting for the operator to open a c
 /// How every reason of a peer waiting on one of the node's own faults begins.
 pub const NODE_WAIT_PREFIX: &str = "waiting for this node: ";
 
+/// How every reason of a peer the remote refused by its policy begins (retried, never
+/// failed for it).
+pub const REMOTE_REFUSAL_PREFIX: &str = "refused by the remote: ";
+
 /// The node-side cause named while the node's own network is down.
 pub const NETWORK_OUTAGE: &str = "network outage";
 
@@ -658,6 +662,7 @@ impl PeerLifecycle {
         let counted = attempts
             .saturating_add(1)
             .min(self.config.backoff.max_attempts);
+        let reason = format!("{REMOTE_REFUSAL_PREFIX}{reason}");
         self.disconnect_for(now, delay, reason, false, counted);
     }
 
