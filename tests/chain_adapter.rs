@@ -3,85 +3,31 @@
 
 mod support;
 
-use std::time::Duration;
-
 use alloy::primitives::{Address, B256, U256};
-use alloy::providers::Provider;
-use alloy::signers::local::PrivateKeySigner;
-use btp_nips_node::chain::adapter::{http_provider, DEFAULT_DROPPED_GRACE};
+use btp_nips_node::chain::adapter::DEFAULT_DROPPED_GRACE;
 use btp_nips_node::chain::contract::PaymentChannels as PC;
 use btp_nips_node::chain::{ChainError, ChannelPolicy, EvmChannels};
 use btp_nips_node::config::Settings;
 use btp_nips_node::ports::{ChannelPort, ChannelRequest, ChannelStatus, Fault, PeerTarget};
-use support::chain::{Anvil, RpcProxy, CHAIN_ID, ETH};
+use support::chain::{ChainFixture, RpcProxy, CHAIN_ID, ETH};
 
 const CONFIRMATIONS: u64 = 5;
 
 fn policy() -> ChannelPolicy {
-    ChannelPolicy {
-        deposit: U256::from(ETH),
-        duration: Duration::from_secs(30 * 24 * 3600),
-        min_balance: U256::from(ETH / 10),
-        min_time_left: Duration::from_secs(24 * 3600),
-        auto_open: None,
-    }
+    ChainFixture::policy(None)
 }
 
-struct Fixture {
-    anvil: Anvil,
-    contract: Address,
-    key: PrivateKeySigner,
-}
-
-impl Fixture {
-    async fn new() -> Fixture {
-        let anvil = Anvil::start();
-        let deployer = anvil.funded_key(10).await;
-        let contract = anvil.deploy(&deployer).await;
-        let key = anvil.funded_key(100).await;
-        Fixture {
-            anvil,
-            contract,
-            key,
-        }
-    }
-
-    /// An adapter for the node's key, as a fresh process would build it.
+impl ChainFixture {
     fn adapter_at(&self, url: &str, policy: ChannelPolicy) -> EvmChannels {
-        EvmChannels::new(
-            http_provider(url).expect("url"),
-            self.key.clone(),
-            CHAIN_ID,
-            self.contract,
-            CONFIRMATIONS,
-            Duration::from_secs(5),
-            policy,
-        )
+        self.adapter_with(url, CONFIRMATIONS, policy)
     }
 
     fn adapter(&self) -> EvmChannels {
         self.adapter_at(&self.anvil.url, policy())
     }
 
-    async fn open_count(&self) -> U256 {
-        self.anvil
-            .view(
-                self.contract,
-                PC::openCountCall {
-                    payer: self.key.address(),
-                },
-            )
-            .await
-    }
-
     async fn known_to_chain(&self, tx: &str) -> bool {
-        let hash: B256 = tx.parse().expect("hash");
-        self.anvil
-            .provider
-            .get_transaction_by_hash(hash)
-            .await
-            .expect("rpc")
-            .is_some()
+        self.chain_tx(tx).await.is_some()
     }
 }
 
@@ -98,7 +44,7 @@ fn peer(payee: Address, followed: bool) -> PeerTarget {
 
 #[tokio::test]
 async fn an_open_is_signed_unsent_then_confirmed_after_exactly_n_blocks() {
-    let f = Fixture::new().await;
+    let f = ChainFixture::new().await;
     let adapter = f.adapter();
     let payee = Address::repeat_byte(0xb0);
     assert_eq!(adapter.find_channel(&peer(payee, true)).await, Ok(None));
@@ -148,7 +94,7 @@ async fn an_open_is_signed_unsent_then_confirmed_after_exactly_n_blocks() {
 
 #[tokio::test]
 async fn a_hash_the_chain_never_saw_is_dropped_after_a_restart_and_only_one_open_lands() {
-    let f = Fixture::new().await;
+    let f = ChainFixture::new().await;
     let payee = Address::repeat_byte(0xb1);
     let before_crash = f.adapter();
     let lost = before_crash
@@ -202,7 +148,7 @@ async fn a_hash_the_chain_never_saw_is_dropped_after_a_restart_and_only_one_open
 
 #[tokio::test]
 async fn a_restarted_adapter_follows_a_broadcast_open_to_its_confirmation() {
-    let f = Fixture::new().await;
+    let f = ChainFixture::new().await;
     let payee = Address::repeat_byte(0xb2);
     let tx = f
         .adapter()
@@ -233,7 +179,7 @@ async fn a_restarted_adapter_follows_a_broadcast_open_to_its_confirmation() {
 
 #[tokio::test]
 async fn a_reorg_that_drops_the_open_is_detected() {
-    let f = Fixture::new().await;
+    let f = ChainFixture::new().await;
     let adapter = f.adapter();
     let payee = Address::repeat_byte(0xb3);
     let tx = adapter
@@ -274,7 +220,7 @@ async fn a_reorg_that_drops_the_open_is_detected() {
 
 #[tokio::test]
 async fn rpc_trouble_while_waiting_is_the_nodes_own_fault_and_the_wait_goes_on() {
-    let f = Fixture::new().await;
+    let f = ChainFixture::new().await;
     let proxy = RpcProxy::start(&f.anvil.url).await;
     let adapter = f.adapter_at(&proxy.url, policy());
     let payee = Address::repeat_byte(0xb4);
@@ -307,7 +253,7 @@ async fn rpc_trouble_while_waiting_is_the_nodes_own_fault_and_the_wait_goes_on()
 
 #[tokio::test]
 async fn only_an_open_channel_to_the_peer_with_balance_and_time_left_is_used() {
-    let f = Fixture::new().await;
+    let f = ChainFixture::new().await;
     let adapter = f.adapter();
     let payee = Address::repeat_byte(0xb5);
     let (_, now) = f.anvil.head().await;
@@ -362,7 +308,7 @@ async fn only_an_open_channel_to_the_peer_with_balance_and_time_left_is_used() {
 
 #[tokio::test]
 async fn auto_open_covers_followed_peers_within_both_caps() {
-    let f = Fixture::new().await;
+    let f = ChainFixture::new().await;
     let off = f.adapter();
     let payee = Address::repeat_byte(0xb6);
     assert_eq!(
@@ -431,7 +377,7 @@ async fn auto_open_covers_followed_peers_within_both_caps() {
 
 #[tokio::test]
 async fn startup_checks_name_a_wrong_chain_id_or_a_missing_contract() {
-    let f = Fixture::new().await;
+    let f = ChainFixture::new().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let key_file = dir.path().join("evm.key");
     std::fs::write(

@@ -5,78 +5,27 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use alloy::primitives::{Address, B256, U256};
-use alloy::providers::Provider;
-use alloy::signers::local::PrivateKeySigner;
-use btp_nips_node::chain::adapter::http_provider;
-use btp_nips_node::chain::contract::PaymentChannels as PC;
-use btp_nips_node::chain::{ChannelPolicy, EvmChannels};
+use alloy::primitives::{Address, U256};
+use btp_nips_node::chain::EvmChannels;
 use btp_nips_node::ports::{ChannelPort, ChannelStatus, PeerTarget};
-use support::chain::{Anvil, SendGate, CHAIN_ID, ETH};
+use support::chain::{ChainFixture, SendGate, ETH};
 
 const CONFIRMATIONS: u64 = 2;
 
-struct Fixture {
-    anvil: Anvil,
-    contract: Address,
-    key: PrivateKeySigner,
-}
-
-impl Fixture {
-    async fn new() -> Fixture {
-        let anvil = Anvil::start();
-        let deployer = anvil.funded_key(10).await;
-        let contract = anvil.deploy(&deployer).await;
-        let key = anvil.funded_key(100).await;
-        Fixture {
-            anvil,
-            contract,
-            key,
-        }
-    }
-
+impl ChainFixture {
     fn adapter(&self, url: &str) -> Arc<EvmChannels> {
-        Arc::new(EvmChannels::new(
-            http_provider(url).expect("url"),
-            self.key.clone(),
-            CHAIN_ID,
-            self.contract,
-            CONFIRMATIONS,
-            Duration::from_secs(5),
-            ChannelPolicy {
-                deposit: U256::from(ETH),
-                duration: Duration::from_secs(30 * 24 * 3600),
-                min_balance: U256::from(ETH / 10),
-                min_time_left: Duration::from_secs(24 * 3600),
-                auto_open: Some((U256::from(ETH), U256::from(10 * ETH))),
-            },
-        ))
+        let caps = Some((ETH, 10 * ETH));
+        Arc::new(self.adapter_with(url, CONFIRMATIONS, ChainFixture::policy(caps)))
     }
 
     /// The nonce of a transaction the chain knows (pool or block).
     async fn nonce_of(&self, tx: &str) -> u64 {
-        let hash: B256 = tx.parse().expect("hash");
         let known = self
-            .anvil
-            .provider
-            .get_transaction_by_hash(hash)
+            .chain_tx(tx)
             .await
-            .expect("rpc")
             .unwrap_or_else(|| panic!("{tx} is known to the chain"));
         alloy::consensus::Transaction::nonce(&known)
-    }
-
-    async fn open_count(&self) -> U256 {
-        self.anvil
-            .view(
-                self.contract,
-                PC::openCountCall {
-                    payer: self.key.address(),
-                },
-            )
-            .await
     }
 }
 
@@ -97,7 +46,7 @@ fn peer(n: u8) -> PeerTarget {
 /// for the re-check.
 #[tokio::test]
 async fn an_open_signed_while_another_is_on_its_way_to_the_pool_takes_the_next_nonce() {
-    let f = Fixture::new().await;
+    let f = ChainFixture::new().await;
     let gate = SendGate::start(&f.anvil.url).await;
     let adapter = f.adapter(&gate.url);
     let first = adapter.open_channel(&peer(1), None).await.expect("signs");
@@ -135,7 +84,7 @@ async fn an_open_signed_while_another_is_on_its_way_to_the_pool_takes_the_next_n
 /// with the very bytes that were signed: same hash, same nonce, nothing signed again.
 #[tokio::test]
 async fn an_open_signed_and_never_sent_is_sent_as_signed_by_the_status_check() {
-    let f = Fixture::new().await;
+    let f = ChainFixture::new().await;
     let adapter = f.adapter(&f.anvil.url);
     let tx = adapter.open_channel(&peer(1), None).await.expect("signs");
     assert_eq!(
@@ -156,7 +105,7 @@ async fn an_open_signed_and_never_sent_is_sent_as_signed_by_the_status_check() {
 /// reuses its nonce, so no gap holds later opens back in the pool.
 #[tokio::test]
 async fn an_abandoned_open_gives_its_nonce_to_the_next_open() {
-    let f = Fixture::new().await;
+    let f = ChainFixture::new().await;
     let adapter = f.adapter(&f.anvil.url);
     let sent = adapter.open_channel(&peer(1), None).await.expect("signs");
     let abandoned = adapter.open_channel(&peer(2), None).await.expect("signs");

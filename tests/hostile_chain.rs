@@ -14,64 +14,20 @@ use std::time::{Duration, Instant};
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
-use btp_nips_node::chain::adapter::http_provider;
 use btp_nips_node::chain::contract::PaymentChannels as PC;
-use btp_nips_node::chain::{ChannelPolicy, EvmChannels};
+use btp_nips_node::chain::EvmChannels;
 use btp_nips_node::ports::{ChannelPort, ChannelRequest, ChannelStatus, PeerTarget};
 use futures::future::join_all;
-use support::chain::{read_http_message, Anvil, CHAIN_ID, ETH};
+use support::chain::{read_http_message, ChainFixture, CHAIN_ID, ETH};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 const CONFIRMATIONS: u64 = 2;
 
-struct Fixture {
-    anvil: Anvil,
-    contract: Address,
-    key: PrivateKeySigner,
-}
-
-impl Fixture {
-    async fn new() -> Fixture {
-        let anvil = Anvil::start();
-        let deployer = anvil.funded_key(10).await;
-        let contract = anvil.deploy(&deployer).await;
-        let key = anvil.funded_key(100).await;
-        Fixture {
-            anvil,
-            contract,
-            key,
-        }
-    }
-
+impl ChainFixture {
     /// An adapter paying 1 ETH per channel, with the auto-open caps `(per_channel, total)`.
     fn adapter(&self, url: &str, auto_open: Option<(u128, u128)>) -> Arc<EvmChannels> {
-        Arc::new(EvmChannels::new(
-            http_provider(url).expect("url"),
-            self.key.clone(),
-            CHAIN_ID,
-            self.contract,
-            CONFIRMATIONS,
-            Duration::from_secs(5),
-            ChannelPolicy {
-                deposit: U256::from(ETH),
-                duration: Duration::from_secs(30 * 24 * 3600),
-                min_balance: U256::from(ETH / 10),
-                min_time_left: Duration::from_secs(24 * 3600),
-                auto_open: auto_open.map(|(one, total)| (U256::from(one), U256::from(total))),
-            },
-        ))
-    }
-
-    async fn open_count(&self) -> U256 {
-        self.anvil
-            .view(
-                self.contract,
-                PC::openCountCall {
-                    payer: self.key.address(),
-                },
-            )
-            .await
+        Arc::new(self.adapter_with(url, CONFIRMATIONS, ChainFixture::policy(auto_open)))
     }
 
     async fn locked(&self) -> U256 {
@@ -198,7 +154,7 @@ impl HidingProxy {
 /// exactly one is opened, the other two are refused.
 #[tokio::test]
 async fn concurrent_auto_opens_with_room_for_one_open_exactly_one() {
-    let f = Fixture::new().await;
+    let f = ChainFixture::new().await;
     let adapter = f.adapter(&f.anvil.url, Some((ETH, 3 * ETH)));
     // 1 ETH locked in a mined channel ...
     let Ok(ChannelRequest::Opened { tx_hash: mined }) = adapter.request_channel(&peer(1)).await
@@ -256,7 +212,7 @@ async fn concurrent_auto_opens_with_room_for_one_open_exactly_one() {
 /// sign a new open (next nonce) and both would land, locking two deposits.
 #[tokio::test]
 async fn a_receipt_missed_once_is_not_a_drop_and_one_deposit_lands() {
-    let f = Fixture::new().await;
+    let f = ChainFixture::new().await;
     let proxy = HidingProxy::start(&f.anvil.url).await;
     let adapter = f.adapter(&proxy.url, None);
     let tx = adapter.open_channel(&peer(1), None).await.expect("signs");
@@ -292,7 +248,7 @@ async fn a_receipt_missed_once_is_not_a_drop_and_one_deposit_lands() {
 /// nonce: whichever of the two the chain takes, only one deposit lands.
 #[tokio::test]
 async fn an_open_unseen_past_the_grace_is_dropped_and_the_reopen_takes_its_nonce() {
-    let f = Fixture::new().await;
+    let f = ChainFixture::new().await;
     let proxy = HidingProxy::start(&f.anvil.url).await;
     let grace = Duration::from_secs(30);
     let adapter = Arc::into_inner(f.adapter(&proxy.url, None))
@@ -363,7 +319,7 @@ async fn an_open_unseen_past_the_grace_is_dropped_and_the_reopen_takes_its_nonce
 /// spent: after the grace it is dropped for good, and the next open takes a fresh nonce.
 #[tokio::test]
 async fn an_open_whose_nonce_is_spent_is_dropped_after_the_grace_with_no_reuse() {
-    let f = Fixture::new().await;
+    let f = ChainFixture::new().await;
     let proxy = HidingProxy::start(&f.anvil.url).await;
     let grace = Duration::from_secs(30);
     let adapter = Arc::into_inner(f.adapter(&proxy.url, None))
@@ -424,7 +380,7 @@ async fn an_open_whose_nonce_is_spent_is_dropped_after_the_grace_with_no_reuse()
 /// leaves no reservation behind: once funded, the same room opens a channel.
 #[tokio::test]
 async fn a_failed_auto_open_releases_its_reservation() {
-    let f = Fixture::new().await;
+    let f = ChainFixture::new().await;
     f.anvil.set_balance(f.key.address(), 0).await;
     let adapter = f.adapter(&f.anvil.url, Some((ETH, ETH)));
     assert_eq!(

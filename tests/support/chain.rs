@@ -440,3 +440,77 @@ pub async fn read_http_message<R: tokio::io::AsyncBufRead + Unpin>(
     from.read_exact(&mut message[start..]).await?;
     Ok(Some(message))
 }
+
+/// A local chain with the contract deployed and a funded payer key: what the adapter tests
+/// share. Each test file adds the adapter it needs with [`ChainFixture::adapter_with`].
+pub struct ChainFixture {
+    pub anvil: Anvil,
+    pub contract: Address,
+    pub key: PrivateKeySigner,
+}
+
+impl ChainFixture {
+    pub async fn new() -> ChainFixture {
+        let anvil = Anvil::start();
+        let deployer = anvil.funded_key(10).await;
+        let contract = anvil.deploy(&deployer).await;
+        let key = anvil.funded_key(100).await;
+        ChainFixture {
+            anvil,
+            contract,
+            key,
+        }
+    }
+
+    /// 1 ETH per channel for 30 days; a channel is usable with 0.1 ETH and a day left;
+    /// auto-open caps `(per_channel, total)` in wei, if any.
+    pub fn policy(auto_open: Option<(u128, u128)>) -> btp_nips_node::chain::ChannelPolicy {
+        btp_nips_node::chain::ChannelPolicy {
+            deposit: U256::from(ETH),
+            duration: Duration::from_secs(30 * 24 * 3600),
+            min_balance: U256::from(ETH / 10),
+            min_time_left: Duration::from_secs(24 * 3600),
+            auto_open: auto_open.map(|(one, total)| (U256::from(one), U256::from(total))),
+        }
+    }
+
+    /// An adapter for the payer's key through `url`, as a fresh process would build it.
+    pub fn adapter_with(
+        &self,
+        url: &str,
+        confirmations: u64,
+        policy: btp_nips_node::chain::ChannelPolicy,
+    ) -> btp_nips_node::chain::EvmChannels {
+        btp_nips_node::chain::EvmChannels::new(
+            http_provider(url).expect("url"),
+            self.key.clone(),
+            CHAIN_ID,
+            self.contract,
+            confirmations,
+            Duration::from_secs(5),
+            policy,
+        )
+    }
+
+    /// Channels the payer has opened, as the contract counts them.
+    pub async fn open_count(&self) -> U256 {
+        self.anvil
+            .view(
+                self.contract,
+                contract::PaymentChannels::openCountCall {
+                    payer: self.key.address(),
+                },
+            )
+            .await
+    }
+
+    /// The transaction `tx` as the chain knows it (pool or block), if it does.
+    pub async fn chain_tx(&self, tx: &str) -> Option<alloy::rpc::types::Transaction> {
+        let hash: B256 = tx.parse().expect("hash");
+        self.anvil
+            .provider
+            .get_transaction_by_hash(hash)
+            .await
+            .expect("rpc")
+    }
+}
