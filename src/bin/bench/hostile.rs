@@ -696,7 +696,6 @@ pub fn hostile(peers: usize) -> Value {
         )
     });
 
-    drop(run);
     heartbeat.stop();
     target.stop();
     attacks.push(replay_guard());
