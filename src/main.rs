@@ -207,10 +207,13 @@ fn run(settings: Settings, ephemeral: bool) -> Result<(), Box<dyn std::error::Er
 #[cfg(feature = "devnet")]
 fn devnet(options: btp_nips_node::devnet::DevnetOptions) -> ExitCode {
     // The devnet prints every state change itself: the nodes' own INFO lines would repeat
-    // them, and at Ctrl-C every node stopping at once resets its peers' sockets, which each
-    // session would warn about (RUST_LOG still wins).
+    // them, and at Ctrl-C every node stopping at once resets its peers' sockets and the
+    // relays close under their clients, which the sessions and the relay clients would
+    // report one by one (RUST_LOG still wins).
     if std::env::var_os("RUST_LOG").is_none() {
-        let _ = btp_nips_node::admin::logger::set_filter("warn,btp_nips_node::session=error");
+        let _ = btp_nips_node::admin::logger::set_filter(
+            "warn,btp_nips_node::session=error,nostr_relay_pool=off",
+        );
     }
     match btp_nips_node::devnet::run(options) {
         Ok(()) => ExitCode::SUCCESS,

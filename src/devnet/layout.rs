@@ -33,6 +33,9 @@ const NAMES: [&str; 10] = [
 /// `DIR/devnet.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DevnetFile {
+    /// The process id of the devnet running on DIR (0: none runs).
+    #[serde(default)]
+    pub pid: u32,
     pub discovery_relay_port: u16,
     pub nodes: Vec<NodeEntry>,
     /// The chain of the last start that had one.
@@ -148,6 +151,7 @@ impl Layout {
         let mut file = match stored {
             Some(file) => file,
             None => DevnetFile {
+                pid: 0,
                 discovery_relay_port: free_ports(1)?[0],
                 nodes: Vec::new(),
                 chain: None,

@@ -179,6 +179,7 @@ impl Devnet {
             )?);
         }
         file.nodes = nodes.iter().map(|n| n.entry.clone()).collect();
+        file.pid = std::process::id();
         if let Some(chain) = &chain {
             let addresses: Vec<_> = nodes.iter().map(|n| n.evm.address()).collect();
             let funded = chain.fund(&addresses).await?;
@@ -299,6 +300,7 @@ impl Devnet {
             }
             None => String::new(),
         };
+        self.file.pid = 0;
         if let Some(chain) = &mut self.file.chain {
             chain.anvil_pid = 0;
         }
