@@ -169,9 +169,13 @@ async fn notes_spread(state: &Value) {
         .collect();
     for n in nodes {
         let url = format!("ws://127.0.0.1:{}", n["relay_port"]);
-        let relay = RelaySet::connect(Keys::generate(), &[url.clone()], support::relays::tuning())
-            .await
-            .unwrap();
+        let relay = RelaySet::connect(
+            Keys::generate(),
+            std::slice::from_ref(&url),
+            support::relays::tuning(),
+        )
+        .await
+        .unwrap();
         relay.wait_connected(Duration::from_secs(5)).await;
         eventually(UP, &format!("every node's notes on {url}"), || async {
             let answers = relay.query(Filter::new().kind(Kind::TextNote)).await;
