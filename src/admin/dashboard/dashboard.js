@@ -284,14 +284,12 @@ function onEvent(name, data) {
     return p ? peerLabel(p) : shortKey(pk);
   };
   switch (name) {
-    case 'peer_state': {
-      const p = state.peers.get(data.pubkey);
-      if (p) { p.state = data.to; p.failure_reason = data.reason; p.reconnect_attempts = data.attempts; }
+    case 'peer_state':
+      // The table is re-read rather than patched: the first connection replays the
+      // node's recent events, which are history, not the peers' state now.
       log(who(data.pubkey) + ': ' + (data.from || 'new') + ' → ' + data.to + (data.reason ? ' (' + data.reason + ')' : ''));
-      renderPeers();
       scheduleRefresh();
       break;
-    }
     case 'heartbeat': {
       const rtt = data.rtt_ms ?? (data.rtt_us != null ? data.rtt_us / 1000 : null)
         ?? (data.rtt_seconds != null ? data.rtt_seconds * 1000 : null);
@@ -309,7 +307,7 @@ function onEvent(name, data) {
       scheduleRefresh();
       break;
     case 'missed':
-      log('missed ' + data.missed + ' events (' + data.reason + '): reloading');
+      log(data.missed + ' earlier events are not shown (' + data.reason + ')');
       scheduleRefresh();
       break;
     default:
@@ -325,7 +323,9 @@ async function streamEvents() {
   const abort = new AbortController();
   state.streamAbort = abort;
   const headers = { 'Authorization': 'Bearer ' + state.token };
-  if (state.lastEventId) headers['Last-Event-ID'] = state.lastEventId;
+  // The first connection asks for every event the node still keeps (ids start at 1), so
+  // the log starts with what happened before the page was opened.
+  headers['Last-Event-ID'] = state.lastEventId || '0';
   try {
     const response = await fetch('/v1/events', { headers, signal: abort.signal, cache: 'no-store' });
     if (response.status === 401) { showLogin('the node refused the token'); return; }
