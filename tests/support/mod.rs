@@ -5,6 +5,7 @@
 //! - [`node`]: a node under test on the in-memory world, in the test's actix system or in a
 //!   thread of its own ([`node::NodeThread`]); stored records; waiting on its peers.
 //! - [`admin`]: a node with its admin API on a free port, a client of it, a metrics parser.
+//! - [`browser`]: a headless Chromium driven over the DevTools protocol.
 //! - [`sessions`]: BTP sessions on loopback, and a raw WebSocket client for what our own
 //!   client never sends.
 //! - [`chain`]: a local anvil with the contract deployed, and an RPC proxy to take down.
@@ -13,6 +14,7 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod admin;
+pub mod browser;
 pub mod chain;
 pub mod node;
 pub mod relays;
