@@ -11,6 +11,8 @@
 //! thread.
 
 mod builder;
+#[cfg(feature = "test-support")]
+mod thread;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +23,8 @@ use tokio::sync::{broadcast, watch, Mutex};
 
 pub use crate::actors::supervisor::{PeerChange, SupervisorError, SupervisorStats};
 pub use builder::NodeBuilder;
+#[cfg(feature = "test-support")]
+pub use thread::NodeThread;
 
 pub use crate::actors::persistence::PersistenceStats;
 
