@@ -606,7 +606,8 @@ pub fn peer_table(peers: &[PeerRecord], now: Timestamp, wide: bool) -> String {
     for row in &rows {
         out.push_str(&line(row.each_ref().map(String::as_str)));
     }
-    out.push_str(&format!("{} peers\n", peers.len()));
+    let n = peers.len();
+    out.push_str(&format!("{n} peer{}\n", if n == 1 { "" } else { "s" }));
     out
 }
 
@@ -814,6 +815,7 @@ mod tests {
             "one line per peer: {table}"
         );
         assert_eq!(lines[4], "3 peers");
+        assert!(peer_table(&peers[..1], Timestamp(1000), false).ends_with("\n1 peer\n"));
         let wide = peer_table(&peers, Timestamp(1000), true);
         assert!(wide.contains(&"03".repeat(32)), "{wide}");
     }
