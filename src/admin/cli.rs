@@ -454,7 +454,9 @@ fn history_text(history: &Value) -> String {
             .as_str()
             .map(|r| format!("  {r}"))
             .unwrap_or_default();
-        out.push_str(&format!("{at}  {from:>15} -> {to:<15}{reason}\n"));
+        let line = format!("{at}  {from:>15} -> {to:<15}{reason}");
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     if out.is_empty() {
         out.push_str("no transitions recorded\n");
