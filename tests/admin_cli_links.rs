@@ -348,7 +348,7 @@ async fn approve_channel_on_anvil_opens_the_channel_and_the_peer_connects() {
     }
     let position = |pred: &dyn Fn(&Value) -> bool| {
         seen.iter()
-            .position(|e| pred(e))
+            .position(pred)
             .unwrap_or_else(|| panic!("{seen:#?}"))
     };
     let opening = position(&|e| e["event"] == "peer_state" && e["data"]["to"] == "channel_opening");

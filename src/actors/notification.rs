@@ -12,8 +12,9 @@ use crate::lifecycle::Timestamp;
 /// One piece of news from the node.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notification {
-    /// A peer's state (or the operator's intent for it) changed.
-    State(PeerChange),
+    /// A peer's state (or the operator's intent for it) changed (boxed: the record is large,
+    /// and every heartbeat would otherwise be as big).
+    State(Box<PeerChange>),
     /// Our open transaction toward a peer gained confirmations, or its channel is open.
     Channel(ChannelProgress),
     /// A peer was followed or unfollowed.

@@ -396,7 +396,7 @@ impl PeerSupervisor {
         };
         log::info!("{change}");
         if listened {
-            let _ = self.changes.send(Notification::State(change));
+            let _ = self.changes.send(Notification::State(Box::new(change)));
         }
     }
 

@@ -726,7 +726,7 @@ fn watch_line(event: &StreamEvent, json: bool) -> String {
             } else {
                 "unfollowed"
             };
-            head(&format!("{what} {by}").trim_end().to_string())
+            head(format!("{what} {by}").trim_end())
         }
         "heartbeat" => head(&format!(
             "heartbeat rtt {}",

@@ -344,7 +344,7 @@ mod tests {
             by: FollowSource::Operator,
             at: Timestamp(5),
         }));
-        log.record_notification(&Notification::State(change(1)));
+        log.record_notification(&Notification::State(Box::new(change(1))));
         log.record_notification(&heartbeat(1, 10));
         let sub = log.subscribe(Some(0));
         let kinds: Vec<_> = sub.backlog.iter().map(|e| (e.id, e.kind)).collect();
