@@ -28,6 +28,9 @@
 //!   [`node::Node`] is the cheap-clone handle whose methods are the node's operations.
 //! - [`untrusted`] — remote text shown in logs and errors: bounded and escaped.
 //! - [`key_file`] — files holding a secret key are read only if private to their owner.
+//! - [`devnet`] — `btp-nips-node devnet`: a whole network on one machine (embedded relays,
+//!   an anvil child, N nodes), printed as it changes.
+//! - [`signals`] — SIGINT and SIGTERM for the long-running commands.
 //! - [`setup`] — `init` (a key and a short configuration) and `config check` (everything
 //!   the node depends on, every problem at once).
 
@@ -35,6 +38,8 @@ pub mod actors;
 pub mod admin;
 pub mod chain;
 pub mod config;
+#[cfg(feature = "devnet")]
+pub mod devnet;
 pub mod discovery;
 pub mod events;
 pub mod key_file;
@@ -43,6 +48,7 @@ pub mod node;
 pub mod ports;
 pub mod session;
 pub mod setup;
+pub mod signals;
 pub mod storage;
 pub mod untrusted;
 pub mod wire;

@@ -9,6 +9,7 @@ use btp_nips_node::config::Settings;
 use btp_nips_node::discovery::identity;
 use btp_nips_node::node::NodeBuilder;
 use btp_nips_node::setup::{self, Network};
+use btp_nips_node::signals::Signals;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -40,6 +41,28 @@ enum Command {
         /// The chain whose id (and contract, where known) to write.
         #[arg(long, default_value = "base-sepolia", value_parser = Network::parse)]
         network: Network,
+    },
+    /// A whole network on this machine: embedded Nostr relays, anvil (if found), N nodes
+    /// following each other; prints a table, then every state change, until Ctrl-C. A
+    /// second run on the same --dir resumes it.
+    #[cfg(feature = "devnet")]
+    Devnet {
+        /// How many nodes (2 to 50; default: as many as --dir holds, 3 for a new one).
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// auto: anvil if found (ANVIL_BIN, PATH, contracts/node_modules), else none;
+        /// anvil: anvil or an error; off: no chain, peers connect without channels.
+        #[arg(long, default_value = "auto", value_parser = btp_nips_node::devnet::ChainMode::parse)]
+        chain: btp_nips_node::devnet::ChainMode,
+        /// Where keys, databases, relays' events and the chain's state are kept.
+        #[arg(long, default_value = "btp-nips-devnet")]
+        dir: PathBuf,
+        /// `churn`: restart a node or flip a follow every --churn-period, to watch recovery.
+        #[arg(long, value_parser = ["churn"])]
+        scenario: Option<String>,
+        /// Seconds between the churn scenario's disruptions.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        churn_period: u64,
     },
     /// Configuration commands.
     Config {
@@ -88,6 +111,25 @@ fn main() -> ExitCode {
     // These two report on the configuration rather than stop at its first problem.
     match &cli.command {
         Command::Init { dir, network } => return init(dir, *network),
+        // The devnet writes each node's configuration itself.
+        #[cfg(feature = "devnet")]
+        Command::Devnet {
+            nodes,
+            chain,
+            dir,
+            scenario,
+            churn_period,
+        } => {
+            let options = btp_nips_node::devnet::DevnetOptions {
+                nodes: *nodes,
+                chain: *chain,
+                dir: dir.clone(),
+                churn: scenario
+                    .as_ref()
+                    .map(|_| std::time::Duration::from_secs(*churn_period)),
+            };
+            return devnet(options);
+        }
         Command::Config {
             command: ConfigCommand::Check,
         } => return config_check(cli.config.as_deref()),
@@ -103,6 +145,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { ephemeral } => run(settings, ephemeral),
         Command::Init { .. } | Command::Config { .. } => unreachable!("handled above"),
+        #[cfg(feature = "devnet")]
+        Command::Devnet { .. } => unreachable!("handled above"),
         Command::OpenChannel {
             peer,
             deposit,
@@ -150,7 +194,7 @@ fn run(settings: Settings, ephemeral: bool) -> Result<(), Box<dyn std::error::Er
             builder = builder.ephemeral();
         }
         let node = builder.start().await?;
-        let signals = Signals::install()?;
+        let mut signals = Signals::install()?;
         log::info!("btp-nips-node {node_id} running on {database}");
         signals.wait().await;
         log::info!("shutting down: stopping peers and flushing pending changes");
@@ -160,25 +204,26 @@ fn run(settings: Settings, ephemeral: bool) -> Result<(), Box<dyn std::error::Er
     })
 }
 
-/// SIGINT and SIGTERM, installed before the node says it runs, so no signal is missed.
-struct Signals {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> std::io::Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-        })
+#[cfg(feature = "devnet")]
+fn devnet(options: btp_nips_node::devnet::DevnetOptions) -> ExitCode {
+    // The devnet prints every state change itself: the nodes' own INFO lines would repeat
+    // them, and at Ctrl-C every node stopping at once resets its peers' sockets and the
+    // relays close under their clients, which the sessions and the relay clients would
+    // report one by one (RUST_LOG still wins).
+    if std::env::var_os("RUST_LOG").is_none() {
+        let _ = btp_nips_node::admin::logger::set_filter(
+            "warn,btp_nips_node::session=error,nostr_relay_pool=off",
+        );
     }
-
-    async fn wait(mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => log::info!("SIGINT received"),
-            _ = self.terminate.recv() => log::info!("SIGTERM received"),
+    match btp_nips_node::devnet::run(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ btp_nips_node::devnet::DevnetError::Usage(_)) => {
+            eprintln!("btp-nips-node devnet: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("btp-nips-node devnet: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -9,7 +9,9 @@ mod support;
 
 use std::time::Duration;
 
+use btp_nips_node::actors::supervisor::INBOUND_ENDED_REASON;
 use btp_nips_node::config::{SessionSettings, Settings};
+use btp_nips_node::lifecycle::PeerState;
 use btp_nips_node::node::{Node, NodeBuilder};
 use btp_nips_node::ports::memory::MemoryWorld;
 use btp_nips_node::ports::Session;
@@ -352,6 +354,46 @@ async fn idle_strangers_are_closed_while_a_followed_peer_keeps_its_heartbeat() {
     assert_eq!(stats.closed_idle_stranger as usize, strangers, "{stats:?}");
     assert_eq!(session.ping(7).await, Ok(7));
     drop(held);
+    node.shutdown().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_stranger_our_dial_never_reached_gives_its_slot_back_when_its_session_ends() {
+    let world = MemoryWorld::new();
+    let keys = Keys::generate();
+    let (node, endpoint) = listening_node(session_settings(""), &keys, &world).await;
+    // Nobody announced this key: the node's own dial to it never gets anywhere.
+    let stranger = Keys::generate();
+    let pubkey = stranger.public_key().to_hex();
+    let running = |node: &Node| {
+        let node = node.clone();
+        async move { node.stats().await.unwrap().running }
+    };
+
+    let ws = authenticated_raw(&endpoint, &keys.public_key(), &stranger).await;
+    assert_eq!(
+        running(&node).await,
+        1,
+        "the stranger holds a slot while connected"
+    );
+    drop(ws);
+    eventually(
+        Duration::from_secs(10),
+        "the stranger's slot given back",
+        || {
+            let running = running(&node);
+            async move { (running.await == 0).then_some(()) }
+        },
+    )
+    .await;
+    let record = node.peer(&pubkey).await.unwrap().expect("still recorded");
+    assert_eq!(record.state, PeerState::Disconnected);
+    assert_eq!(record.failure_reason.as_deref(), Some(INBOUND_ENDED_REASON));
+    let stats = node.stats().await.unwrap();
+    assert_eq!(stats.waiting, 0, "it waits for no slot: {stats:?}");
+
+    // It may come back by its own session.
+    let _back = authenticated_raw(&endpoint, &keys.public_key(), &stranger).await;
     node.shutdown().await.unwrap();
 }
 

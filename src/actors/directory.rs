@@ -7,7 +7,8 @@ use async_trait::async_trait;
 
 use super::notification::FollowSource;
 use super::supervisor::{
-    AdmitInbound, FollowPeer, ObservedPeer, PeerSupervisor, ReconcileFollows, UnfollowPeer,
+    AdmitInbound, FollowPeer, InboundEnded, ObservedPeer, PeerSupervisor, ReconcileFollows,
+    UnfollowPeer,
 };
 use crate::lifecycle::Event;
 use crate::ports::{Admission, PeerDirectory};
@@ -61,5 +62,11 @@ impl PeerDirectory for SupervisorDirectory {
 
     fn reconcile(&self, followed: Vec<String>) {
         self.supervisor.do_send(ReconcileFollows { followed });
+    }
+
+    fn inbound_ended(&self, nostr_pubkey: &str) {
+        self.supervisor.do_send(InboundEnded {
+            nostr_pubkey: nostr_pubkey.to_owned(),
+        });
     }
 }

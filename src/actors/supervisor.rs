@@ -114,6 +114,27 @@ pub struct AdmitInbound {
     pub nostr_pubkey: String,
 }
 
+/// A remote node's last inbound session with us ended.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct InboundEnded {
+    pub nostr_pubkey: String,
+}
+
+/// Why a peer the operator does not follow, which our own dial has not reached, gives its
+/// slot back when its session with us ends.
+pub const INBOUND_ENDED_REASON: &str =
+    "not followed and not reachable by our dial: its session with this node ended";
+
+/// Whether the node dials this stored peer on its own (at startup, or when a slot frees):
+/// every peer that wants a connection, except a stranger parked when its session with us
+/// ended — the reason it was parked for is what says so, and it survives a restart.
+fn dials_by_itself(record: &PeerRecord) -> bool {
+    let parked_stranger =
+        !record.followed && record.failure_reason.as_deref() == Some(INBOUND_ENDED_REASON);
+    record.resumes_on_startup() && !parked_stranger
+}
+
 /// Every known peer's latest record, best priority first.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Vec<PeerRecord>")]
@@ -310,7 +331,7 @@ impl PeerSupervisor {
         let mut idle = HashMap::new();
         let mut recovery = Vec::new();
         for record in stored {
-            if record.resumes_on_startup() && settings.auto_reconnect_on_startup {
+            if dials_by_itself(&record) && settings.auto_reconnect_on_startup {
                 // What the record says as of now: a session that was "connected" did not
                 // survive the restart.
                 let (record, _) =
@@ -520,7 +541,7 @@ impl PeerSupervisor {
         if let Some(until) = record.paused_until() {
             self.pauses.insert((until, record.nostr_pubkey.clone()));
         }
-        if record.resumes_on_startup() {
+        if dials_by_itself(&record) {
             self.waiting
                 .insert((record.priority, record.nostr_pubkey.clone()));
         }
@@ -954,6 +975,32 @@ impl Handler<AdmitInbound> for PeerSupervisor {
             },
         };
         MessageResult(admission)
+    }
+}
+
+impl Handler<InboundEnded> for PeerSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: InboundEnded, ctx: &mut Self::Context) {
+        let pubkey = msg.nostr_pubkey;
+        // Only a stranger our own dial never reached: one we connected to holds its slot
+        // like any peer, and a channel being opened keeps it (its deposit is in flight).
+        let gives_back = self.running.get(&pubkey).is_some_and(|p| {
+            !p.record.followed
+                && !matches!(
+                    p.record.state,
+                    PeerState::Connected | PeerState::ChannelOpening
+                )
+        });
+        if !gives_back {
+            return;
+        }
+        if let Some(peer) = self.running.remove(&pubkey) {
+            log::info!("peer {pubkey}: {INBOUND_ENDED_REASON}; its slot is free");
+            // It waits for no slot (see `dials_by_itself`): it comes back by its own
+            // session, or not at all.
+            self.stop_for_slot(peer, INBOUND_ENDED_REASON.to_string());
+            self.fill_slots(ctx);
+        }
     }
 }
 

@@ -9,6 +9,8 @@
 //! the read-only token on a POST, 400 for bad input, 404 for an unknown peer, 409 when the
 //! supervisor refuses an operation in the peer's state.
 //!
+//! - `GET /`: the dashboard (module `dashboard`), a page that needs no credentials to load and
+//!   drives everything else with the token the operator enters
 //! - `GET /healthz`, `GET /readyz` (503 with reasons until startup recovery is done)
 //! - `GET /v1/info`, `GET /v1/peers`, `GET /v1/peers/{id}`
 //! - `POST /v1/peers` (follow and connect), `POST /v1/peers/{id}/retry`,
@@ -22,6 +24,7 @@
 
 pub mod cli;
 pub mod client;
+mod dashboard;
 pub mod events;
 pub mod logger;
 pub mod metrics;

@@ -29,7 +29,8 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 const MAX_REASON: usize = 200;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
+    cfg.route("/", web::get().to(super::dashboard::page))
+        .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
         .route("/v1/info", web::get().to(info))

@@ -13,6 +13,9 @@
 //!   publishing them straight to a relay (see `bench/events.rs`).
 //! - `admin`: the admin API of a node with N peers: `/v1/peers?limit=1000`, and the event
 //!   stream under N state changes (see `bench/admin.rs`).
+//! - `hostile`: the node under attack, one attack at a time, while a followed peer
+//!   heartbeats: what was sent, what the node did, RSS growth, missed PONGs (see
+//!   `bench/hostile.rs`).
 //!
 //! The floor the node must beat: 100 peers connected in under 10 s; a heartbeat check of
 //! 100 peers in under 50 ms. Each figure is reported with its ratio to that floor.
@@ -41,6 +44,9 @@ mod bench_events;
 
 #[path = "bench/admin.rs"]
 mod bench_admin;
+
+#[path = "bench/hostile.rs"]
+mod bench_hostile;
 
 #[derive(Parser)]
 #[command(name = "btp-nips-bench")]
@@ -77,6 +83,12 @@ enum Scenario {
     Events,
     /// The admin API: a page of 1000 peers out of N, and the event stream under N changes.
     Admin,
+    /// The node under attack: floods of sockets, strangers, PINGs and REQs, one at a time,
+    /// while a followed peer heartbeats.
+    Hostile,
+    /// Internal: the node under attack of `hostile`, run as a child process.
+    #[value(hide = true)]
+    HostileNode,
     All,
 }
 
@@ -109,6 +121,12 @@ fn main() {
     }
     if run(Scenario::Admin) {
         print(bench_admin::admin(args.peers.max(1)));
+    }
+    if run(Scenario::Hostile) {
+        print(bench_hostile::hostile(args.peers.max(1)));
+    }
+    if args.scenario == Scenario::HostileNode {
+        bench_hostile::hostile_node();
     }
 }
 

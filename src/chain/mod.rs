@@ -27,6 +27,7 @@
 //!   before reporting `Confirmed`. RPC trouble is a transient fault.
 
 pub mod adapter;
+pub mod anvil;
 pub mod contract;
 pub mod operator;
 

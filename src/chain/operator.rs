@@ -1,5 +1,6 @@
 //! The operator's chain commands: `open-channel` (open a channel to a peer waiting in
-//! `channel_needed`, and wait for its confirmations) and `deploy-contract`. They run as
+//! `channel_needed`, and wait for its confirmations) and `deploy-contract`, and the
+//! transactions they (and `devnet`) are made of: deploy, transfer, wait for a receipt. They run as
 //! their own process beside the node: the node picks up a channel opened here at its next
 //! re-check of the chain (`btp_nips.peer_connections.channel_recheck_seconds`).
 
@@ -8,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use alloy::eips::eip2718::Encodable2718;
 use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
-use alloy::primitives::{Address, U256};
-use alloy::providers::Provider;
-use alloy::rpc::types::TransactionRequest;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
+use alloy::signers::local::PrivateKeySigner;
 
 use super::adapter::{http_provider, load_key, parse_address, ChainError, EvmChannels};
 use super::contract;
@@ -274,48 +276,107 @@ pub async fn deploy_contract(settings: &Settings) -> Result<Address, Box<dyn std
         }
         .into());
     }
+    let wait = ReceiptWait {
+        poll: settings
+            .btp_nips
+            .peer_connections
+            .channel_poll_interval
+            .min(Duration::from_secs(2)),
+        timeout: settings.btp_nips.peer_connections.channel_opening_timeout,
+    };
+    let address = deploy(&provider, &signer, wait, |hash| {
+        println!("deploying PaymentChannels: transaction {hash:#x}")
+    })
+    .await?;
+    println!("PaymentChannels deployed at {address} (set chain.contract_address)");
+    Ok(address)
+}
+
+/// How a transaction's receipt is waited for.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiptWait {
+    pub poll: Duration,
+    pub timeout: Duration,
+}
+
+/// Deploys PaymentChannels from the compiled-in artifact, signed by `signer`, and waits
+/// until it is mined; `sent` is told the transaction's hash first.
+pub async fn deploy(
+    provider: &DynProvider,
+    signer: &PrivateKeySigner,
+    wait: ReceiptWait,
+    sent: impl FnOnce(B256),
+) -> Result<Address, Box<dyn std::error::Error>> {
+    let tx = TransactionRequest::default().with_deploy_code(contract::creation_bytecode()?);
+    let hash = sign_and_send(provider, signer, tx).await?;
+    sent(hash);
+    let receipt = wait_for_receipt(provider, hash, wait, "the deployment").await?;
+    Ok(receipt
+        .contract_address
+        .ok_or("the deployment receipt names no contract address")?)
+}
+
+/// Sends `wei` from `signer` to `to` (not waited for: see [`wait_for_receipt`]).
+pub async fn transfer(
+    provider: &DynProvider,
+    signer: &PrivateKeySigner,
+    to: Address,
+    wei: U256,
+) -> Result<B256, Box<dyn std::error::Error>> {
+    let tx = TransactionRequest::default().with_to(to).with_value(wei);
+    sign_and_send(provider, signer, tx).await
+}
+
+/// Fills in `tx`'s sender, next nonce (pending ones counted), chain id, gas and fees,
+/// signs it with `signer` and sends it; returns its hash.
+pub async fn sign_and_send(
+    provider: &DynProvider,
+    signer: &PrivateKeySigner,
+    mut tx: TransactionRequest,
+) -> Result<B256, Box<dyn std::error::Error>> {
+    let chain_id = provider.get_chain_id().await?;
     let nonce = provider
         .get_transaction_count(signer.address())
         .pending()
         .await?;
-    let mut tx = TransactionRequest::default()
-        .with_from(signer.address())
-        .with_deploy_code(contract::creation_bytecode()?)
-        .with_nonce(nonce)
-        .with_chain_id(chain_id);
+    tx.set_from(signer.address());
+    tx.set_nonce(nonce);
+    tx.set_chain_id(chain_id);
     let gas = provider.estimate_gas(tx.clone()).await?;
     let fees = provider.estimate_eip1559_fees().await?;
     tx.set_gas_limit(gas + gas / 5);
     tx.set_max_fee_per_gas(fees.max_fee_per_gas);
     tx.set_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
-    let envelope = tx.build(&EthereumWallet::from(signer)).await?;
-    let hash = *provider
+    let envelope = tx.build(&EthereumWallet::from(signer.clone())).await?;
+    Ok(*provider
         .send_raw_transaction(&envelope.encoded_2718())
         .await?
-        .tx_hash();
-    println!("deploying PaymentChannels: transaction {hash:#x}");
-    let poll = settings.btp_nips.peer_connections.channel_poll_interval;
-    let timeout = settings.btp_nips.peer_connections.channel_opening_timeout;
+        .tx_hash())
+}
+
+/// Waits until `hash` is mined and succeeded (`what` names it in the errors).
+pub async fn wait_for_receipt(
+    provider: &DynProvider,
+    hash: B256,
+    wait: ReceiptWait,
+    what: &str,
+) -> Result<TransactionReceipt, Box<dyn std::error::Error>> {
     let started = Instant::now();
     loop {
         if let Some(receipt) = provider.get_transaction_receipt(hash).await? {
             if !receipt.status() {
-                return Err(format!("the deployment {hash:#x} reverted").into());
+                return Err(format!("{what} {hash:#x} reverted").into());
             }
-            let address = receipt
-                .contract_address
-                .ok_or("the deployment receipt names no contract address")?;
-            println!("PaymentChannels deployed at {address} (set chain.contract_address)");
-            return Ok(address);
+            return Ok(receipt);
         }
-        if started.elapsed() >= timeout {
+        if started.elapsed() >= wait.timeout {
             return Err(format!(
-                "deployment {hash:#x} not mined within {}s",
-                timeout.as_secs()
+                "{what} {hash:#x} not mined within {}s",
+                wait.timeout.as_secs()
             )
             .into());
         }
-        tokio::time::sleep(poll.min(Duration::from_secs(2))).await;
+        tokio::time::sleep(wait.poll).await;
     }
 }
 

@@ -8,6 +8,10 @@ use crate::discovery::announcement::check_endpoint;
 
 /// The most `events.max_future_seconds` may be: one year.
 pub const MAX_FUTURE_SECONDS: u64 = 365 * 24 * 3600;
+/// The most `events.max_events_in_flight` may be: under every peer's default
+/// `session.max_requests_in_flight`.
+const MAX_EVENTS_IN_FLIGHT: usize = 64;
+
 /// The most `events.max_cursor_ids` may be (each one is stored with the peer).
 pub const MAX_CURSOR_IDS: usize = 10_000;
 
@@ -22,6 +26,9 @@ pub struct EventSettings {
     pub stored_page_size: usize,
     /// At most this many stored events are served per REQ (the newest; a NOTICE says so).
     pub max_stored_events: usize,
+    /// EVENTs a served subscription has in flight, not yet answered: a window, so the
+    /// flow is not one round trip (and one relay OK) per event.
+    pub max_events_in_flight: usize,
     /// Filters one REQ may carry; a REQ with more is refused with a NOTICE.
     pub max_filters_per_req: usize,
     /// Live REQs (one per filter of a served subscription) one peer may hold on the
@@ -53,6 +60,11 @@ impl EventSettings {
         p.add(Key("events.max_subscriptions_per_peer").nonzero(self.max_subscriptions_per_peer));
         p.add(Key("events.stored_page_size").nonzero(self.stored_page_size));
         p.add(Key("events.max_stored_events").nonzero(self.max_stored_events));
+        p.add(Key("events.max_events_in_flight").between(
+            self.max_events_in_flight,
+            1,
+            MAX_EVENTS_IN_FLIGHT,
+        ));
         p.add(Key("events.max_live_reqs").nonzero(self.max_live_reqs));
         p.add(Key("events.max_live_reqs_per_peer").between(
             self.max_live_reqs_per_peer,

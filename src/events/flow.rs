@@ -25,7 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nostr::{Event as NostrEvent, PublicKey};
 
-use super::inbox::{Accepted, Inbox, InboxLimits, Refusal};
+use super::inbox::{Accepted, Inbox, InboxLimits, Refusal, Ticket};
 use super::messages::{ok_packet, NostrMessage};
 use super::serve::{ServeSettings, ServeStats, Serving};
 use super::{OperatorStore, StoreError};
@@ -225,10 +225,10 @@ impl EventFlow {
                 );
                 self.fulfill(Some(ok))
             }
-            Ok(Accepted::New) => match self.store.publish(event).await {
+            Ok(Accepted::New(ticket)) => match self.store.publish(event).await {
                 Ok(()) => {
                     self.stats.published.fetch_add(1, Ordering::Relaxed);
-                    self.received(&pubkey, sub, event);
+                    self.received(&pubkey, sub, ticket);
                     let ok = ok_packet(&event.id, true, "", self.own_address.as_str(), self.now());
                     self.fulfill(Some(ok))
                 }
@@ -238,7 +238,7 @@ impl EventFlow {
                         "peer {pubkey}: event {} refused by the operator's relay: {why}",
                         event.id
                     );
-                    self.received(&pubkey, sub, event);
+                    self.received(&pubkey, sub, ticket);
                     let ok = ok_packet(
                         &event.id,
                         false,
@@ -258,19 +258,13 @@ impl EventFlow {
         }
     }
 
-    /// Moves the cursor; the peer's lifecycle hears of it only when it changed, so the
-    /// cursor it keeps stays as bounded as the inbox's.
-    fn received(&self, pubkey: &str, sub: &str, event: &NostrEvent) {
-        if !self.inbox.received(pubkey, sub, event) {
-            return;
+    /// Moves the cursor (in the order the events arrived, see [`Inbox::received`]); the
+    /// peer's lifecycle hears of each event that moved it, so the cursor it keeps stays as
+    /// bounded as the inbox's.
+    fn received(&self, pubkey: &str, sub: &str, ticket: Ticket) {
+        for (created_at, id) in self.inbox.received(pubkey, sub, ticket) {
+            self.observe(pubkey, Event::EventReceived { created_at, id });
         }
-        self.observe(
-            pubkey,
-            Event::EventReceived {
-                created_at: event.created_at.as_secs(),
-                id: event.id.to_hex(),
-            },
-        );
     }
 }
 

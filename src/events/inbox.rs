@@ -8,8 +8,15 @@
 //! it, at most `max_cursor_ids` of them (a fixed bound, so a peer sending many events of
 //! one second costs neither memory nor time per event; one of that second not remembered
 //! is simply published again after a resume, and the relay drops the repeat).
+//!
+//! Several EVENTs of one subscription may be in flight at once (the sender's window), and
+//! their publications may finish in any order: each accepted event takes a ticket in the
+//! order it arrived, and the cursor moves past an event only once it and every event that
+//! arrived before it are published. A slow OK never lets the cursor skip an event that is
+//! not in the relay yet; one that never gets there holds the cursor until the
+//! subscription is opened again (which asks for it again).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use nostr::filter::MatchEventOptions;
@@ -61,11 +68,24 @@ impl Refusal {
 /// What an accepted EVENT is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepted {
-    /// New: publish it.
-    New,
+    /// New: publish it, then hand the ticket to [`Inbox::received`].
+    New(Ticket),
     /// Already received (the cursor's second is asked again on resume): answer, do not
     /// publish twice.
     AlreadyReceived,
+}
+
+/// An accepted event's place in the order its subscription's events arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket(u64);
+
+/// An accepted event not yet behind the cursor.
+#[derive(Debug, Clone)]
+struct Pending {
+    ticket: Ticket,
+    created_at: u64,
+    id: String,
+    published: bool,
 }
 
 /// One open subscription toward a peer.
@@ -77,6 +97,11 @@ struct Open {
     cursor: EventCursor,
     /// Whether the peer said EOSE (its stored events are all here).
     stored_done: bool,
+    /// Accepted events in the order they arrived, until they and all before them are
+    /// published (as many as the sender has in flight, plus those published behind a
+    /// slower one).
+    pending: VecDeque<Pending>,
+    next_ticket: u64,
 }
 
 /// The limits the inbox applies (`events.max_future_seconds`, `events.max_cursor_ids`).
@@ -145,6 +170,8 @@ impl Inbox {
             filter: filter.clone(),
             cursor: cursor.cloned().unwrap_or_default(),
             stored_done: false,
+            pending: VecDeque::new(),
+            next_ticket: 0,
         };
         self.lock().insert(peer.to_hex(), open);
         (id, filter)
@@ -166,9 +193,9 @@ impl Inbox {
         event: &Event,
         now: u64,
     ) -> Result<Accepted, Refusal> {
-        let open = self.lock();
+        let mut open = self.lock();
         let sub = open
-            .get(peer)
+            .get_mut(peer)
             .filter(|o| o.id == id)
             .ok_or_else(|| Refusal::UnknownSubscription(id.to_owned()))?;
         let event_id = event.id.to_hex();
@@ -213,22 +240,38 @@ impl Inbox {
         if sub.cursor.has(created_at, &event_id) {
             return Ok(Accepted::AlreadyReceived);
         }
-        Ok(Accepted::New)
+        let ticket = Ticket(sub.next_ticket);
+        sub.next_ticket += 1;
+        sub.pending.push_back(Pending {
+            ticket,
+            created_at,
+            id: event_id,
+            published: false,
+        });
+        Ok(Accepted::New(ticket))
     }
 
-    /// Moves the subscription's cursor past a published event; whether it changed (see
+    /// The event of `ticket` is published (or will never be: the relay refused it for
+    /// good). Moves the cursor past every event published in arrival order up to the first
+    /// one still waiting; returns those that moved it (`created_at`, id), in order (see
     /// [`advance_bounded`]).
-    pub fn received(&self, peer: &str, id: &str, event: &Event) -> bool {
+    pub fn received(&self, peer: &str, id: &str, ticket: Ticket) -> Vec<(u64, String)> {
         let max = self.limits.max_cursor_ids;
-        match self.lock().get_mut(peer).filter(|o| o.id == id) {
-            Some(sub) => advance_bounded(
-                &mut sub.cursor,
-                event.created_at.as_secs(),
-                &event.id.to_hex(),
-                max,
-            ),
-            None => false,
+        let mut open = self.lock();
+        let Some(sub) = open.get_mut(peer).filter(|o| o.id == id) else {
+            return Vec::new();
+        };
+        if let Some(p) = sub.pending.iter_mut().find(|p| p.ticket == ticket) {
+            p.published = true;
         }
+        let mut moved = Vec::new();
+        while sub.pending.front().is_some_and(|p| p.published) {
+            let p = sub.pending.pop_front().expect("front");
+            if advance_bounded(&mut sub.cursor, p.created_at, &p.id, max) {
+                moved.push((p.created_at, p.id));
+            }
+        }
+        moved
     }
 
     /// The cursor of the subscription `id` toward `peer`, if open.
@@ -299,7 +342,10 @@ mod tests {
         let pk = peer.public_key().to_hex();
 
         let good = note(&peer, "hello", 1_000);
-        assert_eq!(inbox.check(&pk, &id, &good, NOW), Ok(Accepted::New));
+        assert!(matches!(
+            inbox.check(&pk, &id, &good, NOW),
+            Ok(Accepted::New(_))
+        ));
 
         let e = inbox
             .check(&pk, &id, &tampered(&good, "goodbye"), NOW)
@@ -342,8 +388,10 @@ mod tests {
             inbox.check(&pk, &id, &first, NOW),
             Ok(Accepted::AlreadyReceived)
         );
-        assert_eq!(inbox.check(&pk, &id, &second, NOW), Ok(Accepted::New));
-        inbox.received(&pk, &id, &second);
+        let Ok(Accepted::New(ticket)) = inbox.check(&pk, &id, &second, NOW) else {
+            panic!("new")
+        };
+        inbox.received(&pk, &id, ticket);
         assert_eq!(
             inbox.check(&pk, &id, &second, NOW),
             Ok(Accepted::AlreadyReceived)
@@ -362,7 +410,10 @@ mod tests {
         });
         let (id, _) = inbox.open(&peer.public_key(), None);
         let edge = note(&peer, "at the limit", NOW + 900);
-        assert_eq!(inbox.check(&pk, &id, &edge, NOW), Ok(Accepted::New));
+        assert!(matches!(
+            inbox.check(&pk, &id, &edge, NOW),
+            Ok(Accepted::New(_))
+        ));
         for at in [NOW + 901, NOW + 86_400, 1 << 63, u64::MAX] {
             let e = inbox
                 .check(&pk, &id, &note(&peer, "ahead", at), NOW)
@@ -384,7 +435,10 @@ mod tests {
         });
         let (id, _) = inbox.open(&peer.public_key(), None);
         let events: Vec<Event> = (0..6).map(|i| note(&peer, &format!("{i}"), 70)).collect();
-        let changed: Vec<bool> = events.iter().map(|e| inbox.received(&pk, &id, e)).collect();
+        let changed: Vec<bool> = events
+            .iter()
+            .map(|e| publish(&inbox, &pk, &id, e))
+            .collect();
         assert_eq!(changed, [true, true, true, false, false, false]);
         let cursor = inbox.cursor(&pk, &id).unwrap();
         assert_eq!((cursor.created_at, cursor.ids.len()), (70, 3));
@@ -393,10 +447,56 @@ mod tests {
             inbox.check(&pk, &id, &events[0], NOW),
             Ok(Accepted::AlreadyReceived)
         );
-        assert_eq!(inbox.check(&pk, &id, &events[5], NOW), Ok(Accepted::New));
+        let Ok(Accepted::New(again)) = inbox.check(&pk, &id, &events[5], NOW) else {
+            panic!("new")
+        };
+        assert!(inbox.received(&pk, &id, again).is_empty());
         // A later second starts afresh; an older one changes nothing.
-        assert!(inbox.received(&pk, &id, &note(&peer, "later", 71)));
-        assert!(!inbox.received(&pk, &id, &note(&peer, "older", 69)));
+        assert!(publish(&inbox, &pk, &id, &note(&peer, "later", 71)));
+        assert!(!publish(&inbox, &pk, &id, &note(&peer, "older", 69)));
         assert_eq!(inbox.cursor(&pk, &id).unwrap().ids.len(), 1);
+    }
+
+    /// Checks `event` and, when new, marks it published; whether the cursor moved.
+    fn publish(inbox: &Inbox, pk: &str, id: &str, event: &Event) -> bool {
+        match inbox.check(pk, id, event, 1 << 40) {
+            Ok(Accepted::New(ticket)) => !inbox.received(pk, id, ticket).is_empty(),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn publications_finishing_out_of_order_move_the_cursor_in_arrival_order() {
+        let peer = Keys::generate();
+        let pk = peer.public_key().to_hex();
+        let inbox = Inbox::default();
+        let (id, _) = inbox.open(&peer.public_key(), None);
+        let events: Vec<Event> = (0..4)
+            .map(|i| note(&peer, &format!("{i}"), 100 + i))
+            .collect();
+        let tickets: Vec<Ticket> = events
+            .iter()
+            .map(|e| match inbox.check(&pk, &id, e, NOW) {
+                Ok(Accepted::New(t)) => t,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let at = |inbox: &Inbox| inbox.cursor(&pk, &id).unwrap().created_at;
+        // The relay answers the last two first: the first two are not in it yet, so the
+        // cursor stays where it was.
+        assert!(inbox.received(&pk, &id, tickets[3]).is_empty());
+        assert!(inbox.received(&pk, &id, tickets[2]).is_empty());
+        assert_eq!(at(&inbox), 0);
+        // The second: still waiting for the first.
+        assert!(inbox.received(&pk, &id, tickets[1]).is_empty());
+        assert_eq!(at(&inbox), 0);
+        // The first: the cursor moves past all four, in order.
+        let moved = inbox.received(&pk, &id, tickets[0]);
+        let seconds: Vec<u64> = moved.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seconds, [100, 101, 102, 103]);
+        assert_eq!(at(&inbox), 103);
+        // A ticket of a subscription opened again since is ignored.
+        let (again, _) = inbox.open(&peer.public_key(), None);
+        assert!(inbox.received(&pk, &again, tickets[0]).is_empty());
     }
 }

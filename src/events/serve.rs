@@ -1,8 +1,9 @@
 //! The other direction: peers' REQs answered from the operator's relay. Each accepted REQ
 //! runs as one task that sends the stored events (oldest first, so the asker's cursor
 //! only moves forward), then EOSE, then the live events as the relay gets them, each as
-//! an EVENT request over the session the REQ came on, one at a time (the next goes once
-//! the asker has answered the previous). CLOSE, a newer REQ with the same id, or the end
+//! an EVENT request over the session the REQ came on, up to `events.max_events_in_flight`
+//! at once (a window: answers are taken in the order the events went, and EOSE goes only
+//! once every stored event is answered). CLOSE, a newer REQ with the same id, or the end
 //! of the session stops it. An event too large for one BTP-NIPs packet is never cut: the
 //! asker gets a NOTICE naming it instead.
 //!
@@ -30,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, FuturesOrdered, StreamExt};
 use nostr::{Event, EventId, Filter, PublicKey};
 use tokio::task::JoinHandle;
 
@@ -51,6 +52,8 @@ pub struct ServeSettings {
     pub reserved_for_followed: usize,
     pub page_size: usize,
     pub max_stored: usize,
+    /// EVENTs sent and not yet answered, per subscription.
+    pub window: usize,
     /// How long the asker has to answer one EVENT.
     pub request_timeout: Duration,
     /// This node's ILP address (the sender of what it sends).
@@ -73,6 +76,7 @@ impl ServeSettings {
             reserved_for_followed: s.live_reqs_reserved_for_followed,
             page_size: s.stored_page_size,
             max_stored: s.max_stored_events,
+            window: s.max_events_in_flight.max(1),
             request_timeout,
             own_address: own_address.to_owned(),
         }
@@ -393,16 +397,27 @@ impl Job {
         // `limit: 0` repeats them all).
         let index: Vec<EventId> = index.into_iter().map(|(_, id)| id).collect();
         let sent: HashSet<EventId> = index.iter().copied().collect();
-        // Oldest first, a page at a time: only one page of events is held.
+        // Oldest first, a page at a time: only one page of events is held (and the window's
+        // events in flight).
+        let window = self.settings.window;
+        let mut in_flight = FuturesOrdered::new();
         for page in index.chunks(self.settings.page_size.max(1)) {
             let events = match self.store.events(page).await {
                 Ok(events) => events,
                 Err(e) => return self.notice_and_end(&format!("operator relay: {e}")).await,
             };
             for event in events {
-                if let Err(e) = self.send_event(&event).await {
-                    return e;
+                if in_flight.len() >= window {
+                    if let Some(Err(e)) = in_flight.next().await {
+                        return e;
+                    }
                 }
+                in_flight.push_back(self.send_event(event));
+            }
+        }
+        while let Some(answer) = in_flight.next().await {
+            if let Err(e) = answer {
+                return e;
             }
         }
         if let Err(e) = self
@@ -413,24 +428,38 @@ impl Job {
         {
             return e;
         }
-        while let Some(item) = live.next().await {
-            match item {
-                Ok(event) => {
-                    if sent.contains(&event.id) {
-                        continue;
+        // Live events as the relay gives them, while the window has room; answers as they
+        // come, in order.
+        loop {
+            tokio::select! {
+                item = live.next(), if in_flight.len() < window => match item {
+                    Some(Ok(event)) => {
+                        if !sent.contains(&event.id) {
+                            in_flight.push_back(self.send_event(event));
+                        }
                     }
-                    if let Err(e) = self.send_event(&event).await {
+                    Some(Err(e)) => {
+                        return self.notice_and_end(&format!("operator relay: {e}")).await
+                    }
+                    None => break,
+                },
+                Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Err(e) = answer {
                         return e;
                     }
                 }
-                Err(e) => return self.notice_and_end(&format!("operator relay: {e}")).await,
+            }
+        }
+        while let Some(answer) = in_flight.next().await {
+            if let Err(e) = answer {
+                return e;
             }
         }
         self.notice_and_end("operator relay: live feed ended").await
     }
 
     /// Sends one event; one too large for a packet is replaced by a NOTICE naming it.
-    async fn send_event(&self, event: &Event) -> Result<(), String> {
+    async fn send_event(&self, event: Event) -> Result<(), String> {
         let message = NostrMessage::Event {
             id: self.id.clone(),
             event: Box::new(event.clone()),
@@ -442,7 +471,7 @@ impl Job {
             }
             Err(e) if e.starts_with(TOO_LARGE) => {
                 self.stats.too_large.fetch_add(1, Ordering::Relaxed);
-                let size = serde_json::to_vec(event).map_or(0, |v| v.len());
+                let size = serde_json::to_vec(&event).map_or(0, |v| v.len());
                 log::warn!(
                     "{}: event {} not sent on subscription {}: {e}",
                     self.peer,

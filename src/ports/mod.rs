@@ -196,4 +196,9 @@ pub trait PeerDirectory: Send + Sync {
     fn unfollow(&self, nostr_pubkey: &str);
     /// The operator's whole follow list, as found at startup.
     fn reconcile(&self, followed: Vec<String>);
+    /// The last inbound session of this peer ended. A peer the operator does not follow
+    /// held its slot only for that session: it gives it back and is not dialled.
+    fn inbound_ended(&self, nostr_pubkey: &str) {
+        let _ = nostr_pubkey;
+    }
 }

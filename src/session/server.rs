@@ -237,11 +237,15 @@ impl ServerState {
         Ok(())
     }
 
-    fn unregister(&self, peer: &PeerIdentity, link: &Arc<Link>) {
+    /// Forgets `peer`'s session `link`; `true` when it was the peer's live one (a session
+    /// already replaced by a newer one leaves the newer in place).
+    fn unregister(&self, peer: &PeerIdentity, link: &Arc<Link>) -> bool {
         let mut live = self.live.lock().expect("live sessions lock");
-        if live.get(peer).is_some_and(|(l, _)| Arc::ptr_eq(l, link)) {
+        let current = live.get(peer).is_some_and(|(l, _)| Arc::ptr_eq(l, link));
+        if current {
             live.remove(peer);
         }
+        current
     }
 
     fn live_sessions(&self) -> usize {
@@ -389,7 +393,11 @@ async fn serve(
     // A stranger holds its session only while it sends something.
     let idle_limit = unknown.then_some(ctx.settings.unknown_idle_timeout);
     let ended = transport::read_loop(source, &link, &ctx, &peer, &who, idle_limit).await;
-    state.unregister(&peer, &link);
+    if state.unregister(&peer, &link) {
+        if let (PeerIdentity::Nostr(key), Some(directory)) = (&peer, &state.admission) {
+            directory.inbound_ended(&key.to_hex());
+        }
+    }
     match ended {
         Some(reason) => {
             log::info!("session with {who} ended: {}", untrusted(&reason));

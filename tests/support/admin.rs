@@ -72,6 +72,23 @@ impl Api {
         }
     }
 
+    /// The admin API at `base` (`http://IP:PORT`) with the token files in `dir` named
+    /// `admin-token` and `read-token` (a node in another process).
+    pub fn at(base: &str, dir: &std::path::Path) -> Api {
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
+                .trim()
+                .to_string()
+        };
+        Api {
+            base: base.to_string(),
+            admin_token: read("admin-token"),
+            read_token: read("read-token"),
+            http: reqwest::Client::new(),
+        }
+    }
+
     /// `method path` with `token` (None: no Authorization header) and `body`.
     pub async fn call(
         &self,

@@ -3,9 +3,6 @@
 //! funded with `anvil_setBalance` for keys the tests generate, the contract deployed from
 //! the committed artifact, and an RPC proxy a test can take down and bring back.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,27 +15,19 @@ use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
 use btp_nips_node::chain::adapter::http_provider;
+use btp_nips_node::chain::anvil::{find_anvil, AnvilChild, AnvilOptions};
 use btp_nips_node::chain::contract;
 use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-pub const CHAIN_ID: u64 = 31337;
+pub const CHAIN_ID: u64 = btp_nips_node::chain::anvil::ANVIL_CHAIN_ID;
 /// One ether, in wei.
 pub const ETH: u128 = 1_000_000_000_000_000_000;
 
-/// The anvil binary: `ANVIL_BIN`, or the one `npm ci` put in `contracts/node_modules`.
-pub fn anvil_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("ANVIL_BIN") {
-        return PathBuf::from(path);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
-}
-
 /// A running anvil; killed when dropped.
 pub struct Anvil {
-    child: Child,
+    child: AnvilChild,
     pub url: String,
     pub provider: DynProvider,
 }
@@ -46,41 +35,11 @@ pub struct Anvil {
 impl Anvil {
     /// Starts anvil on a free loopback port, mining only on demand.
     pub fn start() -> Anvil {
-        let bin = anvil_bin();
-        assert!(
-            bin.exists(),
-            "anvil not found at {} (run `npm ci` in contracts/, as .ci/run does, or set ANVIL_BIN)",
-            bin.display()
-        );
-        let mut child = Command::new(&bin)
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--no-mining",
-                "--chain-id",
-                &CHAIN_ID.to_string(),
-                "--accounts",
-                "1",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("anvil starts");
-        let stdout = child.stdout.take().expect("anvil stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("anvil printed where it listens before exiting")
-                .expect("anvil stdout is readable");
-            if let Some(addr) = line.strip_prefix("Listening on ") {
-                break format!("http://{}", addr.trim());
-            }
-        };
-        // Keep draining anvil's output so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let bin = find_anvil().unwrap_or_else(|e| {
+            panic!("{e} (.ci/run and scripts/test run `npm ci` in contracts/)")
+        });
+        let child = AnvilChild::start(&bin, &AnvilOptions::default()).expect("anvil starts");
+        let url = child.url.clone();
         let provider = http_provider(&url).expect("anvil URL parses");
         Anvil {
             child,
@@ -265,13 +224,6 @@ impl Anvil {
                 Some(data[..4].try_into().expect("a selector"))
             }
         }
-    }
-}
-
-impl Drop for Anvil {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`admin`]: a node with its admin API on a free port, a client of it, a metrics parser.
 //! - [`binary`]: the binary as an operator runs it: a configuration file, the `run`
 //!   process and its log, the CLI commands against it.
+//! - [`browser`]: a headless Chromium driven over the DevTools protocol.
 //! - [`sessions`]: BTP sessions on loopback, and a raw WebSocket client for what our own
 //!   client never sends.
 //! - [`chain`]: a local anvil with the contract deployed, and an RPC proxy to take down.
@@ -16,6 +17,7 @@
 
 pub mod admin;
 pub mod binary;
+pub mod browser;
 pub mod chain;
 pub mod node;
 pub mod relays;

@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::Message;
 const CONCURRENCY: usize = 256;
 
 /// Raises the open-files limit to its hard maximum (N sockets per process).
-fn raise_fd_limit() -> u64 {
+pub fn raise_fd_limit() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -45,7 +45,7 @@ fn raise_fd_limit() -> u64 {
     limit.rlim_cur
 }
 
-fn rss_of(pid: u32) -> u64 {
+pub fn rss_of(pid: u32) -> u64 {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
     let pages: u64 = statm
         .split_whitespace()
@@ -56,7 +56,7 @@ fn rss_of(pid: u32) -> u64 {
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
 }
 
-fn settings() -> btp_nips_node::config::SessionSettings {
+pub fn settings() -> btp_nips_node::config::SessionSettings {
     let mut s = Settings::defaults().expect("defaults").session;
     s.listen = "127.0.0.1:0".into();
     // Every client of this benchmark is one IP dialling CONCURRENCY at once: the per-IP and
