@@ -63,6 +63,18 @@ pub struct SessionSettings {
     /// Token ids the replay guard remembers at most; when full it forgets the oldest and
     /// refuses tokens as old as those.
     pub max_replay_entries: usize,
+    /// Threads the sessions run on, inbound and outbound (0: one per core).
+    pub io_threads: usize,
+}
+
+impl SessionSettings {
+    /// The threads the sessions run on: `io_threads`, or one per core when 0.
+    pub fn io_thread_count(&self) -> usize {
+        match self.io_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 /// Upper bound of `session.token_max_age_seconds`: the replay guard remembers every token
@@ -118,6 +130,7 @@ impl SessionSettings {
         p.add(Key("session.max_unauthenticated_per_ip").nonzero(self.max_unauthenticated_per_ip));
         p.add(Key("session.unknown_idle_timeout_ms").nonzero(self.unknown_idle_timeout));
         p.add(Key("session.max_replay_entries").between(self.max_replay_entries, 1024, 10_000_000));
+        p.add(Key("session.io_threads").between(self.io_threads, 0, 64));
         p.add(
             Key("session.asset_code")
                 .ensure(!self.asset_code.trim().is_empty(), "must not be empty"),

@@ -259,9 +259,12 @@ impl NodeBuilder {
             (None, Some(flow)) => flow.clone(),
             (None, None) => unwired.subscriptions,
         };
-        let sessions = self
-            .sessions
-            .unwrap_or_else(|| Arc::new(BtpConnector::new(sessions_ctx.clone())));
+        let sessions = self.sessions.unwrap_or_else(|| {
+            Arc::new(BtpConnector::with_threads(
+                sessions_ctx.clone(),
+                settings.session.io_thread_count(),
+            ))
+        });
         let ports = Ports {
             resolver,
             sessions,

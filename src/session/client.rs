@@ -3,6 +3,7 @@
 //! proves our Nostr key (or a shared secret for plain ILP peers), checks the server's proof,
 //! and hands the lifecycle a [`BtpSession`]: PING/PONG over ILP, ILDCP, any ILP Prepare.
 
+use super::threads::SessionThreads;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -353,11 +354,22 @@ impl Drop for BtpSession {
 /// mode when the endpoint belongs to a configured plain ILP peer.
 pub struct BtpConnector {
     ctx: Arc<SessionContext>,
+    /// Where the sessions run (`None`: on the caller's thread).
+    threads: Option<SessionThreads>,
 }
 
 impl BtpConnector {
+    /// Sessions on the caller's thread.
     pub fn new(ctx: Arc<SessionContext>) -> Self {
-        BtpConnector { ctx }
+        BtpConnector { ctx, threads: None }
+    }
+
+    /// Sessions spread over `threads` threads of their own (inside an actix system).
+    pub fn with_threads(ctx: Arc<SessionContext>, threads: usize) -> Self {
+        BtpConnector {
+            ctx,
+            threads: Some(SessionThreads::new(threads)),
+        }
     }
 }
 
@@ -378,7 +390,16 @@ impl SessionConnector for BtpConnector {
                     .map_err(|e| Fault::Permanent(e.to_string()))?,
             },
         };
-        let session = BtpSession::connect(self.ctx.clone(), endpoint, auth).await?;
+        let session = match &self.threads {
+            Some(threads) => {
+                let (ctx, endpoint) = (self.ctx.clone(), endpoint.to_owned());
+                threads
+                    .run(move || async move { BtpSession::connect(ctx, &endpoint, auth).await })
+                    .await
+                    .ok_or_else(|| Fault::Transient("the session threads are stopping".into()))??
+            }
+            None => BtpSession::connect(self.ctx.clone(), endpoint, auth).await?,
+        };
         Ok(Arc::new(session))
     }
 }

@@ -33,6 +33,7 @@ pub mod ildcp;
 pub mod server;
 pub mod service;
 pub mod stats;
+pub mod threads;
 mod transport;
 
 pub use client::{BtpConnector, BtpSession};

@@ -62,7 +62,7 @@ impl SessionServer {
                 .app_data(shared.clone())
                 .default_service(web::to(upgrade))
         })
-        .workers(1)
+        .workers(state.ctx.settings.io_thread_count())
         .disable_signals()
         // A socket that never sends its upgrade request is dropped at the auth deadline too.
         .client_request_timeout(auth_timeout)
