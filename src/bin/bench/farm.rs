@@ -96,11 +96,7 @@ impl IlpHandler for FarmService {
 /// The child process (see the module documentation).
 pub fn network_farm() {
     raise_fd_limit();
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .expect("the farm's configuration");
-    let config: Value = serde_json::from_str(&line).expect("the farm's configuration is JSON");
+    let config = read_config("the farm");
     let peers = config["peers"].as_u64().expect("peers") as usize;
     let listeners = config["listeners"].as_u64().unwrap_or(1).max(1) as usize;
     let file = config["announcements"]
@@ -160,15 +156,7 @@ pub fn network_farm() {
         drop(keys);
         say(json!({ "event": "listening", "ports": ports }));
 
-        let (tx, mut commands) = tokio::sync::mpsc::unbounded_channel::<String>();
-        std::thread::spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let mut commands = stdin_commands();
         while let Some(command) = commands.recv().await {
             match command.trim() {
                 "stats" => {
@@ -191,6 +179,31 @@ pub fn network_farm() {
             server.stop().await;
         }
     });
+}
+
+/// A child's configuration: the first line of its stdin, JSON.
+pub fn read_config(who: &str) -> Value {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{who}: reading the configuration: {e}"));
+    serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("{who}: the configuration {line:?} is not JSON: {e}"))
+}
+
+/// The parent's commands, the lines after the configuration, read on a thread of their
+/// own; the channel ends with stdin (the parent is gone).
+pub fn stdin_commands() -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, commands) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    commands
 }
 
 /// One JSON line to the parent.

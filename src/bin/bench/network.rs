@@ -38,7 +38,7 @@ use nostr::{Event, EventBuilder, JsonUtil, Keys, Kind, Tag};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::bench_farm::say;
+use crate::bench_farm::{read_config, say, stdin_commands};
 use crate::bench_sessions::raise_fd_limit;
 
 /// BTP listeners of the farm (one worker thread each).
@@ -82,11 +82,7 @@ fn node_yaml(config: &Value) -> String {
 /// line of stdin is its configuration; then `heartbeat`, `flush`, `stats`, `quit`.
 pub fn network_node() {
     raise_fd_limit();
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .expect("the node's configuration");
-    let config: Value = serde_json::from_str(&line).expect("the node's configuration is JSON");
+    let config = read_config("the node under test");
     let settings = Settings::from_yaml_overrides(&node_yaml(&config)).expect("node settings");
     let keys = Keys::parse(config["nsec"].as_str().expect("nsec")).expect("the node's key");
     let peers = config["peers"].as_u64().expect("peers") as usize;
@@ -136,15 +132,7 @@ pub fn network_node() {
             }
         });
 
-        let (tx, mut commands) = tokio::sync::mpsc::unbounded_channel::<String>();
-        std::thread::spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let mut commands = stdin_commands();
         while let Some(command) = commands.recv().await {
             match command.trim() {
                 "heartbeat" => {
