@@ -5,7 +5,9 @@
 //! - this one: a local Nostr relay (nostr-relay-builder, on its own thread) holding the N
 //!   peers' kind 32001 announcements and the operator's follow list of the N, and the
 //!   orchestration; it reads the node's SQLite database itself around the kill;
-//! - the peer farm (`network-farm`, see `farm.rs`): N identities behind a few listeners;
+//! - the peer farm (`network-farm`, see `farm.rs`): N identities behind a few listeners,
+//!   in as many processes as the open-files limit needs (a served session holds two
+//!   descriptors: its socket and the handle that can end it while a write is stuck);
 //! - the node under test (`network-node`): a node built with `NodeBuilder` from settings
 //!   (discovery and its operator relay on the local relay, SQLite, its BTP listener on
 //!   loopback, chain off), reporting over stdout lines what happened and what it cost.
@@ -41,8 +43,10 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::bench_farm::{read_config, say, stdin_commands};
 use crate::bench_sessions::raise_fd_limit;
 
-/// BTP listeners of the farm (one worker thread each).
+/// BTP listeners of each farm process (one worker thread each).
 const FARM_LISTENERS: usize = 2;
+/// Descriptors a farm process keeps for everything but its sessions.
+const FARM_SPARE_FDS: u64 = 512;
 /// The node's heartbeat interval for the run (its timeout is one second less).
 const HEARTBEAT_SECONDS: u64 = 5;
 
@@ -323,6 +327,23 @@ impl Drop for RelayThread {
     }
 }
 
+/// The farms' counters, summed (`null` where a farm did not answer).
+fn farm_stats(farms: &mut [Proc]) -> Value {
+    let mut total = serde_json::Map::new();
+    for farm in farms {
+        let Some(Value::Object(stats)) = farm.ask("stats", "stats", Duration::from_secs(10)) else {
+            return Value::Null;
+        };
+        for (k, v) in stats {
+            if let Some(v) = v.as_u64() {
+                let sum = total.get(&k).and_then(Value::as_u64).unwrap_or(0) + v;
+                total.insert(k, json!(sum));
+            }
+        }
+    }
+    Value::Object(total)
+}
+
 /// Every stored peer's pubkey and state, read through a connection of our own.
 fn stored_rows(url: &str) -> Result<Vec<(String, PeerState)>, String> {
     let db = Database::open(url, 1).map_err(|e| e.to_string())?;
@@ -363,24 +384,36 @@ pub fn network(options: NetworkOptions) -> Value {
     // Seconds every phase may take at most: generous, growing with N, never unbounded.
     let phase = Duration::from_secs(30) + Duration::from_millis(10 * n as u64);
 
-    let announcements = dir.path().join("announcements.jsonl");
-    let mut farm = Proc::spawn(
-        "peer farm",
-        "network-farm",
-        &json!({
-            "peers": n,
-            "listeners": FARM_LISTENERS,
-            "announcements": announcements.display().to_string(),
-        }),
-    );
-    let Some((_, listening)) = farm.wait_for("listening", Instant::now() + phase) else {
-        return json!({ "scenario": "network", "peers": n, "ok": false, "error": "the peer farm did not start" });
-    };
-    let mut events: Vec<Event> = std::fs::read_to_string(&announcements)
-        .expect("the farm's announcements")
-        .lines()
-        .map(|l| Event::from_json(l).expect("an announcement"))
-        .collect();
+    // Two descriptors per served session: as many farm processes as that takes.
+    let per_farm = (fd_limit.saturating_sub(FARM_SPARE_FDS) / 2).max(1) as usize;
+    let farm_count = n.div_ceil(per_farm);
+    let mut farms = Vec::new();
+    let mut events: Vec<Event> = Vec::with_capacity(n + 1);
+    let mut farm_ports = Vec::new();
+    for f in 0..farm_count {
+        let peers = n / farm_count + usize::from(f < n % farm_count);
+        let announcements = dir.path().join(format!("announcements{f}.jsonl"));
+        let mut farm = Proc::spawn(
+            "peer farm",
+            "network-farm",
+            &json!({
+                "peers": peers,
+                "listeners": FARM_LISTENERS,
+                "announcements": announcements.display().to_string(),
+            }),
+        );
+        let Some((_, listening)) = farm.wait_for("listening", Instant::now() + phase) else {
+            return json!({ "scenario": "network", "peers": n, "ok": false, "error": "a peer farm did not start" });
+        };
+        farm_ports.push(listening["ports"].clone());
+        events.extend(
+            std::fs::read_to_string(&announcements)
+                .expect("the farm's announcements")
+                .lines()
+                .map(|l| Event::from_json(l).expect("an announcement")),
+        );
+        farms.push(farm);
+    }
     let operator = Keys::generate();
     let follow_list = EventBuilder::new(Kind::ContactList, "")
         .tags(events.iter().map(|e| Tag::public_key(e.pubkey)))
@@ -403,6 +436,10 @@ pub fn network(options: NetworkOptions) -> Value {
     // From start to all N connected.
     let mut node = Proc::spawn("node under test", "network-node", &config);
     let first_run = startup(&mut node, Instant::now() + phase);
+    let first_run_stats = first_run
+        .all
+        .is_none()
+        .then(|| node.ask("stats", "stats", Duration::from_secs(10)));
     let cost = |v: &Option<Value>, k: &str| v.as_ref().and_then(|v| v["cost"][k].as_f64());
     let connected = first_run
         .all
@@ -420,17 +457,13 @@ pub fn network(options: NetworkOptions) -> Value {
     };
 
     // One heartbeat interval with N real sessions.
-    let farm_pings = |farm: &mut Proc| {
-        farm.ask("stats", "stats", Duration::from_secs(10))
-            .and_then(|v| v["pings"].as_u64())
-    };
-    let pings_before = farm_pings(&mut farm);
+    let pings_before = farm_stats(&mut farms)["pings"].as_u64();
     let heartbeat = node.ask(
         "heartbeat",
         "heartbeat",
         Duration::from_secs(HEARTBEAT_SECONDS + 30),
     );
-    let pings_after = farm_pings(&mut farm);
+    let pings_after = farm_stats(&mut farms)["pings"].as_u64();
     let heartbeat_cpu_s = heartbeat.as_ref().and_then(|v| v["cpu_s"].as_f64());
 
     // kill -9 once every change is committed; the rows before and after, read here.
@@ -455,9 +488,15 @@ pub fn network(options: NetworkOptions) -> Value {
     // The restart on the same database.
     let mut node = Proc::spawn("restarted node", "network-node", &config);
     let second_run = startup(&mut node, Instant::now() + phase);
-    let farm_end = farm.ask("stats", "stats", Duration::from_secs(10));
+    let second_run_stats = second_run
+        .all
+        .is_none()
+        .then(|| node.ask("stats", "stats", Duration::from_secs(10)));
+    let farm_end = farm_stats(&mut farms);
     node.quit();
-    farm.quit();
+    for farm in farms {
+        farm.quit();
+    }
     drop(relay);
 
     let ok = first_run.all_ms.is_some()
@@ -471,7 +510,8 @@ pub fn network(options: NetworkOptions) -> Value {
         "peers": n,
         "ok": ok,
         "chain": "off",
-        "farm_listeners": listening["ports"],
+        "farm_processes": farm_count,
+        "farm_listeners": farm_ports,
         "fd_limit": fd_limit,
         "startup_dial_batch": options.dial_batch.map_or_else(
             || json!(Settings::defaults().map_or(0, |s| s.btp_nips.peer_connections.startup_dial_batch)),
@@ -483,6 +523,7 @@ pub fn network(options: NetworkOptions) -> Value {
             "connected": connected,
             "cpu_s_at_all_connected": cost(&first_run.all, "cpu_s"),
             "rss_per_connected_peer_bytes": rss_per_peer,
+            "node_stats_if_not_all_connected": first_run_stats,
         },
         "heartbeat": {
             "interval_s": HEARTBEAT_SECONDS,
@@ -503,6 +544,7 @@ pub fn network(options: NetworkOptions) -> Value {
             "first_connected_ms": ms(second_run.first_ms),
             "all_connected_ms": ms(second_run.all_ms),
             "cpu_s_at_all_connected": cost(&second_run.all, "cpu_s"),
+            "node_stats_if_not_all_connected": second_run_stats,
         },
         "farm": farm_end,
         "targets": {
