@@ -361,6 +361,8 @@ struct Startup {
     first_ms: Option<f64>,
     all_ms: Option<f64>,
     all: Option<Value>,
+    /// The node's counts when not all N connected in time.
+    stats_if_incomplete: Option<Value>,
 }
 
 fn startup(node: &mut Proc, deadline: Instant) -> Startup {
@@ -369,11 +371,16 @@ fn startup(node: &mut Proc, deadline: Instant) -> Startup {
         .wait_for("first_connected", deadline)
         .map(|(at, _)| node.ms(at));
     let all = node.wait_for("all_connected", deadline);
+    let stats_if_incomplete = all
+        .is_none()
+        .then(|| node.ask("stats", "stats", Duration::from_secs(10)))
+        .flatten();
     Startup {
         started,
         first_ms,
         all_ms: all.as_ref().map(|(at, _)| node.ms(*at)),
         all: all.map(|(_, v)| v),
+        stats_if_incomplete,
     }
 }
 
@@ -436,10 +443,6 @@ pub fn network(options: NetworkOptions) -> Value {
     // From start to all N connected.
     let mut node = Proc::spawn("node under test", "network-node", &config);
     let first_run = startup(&mut node, Instant::now() + phase);
-    let first_run_stats = first_run
-        .all
-        .is_none()
-        .then(|| node.ask("stats", "stats", Duration::from_secs(10)));
     let cost = |v: &Option<Value>, k: &str| v.as_ref().and_then(|v| v["cost"][k].as_f64());
     let connected = first_run
         .all
@@ -488,10 +491,6 @@ pub fn network(options: NetworkOptions) -> Value {
     // The restart on the same database.
     let mut node = Proc::spawn("restarted node", "network-node", &config);
     let second_run = startup(&mut node, Instant::now() + phase);
-    let second_run_stats = second_run
-        .all
-        .is_none()
-        .then(|| node.ask("stats", "stats", Duration::from_secs(10)));
     let farm_end = farm_stats(&mut farms);
     node.quit();
     for farm in farms {
@@ -523,7 +522,7 @@ pub fn network(options: NetworkOptions) -> Value {
             "connected": connected,
             "cpu_s_at_all_connected": cost(&first_run.all, "cpu_s"),
             "rss_per_connected_peer_bytes": rss_per_peer,
-            "node_stats_if_not_all_connected": first_run_stats,
+            "node_stats_if_not_all_connected": first_run.stats_if_incomplete,
         },
         "heartbeat": {
             "interval_s": HEARTBEAT_SECONDS,
@@ -544,7 +543,7 @@ pub fn network(options: NetworkOptions) -> Value {
             "first_connected_ms": ms(second_run.first_ms),
             "all_connected_ms": ms(second_run.all_ms),
             "cpu_s_at_all_connected": cost(&second_run.all, "cpu_s"),
-            "node_stats_if_not_all_connected": second_run_stats,
+            "node_stats_if_not_all_connected": second_run.stats_if_incomplete,
         },
         "farm": farm_end,
         "targets": {
