@@ -453,10 +453,11 @@ async fn the_event_stream_resumes_from_last_event_id_without_missing_anything() 
     }
     let (node, api) = admin_node(&world, &dir, "{}", "", &[]).await;
 
-    // Every change of the first peer: new → discovering → connecting → connected.
+    // The first peer followed, then each of its changes: new → discovering → connecting
+    // → connected.
     let first = tokio::spawn({
         let api = api.clone();
-        async move { read_events(&api, "/v1/events", None, 3).await }
+        async move { read_events(&api, "/v1/events", None, 4).await }
     });
     // Subscribed (it only gets what happens from then on) before anything changes.
     let subscribed = wait_for(LIMIT, || async {
@@ -466,9 +467,14 @@ async fn the_event_stream_resumes_from_last_event_id_without_missing_anything() 
     assert!(subscribed);
     node.follow(&pubkey(1)).await.unwrap();
     let seen = first.await.unwrap();
-    assert!(seen.iter().all(|e| e.event == "peer_state"));
-    assert_eq!(seen[0].data["pubkey"], pubkey(1));
-    assert_eq!(seen[0].data["from"], Value::Null, "new to the node");
+    assert_eq!(seen[0].event, "follow");
+    assert_eq!(
+        (&seen[0].data["followed"], &seen[0].data["by"]),
+        (&json!(true), &json!("follow_list"))
+    );
+    assert!(seen[1..].iter().all(|e| e.event == "peer_state"));
+    assert!(seen.iter().all(|e| e.data["pubkey"] == pubkey(1)));
+    assert_eq!(seen[1].data["from"], Value::Null, "new to the node");
     let last = seen.last().unwrap().id.unwrap();
 
     // Away: more changes happen.
@@ -501,7 +507,7 @@ async fn the_event_stream_resumes_from_last_event_id_without_missing_anything() 
     assert_eq!(resumed.last().unwrap().data["reason"], "live");
 
     // Filtered to one peer.
-    let only = read_events(&api, &format!("/v1/events?peer={}", pubkey(3)), Some(0), 3).await;
+    let only = read_events(&api, &format!("/v1/events?peer={}", pubkey(3)), Some(0), 4).await;
     assert!(
         only.iter().all(|e| e.data["pubkey"] == pubkey(3)),
         "{only:?}"

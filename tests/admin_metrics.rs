@@ -136,3 +136,97 @@ async fn faults_durations_heartbeats_and_restarts_are_counted() {
     assert!(samples.iter().all(|s| s.label("pubkey").is_none()));
     node.shutdown().await.unwrap();
 }
+
+#[actix_rt::test]
+async fn per_peer_series_exist_only_with_admin_metrics_per_peer_and_follow_the_peers() {
+    let (dir_on, dir_off) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let world = MemoryWorld::new();
+    let (fast, other) = (pubkey(1), pubkey(2));
+    world.add_ready_peer(&fast);
+    world.add_ready_peer(&other);
+    let heartbeat =
+        "btp_nips: {peer_connections: {heartbeat_interval_seconds: 2, heartbeat_timeout_seconds: 1}}";
+    let (on, api_on) = admin_node(
+        &world,
+        &dir_on,
+        heartbeat,
+        "  metrics_per_peer: true\n",
+        &[],
+    )
+    .await;
+    let (off, api_off) = admin_node(&world, &dir_off, heartbeat, "", &[]).await;
+    for node in [&on, &off] {
+        node.follow(&fast).await.unwrap();
+        node.follow(&other).await.unwrap();
+        wait_until(node, LIMIT, "a PONG from each", |p| {
+            count_in(p, PeerState::Connected) == 2 && p.iter().all(|r| r.rtt_us.is_some())
+        })
+        .await;
+    }
+
+    // Off (the default): no series has a peer label, and the per-peer families are absent.
+    let samples = parse_metrics(&api_off.metrics().await);
+    assert!(
+        samples.iter().all(|s| s.label("peer").is_none()
+            && !s.name.starts_with("btp_nips_peer_state")
+            && !s.name.starts_with("btp_nips_peer_heartbeat_rtt")),
+        "no per-peer series: {samples:?}"
+    );
+    assert_eq!(value(&samples, "btp_nips_chain_locked_wei", &[]), Some(0.0));
+
+    // On: each peer's state and round trip, labelled with its pubkey (the round trip as
+    // the peer's record held it just before or just after the scrape: a PONG may land
+    // between).
+    let before = on.peers().await.unwrap();
+    let samples = parse_metrics(&api_on.metrics().await);
+    let after = on.peers().await.unwrap();
+    for peer in [&fast, &other] {
+        assert_eq!(
+            value(
+                &samples,
+                "btp_nips_peer_state",
+                &[("peer", peer), ("state", "connected")]
+            ),
+            Some(1.0),
+            "{samples:?}"
+        );
+        let rtt = value(
+            &samples,
+            "btp_nips_peer_heartbeat_rtt_seconds",
+            &[("peer", peer)],
+        )
+        .expect("the round trip of a peer that answered");
+        let held = |peers: &[btp_nips_node::lifecycle::PeerRecord]| {
+            let rtt_us = peers
+                .iter()
+                .find(|r| &r.nostr_pubkey == peer)
+                .unwrap()
+                .rtt_us;
+            f64::from(rtt_us.unwrap()) / 1e6
+        };
+        assert!(rtt == held(&before) || rtt == held(&after), "{rtt}");
+    }
+    // A peer's state moves: its old series goes, so a peer has one state at a time.
+    on.disconnect(&other, "maintenance").await.unwrap();
+    wait_record(&on, &other, LIMIT, "stopped", |r| {
+        r.state == PeerState::Disconnected
+    })
+    .await;
+    let samples = parse_metrics(&api_on.metrics().await);
+    let states: Vec<&str> = samples
+        .iter()
+        .filter(|s| s.name == "btp_nips_peer_state" && s.label("peer") == Some(&other))
+        .filter_map(|s| s.label("state"))
+        .collect();
+    assert_eq!(states, ["disconnected"]);
+    assert_eq!(
+        samples
+            .iter()
+            .filter(|s| s.name == "btp_nips_peer_state")
+            .count(),
+        2,
+        "one series per known peer"
+    );
+    on.shutdown().await.unwrap();
+    off.shutdown().await.unwrap();
+}

@@ -5,108 +5,37 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use btp_nips_node::discovery::relays::{RelaySet, RelayTuning};
 use btp_nips_node::storage::Database;
 use nostr_relay_builder::prelude::{EventBuilder, Keys, Kind, Tag};
+use support::binary::{NodeConfig, NodeProcess};
 use support::relays::{Impl, TestRelay};
 
-const BIN: &str = env!("CARGO_BIN_EXE_btp-nips-node");
-
-/// One node process and the lines it logs.
-struct NodeProcess {
-    child: Child,
-    lines: Receiver<String>,
-    log: Vec<String>,
-    db_url: String,
-}
-
-impl NodeProcess {
-    fn start(dir: &std::path::Path, name: &str, relay: &str, operator: &Keys, keys: &Keys) -> Self {
-        let port = support::free_port();
-        let db_url = format!("sqlite://{}", dir.join(format!("{name}.db")).display());
-        let config = dir.join(format!("{name}.yaml"));
-        std::fs::write(
-            &config,
-            format!(
-                "node: {{id: \"{name}\", public_endpoint: \"ws://127.0.0.1:{port}/btp\"}}\n\
-                 admin: {{listen: \"\"}}\n\
-                 database: {{url: \"{db_url}\"}}\n\
-                 session: {{listen: \"127.0.0.1:{port}\"}}\n\
-                 nostr:\n  relays: [\"{relay}\"]\n  allow_ws_loopback: true\n  \
-                 operator_pubkey: \"{}\"\n  announce: {{base_address: \"0x{}\"}}\n\
-                 btp_nips:\n  peer_connections:\n    heartbeat_interval_seconds: 2\n    \
-                 heartbeat_timeout_seconds: 1\n    max_reconnect_attempts: 10\n    \
-                 reconnect_initial_delay_ms: 20\n    reconnect_max_delay_ms: 50\n    \
-                 discovery_retry_seconds: 1\n",
-                operator.public_key().to_hex(),
-                "ab".repeat(20)
-            ),
+/// A node process on `relay` following `operator`'s list, with a short backoff and a
+/// heartbeat every 2 s.
+fn start(
+    dir: &std::path::Path,
+    name: &str,
+    relay: &str,
+    operator: &Keys,
+    keys: &Keys,
+) -> (NodeProcess, String) {
+    let config = NodeConfig::new(dir, name)
+        .btp_listener()
+        .discovery(relay, operator, &format!("0x{}", "ab".repeat(20)))
+        .section(
+            "btp_nips:\n  peer_connections:\n    heartbeat_interval_seconds: 2\n    \
+             heartbeat_timeout_seconds: 1\n    max_reconnect_attempts: 10\n    \
+             reconnect_initial_delay_ms: 20\n    reconnect_max_delay_ms: 50\n    \
+             discovery_retry_seconds: 1\n",
         )
-        .unwrap();
-        let mut child = Command::new(BIN)
-            .args(["run", "--config", config.to_str().unwrap()])
-            .env("BTP_NIPS_NODE_NSEC", keys.secret_key().to_secret_hex())
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        NodeProcess {
-            child,
-            lines,
-            log: Vec::new(),
-            db_url,
-        }
-    }
-
-    fn drain(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.log.push(line);
-        }
-    }
-
-    fn has(&self, needle: &str) -> bool {
-        self.log.iter().any(|l| l.contains(needle))
-    }
-
-    /// SIGTERM, and waits (polling, never blocking the relay's thread) for a clean exit.
-    async fn stop(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(exit) = self.child.try_wait().unwrap() {
-                assert!(exit.success(), "the node exited with {exit}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "the node did not stop");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+        .write();
+    (
+        NodeProcess::start(&config, Some(keys), Some("info")),
+        config.db_url,
+    )
 }
 
 #[actix_rt::test]
@@ -134,8 +63,8 @@ async fn two_node_processes_without_a_chain_connect_and_stay_connected() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let mut a = NodeProcess::start(dir.path(), "alpha", &relay.url(), &op_a, &key_a);
-    let mut b = NodeProcess::start(dir.path(), "beta", &relay.url(), &op_b, &key_b);
+    let (mut a, a_db) = start(dir.path(), "alpha", &relay.url(), &op_a, &key_a);
+    let (mut b, b_db) = start(dir.path(), "beta", &relay.url(), &op_b, &key_b);
     let connected = |of: &Keys| {
         format!(
             "peer {}: connecting -> connected",
@@ -177,8 +106,8 @@ async fn two_node_processes_without_a_chain_connect_and_stay_connected() {
     }
     a.stop().await;
     b.stop().await;
-    for (node, peer) in [(&a, &key_b), (&b, &key_a)] {
-        let stored = Database::open(&node.db_url, 1).unwrap().load_all().unwrap();
+    for (db_url, peer) in [(&a_db, &key_b), (&b_db, &key_a)] {
+        let stored = Database::open(db_url, 1).unwrap().load_all().unwrap();
         let record = stored
             .iter()
             .find(|r| r.nostr_pubkey == peer.public_key().to_hex())

@@ -145,6 +145,16 @@ async fn the_operator_deploys_the_contract_then_opens_a_channel_once() {
         "{}",
         text(&out)
     );
+    // Not a terminal: the confirmations as plain lines, no spinner redrawing one line.
+    assert!(!text(&out).contains('\r'), "{}", text(&out));
+    assert!(
+        text(&out)
+            .lines()
+            .filter(|l| l.ends_with("/3 confirmations"))
+            .all(|l| l.split('/').next().unwrap().parse::<u64>().is_ok()),
+        "{}",
+        text(&out)
+    );
     let ids = f
         .anvil
         .view(

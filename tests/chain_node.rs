@@ -87,6 +87,9 @@ impl ChannelPort for Observed {
         self.statuses.lock().unwrap().push(status.clone());
         status
     }
+    fn confirmations_required(&self) -> u64 {
+        self.inner.confirmations_required()
+    }
 }
 
 struct Fixture {

@@ -123,6 +123,9 @@ impl ChannelPort for Recorder {
         });
         status
     }
+    fn confirmations_required(&self) -> u64 {
+        self.inner.confirmations_required()
+    }
 }
 
 /// Mines a block whenever the recorder says every link is ready for one, or `IDLE_BLOCK`

@@ -104,7 +104,7 @@ fn run_recovers_peers_and_flushes_everything_on_sigterm() {
     assert!(out.status.success());
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
-        table.contains("disconnected") && table.contains("1 peers"),
+        table.contains("disconnected") && table.contains("\n1 peer\n"),
         "{table}"
     );
 }

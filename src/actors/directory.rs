@@ -5,6 +5,7 @@
 use actix::Addr;
 use async_trait::async_trait;
 
+use super::notification::FollowSource;
 use super::supervisor::{
     AdmitInbound, FollowPeer, InboundEnded, ObservedPeer, PeerSupervisor, ReconcileFollows,
     UnfollowPeer,
@@ -48,12 +49,14 @@ impl PeerDirectory for SupervisorDirectory {
     fn follow(&self, nostr_pubkey: &str) {
         self.supervisor.do_send(FollowPeer {
             nostr_pubkey: nostr_pubkey.to_owned(),
+            by: FollowSource::FollowList,
         });
     }
 
     fn unfollow(&self, nostr_pubkey: &str) {
         self.supervisor.do_send(UnfollowPeer {
             nostr_pubkey: nostr_pubkey.to_owned(),
+            by: FollowSource::FollowList,
         });
     }
 

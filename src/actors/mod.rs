@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod dial_gate;
 pub mod directory;
+pub mod notification;
 pub mod outage;
 pub mod peer;
 pub mod persistence;

@@ -21,6 +21,7 @@ use actix::prelude::*;
 use futures::FutureExt;
 
 use super::clock::NodeClock;
+use super::notification::ChannelProgress;
 use super::persistence::{Flush, PersistenceActor, SaveRecord};
 use crate::lifecycle::{Action, Event, LifecycleConfig, PeerLifecycle, PeerRecord, Timestamp};
 use crate::ports::{ChannelRequest, ChannelStatus, PeerTarget, Ports, Resolution, Session};
@@ -31,6 +32,13 @@ pub struct RestartPolicy {
     pub max_restarts: u32,
     pub window: Duration,
 }
+
+/// Our open transaction toward this peer gained confirmations, or its channel is open
+/// (sent to the supervisor after the report of the state the peer was in, through the same
+/// mailbox, so the node's listeners get both in order).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ChannelProgressed(pub ChannelProgress);
 
 /// A peer's record changed (sent to the supervisor with every write).
 #[derive(Message, Debug, Clone)]
@@ -119,6 +127,11 @@ pub struct PeerActor {
     restart_count: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// The supervisor's number for this actor; its snapshots carry it (see `SaveRecord`).
     generation: u64,
+    /// Where the progress of our open transaction is reported, if anywhere.
+    channel_reports: Option<Recipient<ChannelProgressed>>,
+    /// The last progress reported (transaction, confirmations): a poll that finds nothing
+    /// new reports nothing.
+    last_channel_report: Option<(String, u64)>,
 }
 
 impl PeerActor {
@@ -152,7 +165,43 @@ impl PeerActor {
             approved_deposit: None,
             restart_count: None,
             generation: 0,
+            channel_reports: None,
+            last_channel_report: None,
         }
+    }
+
+    /// Reports each new confirmation count of our open transaction (and the channel's id
+    /// when it is open) to `recipient`.
+    pub fn reporting_channels(mut self, recipient: Recipient<ChannelProgressed>) -> Self {
+        self.channel_reports = Some(recipient);
+        self
+    }
+
+    /// Reports where the open `tx_hash` stands, unless that was the last report.
+    fn report_channel(&mut self, tx_hash: &str, confirmations: u64, channel_id: Option<String>) {
+        let Some(recipient) = &self.channel_reports else {
+            return;
+        };
+        let required = self.ports.channels.confirmations_required();
+        // The confirmed report always goes out: it is the one that carries the channel id.
+        let confirmations = if channel_id.is_some() {
+            confirmations.max(required)
+        } else {
+            confirmations
+        };
+        let seen = (tx_hash.to_owned(), confirmations);
+        if channel_id.is_none() && self.last_channel_report.as_ref() == Some(&seen) {
+            return;
+        }
+        recipient.do_send(ChannelProgressed(ChannelProgress {
+            nostr_pubkey: self.pubkey().to_owned(),
+            tx_hash: tx_hash.to_owned(),
+            confirmations,
+            required,
+            channel_id,
+            at: self.clock.now(),
+        }));
+        self.last_channel_report = Some(seen);
     }
 
     /// Numbers this actor's snapshots with `generation`.
@@ -348,11 +397,16 @@ impl PeerActor {
             }
             Action::AwaitChannel { tx_hash } => {
                 let channels = self.ports.channels.clone();
-                let fut = async move { channels.channel_status(&tx_hash).await };
-                self.spawn_op(ctx, "channel port", fut, |act, result, ctx| {
+                let asked = tx_hash.clone();
+                let fut = async move { channels.channel_status(&asked).await };
+                self.spawn_op(ctx, "channel port", fut, move |act, result, ctx| {
                     let event = match result {
-                        Ok(ChannelStatus::Pending { .. }) => Event::ChannelPending,
+                        Ok(ChannelStatus::Pending { confirmations }) => {
+                            act.report_channel(&tx_hash, confirmations, None);
+                            Event::ChannelPending
+                        }
                         Ok(ChannelStatus::Confirmed { channel_id }) => {
+                            act.report_channel(&tx_hash, 0, Some(channel_id.clone()));
                             Event::ChannelConfirmed { channel_id }
                         }
                         Ok(ChannelStatus::Dropped) => Event::ChannelDropped,

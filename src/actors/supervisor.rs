@@ -25,10 +25,12 @@ use actix::prelude::*;
 
 use super::clock::NodeClock;
 use super::dial_gate::{DialGate, DialObserved, DialOutcome};
+pub use super::notification::Heartbeat;
+use super::notification::{FollowChange, FollowSource, Notification};
 use super::outage::{OutageDetector, OutageRules, Verdict};
 use super::peer::{
-    ApproveChannel, Disconnect, Evict, GetRecord, Observed, PeerActor, PeerReport, RestartPolicy,
-    Retry, SetFollowed, Shutdown,
+    ApproveChannel, ChannelProgressed, Disconnect, Evict, GetRecord, Observed, PeerActor,
+    PeerReport, RestartPolicy, Retry, SetFollowed, Shutdown,
 };
 use super::persistence::{PersistenceActor, RecordTransition, SaveRecord};
 use crate::config::PeerConnectionSettings;
@@ -43,11 +45,13 @@ use crate::ports::{Admission, Ports};
 /// How often the end of operators' pauses is checked (a pause ends within this).
 const PAUSE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The operator's follow list names this peer (new or again).
+/// The operator's follow list names this peer (new or again), or the operator connects it.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct FollowPeer {
     pub nostr_pubkey: String,
+    /// Who asked (told to the node's listeners when the peer was not followed before).
+    pub by: FollowSource,
 }
 
 /// The operator's follow list no longer names this peer: a deliberate disconnect.
@@ -55,6 +59,7 @@ pub struct FollowPeer {
 #[rtype(result = "()")]
 pub struct UnfollowPeer {
     pub nostr_pubkey: String,
+    pub by: FollowSource,
 }
 
 /// The operator's whole follow list, as found at startup: stored peers it no longer names
@@ -182,14 +187,6 @@ pub struct SupervisorStats {
     pub actor_restarts: u64,
 }
 
-/// A PONG arrived: the peer's heartbeat round trip as the node tracks it (smoothed).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Heartbeat {
-    pub nostr_pubkey: String,
-    /// Microseconds.
-    pub rtt_us: u32,
-}
-
 /// A peer's state changed: what [`crate::node::Node::notifications`] delivers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerChange {
@@ -297,8 +294,6 @@ pub struct PeerSupervisor {
     generation: std::cell::Cell<u64>,
     /// Counted by every peer actor when it restarts.
     actor_restarts: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// Each PONG, for whoever listens (the metrics).
-    heartbeats: Option<tokio::sync::broadcast::Sender<Heartbeat>>,
     /// New peers waiting for the dial budget, best priority first.
     follow_queue: VecDeque<PeerRecord>,
     /// Running peers that waited out a network outage, to be redialled within the budget.
@@ -312,8 +307,9 @@ pub struct PeerSupervisor {
     outage: OutageDetector,
     evictions: u64,
     displaced: u64,
-    /// Every state change, for whoever listens (tests, the operator's event stream).
-    changes: tokio::sync::broadcast::Sender<PeerChange>,
+    /// Every state change, channel progress, follow and PONG, for whoever listens (the
+    /// operator's event stream, the metrics, tests).
+    changes: tokio::sync::broadcast::Sender<Notification>,
 }
 
 impl PeerSupervisor {
@@ -325,7 +321,7 @@ impl PeerSupervisor {
         persistence: Addr<PersistenceActor>,
         clock: NodeClock,
         stored: Vec<PeerRecord>,
-        changes: tokio::sync::broadcast::Sender<PeerChange>,
+        changes: tokio::sync::broadcast::Sender<Notification>,
         channels_required: bool,
     ) -> Self {
         let lifecycle_config = LifecycleConfig {
@@ -378,7 +374,6 @@ impl PeerSupervisor {
             pauses,
             actor_restarts: Default::default(),
             generation: std::cell::Cell::new(0),
-            heartbeats: None,
             follow_queue: VecDeque::new(),
             redial_queue: VecDeque::new(),
             dialed_this_interval: 0,
@@ -389,15 +384,6 @@ impl PeerSupervisor {
             displaced: 0,
             changes,
         }
-    }
-
-    /// Sends every PONG's round trip to `heartbeats`.
-    pub fn with_heartbeats(
-        mut self,
-        heartbeats: tokio::sync::broadcast::Sender<Heartbeat>,
-    ) -> Self {
-        self.heartbeats = Some(heartbeats);
-        self
     }
 
     fn limit(&self) -> usize {
@@ -431,8 +417,49 @@ impl PeerSupervisor {
         };
         log::info!("{change}");
         if listened {
-            let _ = self.changes.send(change);
+            let _ = self.changes.send(Notification::State(Box::new(change)));
         }
+    }
+
+    /// Tells the listeners, if any.
+    fn notify(&self, news: impl FnOnce() -> Notification) {
+        if self.changes.receiver_count() > 0 {
+            let _ = self.changes.send(news());
+        }
+    }
+
+    /// Tells the listeners that `pubkey` is now followed (or not), if that is news.
+    fn announce_follow(&self, pubkey: &str, was_followed: bool, followed: bool, by: FollowSource) {
+        if was_followed == followed {
+            return;
+        }
+        log::info!(
+            "peer {}: {} by the {}",
+            &pubkey[..pubkey.len().min(16)],
+            if followed { "followed" } else { "unfollowed" },
+            match by {
+                FollowSource::FollowList => "follow list",
+                FollowSource::Operator => "operator",
+            }
+        );
+        self.notify(|| {
+            Notification::Follow(FollowChange {
+                nostr_pubkey: pubkey.to_owned(),
+                followed,
+                by,
+                at: self.clock.now(),
+            })
+        });
+    }
+
+    /// Whether the registry holds `pubkey` as followed.
+    fn is_followed(&self, pubkey: &str) -> bool {
+        self.running
+            .get(pubkey)
+            .map(|p| &p.record)
+            .or_else(|| self.idle.get(pubkey))
+            .or_else(|| self.queued().find(|r| r.nostr_pubkey == pubkey))
+            .is_some_and(|r| r.followed)
     }
 
     /// Retries every paused peer whose pause has ended and that is still paused as it was
@@ -564,6 +591,7 @@ impl PeerSupervisor {
         let ports = self.ports.clone();
         let persistence = self.persistence.clone();
         let me = ctx.address().recipient();
+        let progress = ctx.address().recipient();
         let clock = self.clock;
         let initial = record.clone();
         let restarts = self.actor_restarts.clone();
@@ -572,6 +600,7 @@ impl PeerSupervisor {
             PeerActor::new(initial, config, policy, ports, persistence, me, clock)
                 .counting_restarts(restarts)
                 .with_generation(generation)
+                .reporting_channels(progress)
         });
         let wants = record.desired;
         self.running.insert(
@@ -668,14 +697,14 @@ impl Handler<PeerReport> for PeerSupervisor {
             let finished = record.state == PeerState::Failed
                 || (stopped && peer.wants == PeerIntent::Disconnect);
             self.announce_change(Some(&peer.record), &record);
-            if let (Some(heartbeats), Some(rtt_us)) = (&self.heartbeats, record.rtt_us) {
-                if record.last_heartbeat.is_some()
-                    && record.last_heartbeat != peer.record.last_heartbeat
-                    && heartbeats.receiver_count() > 0
-                {
-                    let _ = heartbeats.send(Heartbeat {
-                        nostr_pubkey: pubkey.clone(),
-                        rtt_us,
+            if let (Some(rtt_us), Some(at)) = (record.rtt_us, record.last_heartbeat) {
+                if record.last_heartbeat != peer.record.last_heartbeat {
+                    self.notify(|| {
+                        Notification::Heartbeat(Heartbeat {
+                            nostr_pubkey: pubkey.clone(),
+                            rtt_us,
+                            at,
+                        })
                     });
                 }
             }
@@ -702,10 +731,30 @@ impl Handler<PeerReport> for PeerSupervisor {
     }
 }
 
+impl Handler<ChannelProgressed> for PeerSupervisor {
+    type Result = ();
+    fn handle(&mut self, ChannelProgressed(progress): ChannelProgressed, _ctx: &mut Self::Context) {
+        log::debug!(
+            "peer {}: open {} has {}/{} confirmations{}",
+            &progress.nostr_pubkey[..progress.nostr_pubkey.len().min(16)],
+            progress.tx_hash,
+            progress.confirmations,
+            progress.required,
+            progress
+                .channel_id
+                .as_deref()
+                .map(|id| format!(": channel {id}"))
+                .unwrap_or_default()
+        );
+        self.notify(|| Notification::Channel(progress));
+    }
+}
+
 impl Handler<FollowPeer> for PeerSupervisor {
     type Result = ();
     fn handle(&mut self, msg: FollowPeer, ctx: &mut Self::Context) {
         let pubkey = msg.nostr_pubkey;
+        self.announce_follow(&pubkey, self.is_followed(&pubkey), true, msg.by);
         if let Some(peer) = self.running.get_mut(&pubkey) {
             peer.record.followed = true;
             peer.addr.do_send(SetFollowed(true));
@@ -736,6 +785,7 @@ impl Handler<UnfollowPeer> for PeerSupervisor {
     fn handle(&mut self, msg: UnfollowPeer, _ctx: &mut Self::Context) {
         let reason = "unfollowed".to_string();
         let pubkey = msg.nostr_pubkey;
+        self.announce_follow(&pubkey, self.is_followed(&pubkey), false, msg.by);
         if let Some(peer) = self.running.get_mut(&pubkey) {
             peer.record.followed = false;
             peer.wants = PeerIntent::Disconnect;
@@ -776,7 +826,8 @@ impl Handler<ReconcileFollows> for PeerSupervisor {
             if !wanted.contains(pubkey) {
                 unfollowed += 1;
                 let nostr_pubkey = pubkey.clone();
-                Handler::handle(self, UnfollowPeer { nostr_pubkey }, ctx);
+                let by = FollowSource::FollowList;
+                Handler::handle(self, UnfollowPeer { nostr_pubkey, by }, ctx);
             }
         }
         let already: std::collections::HashSet<&String> = followed_now.iter().collect();
@@ -785,7 +836,8 @@ impl Handler<ReconcileFollows> for PeerSupervisor {
         for pubkey in new {
             followed += 1;
             let nostr_pubkey = pubkey.clone();
-            Handler::handle(self, FollowPeer { nostr_pubkey }, ctx);
+            let by = FollowSource::FollowList;
+            Handler::handle(self, FollowPeer { nostr_pubkey, by }, ctx);
         }
         log::info!("follow list reconciled: {followed} followed, {unfollowed} unfollowed");
     }

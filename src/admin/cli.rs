@@ -94,7 +94,9 @@ pub enum AdminCommand {
         #[command(flatten)]
         args: AdminArgs,
     },
-    /// Follow the node's peer state changes as they happen, one line each.
+    /// Follow what the node does as it happens, one line per event: peer state changes,
+    /// channel confirmations, follows, heartbeats (at most one per peer every
+    /// admin.heartbeat_event_interval_seconds).
     Watch {
         /// Only this peer's changes (a pubkey, an npub or a hex prefix).
         #[arg(long, value_name = "ID")]
@@ -452,7 +454,9 @@ fn history_text(history: &Value) -> String {
             .as_str()
             .map(|r| format!("  {r}"))
             .unwrap_or_default();
-        out.push_str(&format!("{at}  {from:>15} -> {to:<15}{reason}\n"));
+        let line = format!("{at}  {from:>15} -> {to:<15}{reason}");
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     if out.is_empty() {
         out.push_str("no transitions recorded\n");
@@ -604,7 +608,8 @@ pub fn peer_table(peers: &[PeerRecord], now: Timestamp, wide: bool) -> String {
     for row in &rows {
         out.push_str(&line(row.each_ref().map(String::as_str)));
     }
-    out.push_str(&format!("{} peers\n", peers.len()));
+    let n = peers.len();
+    out.push_str(&format!("{n} peer{}\n", if n == 1 { "" } else { "s" }));
     out
 }
 
@@ -678,20 +683,55 @@ fn watch_line(event: &StreamEvent, json: bool) -> String {
         return json!({ "id": event.id, "event": event.event, "data": event.data }).to_string();
     }
     let d = &event.data;
+    let head = |what: &str| {
+        format!(
+            "{:>6} {} {what}",
+            event.id.map_or("-".into(), |i| i.to_string()),
+            short(d["pubkey"].as_str().unwrap_or("?")),
+        )
+    };
+    // What the node relays from others (reasons) is escaped to one line.
+    let untrusted = |v: &Value| crate::untrusted::untrusted(v.as_str().unwrap_or("")).to_string();
     match event.event.as_str() {
         "peer_state" => {
-            let mut line = format!(
-                "{:>6} {} {} -> {}",
-                event.id.map_or("-".into(), |i| i.to_string()),
-                short(d["pubkey"].as_str().unwrap_or("?")),
+            let mut line = head(&format!(
+                "{} -> {}",
                 d["from"].as_str().unwrap_or("new"),
                 d["to"].as_str().unwrap_or("?")
-            );
-            if let Some(reason) = d["reason"].as_str() {
-                line.push_str(&format!(": {reason}"));
+            ));
+            if d["reason"].is_string() {
+                line.push_str(&format!(": {}", untrusted(&d["reason"])));
             }
             line
         }
+        "channel" => {
+            let counted = format!("{}/{} confirmations", d["confirmations"], d["required"]);
+            let tx = d["tx_hash"].as_str().unwrap_or("?");
+            match d["channel_id"].as_str() {
+                Some(id) => head(&format!(
+                    "channel {} open ({tx}, {counted})",
+                    untrusted(&json!(id))
+                )),
+                None => head(&format!("channel tx {tx}: {counted}")),
+            }
+        }
+        "follow" => {
+            let by = match d["by"].as_str() {
+                Some("operator") => "by the operator",
+                Some("follow_list") => "by the follow list",
+                _ => "",
+            };
+            let what = if d["followed"] == true {
+                "followed"
+            } else {
+                "unfollowed"
+            };
+            head(format!("{what} {by}").trim_end())
+        }
+        "heartbeat" => head(&format!(
+            "heartbeat rtt {}",
+            rtt_cell(d["rtt_us"].as_u64().and_then(|us| u32::try_from(us).ok()))
+        )),
         "missed" => format!(
             "     - missed {} events ({})",
             d["missed"],
@@ -777,7 +817,72 @@ mod tests {
             "one line per peer: {table}"
         );
         assert_eq!(lines[4], "3 peers");
+        assert!(peer_table(&peers[..1], Timestamp(1000), false).ends_with("\n1 peer\n"));
         let wide = peer_table(&peers, Timestamp(1000), true);
         assert!(wide.contains(&"03".repeat(32)), "{wide}");
+    }
+
+    #[test]
+    fn watch_prints_one_line_per_event_of_each_kind() {
+        let pubkey = "ab".repeat(32);
+        let event = |id: u64, kind: &str, data: Value| StreamEvent {
+            id: Some(id),
+            event: kind.into(),
+            data,
+        };
+        let lines = [
+            event(
+                1,
+                "follow",
+                json!({"pubkey": pubkey, "followed": true, "by": "operator", "at": 1}),
+            ),
+            event(
+                2,
+                "peer_state",
+                json!({"pubkey": pubkey, "from": "connecting", "to": "failed", "reason": "bad\nkey"}),
+            ),
+            event(
+                3,
+                "channel",
+                json!({"pubkey": pubkey, "tx_hash": "0x12", "confirmations": 1, "required": 3,
+                       "channel_id": null, "at": 1}),
+            ),
+            event(
+                4,
+                "channel",
+                json!({"pubkey": pubkey, "tx_hash": "0x12", "confirmations": 3, "required": 3,
+                       "channel_id": "0xc4", "at": 1}),
+            ),
+            event(
+                5,
+                "heartbeat",
+                json!({"pubkey": pubkey, "rtt_us": 420, "at": 1}),
+            ),
+            event(
+                6,
+                "follow",
+                json!({"pubkey": pubkey, "followed": false, "by": "follow_list", "at": 1}),
+            ),
+        ]
+        .map(|e| watch_line(&e, false));
+        let short = "ab".repeat(8);
+        assert_eq!(
+            lines,
+            [
+                format!("     1 {short} followed by the operator"),
+                format!("     2 {short} connecting -> failed: bad\\nkey"),
+                format!("     3 {short} channel tx 0x12: 1/3 confirmations"),
+                format!("     4 {short} channel 0xc4 open (0x12, 3/3 confirmations)"),
+                format!("     5 {short} heartbeat rtt 0.420 ms"),
+                format!("     6 {short} unfollowed by the follow list"),
+            ]
+        );
+        assert!(lines.iter().all(|l| !l.contains('\n')));
+        let json_line = watch_line(&event(7, "heartbeat", json!({"rtt_us": 1})), true);
+        let parsed: Value = serde_json::from_str(&json_line).unwrap();
+        assert_eq!(
+            (parsed["id"].as_u64(), parsed["event"].as_str()),
+            (Some(7), Some("heartbeat"))
+        );
     }
 }

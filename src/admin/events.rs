@@ -1,29 +1,43 @@
-//! The node's recent peer state changes, numbered, for the admin event stream.
+//! The node's recent news, numbered, for the admin event stream.
 //!
-//! One recorder task per node takes every [`PeerChange`] from the node's notifications,
+//! One recorder task per node takes every [`Notification`] from the node's notifications,
 //! counts it in the metrics, numbers it, keeps the newest `admin.event_buffer` of them in a
-//! ring and passes it on to the stream's live clients. A client that reconnects with
-//! `Last-Event-ID` is given what it missed from the ring, then the live events, with
-//! nothing lost or repeated in between (both are taken under one lock); one that was away
-//! longer than the ring holds is told how many it missed.
+//! ring and passes it on to the stream's live clients. Four kinds go through the one ring,
+//! numbered in the order the node learned them: `peer_state`, `channel` (our open
+//! transaction's confirmations, then the channel's id), `follow` (followed or unfollowed,
+//! and by whom) and `heartbeat` (a PONG's round trip, at most one per peer every
+//! `admin.heartbeat_event_interval_seconds`: every PONG still counts in the metrics).
+//!
+//! A client that reconnects with `Last-Event-ID` is given what it missed from the ring,
+//! then the live events, with nothing lost or repeated in between (both are taken under
+//! one lock); one that was away longer than the ring holds is told how many it missed.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::broadcast;
 
 use super::metrics::Metrics;
 use crate::lifecycle::{PeerIntent, Timestamp};
-use crate::node::PeerChange;
+use crate::node::{Notification, PeerChange};
 
 /// How far a live client may fall behind before it is told it missed events.
 const LIVE_CAPACITY: usize = 4096;
 
-/// One numbered state change, ready to send.
+/// The kinds of event the stream carries (the SSE `event:` field).
+pub const PEER_STATE: &str = "peer_state";
+pub const CHANNEL: &str = "channel";
+pub const FOLLOW: &str = "follow";
+pub const HEARTBEAT: &str = "heartbeat";
+
+/// One numbered event, ready to send.
 #[derive(Debug, Clone)]
 pub struct NumberedEvent {
     pub id: u64,
+    /// [`PEER_STATE`], [`CHANNEL`], [`FOLLOW`] or [`HEARTBEAT`].
+    pub kind: &'static str,
     /// The peer it is about (for the `?peer=` filter).
     pub pubkey: String,
     /// The event's JSON.
@@ -77,14 +91,72 @@ struct Ring {
     capacity: usize,
 }
 
+/// Lets through at most one heartbeat per peer every `interval`, judged by the time each
+/// PONG arrived on the node's clock (so simulated time throttles like real time).
+#[derive(Debug)]
+pub struct HeartbeatThrottle {
+    interval: Duration,
+    /// When each peer's last heartbeat was let through.
+    last: HashMap<String, Timestamp>,
+    /// The map is pruned of entries older than `interval` (as good as absent) when it
+    /// reaches this size, so peers long gone do not hold memory.
+    prune_at: usize,
+}
+
+/// The smallest size at which the throttle's map is pruned.
+const THROTTLE_PRUNE_MIN: usize = 1024;
+
+impl HeartbeatThrottle {
+    pub fn new(interval: Duration) -> Self {
+        HeartbeatThrottle {
+            interval,
+            last: HashMap::new(),
+            prune_at: THROTTLE_PRUNE_MIN,
+        }
+    }
+
+    /// Whether a heartbeat of `pubkey` that arrived `at` is shown.
+    pub fn admit(&mut self, pubkey: &str, at: Timestamp) -> bool {
+        if self.interval.is_zero() {
+            return true;
+        }
+        if let Some(shown) = self.last.get(pubkey) {
+            if at.saturating_since(*shown) < self.interval {
+                return false;
+            }
+        }
+        if self.last.len() >= self.prune_at {
+            let interval = self.interval;
+            self.last
+                .retain(|_, shown| at.saturating_since(*shown) < interval);
+            self.prune_at = (self.last.len() * 2).max(THROTTLE_PRUNE_MIN);
+        }
+        self.last.insert(pubkey.to_owned(), at);
+        true
+    }
+
+    /// Peers whose last shown heartbeat is remembered.
+    pub fn remembered(&self) -> usize {
+        self.last.len()
+    }
+}
+
 /// The ring of recent events and the live feed.
 pub struct EventLog {
     ring: Mutex<Ring>,
     live: broadcast::Sender<Arc<NumberedEvent>>,
+    heartbeats: Mutex<HeartbeatThrottle>,
 }
 
 impl EventLog {
+    /// A ring of `capacity` events that shows every heartbeat.
     pub fn new(capacity: usize) -> Arc<EventLog> {
+        Self::with_heartbeat_interval(capacity, Duration::ZERO)
+    }
+
+    /// A ring of `capacity` events showing at most one heartbeat per peer every
+    /// `heartbeat_interval`.
+    pub fn with_heartbeat_interval(capacity: usize, heartbeat_interval: Duration) -> Arc<EventLog> {
         Arc::new(EventLog {
             ring: Mutex::new(Ring {
                 next_id: 1,
@@ -92,17 +164,46 @@ impl EventLog {
                 capacity: capacity.max(1),
             }),
             live: broadcast::channel(LIVE_CAPACITY).0,
+            heartbeats: Mutex::new(HeartbeatThrottle::new(heartbeat_interval)),
         })
     }
 
-    /// Numbers `change`, keeps it and passes it on.
+    /// Numbers a state change, keeps it and passes it on.
     pub fn record(&self, change: &PeerChange) {
         let data = serde_json::to_string(&PeerStateEvent::of(change))
             .expect("a peer state event is plain JSON");
+        self.push(PEER_STATE, &change.record.nostr_pubkey, data);
+    }
+
+    /// Numbers `news`, keeps it and passes it on; a heartbeat inside its peer's throttle
+    /// interval is dropped (returns whether it was kept).
+    pub fn record_notification(&self, news: &Notification) -> bool {
+        let pubkey = news.pubkey();
+        let (kind, data) = match news {
+            Notification::State(change) => {
+                self.record(change);
+                return true;
+            }
+            Notification::Channel(progress) => (CHANNEL, serde_json::to_string(progress)),
+            Notification::Follow(follow) => (FOLLOW, serde_json::to_string(follow)),
+            Notification::Heartbeat(heartbeat) => {
+                let mut throttle = self.heartbeats.lock().expect("heartbeat throttle lock");
+                if !throttle.admit(pubkey, heartbeat.at) {
+                    return false;
+                }
+                (HEARTBEAT, serde_json::to_string(heartbeat))
+            }
+        };
+        self.push(kind, pubkey, data.expect("an event is plain JSON"));
+        true
+    }
+
+    fn push(&self, kind: &'static str, pubkey: &str, data: String) {
         let mut ring = self.ring.lock().expect("event ring lock");
         let event = Arc::new(NumberedEvent {
             id: ring.next_id,
-            pubkey: change.record.nostr_pubkey.clone(),
+            kind,
+            pubkey: pubkey.to_owned(),
             data,
         });
         ring.next_id += 1;
@@ -114,8 +215,8 @@ impl EventLog {
         let _ = self.live.send(event);
     }
 
-    /// Counts `n` changes the recorder never saw (it fell behind the node's notifications):
-    /// their ids are skipped, so a resuming client learns it missed them.
+    /// Counts `n` notifications the recorder never saw (it fell behind the node): their
+    /// ids are skipped, so a resuming client learns it missed them.
     pub fn skip(&self, n: u64) {
         self.ring.lock().expect("event ring lock").next_id += n;
     }
@@ -154,18 +255,22 @@ impl EventLog {
 
 /// Feeds the node's notifications to `log` and `metrics` until the node drops its sender.
 pub async fn run_recorder(
-    mut changes: broadcast::Receiver<PeerChange>,
+    mut notifications: broadcast::Receiver<Notification>,
     log: Arc<EventLog>,
     metrics: Arc<Metrics>,
 ) {
     loop {
-        match changes.recv().await {
-            Ok(change) => {
-                metrics.count_transition(&change);
-                log.record(&change);
+        match notifications.recv().await {
+            Ok(news) => {
+                match &news {
+                    Notification::State(change) => metrics.count_transition(change),
+                    Notification::Heartbeat(heartbeat) => metrics.observe_heartbeat(heartbeat),
+                    Notification::Channel(_) | Notification::Follow(_) => {}
+                }
+                log.record_notification(&news);
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                log::warn!("the admin event recorder fell behind: {n} peer state changes lost");
+                log::warn!("the admin event recorder fell behind: {n} notifications lost");
                 log.skip(n);
             }
             Err(broadcast::error::RecvError::Closed) => return,
@@ -177,6 +282,7 @@ pub async fn run_recorder(
 mod tests {
     use super::*;
     use crate::lifecycle::{PeerRecord, PeerState};
+    use crate::node::{FollowChange, FollowSource, Heartbeat};
 
     fn change(i: u64) -> PeerChange {
         let mut record = PeerRecord::new(format!("{i:064x}"), true, Timestamp(1));
@@ -185,6 +291,14 @@ mod tests {
             from: Some(PeerState::Discovering),
             record,
         }
+    }
+
+    fn heartbeat(peer: u64, at_ms: u64) -> Notification {
+        Notification::Heartbeat(Heartbeat {
+            nostr_pubkey: format!("{peer:064x}"),
+            rtt_us: 1500,
+            at: Timestamp(at_ms),
+        })
     }
 
     #[test]
@@ -219,5 +333,70 @@ mod tests {
         assert_eq!(sub.backlog.len(), 1);
         assert_eq!(sub.live.try_recv().unwrap().id, 2);
         assert!(sub.live.try_recv().is_err());
+    }
+
+    #[test]
+    fn every_kind_is_numbered_in_one_sequence_with_its_own_json() {
+        let log = EventLog::new(10);
+        log.record_notification(&Notification::Follow(FollowChange {
+            nostr_pubkey: format!("{:064x}", 1),
+            followed: true,
+            by: FollowSource::Operator,
+            at: Timestamp(5),
+        }));
+        log.record_notification(&Notification::State(Box::new(change(1))));
+        log.record_notification(&heartbeat(1, 10));
+        let sub = log.subscribe(Some(0));
+        let kinds: Vec<_> = sub.backlog.iter().map(|e| (e.id, e.kind)).collect();
+        assert_eq!(kinds, [(1, FOLLOW), (2, PEER_STATE), (3, HEARTBEAT)]);
+        let follow: serde_json::Value = serde_json::from_str(&sub.backlog[0].data).unwrap();
+        assert_eq!(follow["by"], "operator");
+        assert_eq!(follow["followed"], true);
+        assert_eq!(follow["pubkey"], format!("{:064x}", 1));
+        let beat: serde_json::Value = serde_json::from_str(&sub.backlog[2].data).unwrap();
+        assert_eq!(
+            (beat["rtt_us"].as_u64(), beat["at"].as_u64()),
+            (Some(1500), Some(10))
+        );
+    }
+
+    #[test]
+    fn heartbeats_are_shown_at_most_once_per_peer_per_interval() {
+        let log = EventLog::with_heartbeat_interval(100, Duration::from_secs(30));
+        let mut kept = Vec::new();
+        // Two peers, a PONG each every 2 s for 5 minutes.
+        for t in (0..300_000).step_by(2_000) {
+            for peer in [1, 2] {
+                if log.record_notification(&heartbeat(peer, 1_000_000 + t)) {
+                    kept.push((peer, t));
+                }
+            }
+        }
+        for peer in [1, 2] {
+            let times: Vec<u64> = kept.iter().filter(|k| k.0 == peer).map(|k| k.1).collect();
+            assert_eq!(times.len(), 10, "one per 30 s over 300 s: {times:?}");
+            assert!(times.windows(2).all(|w| w[1] - w[0] >= 30_000), "{times:?}");
+        }
+        assert_eq!(log.last_id(), 20);
+        // 0: every PONG.
+        let every = EventLog::new(10);
+        assert!(every.record_notification(&heartbeat(1, 1)));
+        assert!(every.record_notification(&heartbeat(1, 2)));
+    }
+
+    #[test]
+    fn the_throttle_forgets_peers_it_has_not_seen_for_an_interval() {
+        let mut throttle = HeartbeatThrottle::new(Duration::from_secs(1));
+        for i in 0..THROTTLE_PRUNE_MIN as u64 {
+            assert!(throttle.admit(&format!("{i:064x}"), Timestamp(0)));
+        }
+        assert_eq!(throttle.remembered(), THROTTLE_PRUNE_MIN);
+        // Two seconds on, one more: the old entries are pruned, not kept forever.
+        assert!(throttle.admit("new", Timestamp(2_000)));
+        assert_eq!(throttle.remembered(), 1);
+        assert!(
+            !throttle.admit("new", Timestamp(2_500)),
+            "still within its interval"
+        );
     }
 }

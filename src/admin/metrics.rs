@@ -1,12 +1,14 @@
 //! The node's Prometheus metrics, in a registry of its own (two nodes in one process keep
-//! separate figures). Labels are bounded: states and transitions, never a peer's key.
+//! separate figures). Labels are bounded: states and transitions, never a peer's key —
+//! unless the operator turns on `admin.metrics_per_peer`, which adds a peer's state and
+//! heartbeat round trip as series labelled with its pubkey.
 //!
 //! Counters move as things happen (the event recorder counts transitions); gauges are
 //! read from the node when scraped.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,7 +16,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::sync::broadcast;
 
 use crate::actors::supervisor::Heartbeat;
 use crate::lifecycle::{PeerIntent, PeerState, Timestamp};
@@ -69,6 +70,32 @@ struct ReasonLabels {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerStateLabels {
+    peer: String,
+    state: String,
+}
+
+/// One peer's figures, for the per-peer series.
+#[derive(Debug, Clone)]
+pub struct PeerFigures {
+    pub pubkey: String,
+    pub state: PeerState,
+    /// The smoothed heartbeat round trip, in microseconds, once a PONG came.
+    pub rtt_us: Option<u32>,
+}
+
+/// The series `admin.metrics_per_peer` adds.
+struct PerPeer {
+    state: Family<PeerStateLabels, Gauge>,
+    rtt: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+}
+
 /// What a scrape reads from the node. Totals are the node's own counters (monotonic);
 /// the metric counters are brought up to them.
 #[derive(Debug, Clone, Default)]
@@ -102,6 +129,11 @@ pub struct Snapshot {
     pub sessions_closed: Vec<(&'static str, u64)>,
     /// Requests refused at `session.max_requests_in_flight`.
     pub requests_refused_in_flight: u64,
+    /// Wei locked in this node's open channels (`None`: not read this time; the last
+    /// figure stays).
+    pub chain_locked_wei: Option<f64>,
+    /// Every peer's figures, read only when [`Metrics::per_peer`] is on.
+    pub peer_figures: Vec<PeerFigures>,
 }
 
 pub struct Metrics {
@@ -129,6 +161,9 @@ pub struct Metrics {
     admin_event_clients: Gauge,
     sessions_closed: Family<ReasonLabels, Counter<u64, AtomicU64>>,
     requests_refused_in_flight: Counter<u64, AtomicU64>,
+    chain_locked_wei: Gauge<f64, AtomicU64>,
+    /// The per-peer series, when `admin.metrics_per_peer` is on.
+    per_peer: Option<PerPeer>,
     /// When each peer now in `connecting` entered it (for the connect duration).
     connecting_since: Mutex<HashMap<String, Timestamp>>,
 }
@@ -142,7 +177,8 @@ fn catch_up(counter: &Counter<u64, AtomicU64>, total: u64) {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// `per_peer`: add the per-peer series (`admin.metrics_per_peer`).
+    pub fn new(per_peer: bool) -> Metrics {
         let mut registry = Registry::default();
         let build = Family::<VersionLabels, Gauge>::default();
         build
@@ -299,8 +335,31 @@ impl Metrics {
             "Peers' requests refused at session.max_requests_in_flight",
             requests_refused_in_flight.clone(),
         );
+        let chain_locked_wei = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "btp_nips_chain_locked_wei",
+            "Wei this node has locked in payment channels not yet closed (deposits less payouts and refunds; 0 with the chain off)",
+            chain_locked_wei.clone(),
+        );
+        let per_peer = per_peer.then(|| {
+            let state = Family::<PeerStateLabels, Gauge>::default();
+            registry.register(
+                "btp_nips_peer_state",
+                "1 for each peer, labelled with its pubkey and its lifecycle state (admin.metrics_per_peer)",
+                state.clone(),
+            );
+            let rtt = Family::<PeerLabels, Gauge<f64, AtomicU64>>::default();
+            registry.register(
+                "btp_nips_peer_heartbeat_rtt_seconds",
+                "Each peer's smoothed heartbeat round trip, once a PONG came (admin.metrics_per_peer)",
+                rtt.clone(),
+            );
+            PerPeer { state, rtt }
+        });
         Metrics {
             registry,
+            chain_locked_wei,
+            per_peer,
             sessions_closed,
             requests_refused_in_flight,
             admin_refused,
@@ -326,6 +385,11 @@ impl Metrics {
             relay_up,
             connecting_since: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether the per-peer series are on (the scrape then reads every peer's figures).
+    pub fn per_peer(&self) -> bool {
+        self.per_peer.is_some()
     }
 
     /// Counts one PONG's round trip.
@@ -468,6 +532,32 @@ impl Metrics {
                 .set(i64::from(*up));
         }
 
+        if let Some(wei) = snapshot.chain_locked_wei {
+            self.chain_locked_wei.set(wei);
+        }
+        if let Some(per_peer) = &self.per_peer {
+            // Only the peers known now: a forgotten peer's series goes.
+            per_peer.state.clear();
+            per_peer.rtt.clear();
+            for peer in &snapshot.peer_figures {
+                per_peer
+                    .state
+                    .get_or_create(&PeerStateLabels {
+                        peer: peer.pubkey.clone(),
+                        state: peer.state.as_str().to_string(),
+                    })
+                    .set(1);
+                if let Some(rtt_us) = peer.rtt_us {
+                    per_peer
+                        .rtt
+                        .get_or_create(&PeerLabels {
+                            peer: peer.pubkey.clone(),
+                        })
+                        .set(f64::from(rtt_us) / 1_000_000.0);
+                }
+            }
+        }
+
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
@@ -477,27 +567,12 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::new()
+        Metrics::new(false)
     }
 }
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
-    }
-}
-
-/// Feeds every PONG to `metrics` until the node drops its sender.
-pub async fn run_heartbeat_recorder(
-    mut heartbeats: broadcast::Receiver<Heartbeat>,
-    metrics: Arc<Metrics>,
-) {
-    loop {
-        match heartbeats.recv().await {
-            Ok(heartbeat) => metrics.observe_heartbeat(&heartbeat),
-            // Samples missed by a slow recorder are only samples.
-            Err(broadcast::error::RecvError::Lagged(_)) => {}
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
     }
 }

@@ -15,8 +15,8 @@
 //! - `GET /v1/info`, `GET /v1/peers`, `GET /v1/peers/{id}`
 //! - `POST /v1/peers` (follow and connect), `POST /v1/peers/{id}/retry`,
 //!   `/disconnect`, `/approve-channel`
-//! - `GET /v1/events`: Server-Sent Events of peer state changes, resumable; at most
-//!   `admin.max_event_clients` at once
+//! - `GET /v1/events`: Server-Sent Events (`peer_state`, `channel`, `follow`, throttled
+//!   `heartbeat`), resumable; at most `admin.max_event_clients` at once
 //! - `GET /v1/log-level`, `POST /v1/log-level {"filter": ...}`: the running log filter
 //! - `GET /metrics`: Prometheus text
 //!
@@ -143,20 +143,21 @@ pub struct AdminParts {
 }
 
 impl AdminParts {
-    /// Starts the recorder on `changes` (subscribed before any peer can change).
+    /// Starts the recorder on `notifications` (subscribed before any peer can change).
     pub fn start(
-        event_buffer: usize,
-        changes: tokio::sync::broadcast::Receiver<crate::node::PeerChange>,
-        heartbeats: tokio::sync::broadcast::Receiver<crate::actors::supervisor::Heartbeat>,
+        settings: &crate::config::AdminSettings,
+        notifications: tokio::sync::broadcast::Receiver<crate::node::Notification>,
     ) -> AdminParts {
-        let events = events::EventLog::new(event_buffer);
-        let metrics = Arc::new(metrics::Metrics::new());
+        let events = events::EventLog::with_heartbeat_interval(
+            settings.event_buffer,
+            std::time::Duration::from_secs(settings.heartbeat_event_interval_seconds),
+        );
+        let metrics = Arc::new(metrics::Metrics::new(settings.metrics_per_peer));
         actix_web::rt::spawn(events::run_recorder(
-            changes,
+            notifications,
             events.clone(),
             metrics.clone(),
         ));
-        actix_web::rt::spawn(metrics::run_heartbeat_recorder(heartbeats, metrics.clone()));
         AdminParts {
             events,
             metrics,

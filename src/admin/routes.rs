@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::events::Subscription;
-use super::metrics::{Snapshot, CONTENT_TYPE};
+use super::metrics::{PeerFigures, Snapshot, CONTENT_TYPE};
 use super::stats::EventSlot;
 use super::{Access, AdminState};
 use crate::lifecycle::{PeerRecord, PeerState, Timestamp};
@@ -618,7 +618,7 @@ async fn connect(req: HttpRequest, state: web::Data<AdminState>, body: Bytes) ->
     }
     state
         .node
-        .follow(&pubkey)
+        .connect(&pubkey)
         .await
         .map_err(|e| ApiError::from_node(&pubkey, e))?;
     accepted(&state.node, &pubkey, "connect").await
@@ -714,7 +714,32 @@ async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
                 .push((url.to_string(), relay.is_connected()));
         }
     }
-    let text = node.admin_parts().metrics.encode(&snapshot);
+    snapshot.chain_locked_wei = match node.chain() {
+        None => Some(0.0),
+        // The chain's own RPC timeout bounds the scrape; on trouble the last figure stays.
+        Some(chain) => match chain.locked_wei().await {
+            Ok(wei) => wei.to_string().parse::<f64>().ok(),
+            Err(fault) => {
+                log::debug!(
+                    "metrics: the locked wei could not be read: {}",
+                    fault.reason()
+                );
+                None
+            }
+        },
+    };
+    let metrics = &node.admin_parts().metrics;
+    if metrics.per_peer() {
+        snapshot.peer_figures = peers
+            .into_iter()
+            .map(|p| PeerFigures {
+                pubkey: p.nostr_pubkey,
+                state: p.state,
+                rtt_us: p.rtt_us,
+            })
+            .collect();
+    }
+    let text = metrics.encode(&snapshot);
     Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(text))
 }
 
@@ -801,13 +826,15 @@ async fn feed(
     let wanted = |pubkey: &str| filter.as_deref().is_none_or(|f| pubkey.starts_with(f));
     let frame = |e: &super::events::NumberedEvent| {
         Bytes::from(format!(
-            "id: {}\nevent: peer_state\ndata: {}\n\n",
-            e.id, e.data
+            "id: {}\nevent: {}\ndata: {}\n\n",
+            e.id, e.kind, e.data
         ))
     };
     // The first bytes go out at once, so the client sees the stream open.
     if tx
-        .send(Ok(Bytes::from_static(b": peer state changes\n\n")))
+        .send(Ok(Bytes::from_static(
+            b": peer_state, channel, follow and heartbeat events\n\n",
+        )))
         .await
         .is_err()
     {

@@ -542,6 +542,18 @@ impl EvmChannels {
         Ok(block.header.timestamp)
     }
 
+    /// Wei this node's key has locked in channels not yet closed: deposits less what was
+    /// paid out or refunded (the contract's own `lockedBy` figure), at the head.
+    pub async fn locked_wei(&self) -> Result<U256, Fault> {
+        self.view(
+            PaymentChannels::lockedByCall {
+                payer: self.address(),
+            },
+            BlockId::latest(),
+        )
+        .await
+    }
+
     /// One channel as stored at `block`.
     pub async fn channel_at(&self, id: B256, block: BlockId) -> Result<ChannelState, Fault> {
         let c = self
@@ -1200,6 +1212,10 @@ impl ChannelPort for EvmChannels {
 
     async fn channel_status(&self, tx_hash: &str) -> Result<ChannelStatus, Fault> {
         self.status(Self::parse_hash(tx_hash)?).await
+    }
+
+    fn confirmations_required(&self) -> u64 {
+        self.confirmations
     }
 
     async fn abandon_open(&self, tx_hash: &str, reason: &str) {

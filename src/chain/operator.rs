@@ -4,6 +4,7 @@
 //! their own process beside the node: the node picks up a channel opened here at its next
 //! re-check of the chain (`btp_nips.peer_connections.channel_recheck_seconds`).
 
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use alloy::eips::eip2718::Encodable2718;
@@ -117,10 +118,14 @@ pub async fn open_channel(
     let poll = settings.btp_nips.peer_connections.channel_poll_interval;
     let timeout = settings.btp_nips.peer_connections.channel_opening_timeout;
     let started = Instant::now();
-    let mut last_seen = None;
+    let mut progress = ConfirmationProgress::new(
+        std::io::stdout().is_terminal(),
+        settings.chain.confirmations,
+    );
     loop {
         match adapter.status(plan.tx_hash).await {
             Ok(ChannelStatus::Confirmed { channel_id }) => {
+                show(progress.finish());
                 println!(
                     "channel {channel_id} confirmed ({} confirmations); a running node picks it up within {}s",
                     settings.chain.confirmations,
@@ -133,17 +138,12 @@ pub async fn open_channel(
                 return Ok(());
             }
             Ok(ChannelStatus::Pending { confirmations }) => {
-                if last_seen != Some(confirmations) {
-                    println!(
-                        "{confirmations}/{} confirmations",
-                        settings.chain.confirmations
-                    );
-                    last_seen = Some(confirmations);
-                }
+                show(progress.confirmations(confirmations, started.elapsed()));
             }
             // Only after chain.dropped_grace_seconds without it: one empty answer from the
             // endpoint is waited out above, as Pending.
             Ok(ChannelStatus::Dropped) => {
+                show(progress.finish());
                 return Err(format!(
                     "the open transaction {:#x} (nonce {}) has been on no chain and in no pool for chain.dropped_grace_seconds ({}s): dropped (reorg or evicted). If nonce {} is not spent yet it could still land: run open-channel again, which refuses while a transaction of ours is pending",
                     plan.tx_hash,
@@ -151,16 +151,19 @@ pub async fn open_channel(
                     settings.chain.dropped_grace.as_secs(),
                     plan.nonce
                 )
-                .into())
+                .into());
             }
             Err(Fault::Transient(reason) | Fault::Local(reason) | Fault::Refused(reason)) => {
+                show(progress.finish());
                 eprintln!("checking {:#x}: {reason}", plan.tx_hash)
             }
             Err(Fault::Permanent(reason)) => {
-                return Err(format!("checking {:#x}: {reason}", plan.tx_hash).into())
+                show(progress.finish());
+                return Err(format!("checking {:#x}: {reason}", plan.tx_hash).into());
             }
         }
         if started.elapsed() >= timeout {
+            show(progress.finish());
             return Err(format!(
                 "not confirmed within {}s; {:#x} may still land: check it before opening again",
                 timeout.as_secs(),
@@ -168,7 +171,92 @@ pub async fn open_channel(
             )
             .into());
         }
-        tokio::time::sleep(poll).await;
+        // Until the next poll the spinner turns (on a terminal), so a slow chain is seen
+        // to be waited on.
+        let next_poll = Instant::now() + poll;
+        while progress.terminal {
+            let left = next_poll.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(left.min(SPINNER_FRAME)).await;
+            show(progress.tick(started.elapsed()));
+        }
+        tokio::time::sleep(next_poll.saturating_duration_since(Instant::now())).await;
+    }
+}
+
+/// How often the spinner moves on a terminal.
+const SPINNER_FRAME: Duration = Duration::from_millis(120);
+
+/// Writes `text` (if any) to stdout at once (a spinner line has no newline to flush it).
+fn show(text: Option<String>) {
+    if let Some(text) = text {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+}
+
+/// How `open-channel` shows its transaction's confirmations as they come. On a terminal:
+/// one line, redrawn in place, with a spinner and the time waited. Otherwise (a pipe, a
+/// log file): a plain line each time the count changes, nothing in between.
+#[derive(Debug)]
+pub struct ConfirmationProgress {
+    /// Whether stdout is a terminal (the spinner) or not (plain lines).
+    pub terminal: bool,
+    required: u64,
+    /// The count last seen (None: none yet).
+    seen: Option<u64>,
+    frame: usize,
+    /// Whether a spinner line is on screen (cleared before anything else is written).
+    drawn: bool,
+}
+
+const SPINNER: [char; 4] = ['|', '/', '-', '\\'];
+
+impl ConfirmationProgress {
+    pub fn new(terminal: bool, required: u64) -> Self {
+        ConfirmationProgress {
+            terminal,
+            required,
+            seen: None,
+            frame: 0,
+            drawn: false,
+        }
+    }
+
+    /// A status poll found `confirmations`, `waited` after the broadcast: what to write.
+    pub fn confirmations(&mut self, confirmations: u64, waited: Duration) -> Option<String> {
+        let changed = self.seen != Some(confirmations);
+        self.seen = Some(confirmations);
+        if self.terminal {
+            Some(self.spinner_line(waited))
+        } else {
+            changed.then(|| format!("{confirmations}/{} confirmations\n", self.required))
+        }
+    }
+
+    /// Between polls: the spinner's next frame (nothing when not on a terminal).
+    pub fn tick(&mut self, waited: Duration) -> Option<String> {
+        (self.terminal && self.seen.is_some()).then(|| self.spinner_line(waited))
+    }
+
+    /// Before a final line: the spinner's line cleared, if one is drawn.
+    pub fn finish(&mut self) -> Option<String> {
+        std::mem::take(&mut self.drawn).then(|| "\r\x1b[K".to_string())
+    }
+
+    fn spinner_line(&mut self, waited: Duration) -> String {
+        self.frame = (self.frame + 1) % SPINNER.len();
+        self.drawn = true;
+        format!(
+            "\r\x1b[K{} {}/{} confirmations ({}s)",
+            SPINNER[self.frame],
+            self.seen.unwrap_or(0),
+            self.required,
+            waited.as_secs()
+        )
     }
 }
 
@@ -289,5 +377,56 @@ pub async fn wait_for_receipt(
             .into());
         }
         tokio::time::sleep(wait.poll).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_terminal_each_new_count_is_one_plain_line() {
+        let mut p = ConfirmationProgress::new(false, 3);
+        let s = Duration::from_secs;
+        assert_eq!(
+            p.confirmations(0, s(0)).as_deref(),
+            Some("0/3 confirmations\n")
+        );
+        assert_eq!(p.confirmations(0, s(2)), None, "the same count: nothing");
+        assert_eq!(p.tick(s(3)), None, "no spinner");
+        assert_eq!(
+            p.confirmations(2, s(4)).as_deref(),
+            Some("2/3 confirmations\n")
+        );
+        assert_eq!(p.finish(), None);
+    }
+
+    #[test]
+    fn on_a_terminal_one_line_is_redrawn_with_a_turning_spinner() {
+        let mut p = ConfirmationProgress::new(true, 3);
+        let s = Duration::from_secs;
+        assert_eq!(p.tick(s(0)), None, "nothing to show before the first poll");
+        let first = p.confirmations(1, s(1)).unwrap();
+        let next = p.tick(s(2)).unwrap();
+        let again = p.confirmations(1, s(3)).unwrap();
+        for line in [&first, &next, &again] {
+            assert!(
+                line.starts_with("\r\x1b[K") && !line.contains('\n'),
+                "{line:?}"
+            );
+            assert!(line.contains("1/3 confirmations"), "{line:?}");
+        }
+        assert_ne!(
+            first.chars().nth(4),
+            next.chars().nth(4),
+            "the spinner turns"
+        );
+        assert!(again.ends_with("(3s)"), "{again:?}");
+        assert_eq!(
+            p.finish().as_deref(),
+            Some("\r\x1b[K"),
+            "cleared before the result"
+        );
+        assert_eq!(p.finish(), None);
     }
 }

@@ -23,6 +23,12 @@ pub struct AdminSettings {
     pub nip98_max_age_seconds: u64,
     /// Ids of used NIP-98 events remembered to refuse a replay (the oldest forgotten first).
     pub nip98_remembered_events: usize,
+    /// The event stream shows at most one `heartbeat` per peer this often (every PONG
+    /// still counts in the metrics); 0: every PONG.
+    pub heartbeat_event_interval_seconds: u64,
+    /// Per-peer series in `/metrics` (a `peer` label); off by default: one series per peer
+    /// is unbounded cardinality for a scraper.
+    pub metrics_per_peer: bool,
 }
 
 impl AdminSettings {
@@ -57,7 +63,12 @@ impl AdminSettings {
         Key("admin.event_buffer").between(self.event_buffer, 1, 1_000_000)?;
         Key("admin.max_event_clients").between(self.max_event_clients, 1, 10_000)?;
         Key("admin.nip98_max_age_seconds").between(self.nip98_max_age_seconds, 1, 3600)?;
-        Key("admin.nip98_remembered_events").between(self.nip98_remembered_events, 1, 1_000_000)
+        Key("admin.nip98_remembered_events").between(self.nip98_remembered_events, 1, 1_000_000)?;
+        Key("admin.heartbeat_event_interval_seconds").between(
+            self.heartbeat_event_interval_seconds,
+            0,
+            86_400,
+        )
     }
 }
 
@@ -79,6 +90,8 @@ mod tests {
         assert_eq!(s.admin.max_event_clients, 16);
         assert_eq!(s.admin.nip98_max_age_seconds, 60);
         assert_eq!(s.admin.nip98_remembered_events, 10_000);
+        assert_eq!(s.admin.heartbeat_event_interval_seconds, 30);
+        assert!(!s.admin.metrics_per_peer);
         assert!(!with("admin:\n  listen: \"\"\n").unwrap().admin.enabled());
     }
 
@@ -107,6 +120,10 @@ mod tests {
             (
                 "admin:\n  nip98_remembered_events: 0\n",
                 "admin.nip98_remembered_events",
+            ),
+            (
+                "admin:\n  heartbeat_event_interval_seconds: 86401\n",
+                "admin.heartbeat_event_interval_seconds",
             ),
         ];
         for (yaml, key) in cases {

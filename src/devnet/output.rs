@@ -9,7 +9,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::nodes::DevNode;
 use crate::lifecycle::PeerState;
-use crate::node::{Node, PeerChange};
+use crate::node::{Node, Notification, PeerChange};
 
 /// Prints the table of nodes.
 pub fn print_table(nodes: &[DevNode], dir: &std::path::Path) {
@@ -55,11 +55,13 @@ pub fn forward(name: String, node: &Node, to: mpsc::UnboundedSender<Change>) {
         loop {
             tokio::select! {
                 received = changes.recv() => match received {
-                    Ok(change) => {
-                        if to.send(Change { node: name.clone(), change }).is_err() {
+                    Ok(Notification::State(change)) => {
+                        if to.send(Change { node: name.clone(), change: *change }).is_err() {
                             return;
                         }
                     }
+                    // Channel progress, follows and heartbeats: the printer shows states.
+                    Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         println!("{name}: {n} state changes not shown (the printer fell behind)");
                     }

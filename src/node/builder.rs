@@ -22,7 +22,7 @@ use crate::ports::{
 use crate::session::{self, BtpConnector, IlpHandler, NodeService, SessionContext, SessionServer};
 use crate::storage::Database;
 
-/// How many state changes a slow `notifications()` receiver may fall behind.
+/// How many notifications a slow `notifications()` receiver may fall behind.
 const NOTIFICATION_CAPACITY: usize = 4096;
 
 /// Wraps the node's answer to ILP Prepares (tests make a peer go silent with it).
@@ -238,17 +238,19 @@ impl NodeBuilder {
         // it; otherwise every authenticated session is connected as it is.
         let channels_required = settings.chain.enabled || self.channels.is_some();
         let mut chain_line = None;
+        let mut chain = None;
         let channels = match self.channels {
             Some(channels) => channels,
             None if settings.chain.enabled => {
-                let channels = EvmChannels::connect(&settings.chain).await?;
+                let channels = Arc::new(EvmChannels::connect(&settings.chain).await?);
                 chain_line = Some(format!(
                     "on (chain {}, contract {}, paying from {})",
                     settings.chain.chain_id,
                     channels.contract(),
                     channels.address()
                 ));
-                Arc::new(channels)
+                chain = Some(channels.clone());
+                channels
             }
             None => unwired.channels,
         };
@@ -268,29 +270,21 @@ impl NodeBuilder {
         };
 
         let (changes, _) = broadcast::channel(NOTIFICATION_CAPACITY);
-        let (heartbeats, _) = broadcast::channel(NOTIFICATION_CAPACITY);
         // Subscribed before the supervisor starts: the event ring and the metrics see every
         // change from the first.
-        let admin_parts = crate::admin::AdminParts::start(
-            settings.admin.event_buffer,
-            changes.subscribe(),
-            heartbeats.subscribe(),
-        );
+        let admin_parts = crate::admin::AdminParts::start(&settings.admin, changes.subscribe());
         let persistence = PersistenceActor::new(db.clone(), settings.persistence.clone())
             .with_directory(directory.clone())
             .start();
-        let supervisor = supervisor_ctx.run(
-            PeerSupervisor::new(
-                settings.btp_nips.peer_connections.clone(),
-                ports,
-                persistence.clone(),
-                clock,
-                stored,
-                changes.clone(),
-                channels_required,
-            )
-            .with_heartbeats(heartbeats),
-        );
+        let supervisor = supervisor_ctx.run(PeerSupervisor::new(
+            settings.btp_nips.peer_connections.clone(),
+            ports,
+            persistence.clone(),
+            clock,
+            stored,
+            changes.clone(),
+            channels_required,
+        ));
 
         let listen = self
             .listen
@@ -332,6 +326,7 @@ impl NodeBuilder {
                 changes,
                 server,
                 events,
+                chain,
                 discovery,
                 clock,
                 started: std::time::Instant::now(),

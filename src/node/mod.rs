@@ -11,6 +11,8 @@
 //! thread.
 
 mod builder;
+#[cfg(feature = "test-support")]
+mod thread;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,8 +21,13 @@ use actix::prelude::*;
 use nostr::{Keys, PublicKey};
 use tokio::sync::{broadcast, watch, Mutex};
 
+pub use crate::actors::notification::{
+    ChannelProgress, FollowChange, FollowSource, Heartbeat, Notification,
+};
 pub use crate::actors::supervisor::{PeerChange, SupervisorError, SupervisorStats};
 pub use builder::NodeBuilder;
+#[cfg(feature = "test-support")]
+pub use thread::NodeThread;
 
 pub use crate::actors::persistence::PersistenceStats;
 
@@ -82,12 +89,15 @@ struct Inner {
     supervisor: Addr<PeerSupervisor>,
     /// The registry as the adapters see it.
     directory: Arc<dyn PeerDirectory>,
-    /// Every peer state change; `notifications()` subscribes here.
-    changes: broadcast::Sender<PeerChange>,
+    /// Every peer state change, channel progress, follow and PONG; `notifications()`
+    /// subscribes here.
+    changes: broadcast::Sender<Notification>,
     /// The inbound BTP endpoint, when `session.listen` is set.
     server: Option<SessionServer>,
     /// The event flow, when `events.operator_relay` is set.
     events: Option<Arc<EventFlow>>,
+    /// The EVM channel adapter, when `chain.enabled` (its figures for the metrics).
+    chain: Option<Arc<crate::chain::EvmChannels>>,
     /// Discovery on Nostr, when `nostr.relays` is set, and its actors.
     discovery: Option<(Discovery, DiscoveryActors)>,
     /// The clock the peers' deadlines come from (the admin API's "seconds until").
@@ -185,6 +195,12 @@ impl Node {
         self.inner.events.as_ref()
     }
 
+    /// The EVM channel adapter, when the chain is enabled (not when a test gave the node a
+    /// channel port of its own).
+    pub fn chain(&self) -> Option<&Arc<crate::chain::EvmChannels>> {
+        self.inner.chain.as_ref()
+    }
+
     /// Discovery on Nostr, when relays are configured.
     pub fn discovery(&self) -> Option<&Discovery> {
         self.inner.discovery.as_ref().map(|(d, _)| d)
@@ -208,21 +224,33 @@ impl Node {
 
     /// Follows `nostr_pubkey` (as a new entry of the operator's follow list would).
     pub async fn follow(&self, nostr_pubkey: &str) -> Result<(), NodeError> {
+        self.follow_by(nostr_pubkey, FollowSource::FollowList).await
+    }
+
+    /// Follows and connects `nostr_pubkey` on the operator's word (the admin API's
+    /// `connect`), whether or not the follow list names it.
+    pub async fn connect(&self, nostr_pubkey: &str) -> Result<(), NodeError> {
+        self.follow_by(nostr_pubkey, FollowSource::Operator).await
+    }
+
+    async fn follow_by(&self, nostr_pubkey: &str, by: FollowSource) -> Result<(), NodeError> {
         let nostr_pubkey = nostr_pubkey.to_owned();
         Ok(self
             .inner
             .supervisor
-            .send(FollowPeer { nostr_pubkey })
+            .send(FollowPeer { nostr_pubkey, by })
             .await?)
     }
 
-    /// Unfollows `nostr_pubkey`: deliberately disconnected, not reconnected.
+    /// Unfollows `nostr_pubkey` (as its removal from the operator's follow list would):
+    /// deliberately disconnected, not reconnected.
     pub async fn unfollow(&self, nostr_pubkey: &str) -> Result<(), NodeError> {
         let nostr_pubkey = nostr_pubkey.to_owned();
+        let by = FollowSource::FollowList;
         Ok(self
             .inner
             .supervisor
-            .send(UnfollowPeer { nostr_pubkey })
+            .send(UnfollowPeer { nostr_pubkey, by })
             .await?)
     }
 
@@ -338,9 +366,10 @@ impl Node {
         Ok(self.inner.persistence.send(Flush).await??)
     }
 
-    /// Every peer state change from now on. A receiver that falls behind by more than the
+    /// Every peer state change, channel progress, follow and PONG from now on, in the
+    /// order the node learned them. A receiver that falls behind by more than the
     /// channel's capacity is told how many it missed (`RecvError::Lagged`).
-    pub fn notifications(&self) -> broadcast::Receiver<PeerChange> {
+    pub fn notifications(&self) -> broadcast::Receiver<Notification> {
         self.inner.changes.subscribe()
     }
 

@@ -379,6 +379,12 @@ impl ChannelPort for MemoryWorld {
         })
     }
 
+    /// Each status check counts one confirmation; the check after the
+    /// `set_confirmations_needed` pending ones confirms.
+    fn confirmations_required(&self) -> u64 {
+        self.with(|w| w.confirmations_needed + 1)
+    }
+
     async fn channel_status(&self, tx_hash: &str) -> Result<ChannelStatus, Fault> {
         self.with(|w| {
             let needed = w.confirmations_needed;

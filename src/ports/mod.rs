@@ -133,6 +133,9 @@ pub trait ChannelPort: Send + Sync {
     /// Confirmations of our open transaction. An open signed here and never sent is sent
     /// now (the same bytes) rather than reported dropped.
     async fn channel_status(&self, tx_hash: &str) -> Result<ChannelStatus, Fault>;
+    /// How many confirmations an open waits for before `channel_status` reports it
+    /// `Confirmed` (what the operator's event stream shows as "n of N").
+    fn confirmations_required(&self) -> u64;
     /// The open signed under `tx_hash` will never be broadcast (the peer moved on before
     /// its hash was recorded): forget it, so the next open takes its nonce.
     async fn abandon_open(&self, _tx_hash: &str, _reason: &str) {}

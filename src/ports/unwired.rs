@@ -65,6 +65,9 @@ impl ChannelPort for Unwired {
     async fn channel_status(&self, _tx_hash: &str) -> Result<ChannelStatus, Fault> {
         Err(Self::fault("EVM channel"))
     }
+    fn confirmations_required(&self) -> u64 {
+        1
+    }
 }
 
 #[async_trait]

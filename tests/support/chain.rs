@@ -444,6 +444,44 @@ impl ChainFixture {
         )
     }
 
+    /// The payer's key in `path` as an operator keeps it (hex, mode 0600).
+    pub fn write_key_file(&self, path: &std::path::Path) {
+        std::fs::write(path, alloy::hex::encode(self.key.to_bytes())).unwrap();
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+    }
+
+    /// The `chain` section of a node's YAML on this chain, paying with the key in
+    /// `key_file`: `confirmations` per open, `deposit_wei` per channel, auto-open off (a
+    /// channel waits for the operator).
+    pub fn chain_section(
+        &self,
+        key_file: &std::path::Path,
+        confirmations: u64,
+        deposit_wei: u128,
+    ) -> String {
+        format!(
+            "chain:\n  enabled: true\n  rpc_url: \"{}\"\n  chain_id: {CHAIN_ID}\n  \
+             contract_address: \"{}\"\n  confirmations: {confirmations}\n  key_file: \"{}\"\n  \
+             deposit_wei: \"{deposit_wei}\"\n  min_balance_wei: \"{deposit_wei}\"\n",
+            self.anvil.url,
+            self.contract,
+            key_file.display()
+        )
+    }
+
+    /// Wei the payer has locked in channels not yet closed, as the contract counts it.
+    pub async fn locked_wei(&self) -> U256 {
+        self.anvil
+            .view(
+                self.contract,
+                contract::PaymentChannels::lockedByCall {
+                    payer: self.key.address(),
+                },
+            )
+            .await
+    }
+
     /// Channels the payer has opened, as the contract counts them.
     pub async fn open_count(&self) -> U256 {
         self.anvil

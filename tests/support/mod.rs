@@ -5,6 +5,8 @@
 //! - [`node`]: a node under test on the in-memory world, in the test's actix system or in a
 //!   thread of its own ([`node::NodeThread`]); stored records; waiting on its peers.
 //! - [`admin`]: a node with its admin API on a free port, a client of it, a metrics parser.
+//! - [`binary`]: the binary as an operator runs it: a configuration file, the `run`
+//!   process and its log, the CLI commands against it.
 //! - [`browser`]: a headless Chromium driven over the DevTools protocol.
 //! - [`sessions`]: BTP sessions on loopback, and a raw WebSocket client for what our own
 //!   client never sends.
@@ -14,6 +16,7 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod admin;
+pub mod binary;
 pub mod browser;
 pub mod chain;
 pub mod node;

@@ -303,7 +303,8 @@ function onEvent(name, data) {
       scheduleRefresh();
       break;
     case 'follow':
-      log('follow list: ' + (data.action || data.change || '') + ' ' + who(data.pubkey));
+      log(who(data.pubkey) + (data.followed ? ' followed' : ' unfollowed')
+        + (data.by === 'operator' ? ' by the operator' : ' in the follow list'));
       scheduleRefresh();
       break;
     case 'missed':

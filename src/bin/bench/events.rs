@@ -1,8 +1,10 @@
 //! `events --events N`: events per second from B's relay into A's relay through two nodes
 //! (B serves A's REQ from its relay, A checks each event and publishes it to its own),
 //! against publishing the same N events straight to a relay like A's, in the same run.
-//! Both sides use in-process relays (nostr-relay-builder) on loopback and one event at a
-//! time with its OK awaited, so the ratio is the cost of the node path over the relay's.
+//! The relays (nostr-relay-builder, on loopback) and the two nodes each run on a thread of
+//! their own, as they are processes of their own in a deployment; the direct publisher
+//! sends one event at a time with its OK awaited, so the ratio is the node path's rate over
+//! a plain client's.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,26 +13,20 @@ use std::time::{Duration, Instant};
 use btp_nips_node::config::Settings;
 use btp_nips_node::events::EventFlow;
 use btp_nips_node::lifecycle::Announcement;
-use btp_nips_node::node::{Node, NodeBuilder};
+use btp_nips_node::node::{NodeBuilder, NodeThread};
 use btp_nips_node::ports::memory::MemoryWorld;
 use nostr_relay_builder::prelude::{EventBuilder, Keys, Timestamp};
 use serde_json::{json, Value};
 
-use crate::bench_discovery::local_relay;
+use crate::bench_discovery::relay_thread;
 
 struct BenchNode {
-    node: Node,
+    node: NodeThread,
     flow: Arc<EventFlow>,
     world: MemoryWorld,
 }
 
-async fn start_node(
-    name: &str,
-    keys: Keys,
-    dir: &std::path::Path,
-    relay: &str,
-    n: usize,
-) -> BenchNode {
+fn start_node(name: &str, keys: Keys, dir: &std::path::Path, relay: &str, n: usize) -> BenchNode {
     let yaml = format!(
         "node:\n  id: \"{name}\"\ndatabase:\n  url: \"sqlite://{}\"\n\
          nostr:\n  allow_ws_loopback: true\n\
@@ -43,14 +39,13 @@ async fn start_node(
     // Discovery and channels from the in-memory world; sessions and events are real.
     let world = MemoryWorld::new();
     let ports = world.ports();
-    let node = NodeBuilder::new(settings)
-        .without_admin()
-        .keys(keys)
-        .resolver(ports.resolver)
-        .channels(ports.channels)
-        .start()
-        .await
-        .expect("node");
+    let node = NodeThread::start(move || {
+        NodeBuilder::new(settings)
+            .without_admin()
+            .keys(keys)
+            .resolver(ports.resolver)
+            .channels(ports.channels)
+    });
     let flow = node.event_flow().expect("an operator relay").clone();
     BenchNode { node, flow, world }
 }
@@ -69,7 +64,7 @@ pub fn events(n: usize) -> Value {
             .collect();
 
         // Baseline: the same events published straight to a relay like A's.
-        let (_direct_relay, _, direct_url) = local_relay().await;
+        let (_, direct_url, _direct_relay) = relay_thread();
         let client = nostr_sdk::Client::default();
         client.add_relay(&direct_url).await.expect("relay");
         client.connect().await;
@@ -82,14 +77,14 @@ pub fn events(n: usize) -> Value {
         client.shutdown().await;
 
         // Through the nodes: B's relay holds the events, A follows B.
-        let (_relay_b, db_b, url_b) = local_relay().await;
+        let (db_b, url_b, _relay_b) = relay_thread();
         for e in &events {
             db_b.save_event(e).await.expect("fill B's relay");
         }
-        let (_relay_a, _, url_a) = local_relay().await;
+        let (_, url_a, _relay_a) = relay_thread();
         let dir = tempfile::tempdir().expect("tempdir");
-        let b = start_node("beta", keys_b.clone(), dir.path(), &url_b, n).await;
-        let a = start_node("alpha", Keys::generate(), dir.path(), &url_a, n).await;
+        let b = start_node("beta", keys_b.clone(), dir.path(), &url_b, n);
+        let a = start_node("alpha", Keys::generate(), dir.path(), &url_a, n);
         let pubkey = keys_b.public_key().to_hex();
         a.world.announce(
             &pubkey,
@@ -104,7 +99,11 @@ pub fn events(n: usize) -> Value {
         let t = Instant::now();
         a.node.follow(&pubkey).await.expect("follow");
         let limit = Duration::from_secs(60) + direct * 50;
+        let mut first = None;
         while a.flow.stats.published.load(Ordering::Relaxed) < n as u64 {
+            if first.is_none() && a.flow.stats.published.load(Ordering::Relaxed) > 0 {
+                first = Some(t.elapsed());
+            }
             if t.elapsed() > limit {
                 return json!({ "scenario": "events", "error": format!(
                     "only {} of {n} events arrived within {limit:?}",
@@ -114,8 +113,8 @@ pub fn events(n: usize) -> Value {
         }
         let through = t.elapsed();
         let sent = b.flow.serve_stats().events_sent.load(Ordering::Relaxed);
-        for node in [&a, &b] {
-            let _ = node.node.shutdown().await;
+        for mut node in [a, b] {
+            node.node.kill();
         }
         let rate = |d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
         json!({
@@ -125,6 +124,9 @@ pub fn events(n: usize) -> Value {
             "through_nodes_events_per_s": rate(through).round(),
             "through_nodes_over_direct": (rate(through) / rate(direct) * 1000.0).round() / 1000.0,
             "through_nodes_seconds_incl_connect": through.as_secs_f64(),
+            "first_event_after_follow_ms": first.unwrap_or(through).as_secs_f64() * 1e3,
+            "through_nodes_events_per_s_after_first":
+                ((n - 1) as f64 / (through - first.unwrap_or_default()).as_secs_f64().max(1e-9)).round(),
             "events_sent_by_b": sent,
         })
     })

@@ -138,8 +138,16 @@ async fn floor_round_trip(url: String) {
     let _ = ws.close(None).await;
 }
 
-async fn open_session(endpoint: String, server: PublicKey, i: u64) -> BtpSession {
-    let ctx = SessionContext::new(Keys::generate(), "benchclient", settings());
+/// One session of `keys` (made before the clock starts, with the settings parsed once: a
+/// node has its key and settings already when it dials).
+async fn open_session(
+    endpoint: String,
+    server: PublicKey,
+    i: u64,
+    keys: Keys,
+    settings: btp_nips_node::config::SessionSettings,
+) -> BtpSession {
+    let ctx = SessionContext::new(keys, "benchclient", settings);
     let session = BtpSession::connect(ctx, &endpoint, ClientAuth::Nostr { server })
         .await
         .unwrap_or_else(|e| panic!("session {i}: {e}"));
@@ -174,8 +182,17 @@ pub fn sessions(n: usize) -> Value {
             .buffer_unordered(CONCURRENCY)
             .collect::<Vec<()>>()
             .await;
+        let session_settings = settings();
         let warm: Vec<_> = futures::stream::iter(0..16)
-            .map(|i| open_session(endpoint.clone(), server_pk, i))
+            .map(|i| {
+                open_session(
+                    endpoint.clone(),
+                    server_pk,
+                    i,
+                    Keys::generate(),
+                    session_settings.clone(),
+                )
+            })
             .buffer_unordered(16)
             .collect()
             .await;
@@ -197,9 +214,18 @@ pub fn sessions(n: usize) -> Value {
         let floor = start.elapsed();
         actix::clock::sleep(Duration::from_millis(500)).await;
 
+        let client_keys: Vec<Keys> = (0..n).map(|_| Keys::generate()).collect();
         let start = Instant::now();
-        let sessions: Vec<Arc<BtpSession>> = futures::stream::iter(0..n)
-            .map(|i| open_session(endpoint.clone(), server_pk, i as u64))
+        let sessions: Vec<Arc<BtpSession>> = futures::stream::iter(client_keys.into_iter().enumerate())
+            .map(|(i, keys)| {
+                open_session(
+                    endpoint.clone(),
+                    server_pk,
+                    i as u64,
+                    keys,
+                    session_settings.clone(),
+                )
+            })
             .buffer_unordered(CONCURRENCY)
             .map(Arc::new)
             .collect()
@@ -225,6 +251,7 @@ pub fn sessions(n: usize) -> Value {
         for s in &sessions {
             s.close().await;
         }
+        let auth_floor = auth_floor(n);
         json!({
             "scenario": "sessions",
             "peers": n,
@@ -234,6 +261,9 @@ pub fn sessions(n: usize) -> Value {
             "sessions_ms": authed.as_secs_f64() * 1e3,
             "sessions": "N sessions: connect, mutual Nostr auth (sign + verify both ways), one PING/PONG",
             "ratio_to_floor": authed.as_secs_f64() / floor.as_secs_f64(),
+            "auth_floor_ms": auth_floor.as_secs_f64() * 1e3,
+            "auth_floor": "N × the four signature operations of a session (sign and check the token, sign and check the proof), one thread",
+            "ratio_to_auth_floor": authed.as_secs_f64() / auth_floor.as_secs_f64(),
             "per_session_us": authed.as_secs_f64() * 1e6 / n as f64,
             "ping_pong_round_trips": pings,
             "ping_pong_per_second": pings as f64 / ping_time.as_secs_f64(),
@@ -245,4 +275,31 @@ pub fn sessions(n: usize) -> Value {
     drop(child.stdin.take());
     let _ = child.wait();
     result
+}
+
+/// N × what authentication must cost at least: the client signs its token, the server
+/// checks it, signs its proof, and the client checks that — on one thread, no IO.
+fn auth_floor(n: usize) -> Duration {
+    use btp_nips_node::session::auth;
+    let server = Keys::generate();
+    let clients: Vec<Keys> = (0..n).map(|_| Keys::generate()).collect();
+    let endpoint = "ws://127.0.0.1:1/btp";
+    let policy = auth::TokenPolicy {
+        endpoints: vec![endpoint.to_string()],
+        max_age_secs: 60,
+        max_skew_secs: 60,
+    };
+    let now = btp_nips_node::session::unix_now();
+    let start = Instant::now();
+    for (i, client) in clients.iter().enumerate() {
+        let token =
+            auth::sign_token(client, endpoint, &server.public_key(), now, i as u64).expect("sign");
+        let text = auth::token_text(&token);
+        let checked =
+            auth::check_token(None, &text, &server.public_key(), &policy, now).expect("check");
+        let proof = auth::sign_proof(&server, &checked, now).expect("proof");
+        auth::verify_proof(&auth::token_text(&proof), &token, &server.public_key())
+            .expect("verify");
+    }
+    start.elapsed()
 }

@@ -54,6 +54,31 @@ pub async fn local_relay() -> (LocalRelay, Arc<dyn NostrDatabase>, String) {
     (relay, db, url)
 }
 
+/// A local relay in a thread and runtime of its own, as a relay is its own process beside a
+/// node: its database, its URL, and the sender that stops it (dropping it does too).
+pub fn relay_thread() -> (
+    Arc<dyn NostrDatabase>,
+    String,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async move {
+                let (relay, db, url) = local_relay().await;
+                ready_tx.send((db, url)).expect("the caller waits");
+                let _ = stopped.await;
+                relay.shutdown();
+            });
+    });
+    let (db, url) = ready.recv().expect("relay started");
+    (db, url, stop)
+}
+
 pub fn resolve(n: usize) -> Value {
     System::new().block_on(async move {
         let (_relay, db, url) = local_relay().await;
