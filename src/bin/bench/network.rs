@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use btp_nips_node::config::Settings;
 use btp_nips_node::lifecycle::PeerState;
-use btp_nips_node::node::NodeBuilder;
+use btp_nips_node::node::{NodeBuilder, Notification};
 use btp_nips_node::storage::Database;
 use nostr::{Event, EventBuilder, JsonUtil, Keys, Kind, Tag};
 use serde_json::{json, Value};
@@ -109,7 +109,11 @@ pub fn network_node() {
         actix::spawn(async move {
             loop {
                 match changes.recv().await {
-                    Ok(change) if change.record.state == PeerState::Connected => break,
+                    Ok(Notification::State(change))
+                        if change.record.state == PeerState::Connected =>
+                    {
+                        break
+                    }
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => {
                         if watcher.stats().await.is_ok_and(|s| s.connected > 0) {
