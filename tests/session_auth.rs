@@ -105,6 +105,46 @@ async fn tokens_are_refused_when_replayed_expired_misbound_or_forged() {
 }
 
 #[actix_rt::test]
+async fn one_listener_proves_whichever_of_its_keys_a_client_asks_for() {
+    let (a, b) = (Keys::generate(), Keys::generate());
+    let own = Keys::generate();
+    let ctx = SessionContext::new(own.clone(), "farm", session_settings(""));
+    let server =
+        SessionServer::start_with_identities(ctx, "127.0.0.1:0", None, [a.clone(), b.clone()])
+            .unwrap();
+    let endpoint = format!("ws://127.0.0.1:{}/btp", server.local_addr.port());
+    let connector = BtpConnector::new(client_ctx());
+    let target = |keys: &Keys| PeerTarget {
+        nostr_pubkey: keys.public_key().to_hex(),
+        ilp_address: None,
+        endpoint: Some(endpoint.clone()),
+        base_address: None,
+        followed: true,
+        event_cursor: None,
+    };
+    // Our client checks the proof is signed by the key it dialed: each session proves
+    // the key its token named, not one shared by the listener.
+    let mut sessions = Vec::new();
+    for keys in [&a, &b] {
+        let session = connector.open(&target(keys)).await.expect("authenticated");
+        assert_eq!(session.ping(7).await, Ok(7));
+        sessions.push(session);
+    }
+    // One client, two of the server's keys: two sessions, neither replacing the other.
+    assert_eq!(server.live_sessions(), 2);
+    // A key the server does not hold (not even the context's own) is refused for good.
+    for keys in [&Keys::generate(), &own] {
+        match connector.open(&target(keys)).await {
+            Err(Fault::Permanent(reason)) => {
+                assert!(reason.contains("bound to pubkey"), "{reason}");
+            }
+            Err(other) => panic!("expected a permanent refusal, got {other:?}"),
+            Ok(_) => panic!("a key the server does not hold was accepted"),
+        }
+    }
+}
+
+#[actix_rt::test]
 async fn our_client_fails_permanently_on_refusal_and_transiently_on_timeout() {
     let server_keys = Keys::generate();
     let (_server, endpoint) = server(server_keys.clone());

@@ -16,6 +16,10 @@
 //! - `hostile`: the node under attack, one attack at a time, while a followed peer
 //!   heartbeats: what was sent, what the node did, RSS growth, missed PONGs (see
 //!   `bench/hostile.rs`).
+//! - `network`: the whole node in its own process, following N peers announced on a local
+//!   relay and served by a peer farm (another process): time to the first and to all N
+//!   connected, CPU, RSS per peer, one heartbeat interval's CPU, then kill -9 and a restart
+//!   on the same database (see `bench/network.rs`).
 //!
 //! The floor the node must beat: 100 peers connected in under 10 s; a heartbeat check of
 //! 100 peers in under 50 ms. Each figure is reported with its ratio to that floor.
@@ -48,6 +52,12 @@ mod bench_admin;
 #[path = "bench/hostile.rs"]
 mod bench_hostile;
 
+#[path = "bench/farm.rs"]
+mod bench_farm;
+
+#[path = "bench/network.rs"]
+mod bench_network;
+
 #[derive(Parser)]
 #[command(name = "btp-nips-bench")]
 struct Args {
@@ -65,6 +75,10 @@ struct Args {
     /// Number of events for `events`.
     #[arg(long, default_value_t = 2_000)]
     events: usize,
+    /// For `network`: the node's `btp_nips.peer_connections.startup_dial_batch` (default:
+    /// the node's own default).
+    #[arg(long)]
+    dial_batch: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -89,6 +103,15 @@ enum Scenario {
     /// Internal: the node under attack of `hostile`, run as a child process.
     #[value(hide = true)]
     HostileNode,
+    /// The whole node against N real peers in another process: connect, heartbeat, kill -9,
+    /// restart.
+    Network,
+    /// Internal: the peers of `network`, run as a child process.
+    #[value(hide = true)]
+    NetworkFarm,
+    /// Internal: the node under test of `network`, run as a child process.
+    #[value(hide = true)]
+    NetworkNode,
     All,
 }
 
@@ -127,6 +150,24 @@ fn main() {
     }
     if args.scenario == Scenario::HostileNode {
         bench_hostile::hostile_node();
+    }
+    if run(Scenario::Network) {
+        let result = bench_network::network(bench_network::NetworkOptions {
+            peers: args.peers,
+            dial_batch: args.dial_batch,
+        });
+        let ok = result["ok"] == true;
+        print(result);
+        if !ok {
+            eprintln!("network: a figure was not reached in time, or rows were lost");
+            std::process::exit(1);
+        }
+    }
+    if args.scenario == Scenario::NetworkFarm {
+        bench_farm::network_farm();
+    }
+    if args.scenario == Scenario::NetworkNode {
+        bench_network::network_node();
     }
 }
 

@@ -249,6 +249,30 @@ pub fn check_token(
     policy: &TokenPolicy,
     now_secs: u64,
 ) -> Result<Event, AuthRefusal> {
+    let ours = server.to_hex();
+    check_token_for(username, token, policy, now_secs, |bound| {
+        if bound.eq_ignore_ascii_case(&ours) {
+            Ok(())
+        } else {
+            Err(AuthRefusal::WrongServer {
+                found: bound.to_string(),
+                expected: ours.clone(),
+            })
+        }
+    })
+    .map(|(event, ())| event)
+}
+
+/// [`check_token`] for a server holding several keys: `audience` is given the pubkey the
+/// token is bound to (its `p` tag, as written) and returns the server's identity that
+/// answers it, or the refusal ([`AuthRefusal::WrongServer`] for a key it does not hold).
+pub fn check_token_for<T>(
+    username: Option<&str>,
+    token: &str,
+    policy: &TokenPolicy,
+    now_secs: u64,
+    audience: impl FnOnce(&str) -> Result<T, AuthRefusal>,
+) -> Result<(Event, T), AuthRefusal> {
     let event = parse_event(token, TOKEN_KIND)?;
     let author = event.pubkey.to_hex();
     if let Some(username) = username {
@@ -266,13 +290,7 @@ pub fn check_token(
             expected: policy.endpoints.join(" or "),
         });
     }
-    let bound = tag(&event, "p")?;
-    if !bound.eq_ignore_ascii_case(&server.to_hex()) {
-        return Err(AuthRefusal::WrongServer {
-            found: bound.to_string(),
-            expected: server.to_hex(),
-        });
-    }
+    let identity = audience(tag(&event, "p")?)?;
     tag(&event, "nonce")?;
     let created = event.created_at.as_secs();
     if created > now_secs + policy.max_skew_secs {
@@ -288,7 +306,7 @@ pub fn check_token(
             max_age: policy.max_age_secs,
         });
     }
-    Ok(event)
+    Ok((event, identity))
 }
 
 /// The server's proof for an accepted `token`.

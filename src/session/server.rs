@@ -11,6 +11,10 @@
 //! 503 naming the limit), the whole authentication (admission included) must finish within
 //! `auth_timeout`, and a peer the node does not follow loses its session once it sent
 //! nothing for `session.unknown_idle_timeout_ms`.
+//!
+//! A node's server proves the node's one key. A server started with
+//! [`SessionServer::start_with_identities`] holds several (a benchmark's farm of peers behind
+//! one listener) and proves the one each client's token is bound to (its `p` tag).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -21,6 +25,7 @@ use std::sync::Arc;
 
 use actix_web::dev::Extensions;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use nostr::{Keys, PublicKey};
 
 use super::auth::{self, TokenPolicy, PROTOCOL_AUTH_PROOF};
 use super::connection::{error_packet, Link, LinkLimits, MAX_MESSAGE_LEN};
@@ -48,9 +53,36 @@ impl SessionServer {
         listen: &str,
         admission: Option<Arc<dyn PeerDirectory>>,
     ) -> std::io::Result<SessionServer> {
+        let own = ctx.keys.clone();
+        Self::serve(ctx, listen, admission, [own])
+    }
+
+    /// As [`SessionServer::start`], answering as each of `identities` instead of the
+    /// context's key: a client's token names the key it means to reach, and the server
+    /// proves that one (a token bound to any other key is refused as bound elsewhere).
+    pub fn start_with_identities(
+        ctx: Arc<SessionContext>,
+        listen: &str,
+        admission: Option<Arc<dyn PeerDirectory>>,
+        identities: impl IntoIterator<Item = Keys>,
+    ) -> std::io::Result<SessionServer> {
+        Self::serve(ctx, listen, admission, identities)
+    }
+
+    fn serve(
+        ctx: Arc<SessionContext>,
+        listen: &str,
+        admission: Option<Arc<dyn PeerDirectory>>,
+        identities: impl IntoIterator<Item = Keys>,
+    ) -> std::io::Result<SessionServer> {
+        let identities = identities
+            .into_iter()
+            .map(|keys| (keys.public_key(), keys))
+            .collect();
         let auth_timeout = ctx.timings.auth_timeout;
         let state = web::Data::new(ServerState {
             ctx,
+            identities,
             admission,
             endpoints: std::sync::OnceLock::new(),
             live: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -103,7 +135,7 @@ impl SessionServer {
         })
     }
 
-    /// How many peers have a live inbound session (one each at most).
+    /// How many peers have a live inbound session (one each at most, per key of ours).
     pub fn live_sessions(&self) -> usize {
         self.state.live_sessions()
     }
@@ -119,18 +151,23 @@ impl SessionServer {
     }
 }
 
+/// Who reached which of our keys: the peer, and our key its session proved.
+type Reached = (PeerIdentity, PublicKey);
+
 struct ServerState {
     ctx: Arc<SessionContext>,
+    /// The keys this server answers as, by pubkey (a node's: its one key).
+    identities: HashMap<PublicKey, Keys>,
     admission: Option<Arc<dyn PeerDirectory>>,
     /// The endpoints a token may be bound to: `node.public_endpoint`, or the loopback
     /// forms of the bound address when none is configured (known once bound).
     endpoints: std::sync::OnceLock<Vec<String>>,
-    /// The live inbound session of each peer: one per peer, the newest wins (a peer that
-    /// reconnects after a network drop replaces its half-open session, as ilp-plugin-btp
-    /// does, and no key holds more than one slot).
+    /// The live inbound session of each peer with each of our keys (a node has one): one
+    /// per pair, the newest wins (a peer that reconnects after a network drop replaces its
+    /// half-open session, as ilp-plugin-btp does, and no key holds more than one slot).
     /// `true` marks a peer the node did not know (counted against
     /// `session.max_unknown_inbound`).
-    live: std::sync::Mutex<std::collections::HashMap<PeerIdentity, (Arc<Link>, bool)>>,
+    live: std::sync::Mutex<std::collections::HashMap<Reached, (Arc<Link>, bool)>>,
     /// Sockets not yet authenticated, by IP (their total is the stats' gauge).
     unauthenticated: std::sync::Mutex<HashMap<IpAddr, usize>>,
 }
@@ -215,13 +252,13 @@ impl ServerState {
     /// unknown peers already hold `max_unknown` sessions (checked and taken under one lock).
     fn register(
         &self,
-        peer: &PeerIdentity,
+        reached: &Reached,
         link: &Arc<Link>,
         unknown: bool,
         max_unknown: usize,
     ) -> Result<(), String> {
         let mut live = self.live.lock().expect("live sessions lock");
-        if unknown && !live.contains_key(peer) {
+        if unknown && !live.contains_key(reached) {
             let open = live.values().filter(|(_, u)| *u).count();
             if open >= max_unknown {
                 return Err(format!(
@@ -230,8 +267,11 @@ impl ServerState {
                 ));
             }
         }
-        if let Some((old, _)) = live.insert(peer.clone(), (link.clone(), unknown)) {
-            log::info!("{peer} opened a new session; closing its previous one");
+        if let Some((old, _)) = live.insert(reached.clone(), (link.clone(), unknown)) {
+            log::info!(
+                "{} opened a new session; closing its previous one",
+                reached.0
+            );
             old.shut("replaced by a newer session of the same peer");
         }
         Ok(())
@@ -239,17 +279,34 @@ impl ServerState {
 
     /// Forgets `peer`'s session `link`; `true` when it was the peer's live one (a session
     /// already replaced by a newer one leaves the newer in place).
-    fn unregister(&self, peer: &PeerIdentity, link: &Arc<Link>) -> bool {
+    fn unregister(&self, reached: &Reached, link: &Arc<Link>) -> bool {
         let mut live = self.live.lock().expect("live sessions lock");
-        let current = live.get(peer).is_some_and(|(l, _)| Arc::ptr_eq(l, link));
+        let current = live.get(reached).is_some_and(|(l, _)| Arc::ptr_eq(l, link));
         if current {
-            live.remove(peer);
+            live.remove(reached);
         }
         current
     }
 
     fn live_sessions(&self) -> usize {
         self.live.lock().expect("live sessions lock").len()
+    }
+
+    /// The key that answers a token bound to `bound` (the pubkey in its `p` tag).
+    fn identity(&self, bound: &str) -> Result<&Keys, auth::AuthRefusal> {
+        PublicKey::from_hex(bound)
+            .ok()
+            .and_then(|pk| self.identities.get(&pk))
+            .ok_or_else(|| auth::AuthRefusal::WrongServer {
+                found: bound.to_string(),
+                expected: match self.identities.keys().next() {
+                    Some(only) if self.identities.len() == 1 => only.to_hex(),
+                    _ => format!(
+                        "one of the {} keys this server holds",
+                        self.identities.len()
+                    ),
+                },
+            })
     }
 }
 
@@ -286,8 +343,9 @@ async fn upgrade(
 
 /// What the first packet led to.
 enum AuthOutcome {
-    /// The peer, the answer, and whether the node does not know the peer.
-    Accepted(PeerIdentity, Packet, bool),
+    /// The peer and our key it reached, the answer, and whether the node does not know
+    /// the peer.
+    Accepted(Reached, Packet, bool),
     Refused(Packet, String),
 }
 
@@ -365,7 +423,7 @@ async fn serve(
         }
         Ok(Ok(outcome)) => outcome,
     };
-    let (peer, unknown) = match outcome {
+    let (reached, unknown) = match outcome {
         AuthOutcome::Refused(answer, reason) => {
             SessionStats::count(&ctx.stats.auth_refused);
             log::warn!("{from}: authentication refused: {}", untrusted(&reason));
@@ -373,28 +431,29 @@ async fn serve(
             link.shut(format!("authentication refused: {reason}"));
             return;
         }
-        AuthOutcome::Accepted(peer, answer, unknown) => {
+        AuthOutcome::Accepted(reached, answer, unknown) => {
             if let Err(reason) =
-                state.register(&peer, &link, unknown, ctx.settings.max_unknown_inbound)
+                state.register(&reached, &link, unknown, ctx.settings.max_unknown_inbound)
             {
                 SessionStats::count(&ctx.stats.auth_refused);
-                log::warn!("{from}: {peer} refused: {reason}");
+                log::warn!("{from}: {} refused: {reason}", reached.0);
                 link.answer(&not_admitted(answer.request_id, &reason)).await;
                 link.shut(reason);
                 return;
             }
             link.answer(&answer).await;
-            (peer, unknown)
+            (reached, unknown)
         }
     };
+    let peer = &reached.0;
     log::info!("{from}: session with {peer} authenticated");
 
     let who = format!("{peer} ({from})");
     // A stranger holds its session only while it sends something.
     let idle_limit = unknown.then_some(ctx.settings.unknown_idle_timeout);
-    let ended = transport::read_loop(source, &link, &ctx, &peer, &who, idle_limit).await;
-    if state.unregister(&peer, &link) {
-        if let (PeerIdentity::Nostr(key), Some(directory)) = (&peer, &state.admission) {
+    let ended = transport::read_loop(source, &link, &ctx, peer, &who, idle_limit).await;
+    if state.unregister(&reached, &link) {
+        if let (PeerIdentity::Nostr(key), Some(directory)) = (peer, &state.admission) {
             directory.inbound_ended(&key.to_hex());
         }
     }
@@ -437,7 +496,10 @@ async fn authenticate(state: &ServerState, packet: &Packet) -> AuthOutcome {
             Some(configured) => {
                 return if auth::secrets_match(&credentials.token, &configured.secret) {
                     AuthOutcome::Accepted(
-                        PeerIdentity::SharedSecret(username.to_string()),
+                        (
+                            PeerIdentity::SharedSecret(username.to_string()),
+                            ctx.public_key(),
+                        ),
                         Packet::response(id, Vec::new()),
                         false,
                     )
@@ -462,22 +524,22 @@ async fn authenticate(state: &ServerState, packet: &Packet) -> AuthOutcome {
     let now = unix_now();
     // The signature is checked without a lock; only the replay guard's O(log n) step is
     // taken under it.
-    let verified = auth::check_token(
+    let verified = auth::check_token_for(
         credentials.username.as_deref(),
         &credentials.token,
-        &ctx.public_key(),
         &policy,
         now,
+        |bound| state.identity(bound),
     )
-    .and_then(|token| {
+    .and_then(|(token, keys)| {
         let mut replay = ctx.replay.lock().expect("replay guard lock");
         auth::spend_token(&token, &policy, now, &mut replay)?;
-        Ok(token)
+        Ok((token, keys))
     });
-    if verified == Err(auth::AuthRefusal::ReplayGuardFull) {
+    if matches!(verified, Err(auth::AuthRefusal::ReplayGuardFull)) {
         SessionStats::count(&ctx.stats.refused_replay_guard_full);
     }
-    let token = match verified {
+    let (token, keys) = match verified {
         Ok(token) => token,
         Err(e) => return refuse(e.to_string()),
     };
@@ -491,9 +553,9 @@ async fn authenticate(state: &ServerState, packet: &Packet) -> AuthOutcome {
             }
         }
     }
-    match auth::sign_proof(&ctx.keys, &token, now) {
+    match auth::sign_proof(keys, &token, now) {
         Ok(proof) => AuthOutcome::Accepted(
-            PeerIdentity::Nostr(token.pubkey),
+            (PeerIdentity::Nostr(token.pubkey), keys.public_key()),
             Packet::response(
                 id,
                 vec![ProtocolEntry::json(

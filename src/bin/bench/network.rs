@@ -1,0 +1,561 @@
+//! `btp-nips-bench network --peers N`: the whole node against N real peers, killed and
+//! restarted.
+//!
+//! Three processes, so each figure is the node's alone and the node can be killed:
+//! - this one: a local Nostr relay (nostr-relay-builder, on its own thread) holding the N
+//!   peers' kind 32001 announcements and the operator's follow list of the N, and the
+//!   orchestration; it reads the node's SQLite database itself around the kill;
+//! - the peer farm (`network-farm`, see `farm.rs`): N identities behind a few listeners,
+//!   in as many processes as the open-files limit needs (a served session holds two
+//!   descriptors: its socket and the handle that can end it while a write is stuck);
+//! - the node under test (`network-node`): a node built with `NodeBuilder` from settings
+//!   (discovery and its operator relay on the local relay, SQLite, its BTP listener on
+//!   loopback, chain off), reporting over stdout lines what happened and what it cost.
+//!
+//! Times are taken in this process when the node's line arrives, from the moment the node
+//! process was spawned. Figures:
+//! - from start: the first followed peer connected, all N connected, the node's CPU
+//!   seconds by then, its RSS growth per connected peer (from the node started to all N
+//!   connected);
+//! - one heartbeat interval (set short for the run) with N real sessions: the node's CPU
+//!   over exactly that interval, and the PINGs the farm answered meanwhile;
+//! - kill -9 of the node (after its changes are flushed), then a restart on the same
+//!   database: the rows read before the kill and after it (lost: must be 0), and from the
+//!   new start the first followed peer connected and all N connected.
+//!
+//! Every wait has a deadline; a figure not reached in time is reported as such (and the
+//! run fails), never a hang.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use btp_nips_node::config::Settings;
+use btp_nips_node::lifecycle::PeerState;
+use btp_nips_node::node::{NodeBuilder, Notification};
+use btp_nips_node::storage::Database;
+use nostr::{Event, EventBuilder, JsonUtil, Keys, Kind, Tag};
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::bench_farm::{read_config, say, stdin_commands};
+use crate::bench_sessions::raise_fd_limit;
+
+/// BTP listeners of each farm process (one worker thread each).
+const FARM_LISTENERS: usize = 2;
+/// Descriptors a farm process keeps for everything but its sessions.
+const FARM_SPARE_FDS: u64 = 512;
+/// The node's heartbeat interval for the run (its timeout is one second less).
+const HEARTBEAT_SECONDS: u64 = 5;
+
+/// How the node under test is configured, beyond the node's defaults.
+#[derive(Clone)]
+pub struct NetworkOptions {
+    pub peers: usize,
+    /// `btp_nips.peer_connections.startup_dial_batch` (None: the node's default).
+    pub dial_batch: Option<usize>,
+}
+
+/// The node's settings: discovery and operator relay on `relay`, following `operator`'s
+/// list, N connections allowed, the short heartbeat.
+fn node_yaml(config: &Value) -> String {
+    let text = |k: &str| config[k].as_str().unwrap_or_default().to_string();
+    let peers = config["peers"].as_u64().unwrap_or(1).max(1);
+    let dial = match config["dial_batch"].as_u64() {
+        Some(b) => format!("    startup_dial_batch: {b}\n"),
+        None => String::new(),
+    };
+    format!(
+        "node:\n  id: \"bench\"\n\
+         database:\n  url: \"{db}\"\n\
+         nostr:\n  relays: [\"{relay}\"]\n  operator_pubkey: \"{operator}\"\n  allow_ws_loopback: true\n\
+         events:\n  operator_relay: \"{relay}\"\n\
+         btp_nips:\n  peer_connections:\n    max_active_connections: {peers}\n\
+         \x20   heartbeat_interval_seconds: {HEARTBEAT_SECONDS}\n\
+         \x20   heartbeat_timeout_seconds: {timeout}\n{dial}",
+        db = text("db"),
+        relay = text("relay"),
+        operator = text("operator"),
+        timeout = HEARTBEAT_SECONDS - 1,
+    )
+}
+
+/// The node under test, as a child process (see the module documentation). The first
+/// line of stdin is its configuration; then `heartbeat`, `flush`, `stats`, `quit`.
+pub fn network_node() {
+    raise_fd_limit();
+    let config = read_config("the node under test");
+    let settings = Settings::from_yaml_overrides(&node_yaml(&config)).expect("node settings");
+    let keys = Keys::parse(config["nsec"].as_str().expect("nsec")).expect("the node's key");
+    let peers = config["peers"].as_u64().expect("peers") as usize;
+    let interval = settings.btp_nips.peer_connections.heartbeat_interval;
+    let cost =
+        || json!({ "cpu_s": crate::cpu_time().as_secs_f64(), "rss_bytes": crate::rss_bytes() });
+
+    actix::System::new().block_on(async move {
+        let node = NodeBuilder::new(settings)
+            .without_admin()
+            .keys(keys)
+            .listen("127.0.0.1:0")
+            .start()
+            .await
+            .expect("the node under test starts");
+        // Subscribed before anything can connect: the first Connected is never missed.
+        let mut changes = node.notifications();
+        say(json!({ "event": "started", "cost": cost() }));
+        let watcher = node.clone();
+        actix::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(Notification::State(change))
+                        if change.record.state == PeerState::Connected =>
+                    {
+                        break
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => {
+                        if watcher.stats().await.is_ok_and(|s| s.connected > 0) {
+                            break;
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+            say(json!({ "event": "first_connected", "cost": cost() }));
+        });
+        let watcher = node.clone();
+        actix::spawn(async move {
+            loop {
+                match watcher.stats().await {
+                    Ok(s) if s.connected >= peers => {
+                        say(json!({ "event": "all_connected", "connected": s.connected, "cost": cost() }));
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+                actix::clock::sleep(Duration::from_millis(20)).await;
+            }
+        });
+
+        let mut commands = stdin_commands();
+        while let Some(command) = commands.recv().await {
+            match command.trim() {
+                "heartbeat" => {
+                    let before = crate::cpu_time();
+                    actix::clock::sleep(interval).await;
+                    let cpu = crate::cpu_time() - before;
+                    let connected = node.stats().await.map_or(0, |s| s.connected);
+                    say(json!({
+                        "event": "heartbeat",
+                        "interval_s": interval.as_secs_f64(),
+                        "cpu_s": cpu.as_secs_f64(),
+                        "connected": connected,
+                    }));
+                }
+                "flush" => {
+                    let flushed = node.flush().await;
+                    say(json!({ "event": "flushed", "error": flushed.err().map(|e| e.to_string()) }));
+                }
+                "stats" => {
+                    let s = node.stats().await;
+                    say(json!({
+                        "event": "stats",
+                        "stats": s.map(|s| format!("{s:?}")).unwrap_or_else(|e| e.to_string()),
+                    }));
+                }
+                "quit" => break,
+                _ => {}
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), node.shutdown()).await;
+    });
+}
+
+/// A child process of this benchmark: its JSON lines, each with the time it arrived.
+struct Proc {
+    name: &'static str,
+    child: Child,
+    spawned: Instant,
+    lines: Receiver<(Instant, Value)>,
+    /// Lines read while waiting for another one.
+    seen: Vec<(Instant, Value)>,
+}
+
+impl Proc {
+    /// Starts this binary as `scenario` and hands it `config` as its first line.
+    fn spawn(name: &'static str, scenario: &str, config: &Value) -> Proc {
+        let spawned = Instant::now();
+        let mut child = Command::new(std::env::current_exe().expect("own path"))
+            .arg(scenario)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn the {name}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send((Instant::now(), v)).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut proc = Proc {
+            name,
+            child,
+            spawned,
+            lines,
+            seen: Vec::new(),
+        };
+        proc.send(&config.to_string());
+        proc
+    }
+
+    fn send(&mut self, line: &str) {
+        if let Some(stdin) = self.child.stdin.as_mut() {
+            let _ = writeln!(stdin, "{line}");
+            let _ = stdin.flush();
+        }
+    }
+
+    /// The next line whose `event` is `event`, by `deadline`; `None` if it did not come
+    /// (or the process ended).
+    fn wait_for(&mut self, event: &str, deadline: Instant) -> Option<(Instant, Value)> {
+        if let Some(i) = self.seen.iter().position(|(_, v)| v["event"] == event) {
+            return Some(self.seen.remove(i));
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((at, v)) if v["event"] == event => return Some((at, v)),
+                Ok(other) => self.seen.push(other),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                    eprintln!("network: the {} sent no `{event}` in time", self.name);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Sends `command` and waits for its answer `event` for at most `limit`.
+    fn ask(&mut self, command: &str, event: &str, limit: Duration) -> Option<Value> {
+        self.send(command);
+        self.wait_for(event, Instant::now() + limit).map(|(_, v)| v)
+    }
+
+    /// Milliseconds from the spawn to `at`.
+    fn ms(&self, at: Instant) -> f64 {
+        at.duration_since(self.spawned).as_secs_f64() * 1e3
+    }
+
+    /// SIGKILL, as an operator's `kill -9`.
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks it to quit; killed if it has not within 30 s.
+    fn quit(mut self) {
+        self.send("quit");
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+    }
+}
+
+impl Drop for Proc {
+    /// A child never outlives the benchmark (a panic here included).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill9();
+        }
+    }
+}
+
+/// The local relay on its own thread and runtime, so it answers while this thread blocks.
+struct RelayThread {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RelayThread {
+    /// A relay holding `events`.
+    fn start(events: Vec<Event>) -> RelayThread {
+        let (url_tx, url_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            actix::System::new().block_on(async move {
+                let (relay, db, url) = crate::bench_discovery::local_relay().await;
+                for event in &events {
+                    db.save_event(event)
+                        .await
+                        .expect("store an event on the relay");
+                }
+                let _ = url_tx.send(url);
+                let _ = stopped.await;
+                relay.shutdown();
+            });
+        });
+        let url = url_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the local relay starts");
+        RelayThread {
+            url,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for RelayThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The farms' counters, summed (`null` where a farm did not answer).
+fn farm_stats(farms: &mut [Proc]) -> Value {
+    let mut total = serde_json::Map::new();
+    for farm in farms {
+        let Some(Value::Object(stats)) = farm.ask("stats", "stats", Duration::from_secs(10)) else {
+            return Value::Null;
+        };
+        for (k, v) in stats {
+            if let Some(v) = v.as_u64() {
+                let sum = total.get(&k).and_then(Value::as_u64).unwrap_or(0) + v;
+                total.insert(k, json!(sum));
+            }
+        }
+    }
+    Value::Object(total)
+}
+
+/// Every stored peer's pubkey and state, read through a connection of our own.
+fn stored_rows(url: &str) -> Result<Vec<(String, PeerState)>, String> {
+    let db = Database::open(url, 1).map_err(|e| e.to_string())?;
+    let rows = db.load_all().map_err(|e| e.to_string())?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.nostr_pubkey, r.state))
+        .collect())
+}
+
+/// Start to first and to all connected, as the node reported them; `None` where a figure
+/// was not reached by `deadline`.
+struct Startup {
+    started: Option<Value>,
+    first_ms: Option<f64>,
+    all_ms: Option<f64>,
+    all: Option<Value>,
+    /// The node's counts when not all N connected in time.
+    stats_if_incomplete: Option<Value>,
+}
+
+fn startup(node: &mut Proc, deadline: Instant) -> Startup {
+    let started = node.wait_for("started", deadline).map(|(_, v)| v);
+    let first_ms = node
+        .wait_for("first_connected", deadline)
+        .map(|(at, _)| node.ms(at));
+    let all = node.wait_for("all_connected", deadline);
+    let stats_if_incomplete = all
+        .is_none()
+        .then(|| node.ask("stats", "stats", Duration::from_secs(10)))
+        .flatten();
+    Startup {
+        started,
+        first_ms,
+        all_ms: all.as_ref().map(|(at, _)| node.ms(*at)),
+        all: all.map(|(_, v)| v),
+        stats_if_incomplete,
+    }
+}
+
+pub fn network(options: NetworkOptions) -> Value {
+    let n = options.peers.max(1);
+    let fd_limit = raise_fd_limit();
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    // Seconds every phase may take at most: generous, growing with N, never unbounded.
+    let phase = Duration::from_secs(30) + Duration::from_millis(10 * n as u64);
+
+    // Two descriptors per served session: as many farm processes as that takes.
+    let per_farm = (fd_limit.saturating_sub(FARM_SPARE_FDS) / 2).max(1) as usize;
+    let farm_count = n.div_ceil(per_farm);
+    let mut farms = Vec::new();
+    let mut events: Vec<Event> = Vec::with_capacity(n + 1);
+    let mut farm_ports = Vec::new();
+    for f in 0..farm_count {
+        let peers = n / farm_count + usize::from(f < n % farm_count);
+        let announcements = dir.path().join(format!("announcements{f}.jsonl"));
+        let mut farm = Proc::spawn(
+            "peer farm",
+            "network-farm",
+            &json!({
+                "peers": peers,
+                "listeners": FARM_LISTENERS,
+                "announcements": announcements.display().to_string(),
+            }),
+        );
+        let Some((_, listening)) = farm.wait_for("listening", Instant::now() + phase) else {
+            return json!({ "scenario": "network", "peers": n, "ok": false, "error": "a peer farm did not start" });
+        };
+        farm_ports.push(listening["ports"].clone());
+        events.extend(
+            std::fs::read_to_string(&announcements)
+                .expect("the farm's announcements")
+                .lines()
+                .map(|l| Event::from_json(l).expect("an announcement")),
+        );
+        farms.push(farm);
+    }
+    let operator = Keys::generate();
+    let follow_list = EventBuilder::new(Kind::ContactList, "")
+        .tags(events.iter().map(|e| Tag::public_key(e.pubkey)))
+        .sign_with_keys(&operator)
+        .expect("sign the follow list");
+    let followed: HashSet<String> = events.iter().map(|e| e.pubkey.to_hex()).collect();
+    events.push(follow_list);
+    let relay = RelayThread::start(events);
+
+    let db_url = format!("sqlite://{}", dir.path().join("network.db").display());
+    let config = json!({
+        "peers": n,
+        "db": db_url,
+        "relay": relay.url,
+        "operator": operator.public_key().to_hex(),
+        "nsec": Keys::generate().secret_key().to_secret_hex(),
+        "dial_batch": options.dial_batch,
+    });
+
+    // From start to all N connected.
+    let mut node = Proc::spawn("node under test", "network-node", &config);
+    let first_run = startup(&mut node, Instant::now() + phase);
+    let cost = |v: &Option<Value>, k: &str| v.as_ref().and_then(|v| v["cost"][k].as_f64());
+    let connected = first_run
+        .all
+        .as_ref()
+        .and_then(|v| v["connected"].as_u64())
+        .unwrap_or(0);
+    let rss_per_peer = match (
+        cost(&first_run.started, "rss_bytes"),
+        cost(&first_run.all, "rss_bytes"),
+    ) {
+        (Some(before), Some(after)) if connected > 0 => {
+            Some(((after - before).max(0.0) / connected as f64).round())
+        }
+        _ => None,
+    };
+
+    // One heartbeat interval with N real sessions.
+    let pings_before = farm_stats(&mut farms)["pings"].as_u64();
+    let heartbeat = node.ask(
+        "heartbeat",
+        "heartbeat",
+        Duration::from_secs(HEARTBEAT_SECONDS + 30),
+    );
+    let pings_after = farm_stats(&mut farms)["pings"].as_u64();
+    let heartbeat_cpu_s = heartbeat.as_ref().and_then(|v| v["cpu_s"].as_f64());
+
+    // kill -9 once every change is committed; the rows before and after, read here.
+    let flushed = node.ask("flush", "flushed", phase);
+    let rows_before = stored_rows(&db_url);
+    node.kill9();
+    let rows_after = stored_rows(&db_url);
+    let (rows_lost, rows_before_n, rows_after_n, connected_rows_before) =
+        match (&rows_before, &rows_after) {
+            (Ok(before), Ok(after)) => {
+                let kept: HashSet<&String> = after.iter().map(|(pk, _)| pk).collect();
+                let lost = before.iter().filter(|(pk, _)| !kept.contains(pk)).count();
+                let connected_before = before
+                    .iter()
+                    .filter(|(pk, s)| *s == PeerState::Connected && followed.contains(pk))
+                    .count();
+                (Some(lost), before.len(), after.len(), connected_before)
+            }
+            _ => (None, 0, 0, 0),
+        };
+
+    // The restart on the same database.
+    let mut node = Proc::spawn("restarted node", "network-node", &config);
+    let second_run = startup(&mut node, Instant::now() + phase);
+    let farm_end = farm_stats(&mut farms);
+    node.quit();
+    for farm in farms {
+        farm.quit();
+    }
+    drop(relay);
+
+    let ok = first_run.all_ms.is_some()
+        && second_run.all_ms.is_some()
+        && heartbeat.is_some()
+        && rows_lost == Some(0)
+        && rows_before_n >= n;
+    let ms = |d: Option<f64>| d.map(|d| (d * 10.0).round() / 10.0);
+    json!({
+        "scenario": "network",
+        "peers": n,
+        "ok": ok,
+        "chain": "off",
+        "farm_processes": farm_count,
+        "farm_listeners": farm_ports,
+        "fd_limit": fd_limit,
+        "startup_dial_batch": options.dial_batch.map_or_else(
+            || json!(Settings::defaults().map_or(0, |s| s.btp_nips.peer_connections.startup_dial_batch)),
+            |b| json!(b),
+        ),
+        "start": {
+            "first_connected_ms": ms(first_run.first_ms),
+            "all_connected_ms": ms(first_run.all_ms),
+            "connected": connected,
+            "cpu_s_at_all_connected": cost(&first_run.all, "cpu_s"),
+            "rss_per_connected_peer_bytes": rss_per_peer,
+            "node_stats_if_not_all_connected": first_run.stats_if_incomplete,
+        },
+        "heartbeat": {
+            "interval_s": HEARTBEAT_SECONDS,
+            "cpu_ms": heartbeat_cpu_s.map(|c| c * 1e3),
+            "cpu_per_peer_us": heartbeat_cpu_s.map(|c| c * 1e6 / n as f64),
+            "pings_answered_by_the_farm": pings_after.zip(pings_before).map(|(a, b)| a - b),
+            "connected": heartbeat.as_ref().map(|v| v["connected"].clone()),
+        },
+        "kill_9": {
+            "flushed_before": flushed.as_ref().is_some_and(|v| v["error"].is_null()),
+            "rows_before": rows_before_n,
+            "connected_rows_before": connected_rows_before,
+            "rows_after": rows_after_n,
+            "rows_lost": rows_lost,
+            "read_error": rows_before.err().or(rows_after.err()),
+        },
+        "restart": {
+            "first_connected_ms": ms(second_run.first_ms),
+            "all_connected_ms": ms(second_run.all_ms),
+            "cpu_s_at_all_connected": cost(&second_run.all, "cpu_s"),
+            "node_stats_if_not_all_connected": second_run.stats_if_incomplete,
+        },
+        "farm": farm_end,
+        "targets": {
+            "all_connected_ms": "1,000 peers <= 2000; 10,000 <= 15000",
+            "restart_first_connected_ms": "<= 250 (10,000 stored peers)",
+            "rows_lost": 0,
+            "rss_per_connected_peer_bytes": "<= 65536",
+            "heartbeat_cpu_per_peer_us": "<= 20",
+        },
+    })
+}
