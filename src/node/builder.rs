@@ -265,7 +265,7 @@ impl NodeBuilder {
         let ports = Ports {
             resolver,
             sessions,
-            channels,
+            channels: channels.clone(),
             subscriptions,
         };
 
@@ -311,6 +311,13 @@ impl NodeBuilder {
             channels_required,
             server: server.as_ref(),
         });
+        let operator = match &discovery {
+            Some(d) => Some(d.operator),
+            None => nostr::PublicKey::parse(settings.nostr.operator_pubkey.trim()).ok(),
+        };
+        let public_endpoint = Some(settings.node.public_endpoint.trim())
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned);
         let discovery = discovery.map(|d| {
             let actors = d.start_actors(&settings, directory.clone());
             (d, actors)
@@ -328,6 +335,9 @@ impl NodeBuilder {
                 events,
                 chain,
                 discovery,
+                channels,
+                operator,
+                public_endpoint,
                 clock,
                 started: std::time::Instant::now(),
                 node_id: settings.node.id.clone(),
