@@ -248,9 +248,9 @@ async fn info(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
         .into_iter()
         .map(|r| json!({ "url": r.url, "role": r.role, "connected": r.connected }))
         .collect();
-    let operator = node.operator().map(|key| {
-        json!({ "pubkey": key.to_hex(), "npub": key.to_bech32().ok() })
-    });
+    let operator = node
+        .operator()
+        .map(|key| json!({ "pubkey": key.to_hex(), "npub": key.to_bech32().ok() }));
     Ok(HttpResponse::Ok().json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "node_id": node.node_id(),

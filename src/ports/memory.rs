@@ -13,8 +13,8 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::{
-    AddressResolver, Announcement, ChannelPolicyStatus, ChannelPort, ChannelRequest,
-    ChannelStatus, Fault, PeerTarget, Ports, Resolution, Session, SessionConnector, Subscriptions,
+    AddressResolver, Announcement, ChannelPolicyStatus, ChannelPort, ChannelRequest, ChannelStatus,
+    Fault, PeerTarget, Ports, Resolution, Session, SessionConnector, Subscriptions,
 };
 
 #[derive(Default)]
