@@ -98,6 +98,22 @@ async fn info_names_the_node_and_counts_every_state() {
     node.shutdown().await.unwrap();
 }
 
+/// A node whose peers are the world's (resolver and sessions) on `db`, its admin API on a
+/// free port: the test adds the real adapters or the world's for the rest.
+fn world_peers_node(
+    world: &MemoryWorld,
+    yaml: &str,
+    db: btp_nips_node::storage::Database,
+) -> btp_nips_node::node::NodeBuilder {
+    btp_nips_node::node::NodeBuilder::new(settings(yaml))
+        .ephemeral()
+        .resolver(std::sync::Arc::new(world.clone()))
+        .sessions(std::sync::Arc::new(world.clone()))
+        .database(db)
+        .without_listener()
+        .admin_listen("127.0.0.1:0")
+}
+
 #[actix_rt::test]
 async fn info_tells_the_operator_the_announced_endpoint_each_relay_and_the_channel_policy() {
     use btp_nips_node::ports::ChannelPolicyStatus;
@@ -133,17 +149,11 @@ async fn info_tells_the_operator_the_announced_endpoint_each_relay_and_the_chann
     );
     // The real discovery and event flow (their relays are the point), the world's peers
     // and channel port.
-    let node = btp_nips_node::node::NodeBuilder::new(settings(&yaml))
-        .ephemeral()
-        .resolver(std::sync::Arc::new(world.clone()))
-        .sessions(std::sync::Arc::new(world.clone()))
+    let db =
+        btp_nips_node::storage::Database::open(dir.path().join("node.db").to_str().unwrap(), 2)
+            .unwrap();
+    let node = world_peers_node(&world, &yaml, db)
         .channels(std::sync::Arc::new(world.clone()))
-        .database(
-            btp_nips_node::storage::Database::open(dir.path().join("node.db").to_str().unwrap(), 2)
-                .unwrap(),
-        )
-        .without_listener()
-        .admin_listen("127.0.0.1:0")
         .start()
         .await
         .unwrap();
@@ -170,6 +180,15 @@ async fn info_tells_the_operator_the_announced_endpoint_each_relay_and_the_chann
         ]),
         "{info}"
     );
+    // The metric reads the same connections, the discovery relays only.
+    let up: Vec<(String, f64)> = parse_metrics(&api.metrics().await)
+        .into_iter()
+        .filter(|s| s.name == "btp_nips_discovery_relay_up")
+        .map(|s| (s.label("relay").unwrap().to_string(), s.value))
+        .collect();
+    assert_eq!(up.len(), 2, "{up:?}");
+    assert!(up.contains(&(discovery.url(), 1.0)), "{up:?}");
+    assert!(up.contains(&(down.clone(), 0.0)), "{up:?}");
     assert_eq!(
         info["operator"],
         json!({"pubkey": operator.to_hex(), "npub": operator.to_bech32().unwrap()})
@@ -244,18 +263,11 @@ async fn the_chain_its_policy_and_a_peers_channel_are_read_from_the_contract() {
     let path = dir.path().join("node.db");
     let db = btp_nips_node::storage::Database::open(path.to_str().unwrap(), 2).unwrap();
     db.upsert_batch(&[with_channel, without]).unwrap();
-    let node =
-        btp_nips_node::node::NodeBuilder::new(settings(&format!("{yaml}{}", admin_yaml(&dir, ""))))
-            .ephemeral()
-            .resolver(std::sync::Arc::new(world.clone()))
-            .sessions(std::sync::Arc::new(world.clone()))
-            .subscriptions(std::sync::Arc::new(world.clone()))
-            .database(db)
-            .without_listener()
-            .admin_listen("127.0.0.1:0")
-            .start()
-            .await
-            .unwrap();
+    let node = world_peers_node(&world, &format!("{yaml}{}", admin_yaml(&dir, "")), db)
+        .subscriptions(std::sync::Arc::new(world.clone()))
+        .start()
+        .await
+        .unwrap();
     let api = Api::of(&node, &dir);
 
     let (status, info) = api.get("/v1/info").await;
