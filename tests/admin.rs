@@ -90,6 +90,249 @@ async fn info_names_the_node_and_counts_every_state() {
     assert_eq!(info["supervisor"]["connected"], 1);
     assert_eq!(info["supervisor"]["recovering"], 0);
     assert!(info["persistence"]["changes_received"].as_u64().unwrap() > 0);
+    // Nothing configured: no operator, nothing announced, no chain, no relay.
+    assert_eq!(info["operator"], Value::Null, "{info}");
+    assert_eq!(info["public_endpoint"], Value::Null, "{info}");
+    assert_eq!(info["chain"], Value::Null, "{info}");
+    assert_eq!(info["relays"], json!([]), "{info}");
+    node.shutdown().await.unwrap();
+}
+
+/// A node whose peers are the world's (resolver and sessions) on `db`, its admin API on a
+/// free port: the test adds the real adapters or the world's for the rest.
+fn world_peers_node(
+    world: &MemoryWorld,
+    yaml: &str,
+    db: btp_nips_node::storage::Database,
+) -> btp_nips_node::node::NodeBuilder {
+    btp_nips_node::node::NodeBuilder::new(settings(yaml))
+        .ephemeral()
+        .resolver(std::sync::Arc::new(world.clone()))
+        .sessions(std::sync::Arc::new(world.clone()))
+        .database(db)
+        .without_listener()
+        .admin_listen("127.0.0.1:0")
+}
+
+#[actix_rt::test]
+async fn info_tells_the_operator_the_announced_endpoint_each_relay_and_the_channel_policy() {
+    use btp_nips_node::ports::ChannelPolicyStatus;
+    use support::relays::{Impl, TestRelay};
+    let dir = tempfile::tempdir().unwrap();
+    let world = MemoryWorld::new();
+    world.set_channel_policy(Some(ChannelPolicyStatus {
+        deposit_wei: 5_000,
+        auto_open: true,
+        per_channel_cap_wei: Some(6_000),
+        total_cap_wei: Some(u128::MAX),
+        total_cap_used_wei: Some(5_000),
+        total_cap_left_wei: Some(u128::MAX - 5_000),
+        unknown_reason: None,
+    }));
+    let discovery = TestRelay::start(Impl::Builder).await;
+    let operator_relay = TestRelay::start(Impl::Builder).await;
+    // A relay nobody runs: configured, never connected.
+    let down = format!("ws://127.0.0.1:{}", support::free_port());
+    let operator = nostr::Keys::generate().public_key();
+    let yaml = format!(
+        "node: {{public_endpoint: \"ws://127.0.0.1:7700/btp\"}}\n\
+         session: {{allow_ws_loopback: true}}\n\
+         nostr: {{relays: [\"{}\", \"{down}\"], allow_ws_loopback: true, \
+         operator_pubkey: \"{}\", retry_interval_ms: 200, \
+         announce: {{base_address: \"0x{:0>40}\"}}}}\n\
+         events: {{operator_relay: \"{}\"}}\n{}",
+        discovery.url(),
+        operator.to_bech32().unwrap(),
+        "ab",
+        operator_relay.url(),
+        admin_yaml(&dir, "")
+    );
+    // The real discovery and event flow (their relays are the point), the world's peers
+    // and channel port.
+    let db =
+        btp_nips_node::storage::Database::open(dir.path().join("node.db").to_str().unwrap(), 2)
+            .unwrap();
+    let node = world_peers_node(&world, &yaml, db)
+        .channels(std::sync::Arc::new(world.clone()))
+        .start()
+        .await
+        .unwrap();
+    let api = Api::of(&node, &dir);
+
+    let info = support::wait::eventually(LIMIT, "both live relays connected", || async {
+        let (status, info) = api.get("/v1/info").await;
+        assert_eq!(status, 200, "{info}");
+        let relays = info["relays"].as_array().cloned().unwrap_or_default();
+        relays
+            .iter()
+            .filter(|r| r["connected"] == true)
+            .count()
+            .eq(&2)
+            .then_some(info)
+    })
+    .await;
+    assert_eq!(
+        info["relays"],
+        json!([
+            {"url": discovery.url(), "role": "discovery", "connected": true},
+            {"url": down, "role": "discovery", "connected": false},
+            {"url": operator_relay.url(), "role": "operator", "connected": true},
+        ]),
+        "{info}"
+    );
+    // The metric reads the same connections, the discovery relays only.
+    let up: Vec<(String, f64)> = parse_metrics(&api.metrics().await)
+        .into_iter()
+        .filter(|s| s.name == "btp_nips_discovery_relay_up")
+        .map(|s| (s.label("relay").unwrap().to_string(), s.value))
+        .collect();
+    assert_eq!(up.len(), 2, "{up:?}");
+    assert!(up.contains(&(discovery.url(), 1.0)), "{up:?}");
+    assert!(up.contains(&(down.clone(), 0.0)), "{up:?}");
+    assert_eq!(
+        info["operator"],
+        json!({"pubkey": operator.to_hex(), "npub": operator.to_bech32().unwrap()})
+    );
+    assert_eq!(info["public_endpoint"], "ws://127.0.0.1:7700/btp");
+    // A channel port that is not an EVM chain: its policy, no chain identity.
+    let chain = &info["chain"];
+    assert_eq!(chain["chain_id"], Value::Null, "{info}");
+    assert_eq!(chain["payer"], Value::Null, "{info}");
+    assert_eq!(
+        chain["channel_policy"],
+        json!({
+            "deposit_wei": "5000",
+            "auto_open": true,
+            "per_channel_cap_wei": "6000",
+            "total_cap_wei": u128::MAX.to_string(),
+            "total_cap_used_wei": "5000",
+            "total_cap_left_wei": (u128::MAX - 5_000).to_string(),
+            "unknown_reason": null,
+        })
+    );
+    node.shutdown().await.unwrap();
+}
+
+/// A node on a real chain (anvil behind a proxy the test can take down), auto-open on, and
+/// a channel the payer already has open to a stored peer.
+#[actix_rt::test]
+async fn the_chain_its_policy_and_a_peers_channel_are_read_from_the_contract() {
+    use alloy::primitives::U256;
+    use alloy::sol_types::SolEvent;
+    use btp_nips_node::chain::contract::PaymentChannels;
+    use support::chain::{ChainFixture, RpcProxy, CHAIN_ID};
+    const DEPOSIT: u128 = 7_000;
+    const OPENED: u128 = 3_000;
+    const TOTAL_CAP: u128 = 10_000;
+    let chain = ChainFixture::new().await;
+    let proxy = RpcProxy::start(&chain.anvil.url).await;
+    let payee = alloy::signers::local::PrivateKeySigner::random().address();
+    let (_, now) = chain.anvil.head().await;
+    let expiry = now + 30 * 24 * 3600;
+    let receipt = chain
+        .anvil
+        .transact(
+            &chain.key,
+            chain.contract,
+            U256::from(OPENED),
+            PaymentChannels::openCall { payee, expiry },
+        )
+        .await;
+    let opened = receipt
+        .logs()
+        .iter()
+        .find_map(|log| PaymentChannels::ChannelOpened::decode_log(&log.inner).ok())
+        .expect("the open emits ChannelOpened");
+    let channel_id = format!("{:#x}", opened.channelId);
+
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("evm.key");
+    chain.write_key_file(&key_file);
+    let section = chain
+        .chain_section(&key_file, 1, DEPOSIT)
+        .replace(&chain.anvil.url, &proxy.url);
+    let yaml = format!(
+        "{section}  auto_open: {{enabled: true, per_channel_cap_wei: \"{DEPOSIT}\", \
+         total_cap_wei: \"{TOTAL_CAP}\"}}\n"
+    );
+    // Failed peers stay as stored: one with the channel, one without.
+    let mut with_channel = stored(1, PeerState::Failed, true, None);
+    with_channel.channel_id = Some(channel_id.clone());
+    let without = stored(2, PeerState::Failed, true, None);
+    let world = MemoryWorld::new();
+    let path = dir.path().join("node.db");
+    let db = btp_nips_node::storage::Database::open(path.to_str().unwrap(), 2).unwrap();
+    db.upsert_batch(&[with_channel, without]).unwrap();
+    let node = world_peers_node(&world, &format!("{yaml}{}", admin_yaml(&dir, "")), db)
+        .subscriptions(std::sync::Arc::new(world.clone()))
+        .start()
+        .await
+        .unwrap();
+    let api = Api::of(&node, &dir);
+
+    let (status, info) = api.get("/v1/info").await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(
+        info["chain"],
+        json!({
+            "chain_id": CHAIN_ID,
+            "name": "anvil (local)",
+            "contract": chain.contract.to_string(),
+            "payer": chain.key.address().to_string(),
+            "channel_policy": {
+                "deposit_wei": DEPOSIT.to_string(),
+                "auto_open": true,
+                "per_channel_cap_wei": DEPOSIT.to_string(),
+                "total_cap_wei": TOTAL_CAP.to_string(),
+                // The channel already open counts against the cap, as the check counts it.
+                "total_cap_used_wei": OPENED.to_string(),
+                "total_cap_left_wei": (TOTAL_CAP - OPENED).to_string(),
+                "unknown_reason": null,
+            },
+        })
+    );
+    let (status, peer) = api.get(&format!("/v1/peers/{}", pubkey(1))).await;
+    assert_eq!(status, 200, "{peer}");
+    assert_eq!(
+        peer["channel"],
+        json!({
+            "id": channel_id,
+            "payer": chain.key.address().to_string(),
+            "payee": payee.to_string(),
+            "deposit_wei": OPENED.to_string(),
+            "claimed_wei": "0",
+            "expiry": expiry,
+            "closed": false,
+        })
+    );
+    let (status, peer) = api.get(&format!("/v1/peers/{}", pubkey(2))).await;
+    assert_eq!((status, &peer["channel"]), (200, &Value::Null), "{peer}");
+
+    // The RPC endpoint goes away: the answers stand, the chain's figures say why they
+    // are missing.
+    proxy.stop();
+    let (status, peer) = api.get(&format!("/v1/peers/{}", pubkey(1))).await;
+    assert_eq!(status, 200, "{peer}");
+    assert_eq!(peer["state"], "failed");
+    assert_eq!(peer["channel"]["id"], channel_id.as_str());
+    let error = peer["channel"]["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{peer}"));
+    assert!(
+        error.starts_with(&format!("reading channel {channel_id}: ")),
+        "{error}"
+    );
+    let (status, info) = api.get("/v1/info").await;
+    assert_eq!(status, 200, "{info}");
+    let policy = &info["chain"]["channel_policy"];
+    assert_eq!(policy["total_cap_left_wei"], Value::Null, "{info}");
+    assert_eq!(policy["deposit_wei"], DEPOSIT.to_string());
+    assert!(
+        policy["unknown_reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("the locked wei could not be read: ")),
+        "{info}"
+    );
     node.shutdown().await.unwrap();
 }
 

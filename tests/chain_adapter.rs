@@ -344,6 +344,24 @@ async fn auto_open_covers_followed_peers_within_both_caps() {
         Ok(ChannelRequest::AwaitingOperator),
         "2 + 2 + 2 would pass the total cap of 5 (pending opens count)"
     );
+    // The operator sees the cap as the check counts it: the two opens in flight.
+    let status = auto
+        .channel_policy()
+        .await
+        .expect("the adapter tells its policy");
+    assert_eq!(
+        (
+            status.auto_open,
+            status.per_channel_cap_wei,
+            status.total_cap_wei
+        ),
+        (true, Some(2 * ETH), Some(5 * ETH))
+    );
+    assert_eq!(
+        (status.total_cap_used_wei, status.total_cap_left_wei),
+        (Some(4 * ETH), Some(ETH)),
+        "{status:?}"
+    );
     f.anvil.mine(1).await;
     let locked = f
         .anvil
@@ -362,6 +380,22 @@ async fn auto_open_covers_followed_peers_within_both_caps() {
             .request_channel(&peer(Address::repeat_byte(0xb8), true))
             .await,
         Ok(ChannelRequest::AwaitingOperator)
+    );
+    let status = restarted.channel_policy().await.unwrap();
+    assert_eq!(
+        (status.total_cap_used_wei, status.total_cap_left_wei),
+        (Some(4 * ETH), Some(ETH)),
+        "what is locked on chain: {status:?}"
+    );
+    let status = off.channel_policy().await.unwrap();
+    assert_eq!(
+        (
+            status.auto_open,
+            status.total_cap_wei,
+            status.total_cap_left_wei
+        ),
+        (false, None, None),
+        "auto-open off: no cap to spend"
     );
     // A deposit above the per-channel cap is never opened automatically.
     let mut big = capped;

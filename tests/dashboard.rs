@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use btp_nips_node::lifecycle::PeerState;
 use btp_nips_node::ports::memory::MemoryWorld;
+use btp_nips_node::ports::ChannelPolicyStatus;
 use serde_json::Value;
 use support::admin::admin_node;
 use support::browser::Browser;
@@ -59,10 +60,22 @@ async fn the_dashboard_lists_the_peers_and_retries_a_failed_one_with_the_admin_t
     for i in 1..=3 {
         world.add_ready_peer(&pubkey(i));
     }
+    // A fourth peer has no channel and auto-open does not cover it: it waits in the inbox.
+    world.announce(&pubkey(4), MemoryWorld::announcement_for(&pubkey(4)));
+    world.set_channel_policy(Some(ChannelPolicyStatus {
+        deposit_wei: 5_000_000_000_000_000,
+        auto_open: true,
+        per_channel_cap_wei: Some(5_000_000_000_000_000),
+        total_cap_wei: Some(20_000_000_000_000_000),
+        total_cap_used_wei: Some(15_000_000_000_000_000),
+        total_cap_left_wei: Some(5_000_000_000_000_000),
+        unknown_reason: None,
+    }));
     let stored_peers = [
         stored(1, PeerState::Failed, true, None),
         stored(2, PeerState::Disconnected, true, Some(10)),
         stored(3, PeerState::Disconnected, true, Some(20)),
+        stored(4, PeerState::Disconnected, true, None),
     ];
     let (node, api) = admin_node(&world, &dir, "{}", "", &stored_peers).await;
     let failed = pubkey(1);
@@ -84,8 +97,29 @@ async fn the_dashboard_lists_the_peers_and_retries_a_failed_one_with_the_admin_t
         .await;
     until(
         &mut browser,
-        "three peers",
-        "document.querySelectorAll('tr.peer').length === 3",
+        "four peers",
+        "document.querySelectorAll('tr.peer').length === 4",
+    )
+    .await;
+    // The inbox: the waiting peer with the deposit an approval proposes, and what the
+    // auto-open caps have left (from /v1/info).
+    let waiting = format!("document.querySelector('tr[data-inbox=\"{}\"]')", pubkey(4));
+    until(
+        &mut browser,
+        "the waiting peer's proposed deposit",
+        &format!(
+            "{waiting}?.querySelector('td.proposed').textContent === \
+             '5000000000000000 wei (0.005 ETH)'"
+        ),
+    )
+    .await;
+    until(
+        &mut browser,
+        "the caps and what is left of them",
+        "document.getElementById('inbox-policy').textContent.includes(\
+         '5000000000000000 wei (0.005 ETH) per channel, 20000000000000000 wei (0.02 ETH) in all') \
+         && document.getElementById('inbox-policy').textContent.includes(\
+         '5000000000000000 wei (0.005 ETH) left of the total cap')",
     )
     .await;
     until(

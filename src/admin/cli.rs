@@ -359,6 +359,41 @@ fn status_text(info: &Value) -> String {
         s(&info["btp_listen"]),
         s(&info["admin_listen"])
     ));
+    let operator = &info["operator"];
+    out.push_str(&format!(
+        "  operator     {}\n",
+        if operator.is_null() {
+            "- (no follow list is read)".to_string()
+        } else {
+            s(&operator["npub"])
+        }
+    ));
+    out.push_str(&format!(
+        "  announced    {}\n",
+        match &info["public_endpoint"] {
+            Value::Null => "- (node.public_endpoint is empty)".to_string(),
+            endpoint => s(endpoint),
+        }
+    ));
+    out.push_str(&chain_text(&info["chain"], &s));
+    let relays: Vec<String> = info["relays"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let up = if r["connected"] == true { "up" } else { "down" };
+            format!("{} ({}, {up})", s(&r["url"]), s(&r["role"]))
+        })
+        .collect();
+    out.push_str(&format!(
+        "  relays       {}\n",
+        if relays.is_empty() {
+            "-".to_string()
+        } else {
+            relays.join(", ")
+        }
+    ));
     let states: Vec<String> = PeerState::ALL
         .iter()
         .map(|st| format!("{} {}", st, s(&info["peers"]["by_state"][st.as_str()])))
@@ -398,18 +433,67 @@ fn status_text(info: &Value) -> String {
     out
 }
 
+/// The chain and channel-policy lines of `status` (one line when the chain is off).
+fn chain_text(chain: &Value, s: &dyn Fn(&Value) -> String) -> String {
+    if chain.is_null() {
+        return "  chain        off\n".to_string();
+    }
+    let mut out = format!(
+        "  chain        {} (chain id {}), contract {}, payer {}\n",
+        s(&chain["name"]),
+        s(&chain["chain_id"]),
+        s(&chain["contract"]),
+        s(&chain["payer"])
+    );
+    let p = &chain["channel_policy"];
+    if p.is_null() {
+        return out;
+    }
+    let auto_open = if p["auto_open"] != true {
+        "auto-open off".to_string()
+    } else if p["total_cap_left_wei"].is_null() {
+        format!(
+            "auto-open caps {} per channel, {} in all, left unknown: {}",
+            s(&p["per_channel_cap_wei"]),
+            s(&p["total_cap_wei"]),
+            s(&p["unknown_reason"])
+        )
+    } else {
+        format!(
+            "auto-open caps {} per channel, {} in all, {} left",
+            s(&p["per_channel_cap_wei"]),
+            s(&p["total_cap_wei"]),
+            s(&p["total_cap_left_wei"])
+        )
+    };
+    out.push_str(&format!(
+        "  channels     deposit {} wei, {auto_open} (wei)\n",
+        s(&p["deposit_wei"])
+    ));
+    out
+}
+
+/// One `key value` line per field; an object's fields (the channel) as `key.field`.
 fn peer_text(peer: &Value) -> String {
     let Some(fields) = peer.as_object() else {
         return format!("{peer}\n");
     };
+    let text = |value: &Value| match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_string(),
+        v => v.to_string(),
+    };
     let mut out = String::new();
     for (key, value) in fields {
-        let text = match value {
-            Value::String(s) => s.clone(),
-            Value::Null => "-".to_string(),
-            v => v.to_string(),
-        };
-        out.push_str(&format!("{key:<24} {text}\n"));
+        match value.as_object() {
+            Some(inner) => {
+                for (field, value) in inner {
+                    let key = format!("{key}.{field}");
+                    out.push_str(&format!("{key:<24} {}\n", text(value)));
+                }
+            }
+            None => out.push_str(&format!("{key:<24} {}\n", text(value))),
+        }
     }
     out
 }
@@ -744,6 +828,60 @@ fn watch_line(event: &StreamEvent, json: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_shows_the_operator_the_endpoint_the_chain_and_each_relay() {
+        let info = serde_json::json!({
+            "operator": {"pubkey": "ab", "npub": "npub1op"},
+            "public_endpoint": "wss://btp.example.com/btp",
+            "chain": {
+                "chain_id": 84532, "name": "Base Sepolia", "contract": "0xC0", "payer": "0xFA",
+                "channel_policy": {
+                    "deposit_wei": "10", "auto_open": true, "per_channel_cap_wei": "10",
+                    "total_cap_wei": "100", "total_cap_used_wei": "30",
+                    "total_cap_left_wei": "70", "unknown_reason": null,
+                },
+            },
+            "relays": [
+                {"url": "wss://a", "role": "discovery", "connected": true},
+                {"url": "wss://op", "role": "operator", "connected": false},
+            ],
+        });
+        let text = status_text(&info);
+        for line in [
+            "  operator     npub1op\n",
+            "  announced    wss://btp.example.com/btp\n",
+            "  chain        Base Sepolia (chain id 84532), contract 0xC0, payer 0xFA\n",
+            "  channels     deposit 10 wei, auto-open caps 10 per channel, 100 in all, 70 left (wei)\n",
+            "  relays       wss://a (discovery, up), wss://op (operator, down)\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in:\n{text}");
+        }
+        let off = status_text(
+            &serde_json::json!({"operator": null, "public_endpoint": null,
+            "chain": null, "relays": []}),
+        );
+        for line in [
+            "  operator     - (no follow list is read)\n",
+            "  announced    - (node.public_endpoint is empty)\n",
+            "  chain        off\n",
+            "  relays       -\n",
+        ] {
+            assert!(off.contains(line), "{line:?} in:\n{off}");
+        }
+    }
+
+    #[test]
+    fn a_peers_channel_is_shown_field_by_field() {
+        let peer = serde_json::json!({
+            "channel": {"deposit_wei": "5", "expiry": 17},
+            "state": "connected",
+        });
+        assert_eq!(
+            peer_text(&peer),
+            "channel.deposit_wei      5\nchannel.expiry           17\nstate                    connected\n"
+        );
+    }
 
     #[test]
     fn pauses_are_read_with_units() {

@@ -242,6 +242,15 @@ async fn info(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
         .map(|(s, n)| (s.as_str().to_string(), n.into()))
         .collect();
     let pubkey = node.public_key();
+    let relays: Vec<serde_json::Value> = node
+        .relays()
+        .await
+        .into_iter()
+        .map(|r| json!({ "url": r.url, "role": r.role, "connected": r.connected }))
+        .collect();
+    let operator = node
+        .operator()
+        .map(|key| json!({ "pubkey": key.to_hex(), "npub": key.to_bech32().ok() }));
     Ok(HttpResponse::Ok().json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "node_id": node.node_id(),
@@ -251,6 +260,10 @@ async fn info(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
         "uptime_seconds": node.uptime().as_secs(),
         "btp_listen": node.local_addr().map(|a| a.to_string()),
         "admin_listen": node.admin_addr().map(|a| a.to_string()),
+        "operator": operator,
+        "public_endpoint": node.public_endpoint(),
+        "chain": chain_view(node).await,
+        "relays": relays,
         "peers": { "total": peers.len(), "by_state": by_state },
         "supervisor": {
             "running": stats.running,
@@ -269,6 +282,65 @@ async fn info(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
         "inbound_sessions": node.inbound_sessions(),
         "admin": node.admin_parts().stats.snapshot(),
     })))
+}
+
+/// Wei as the API writes it: a decimal string (a JSON number may not hold it exactly).
+fn wei(value: impl std::fmt::Display) -> serde_json::Value {
+    value.to_string().into()
+}
+
+/// The chain the node pays on and its channel policy: `null` when the node has neither an
+/// EVM chain nor a channel port with a policy. The policy's figures of now take one chain
+/// read; when it fails they are `null` and `unknown_reason` says why.
+async fn chain_view(node: &Node) -> serde_json::Value {
+    let policy = node.channel_policy().await.map(|p| {
+        json!({
+            "deposit_wei": wei(p.deposit_wei),
+            "auto_open": p.auto_open,
+            "per_channel_cap_wei": p.per_channel_cap_wei.map(wei),
+            "total_cap_wei": p.total_cap_wei.map(wei),
+            "total_cap_used_wei": p.total_cap_used_wei.map(wei),
+            "total_cap_left_wei": p.total_cap_left_wei.map(wei),
+            "unknown_reason": p.unknown_reason,
+        })
+    });
+    match (node.chain(), policy) {
+        (None, None) => serde_json::Value::Null,
+        (chain, policy) => json!({
+            "chain_id": chain.map(|c| c.chain_id()),
+            "name": chain.and_then(|c| crate::chain::chain_name(c.chain_id())),
+            "contract": chain.map(|c| c.contract().to_string()),
+            "payer": chain.map(|c| c.address().to_string()),
+            "channel_policy": policy,
+        }),
+    }
+}
+
+/// The peer's channel as the contract stores it now: `null` without a channel id or a
+/// chain; `{"error": ...}` when it cannot be read (the rest of the answer stands).
+async fn channel_view(node: &Node, channel_id: Option<&str>) -> serde_json::Value {
+    let (Some(chain), Some(id)) = (node.chain(), channel_id) else {
+        return serde_json::Value::Null;
+    };
+    match chain.channel(id).await {
+        Ok(Some(c)) => json!({
+            "id": id,
+            "payer": c.payer.to_string(),
+            "payee": c.payee.to_string(),
+            "deposit_wei": wei(c.deposit),
+            "claimed_wei": wei(c.claimed),
+            "expiry": c.expiry,
+            "closed": c.closed,
+        }),
+        Ok(None) => json!({
+            "id": id,
+            "error": format!("the contract {} has no channel {id}", chain.contract()),
+        }),
+        Err(fault) => json!({
+            "id": id,
+            "error": format!("reading channel {id}: {}", fault.reason()),
+        }),
+    }
 }
 
 /// A peer as the API shows it: its record and what follows from it now.
@@ -409,7 +481,11 @@ async fn show_peer(
         .await
         .map_err(|e| ApiError::from_node(&pubkey, e))?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no peer {pubkey}")))?;
-    Ok(HttpResponse::Ok().json(PeerView::of(record, state.node.now())))
+    let channel = channel_view(&state.node, record.channel_id.as_deref()).await;
+    let mut view = serde_json::to_value(PeerView::of(record, state.node.now()))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    view["channel"] = channel;
+    Ok(HttpResponse::Ok().json(view))
 }
 
 #[derive(Debug, Deserialize)]
@@ -708,12 +784,14 @@ async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
             ("event_ignored", relays.ignored.total()),
             ("answer_cut", relays.cuts()),
         ];
-        for (url, relay) in discovery.relays.client().relays().await {
-            snapshot
-                .relays_up
-                .push((url.to_string(), relay.is_connected()));
-        }
     }
+    snapshot.relays_up = node
+        .relays()
+        .await
+        .into_iter()
+        .filter(|r| r.role == "discovery")
+        .map(|r| (r.url, r.connected))
+        .collect();
     snapshot.chain_locked_wei = match node.chain() {
         None => Some(0.0),
         // The chain's own RPC timeout bounds the scrape; on trouble the last figure stays.

@@ -22,7 +22,9 @@ use async_trait::async_trait;
 use super::contract::{self, PaymentChannels};
 use crate::config::ChainSettings;
 use crate::key_file::KeyFileError;
-use crate::ports::{ChannelPort, ChannelRequest, ChannelStatus, Fault, PeerTarget};
+use crate::ports::{
+    ChannelPolicyStatus, ChannelPort, ChannelRequest, ChannelStatus, Fault, PeerTarget,
+};
 
 /// A signed open transaction nobody asked to broadcast within this long is forgotten (it
 /// was never sent, so its nonce is free again).
@@ -437,6 +439,59 @@ impl EvmChannels {
 
     pub fn contract(&self) -> Address {
         self.contract
+    }
+
+    /// `chain.chain_id`, which the endpoint was checked to serve.
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    /// The channel policy with what the auto-open total cap has left now: the cap less
+    /// the wei locked at the head and the automatic opens this process holds, counted as
+    /// [`EvmChannels::auto_open`] counts them before it signs.
+    pub async fn policy_status(&self) -> ChannelPolicyStatus {
+        let wei = |v: U256| u128::try_from(v).unwrap_or(u128::MAX);
+        let mut status = ChannelPolicyStatus {
+            deposit_wei: wei(self.policy.deposit),
+            auto_open: self.policy.auto_open.is_some(),
+            per_channel_cap_wei: None,
+            total_cap_wei: None,
+            total_cap_used_wei: None,
+            total_cap_left_wei: None,
+            unknown_reason: None,
+        };
+        let Some((per_channel, total)) = self.policy.auto_open else {
+            return status;
+        };
+        status.per_channel_cap_wei = Some(wei(per_channel));
+        status.total_cap_wei = Some(wei(total));
+        match self.locked_wei().await {
+            Ok(locked) => {
+                let held = self.held.lock().expect("held lock").auto_committed();
+                let used = locked.saturating_add(held);
+                status.total_cap_used_wei = Some(wei(used));
+                status.total_cap_left_wei = Some(wei(total.saturating_sub(used)));
+            }
+            Err(fault) => {
+                status.unknown_reason = Some(format!(
+                    "the locked wei could not be read: {}",
+                    fault.reason()
+                ))
+            }
+        }
+        status
+    }
+
+    /// The channel `id` (`0x` + 64 hex) as stored at the head; `None` when the contract
+    /// has no such channel.
+    pub async fn channel(&self, id: &str) -> Result<Option<ChannelState>, Fault> {
+        let id = id
+            .trim()
+            .parse::<B256>()
+            .map_err(|e| Fault::Permanent(format!("`{id}` is not a channel id: {e}")))?;
+        let c = self.channel_at(id, BlockId::latest()).await?;
+        // An id the contract never assigned reads as all zeros.
+        Ok((c.payer != Address::ZERO).then_some(c))
     }
 
     /// Chain id and contract checks (see [`EvmChannels::connect`]).
@@ -1216,6 +1271,10 @@ impl ChannelPort for EvmChannels {
 
     fn confirmations_required(&self) -> u64 {
         self.confirmations
+    }
+
+    async fn channel_policy(&self) -> Option<ChannelPolicyStatus> {
+        Some(self.policy_status().await)
     }
 
     async fn abandon_open(&self, tx_hash: &str, reason: &str) {

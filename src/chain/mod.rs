@@ -33,6 +33,19 @@ pub mod operator;
 
 pub use adapter::{ChainError, ChainStats, ChannelPolicy, EvmChannels, OpenPlan};
 
+/// The common name of an EVM chain id, for the operator's eyes; `None` for one not known
+/// here.
+pub fn chain_name(chain_id: u64) -> Option<&'static str> {
+    Some(match chain_id {
+        1 => "Ethereum",
+        11155111 => "Sepolia",
+        8453 => "Base",
+        84532 => "Base Sepolia",
+        anvil::ANVIL_CHAIN_ID => "anvil (local)",
+        _ => return None,
+    })
+}
+
 /// A deposit the operator typed (CLI, admin API): a whole number of wei, more than 0.
 pub fn parse_deposit_wei(text: &str) -> Result<u128, String> {
     match text.trim().parse::<u128>() {

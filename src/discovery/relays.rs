@@ -148,6 +148,18 @@ impl RelaySet {
         relays.values().filter(|r| r.is_connected()).count()
     }
 
+    /// Each configured relay's URL and whether it is connected now, in configuration order.
+    pub async fn connections(&self) -> Vec<(String, bool)> {
+        let relays = self.client.relays().await;
+        self.urls
+            .iter()
+            .map(|url| {
+                let up = relays.get(url).is_some_and(|r| r.is_connected());
+                (url.to_string(), up)
+            })
+            .collect()
+    }
+
     /// Sends `filter` as one REQ to every relay at once.
     pub async fn query(&self, filter: Filter) -> Vec<RelayAnswer> {
         let relays = self.client.relays().await;

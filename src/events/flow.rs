@@ -68,6 +68,9 @@ pub struct EventFlow {
     /// What time it is, for the checks that depend on it.
     clock: Clock,
     pub stats: Arc<FlowStats>,
+    /// The connection behind `store` when it is the operator's relay (its status for the
+    /// operator); `None` for a store a test gave.
+    relay: Option<super::relay::OperatorRelay>,
 }
 
 impl EventFlow {
@@ -95,6 +98,7 @@ impl EventFlow {
             directory,
             clock: Arc::new(unix_now),
             stats: Arc::default(),
+            relay: None,
         }
     }
 
@@ -133,13 +137,21 @@ impl EventFlow {
         let relay = super::relay::OperatorRelay::connect(url, tuning).await?;
         log::info!("event flow through the operator's relay {}", relay.url());
         let request_timeout = settings.session.request_timeout;
-        Ok(Some(Arc::new(EventFlow::new(
-            Arc::new(relay),
+        let mut flow = EventFlow::new(
+            Arc::new(relay.clone()),
             &settings.events,
             own_address,
             request_timeout,
             directory,
-        ))))
+        );
+        flow.relay = Some(relay);
+        Ok(Some(Arc::new(flow)))
+    }
+
+    /// The operator's relay this flow moves events through, when it was built from the
+    /// settings.
+    pub fn operator_relay(&self) -> Option<&super::relay::OperatorRelay> {
+        self.relay.as_ref()
     }
 
     /// Counters of the serving side.

@@ -268,7 +268,7 @@ impl NodeBuilder {
         let ports = Ports {
             resolver,
             sessions,
-            channels,
+            channels: channels.clone(),
             subscriptions,
         };
 
@@ -314,6 +314,13 @@ impl NodeBuilder {
             channels_required,
             server: server.as_ref(),
         });
+        let operator = match &discovery {
+            Some(d) => Some(d.operator),
+            None => nostr::PublicKey::parse(settings.nostr.operator_pubkey.trim()).ok(),
+        };
+        let public_endpoint = Some(settings.node.public_endpoint.trim())
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned);
         let discovery = discovery.map(|d| {
             let actors = d.start_actors(&settings, directory.clone());
             (d, actors)
@@ -331,6 +338,9 @@ impl NodeBuilder {
                 events,
                 chain,
                 discovery,
+                channels,
+                operator,
+                public_endpoint,
                 clock,
                 started: std::time::Instant::now(),
                 node_id: settings.node.id.clone(),

@@ -40,7 +40,7 @@ use crate::discovery::{Discovery, DiscoveryActors};
 use crate::events::EventFlow;
 use crate::lifecycle::record::PeerTransition;
 use crate::lifecycle::PeerRecord;
-use crate::ports::{Admission, PeerDirectory};
+use crate::ports::{Admission, ChannelPolicyStatus, ChannelPort, PeerDirectory};
 use crate::session::SessionServer;
 use crate::storage::{Database, StorageError};
 use crate::wire::ilp::Address;
@@ -75,6 +75,15 @@ pub enum NodeError {
     },
 }
 
+/// One relay the node holds a connection to, as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConnection {
+    pub url: String,
+    /// `discovery` (`nostr.relays`) or `operator` (`events.operator_relay`).
+    pub role: &'static str,
+    pub connected: bool,
+}
+
 /// A running node. Cloning is cheap; every clone is the same node.
 #[derive(Clone)]
 pub struct Node {
@@ -100,6 +109,13 @@ struct Inner {
     chain: Option<Arc<crate::chain::EvmChannels>>,
     /// Discovery on Nostr, when `nostr.relays` is set, and its actors.
     discovery: Option<(Discovery, DiscoveryActors)>,
+    /// The channel port the peers use (its policy for the operator).
+    channels: Arc<dyn ChannelPort>,
+    /// Whose follow list the node connects: the follow monitor's operator when discovery
+    /// runs, else `nostr.operator_pubkey` if set.
+    operator: Option<PublicKey>,
+    /// `node.public_endpoint`, when set (what the node announces).
+    public_endpoint: Option<String>,
     /// The clock the peers' deadlines come from (the admin API's "seconds until").
     clock: crate::actors::clock::NodeClock,
     /// When the node started (its uptime).
@@ -204,6 +220,44 @@ impl Node {
     /// Discovery on Nostr, when relays are configured.
     pub fn discovery(&self) -> Option<&Discovery> {
         self.inner.discovery.as_ref().map(|(d, _)| d)
+    }
+
+    /// Whose follow list the node connects (see `Inner::operator`).
+    pub fn operator(&self) -> Option<PublicKey> {
+        self.inner.operator
+    }
+
+    /// The endpoint the node announces (`node.public_endpoint`), when set.
+    pub fn public_endpoint(&self) -> Option<&str> {
+        self.inner.public_endpoint.as_deref()
+    }
+
+    /// The channel port's deposit and auto-open policy, with what is left of its total cap
+    /// now; `None` when the port has none (no chain).
+    pub async fn channel_policy(&self) -> Option<ChannelPolicyStatus> {
+        self.inner.channels.channel_policy().await
+    }
+
+    /// The discovery relays, then the operator's relay, each with whether it is connected.
+    pub async fn relays(&self) -> Vec<RelayConnection> {
+        let mut relays = Vec::new();
+        if let Some(discovery) = self.discovery() {
+            for (url, connected) in discovery.relays.connections().await {
+                relays.push(RelayConnection {
+                    url,
+                    role: "discovery",
+                    connected,
+                });
+            }
+        }
+        if let Some(relay) = self.event_flow().and_then(|f| f.operator_relay()) {
+            relays.push(RelayConnection {
+                url: relay.url().to_string(),
+                role: "operator",
+                connected: relay.is_connected(),
+            });
+        }
+        relays
     }
 
     /// The node's registry as a port, for an adapter started outside the builder.

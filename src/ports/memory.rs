@@ -13,8 +13,8 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::{
-    AddressResolver, Announcement, ChannelPort, ChannelRequest, ChannelStatus, Fault, PeerTarget,
-    Ports, Resolution, Session, SessionConnector, Subscriptions,
+    AddressResolver, Announcement, ChannelPolicyStatus, ChannelPort, ChannelRequest, ChannelStatus,
+    Fault, PeerTarget, Ports, Resolution, Session, SessionConnector, Subscriptions,
 };
 
 #[derive(Default)]
@@ -38,6 +38,8 @@ struct World {
     dial_delay: std::time::Duration,
     /// The node's own network is down: every dial fails as unreachable.
     network_down: bool,
+    /// What `channel_policy` answers (default: nothing known).
+    policy: Option<ChannelPolicyStatus>,
 }
 
 /// A scriptable world behind all four ports. Cheap to clone (shared state).
@@ -190,6 +192,11 @@ impl MemoryWorld {
     /// Channels are opened without asking the operator.
     pub fn set_auto_open(&self, auto_open: bool) {
         self.with(|w| w.auto_open = auto_open);
+    }
+
+    /// What the channel port tells of its policy from now on (`None`: nothing).
+    pub fn set_channel_policy(&self, policy: Option<ChannelPolicyStatus>) {
+        self.with(|w| w.policy = policy);
     }
 
     /// Status checks an open transaction needs before it is confirmed.
@@ -403,6 +410,11 @@ impl ChannelPort for MemoryWorld {
                 })
             }
         })
+    }
+
+    /// As scripted with `set_channel_policy`.
+    async fn channel_policy(&self) -> Option<ChannelPolicyStatus> {
+        self.with(|w| w.policy.clone())
     }
 }
 

@@ -112,6 +112,28 @@ pub enum ChannelStatus {
     Dropped,
 }
 
+/// The channel policy as it stands, for the operator: what an open deposits and what the
+/// auto-open policy may still spend. Wei as `u128` (a figure past it shows as `u128::MAX`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelPolicyStatus {
+    /// What an open deposits unless the operator says otherwise (`chain.deposit_wei`).
+    pub deposit_wei: u128,
+    /// Whether followed peers get a channel without asking (`chain.auto_open.enabled`).
+    pub auto_open: bool,
+    /// The most one automatic open may deposit; `None` when auto-open is off.
+    pub per_channel_cap_wei: Option<u128>,
+    /// The most all automatic opens together may lock; `None` when auto-open is off.
+    pub total_cap_wei: Option<u128>,
+    /// Counted against the total cap now, as the auto-open check counts it: the wei locked
+    /// in open channels plus automatic opens reserved, signed or sent and not yet mined.
+    /// `None` when auto-open is off or the locked wei could not be read.
+    pub total_cap_used_wei: Option<u128>,
+    /// What is left of the total cap now (`None` as for `total_cap_used_wei`).
+    pub total_cap_left_wei: Option<u128>,
+    /// Why the figures of now are missing although auto-open is on (e.g. the RPC failed).
+    pub unknown_reason: Option<String>,
+}
+
 /// Payment channels on the EVM chain.
 #[async_trait]
 pub trait ChannelPort: Send + Sync {
@@ -139,6 +161,11 @@ pub trait ChannelPort: Send + Sync {
     /// The open signed under `tx_hash` will never be broadcast (the peer moved on before
     /// its hash was recorded): forget it, so the next open takes its nonce.
     async fn abandon_open(&self, _tx_hash: &str, _reason: &str) {}
+    /// The deposit and the auto-open policy with what is left of its total cap now (one
+    /// chain read); `None` when this port has no policy to tell.
+    async fn channel_policy(&self) -> Option<ChannelPolicyStatus> {
+        None
+    }
 }
 
 /// The initial REQ toward a connected peer, and its closing.

@@ -68,6 +68,10 @@ impl ChannelPort for Unwired {
     fn confirmations_required(&self) -> u64 {
         1
     }
+    /// No chain: no policy.
+    async fn channel_policy(&self) -> Option<super::ChannelPolicyStatus> {
+        None
+    }
 }
 
 #[async_trait]

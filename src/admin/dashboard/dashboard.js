@@ -54,6 +54,18 @@ function peerLabel(p) {
 function ms(rttUs) { return rttUs == null ? '' : (rttUs / 1000).toFixed(1) + ' ms'; }
 function when(at) { return at ? new Date(at).toLocaleTimeString() : ''; }
 function badge(s) { return el('span', { class: 'badge state-' + s }, s); }
+// Wei (a decimal string, as the API writes it) with its value in ether beside it.
+function wei(text) {
+  if (text == null) return '';
+  let eth = '';
+  try {
+    const n = BigInt(text);
+    const whole = n / 10n ** 18n;
+    const frac = (n % 10n ** 18n).toString().padStart(18, '0').slice(0, 6).replace(/0+$/, '');
+    eth = ' (' + whole + (frac ? '.' + frac : '') + ' ETH)';
+  } catch (_) { /* not a number: shown as it came */ }
+  return text + ' wei' + eth;
+}
 function setStatus(text, isError) {
   const s = $('status');
   s.textContent = text;
@@ -191,25 +203,47 @@ function renderPeers() {
   }
 }
 
+// The channel policy as /v1/info tells it: the deposit an approval proposes and what the
+// auto-open caps have left; null when the node has no channel policy.
+function policyText(policy) {
+  if (!policy) return null;
+  const parts = ['proposed deposit ' + wei(policy.deposit_wei) + ' (chain.deposit_wei)'];
+  if (!policy.auto_open) {
+    parts.push('auto-open off: every channel waits here');
+  } else {
+    parts.push('auto-open caps: ' + wei(policy.per_channel_cap_wei) + ' per channel, '
+      + wei(policy.total_cap_wei) + ' in all');
+    parts.push(policy.total_cap_left_wei != null
+      ? wei(policy.total_cap_left_wei) + ' left of the total cap'
+      : 'left of the total cap unknown (' + (policy.unknown_reason || 'not read') + ')');
+  }
+  return parts.join(' · ');
+}
+
 function renderInbox() {
   const box = $('inbox');
   box.replaceChildren();
   const waiting = [...state.peers.values()].filter((p) => p.state === 'channel_needed');
   $('inbox-count').textContent = '(' + waiting.length + ')';
+  const policy = state.info && state.info.chain ? state.info.chain.channel_policy : null;
+  const text = policyText(policy);
+  if (text) box.append(el('p', { id: 'inbox-policy' }, text));
   if (waiting.length === 0) {
     box.append(el('p', { class: 'muted' }, 'None: no peer waits for a channel.'));
     return;
   }
+  const proposed = policy ? policy.deposit_wei : null;
   box.append(el('table', {},
-    el('thead', {}, el('tr', {}, ['peer', 'pays to', 'why', 'deposit (wei, empty: chain.deposit_wei)', '']
-      .map((h) => el('th', {}, h)))),
+    el('thead', {}, el('tr', {}, ['peer', 'pays to', 'why', 'proposed deposit',
+      'deposit (wei, empty: the proposed one)', ''].map((h) => el('th', {}, h)))),
     el('tbody', {}, waiting.map((p) => {
-      const deposit = el('input', { type: 'text', inputmode: 'numeric', placeholder: 'default',
-        'data-deposit': p.nostr_pubkey, disabled: !state.canWrite });
+      const deposit = el('input', { type: 'text', inputmode: 'numeric',
+        placeholder: proposed || 'default', 'data-deposit': p.nostr_pubkey, disabled: !state.canWrite });
       return el('tr', { 'data-inbox': p.nostr_pubkey },
         el('td', { class: 'mono' }, peerLabel(p)),
         el('td', { class: 'mono' }, p.base_address || ''),
         el('td', { class: 'fault' }, p.failure_reason || ''),
+        el('td', { class: 'num proposed' }, proposed ? wei(proposed) : 'chain.deposit_wei'),
         el('td', {}, deposit),
         el('td', {}, el('button', { type: 'button', disabled: !state.canWrite,
           onclick: () => act(p, 'approve-channel', deposit.value.trim()) }, 'Approve')));
@@ -260,6 +294,15 @@ async function loadDetail(pubkey) {
     ['channel', p.channel_id || 'none'], ['open transaction', p.channel_tx_hash],
     ['opening since', when(p.channel_opening_since)], ['pays to', p.base_address],
   ];
+  // As the contract stores it now (read by the node when the peer has a channel).
+  const onChain = p.channel;
+  if (onChain && onChain.error) {
+    channel.push(['on chain', el('span', { class: 'error' }, onChain.error)]);
+  } else if (onChain) {
+    channel.push(['deposit', wei(onChain.deposit_wei)], ['claimed', wei(onChain.claimed_wei)],
+      ['expires', new Date(onChain.expiry * 1000).toLocaleString()],
+      ['closed', onChain.closed ? 'yes' : 'no']);
+  }
   const dl = (pairs) => el('dl', {}, pairs.filter(([, v]) => v !== undefined && v !== null && v !== '')
     .map(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
   box.append(dl(facts), el('h3', {}, 'Channel'), dl(channel), el('h3', {}, 'History'));
