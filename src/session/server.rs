@@ -439,6 +439,12 @@ async fn serve(
                 log::warn!("{from}: {} refused: {reason}", reached.0);
                 link.answer(&not_admitted(answer.request_id, &reason)).await;
                 link.shut(reason);
+                // Admitted by the directory, refused here: the session it was admitted for
+                // ends before it began.
+                if let (PeerIdentity::Nostr(key), Some(directory)) = (&reached.0, &state.admission)
+                {
+                    directory.inbound_ended(&key.to_hex());
+                }
                 return;
             }
             link.answer(&answer).await;
