@@ -397,6 +397,56 @@ async fn a_stranger_our_dial_never_reached_gives_its_slot_back_when_its_session_
     node.shutdown().await.unwrap();
 }
 
+#[actix_rt::test]
+async fn a_stranger_met_before_is_still_counted_and_closed_as_a_stranger() {
+    let world = MemoryWorld::new();
+    let keys = Keys::generate();
+    let mut session = session_settings(
+        "  max_unknown_inbound: 1
+  unknown_idle_timeout_ms: 1500
+",
+    );
+    // WebSocket pings every 20 s: the stranger never reads, so it would otherwise be
+    // dropped as a dead connection rather than as idle.
+    session.ws_ping_interval = Duration::from_secs(20);
+    let (node, endpoint) = listening_node(session, &keys, &world).await;
+    let stranger = Keys::generate();
+    // Its first visit leaves a record.
+    drop(authenticated_raw(&endpoint, &keys.public_key(), &stranger).await);
+    eventually(Duration::from_secs(10), "the first visit recorded", || {
+        let node = node.clone();
+        let pubkey = stranger.public_key().to_hex();
+        async move { node.peer(&pubkey).await.unwrap().map(|_| ()) }
+    })
+    .await;
+
+    // Back again, it takes the one place strangers have: another stranger is refused.
+    let mut back = authenticated_raw(&endpoint, &keys.public_key(), &stranger).await;
+    let other = Keys::generate();
+    let token = sign_token(&other, &endpoint, &keys.public_key(), unix_now(), 9).unwrap();
+    let mut ws = raw_connect(&endpoint).await;
+    send_packet(
+        &mut ws,
+        &Packet::auth(1, &other.public_key().to_hex(), &token_text(&token)),
+    )
+    .await;
+    match next_reaction(&mut ws).await {
+        Reaction::Answer(p) => assert!(
+            matches!(&p.body, btp::Body::Error { data, .. }
+                if String::from_utf8_lossy(data).contains("session.max_unknown_inbound")),
+            "{p:?}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // And, silent, it is closed as an idle stranger.
+    match next_reaction_within(&mut back, Duration::from_secs(10)).await {
+        Reaction::Closed(_) => {}
+        other => panic!("expected the idle close, got {other:?}"),
+    }
+    assert!(node.session_stats().unwrap().closed_idle_stranger >= 1);
+    node.shutdown().await.unwrap();
+}
+
 /// At least 300 strangers; more when the fd limit allows (at most 1,000).
 fn stranger_count() -> usize {
     let limit = std::fs::read_to_string("/proc/self/limits")

@@ -215,10 +215,11 @@ async fn at_a_limit_of_1_a_followed_peer_evicts_an_inbound_one_naming_itself() {
     assert!(!stranger.followed);
     assert_eq!(stranger.priority, 10);
     assert_eq!(stats(&node).await.running, 1);
-    // Its next session is a known peer's; another stranger finds no slot.
+    // Its next session is admitted (it holds a slot) but it is still a stranger to the
+    // session server; another stranger finds no slot.
     assert_eq!(
         node.admit(&pubkey(1)).await.unwrap(),
-        Admission::Admitted { known: true }
+        Admission::Admitted { known: false }
     );
     assert_eq!(
         node.admit(&pubkey(2)).await.unwrap(),

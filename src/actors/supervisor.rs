@@ -953,10 +953,15 @@ impl Handler<AdmitInbound> for PeerSupervisor {
             Some(record) if record.desired == PeerIntent::Disconnect => Admission::Refused {
                 reason: "disconnected by the operator".into(),
             },
+            // Known means followed: a stranger met before is still a stranger to the
+            // session server, counted against `session.max_unknown_inbound` and closed when
+            // idle (else keys registered once would come back without either bound).
             Some(record) if self.running.contains_key(&pubkey) || record.followed => {
-                Admission::Admitted { known: true }
+                Admission::Admitted {
+                    known: record.followed,
+                }
             }
-            Some(_) if self.running.len() < self.limit() => Admission::Admitted { known: true },
+            Some(_) if self.running.len() < self.limit() => Admission::Admitted { known: false },
             None if self.running.len() < self.limit() => {
                 // A peer that follows us is recorded and managed like any other: it takes
                 // a slot now, and gives it up to a better peer at the limit.
