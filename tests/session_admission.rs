@@ -16,17 +16,6 @@ use nostr::Keys;
 use support::sessions::*;
 use support::wait::eventually;
 
-async fn knock(endpoint: &str, server: &nostr::PublicKey, client: &Keys) -> Reaction {
-    let token = sign_token(client, endpoint, server, unix_now(), fastrand::u64(..)).unwrap();
-    let mut ws = raw_connect(endpoint).await;
-    send_packet(
-        &mut ws,
-        &Packet::auth(1, &client.public_key().to_hex(), &token_text(&token)),
-    )
-    .await;
-    next_reaction(&mut ws).await
-}
-
 /// A node on the in-memory world whose BTP server listens on loopback with the test
 /// session settings (`session_yaml` overrides them); returns it and its endpoint.
 async fn listening_node(
@@ -45,10 +34,6 @@ async fn listening_node(
         .unwrap();
     let endpoint = node.loopback_endpoint().unwrap();
     (node, endpoint)
-}
-
-fn admitted(reaction: &Reaction) -> bool {
-    matches!(reaction, Reaction::Answer(p) if p.body.is_response())
 }
 
 #[actix_rt::test]

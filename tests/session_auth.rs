@@ -12,7 +12,7 @@ use btp_nips_node::ports::{PeerTarget, SessionConnector};
 use btp_nips_node::session::auth::{self, sign_token, token_text};
 use btp_nips_node::session::client::{BtpSession, ClientAuth, ConnectError};
 use btp_nips_node::session::{unix_now, BtpConnector, SessionContext, SessionServer};
-use btp_nips_node::wire::btp::Packet;
+use btp_nips_node::wire::btp::{self, Packet};
 use btp_nips_node::wire::btp_nips;
 use btp_nips_node::wire::ilp;
 use nostr::Keys;
@@ -54,7 +54,7 @@ async fn tokens_are_refused_when_replayed_expired_misbound_or_forged() {
     let token = sign_token(&client, &endpoint, &server_pk, now, 1).unwrap();
     match try_token(&endpoint, &me, &token_text(&token)).await {
         Reaction::Answer(p) => {
-            assert!(p.body.is_response(), "{p:?}");
+            assert!(matches!(p.body, btp::Body::Response(_)), "{p:?}");
             assert_eq!(p.request_id, 7);
             let proof = p
                 .entry(auth::PROTOCOL_AUTH_PROOF)
@@ -99,7 +99,7 @@ async fn tokens_are_refused_when_replayed_expired_misbound_or_forged() {
     let text = refusal_text(try_token(&endpoint, "plain", "not-the-secret").await);
     assert!(text.contains("wrong shared secret"), "{text}");
     match try_token(&endpoint, "plain", SECRET).await {
-        Reaction::Answer(p) => assert!(p.body.is_response(), "{p:?}"),
+        Reaction::Answer(p) => assert!(matches!(p.body, btp::Body::Response(_)), "{p:?}"),
         other => panic!("right secret refused: {other:?}"),
     }
 }
@@ -257,7 +257,7 @@ async fn authenticated(endpoint: &str, server: &nostr::PublicKey) -> RawWs {
     )
     .await;
     match next_reaction(&mut ws).await {
-        Reaction::Answer(p) if p.body.is_response() => ws,
+        Reaction::Answer(p) if matches!(p.body, btp::Body::Response(_)) => ws,
         other => panic!("not authenticated: {other:?}"),
     }
 }
@@ -362,7 +362,7 @@ async fn a_peer_holds_one_inbound_session_the_newest() {
             let mut ws = raw_connect(&endpoint).await;
             send_packet(&mut ws, &Packet::auth(1, &username, &token_text(&token))).await;
             match next_reaction(&mut ws).await {
-                Reaction::Answer(p) if p.body.is_response() => ws,
+                Reaction::Answer(p) if matches!(p.body, btp::Body::Response(_)) => ws,
                 other => panic!("not authenticated: {other:?}"),
             }
         }

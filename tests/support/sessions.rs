@@ -126,6 +126,36 @@ pub async fn send_bytes(ws: &mut RawWs, bytes: Vec<u8>) {
     ws.send(Message::Binary(bytes.into())).await.expect("send");
 }
 
+/// Whether the server admitted us: a BTP Response (an Error is a response too, but a
+/// refusal).
+pub fn admitted(reaction: &Reaction) -> bool {
+    matches!(reaction, Reaction::Answer(p) if matches!(p.body, btp_nips_node::wire::btp::Body::Response(_)))
+}
+
+/// Opens a raw connection and authenticates `client` to `server` at `endpoint`; what the
+/// server did.
+pub async fn knock(endpoint: &str, server: &nostr::PublicKey, client: &nostr::Keys) -> Reaction {
+    let token = btp_nips_node::session::auth::sign_token(
+        client,
+        endpoint,
+        server,
+        btp_nips_node::session::unix_now(),
+        fastrand::u64(..),
+    )
+    .unwrap();
+    let mut ws = raw_connect(endpoint).await;
+    send_packet(
+        &mut ws,
+        &Packet::auth(
+            1,
+            &client.public_key().to_hex(),
+            &btp_nips_node::session::auth::token_text(&token),
+        ),
+    )
+    .await;
+    next_reaction(&mut ws).await
+}
+
 /// The BTP Error text of an answer, or a panic saying what came instead.
 pub fn refusal_text(reaction: Reaction) -> String {
     match reaction {

@@ -43,6 +43,7 @@ use nostr_relay_builder::prelude::{LocalRelay, RateLimit, RelayBuilder};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::bench_farm::{say, stdin_commands};
 use crate::bench_sessions::{raise_fd_limit, rss_of};
 
 /// Messages of each flood.
@@ -101,25 +102,13 @@ pub fn hostile_node() {
         node.follow(&friend.public_key().to_hex())
             .await
             .expect("follow the friend");
-        println!(
-            "{}",
-            json!({
-                "endpoint": node.loopback_endpoint().expect("listening"),
-                "pubkey": keys.public_key().to_hex(),
-                "friend_secret": friend.secret_key().to_secret_hex(),
-            })
-        );
-        std::io::stdout().flush().unwrap();
+        say(json!({
+            "endpoint": node.loopback_endpoint().expect("listening"),
+            "pubkey": keys.public_key().to_hex(),
+            "friend_secret": friend.secret_key().to_secret_hex(),
+        }));
 
-        let (tx, mut commands) = tokio::sync::mpsc::unbounded_channel::<String>();
-        std::thread::spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let mut commands = stdin_commands();
         while let Some(command) = commands.recv().await {
             match command.trim() {
                 "stats" => {
@@ -127,30 +116,26 @@ pub fn hostile_node() {
                     let serve = node.event_flow().map(|f| f.serve_stats().clone());
                     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
                     let running = node.stats().await.map(|s| s.running).unwrap_or(0);
-                    println!(
-                        "{}",
-                        json!({
-                            "inbound_sessions": node.inbound_sessions(),
-                            "peer_actors": running,
-                            "refused_unauthenticated": s.refused_unauthenticated,
-                            "refused_unauthenticated_per_ip": s.refused_unauthenticated_per_ip,
-                            "unauthenticated": s.unauthenticated,
-                            "auth_timeouts": s.auth_timeouts,
-                            "auth_refused": s.auth_refused,
-                            "closed_write_deadline": s.closed_write_deadline,
-                            "closed_idle_stranger": s.closed_idle_stranger,
-                            "requests_refused_in_flight": s.requests_refused_in_flight,
-                            "queue_high_water": s.queue_high_water,
-                            "in_flight_high_water": s.in_flight_high_water,
-                            "refused_filters_per_req": serve.as_ref().map_or(0, |x| get(&x.refused_filters_per_req)),
-                            "refused_live_reqs_per_peer": serve.as_ref().map_or(0, |x| get(&x.refused_live_reqs_per_peer)),
-                            "refused_live_reqs_strangers": serve.as_ref().map_or(0, |x| get(&x.refused_live_reqs_strangers)),
-                            "refused_live_reqs": serve.as_ref().map_or(0, |x| get(&x.refused_live_reqs)),
-                            "refused_subscriptions_per_peer": serve.as_ref().map_or(0, |x| get(&x.refused_subscriptions_per_peer)),
-                            "served_live_reqs": node.event_flow().map_or(0, |f| f.served_live_reqs()),
-                        })
-                    );
-                    std::io::stdout().flush().unwrap();
+                    say(json!({
+                        "inbound_sessions": node.inbound_sessions(),
+                        "peer_actors": running,
+                        "refused_unauthenticated": s.refused_unauthenticated,
+                        "refused_unauthenticated_per_ip": s.refused_unauthenticated_per_ip,
+                        "unauthenticated": s.unauthenticated,
+                        "auth_timeouts": s.auth_timeouts,
+                        "auth_refused": s.auth_refused,
+                        "closed_write_deadline": s.closed_write_deadline,
+                        "closed_idle_stranger": s.closed_idle_stranger,
+                        "requests_refused_in_flight": s.requests_refused_in_flight,
+                        "queue_high_water": s.queue_high_water,
+                        "in_flight_high_water": s.in_flight_high_water,
+                        "refused_filters_per_req": serve.as_ref().map_or(0, |x| get(&x.refused_filters_per_req)),
+                        "refused_live_reqs_per_peer": serve.as_ref().map_or(0, |x| get(&x.refused_live_reqs_per_peer)),
+                        "refused_live_reqs_strangers": serve.as_ref().map_or(0, |x| get(&x.refused_live_reqs_strangers)),
+                        "refused_live_reqs": serve.as_ref().map_or(0, |x| get(&x.refused_live_reqs)),
+                        "refused_subscriptions_per_peer": serve.as_ref().map_or(0, |x| get(&x.refused_subscriptions_per_peer)),
+                        "served_live_reqs": node.event_flow().map_or(0, |f| f.served_live_reqs()),
+                    }));
                 }
                 "quit" => break,
                 _ => {}
