@@ -9,7 +9,7 @@ use std::time::Duration;
 use btp_nips_node::lifecycle::backoff::BackoffPolicy;
 use btp_nips_node::lifecycle::{
     Action, Event, Fault, LifecycleConfig, LifecycleError, PeerIntent, PeerLifecycle, PeerRecord,
-    PeerState,
+    PeerState, Timestamp,
 };
 use support::sim::{announcement, Sim, PUBKEY, T0};
 
@@ -197,6 +197,73 @@ fn pongs_keep_a_peer_connected_and_feed_its_latency() {
     assert!(record.last_heartbeat.is_some());
     assert_eq!(sim.lc.priority(), 1, "followed and under 100 ms");
     assert_eq!(sim.count(|a| matches!(a, Action::SendPing { .. })), 30);
+}
+
+/// The records a run of PONGs writes, with the write interval set to `every`.
+fn heartbeat_writes(every: Duration, pongs: usize, rtt: Duration) -> (Sim, Vec<Timestamp>) {
+    let mut config = config();
+    config.heartbeat_write_interval = every;
+    let mut sim = Sim::new(config);
+    sim.connect();
+    // Connected and its first PING: what the connection itself wrote is not counted.
+    sim.step();
+    let from = sim.log.len();
+    for _ in 0..pongs {
+        sim.answer_pings(rtt);
+        sim.step();
+    }
+    let writes = sim.log[from..]
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::Persist { .. }))
+        .map(|(at, _)| *at)
+        .collect();
+    (sim, writes)
+}
+
+#[test]
+fn pongs_are_written_once_per_heartbeat_write_interval_and_reported_every_time() {
+    let interval = config().heartbeat_interval;
+    let (sim, writes) = heartbeat_writes(interval * 5, 20, Duration::from_millis(40));
+    // The first PONG changes the priority (latency now known and low): written at once;
+    // then one write per five intervals, never two closer than that.
+    assert_eq!(writes.len(), 4, "writes at {writes:?}");
+    assert!(writes.windows(2).all(|w| w[1] - w[0] >= interval * 5));
+    let reports = sim.count(|a| matches!(a, Action::ReportHeartbeat));
+    assert_eq!(
+        writes.len() + reports,
+        20,
+        "every PONG reaches the supervisor"
+    );
+
+    let (_, writes) = heartbeat_writes(Duration::ZERO, 20, Duration::from_millis(40));
+    assert_eq!(writes.len(), 20, "0 writes every PONG");
+}
+
+#[test]
+fn a_pong_that_changes_the_priority_is_written_at_once() {
+    let mut config = config();
+    config.heartbeat_write_interval = config.heartbeat_interval * 100;
+    let mut sim = Sim::new(config);
+    sim.connect();
+    sim.step();
+    sim.answer_pings(Duration::from_millis(40));
+    sim.step();
+    sim.answer_pings(Duration::from_millis(40));
+    assert_eq!(
+        sim.last_action(),
+        Some(&Action::ReportHeartbeat),
+        "nothing new but the heartbeat"
+    );
+    // Slow enough for the smoothed latency to cross 100 ms: priority 1 → 3.
+    for _ in 0..20 {
+        sim.step();
+        sim.answer_pings(Duration::from_millis(900));
+        if sim.lc.priority() != 1 {
+            break;
+        }
+    }
+    assert_eq!(sim.lc.priority(), 3);
+    assert!(matches!(sim.last_action(), Some(Action::Persist { .. })));
 }
 
 #[test]

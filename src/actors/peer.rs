@@ -45,6 +45,16 @@ pub struct ChannelProgressed(pub ChannelProgress);
 #[rtype(result = "()")]
 pub struct PeerReport(pub PeerRecord);
 
+/// A PONG between heartbeat writes: the peer's new latency, nothing else changed and
+/// nothing written (the supervisor keeps it in its copy of the record).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct HeartbeatReport {
+    pub nostr_pubkey: String,
+    pub rtt_us: u32,
+    pub at: Timestamp,
+}
+
 /// Deliberately disconnect (unfollow, operator): recorded as intent, never retried.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
@@ -129,6 +139,8 @@ pub struct PeerActor {
     generation: u64,
     /// Where the progress of our open transaction is reported, if anywhere.
     channel_reports: Option<Recipient<ChannelProgressed>>,
+    /// Where a PONG between heartbeat writes is reported; without it, as a whole record.
+    heartbeat_reports: Option<Recipient<HeartbeatReport>>,
     /// The last progress reported (transaction, confirmations): a poll that finds nothing
     /// new reports nothing.
     last_channel_report: Option<(String, u64)>,
@@ -166,6 +178,7 @@ impl PeerActor {
             restart_count: None,
             generation: 0,
             channel_reports: None,
+            heartbeat_reports: None,
             last_channel_report: None,
         }
     }
@@ -174,6 +187,12 @@ impl PeerActor {
     /// when it is open) to `recipient`.
     pub fn reporting_channels(mut self, recipient: Recipient<ChannelProgressed>) -> Self {
         self.channel_reports = Some(recipient);
+        self
+    }
+
+    /// Reports each PONG not written to the database to `recipient`, as its latency only.
+    pub fn reporting_heartbeats(mut self, recipient: Recipient<HeartbeatReport>) -> Self {
+        self.heartbeat_reports = Some(recipient);
         self
     }
 
@@ -466,6 +485,23 @@ impl PeerActor {
                 }
             }
             Action::CloseSession => self.close_session(ctx),
+            Action::ReportHeartbeat => {
+                let record = self.lifecycle.record();
+                match (
+                    &self.heartbeat_reports,
+                    record.rtt_us,
+                    record.last_heartbeat,
+                ) {
+                    (Some(recipient), Some(rtt_us), Some(at)) => {
+                        recipient.do_send(HeartbeatReport {
+                            nostr_pubkey: record.nostr_pubkey.clone(),
+                            rtt_us,
+                            at,
+                        })
+                    }
+                    _ => self.supervisor.do_send(PeerReport(record.clone())),
+                }
+            }
             Action::Persist { durable } => {
                 let record = self.lifecycle.record().clone();
                 self.persistence.do_send(SaveRecord {

@@ -29,8 +29,8 @@ pub use super::notification::Heartbeat;
 use super::notification::{FollowChange, FollowSource, Notification};
 use super::outage::{OutageDetector, OutageRules, Verdict};
 use super::peer::{
-    ApproveChannel, ChannelProgressed, Disconnect, Evict, GetRecord, Observed, PeerActor,
-    PeerReport, RestartPolicy, Retry, SetFollowed, Shutdown,
+    ApproveChannel, ChannelProgressed, Disconnect, Evict, GetRecord, HeartbeatReport, Observed,
+    PeerActor, PeerReport, RestartPolicy, Retry, SetFollowed, Shutdown,
 };
 use super::persistence::{PersistenceActor, RecordTransition, SaveRecord};
 use crate::config::PeerConnectionSettings;
@@ -592,6 +592,7 @@ impl PeerSupervisor {
         let persistence = self.persistence.clone();
         let me = ctx.address().recipient();
         let progress = ctx.address().recipient();
+        let heartbeats = ctx.address().recipient();
         let clock = self.clock;
         let initial = record.clone();
         let restarts = self.actor_restarts.clone();
@@ -601,6 +602,7 @@ impl PeerSupervisor {
                 .counting_restarts(restarts)
                 .with_generation(generation)
                 .reporting_channels(progress)
+                .reporting_heartbeats(heartbeats)
         });
         let wants = record.desired;
         self.running.insert(
@@ -728,6 +730,32 @@ impl Handler<PeerReport> for PeerSupervisor {
             self.unpark(&pubkey);
             self.park(record);
         }
+    }
+}
+
+impl Handler<HeartbeatReport> for PeerSupervisor {
+    type Result = ();
+    fn handle(&mut self, report: HeartbeatReport, _ctx: &mut Self::Context) {
+        let Some(peer) = self.running.get_mut(&report.nostr_pubkey) else {
+            return;
+        };
+        if peer.record.last_heartbeat == Some(report.at) {
+            return;
+        }
+        peer.record.rtt_us = Some(report.rtt_us);
+        peer.record.last_heartbeat = Some(report.at);
+        let HeartbeatReport {
+            nostr_pubkey,
+            rtt_us,
+            at,
+        } = report;
+        self.notify(|| {
+            Notification::Heartbeat(Heartbeat {
+                nostr_pubkey,
+                rtt_us,
+                at,
+            })
+        });
     }
 }
 

@@ -25,6 +25,14 @@ pub struct PeerConnectionSettings {
     /// A heartbeat not answered within this fails the session; shorter than the interval.
     #[serde(rename = "heartbeat_timeout_seconds", deserialize_with = "seconds")]
     pub heartbeat_timeout: Duration,
+    /// A PONG that changes nothing but the heartbeat time and the smoothed RTT is written
+    /// to the database at most this often per peer (0: every PONG). Those two fields are
+    /// soft state: a crash loses at most this much of them, and nothing else.
+    #[serde(
+        rename = "heartbeat_write_interval_seconds",
+        deserialize_with = "seconds"
+    )]
+    pub heartbeat_write_interval: Duration,
     pub max_reconnect_attempts: u32,
     #[serde(rename = "reconnect_initial_delay_ms", deserialize_with = "millis")]
     pub reconnect_initial_delay: Duration,

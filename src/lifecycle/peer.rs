@@ -29,6 +29,9 @@ use crate::config::PeerConnectionSettings;
 pub struct LifecycleConfig {
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
+    /// A PONG that changes only the heartbeat fields is written at most this often
+    /// (zero: every PONG); any other change writes the whole record at once.
+    pub heartbeat_write_interval: Duration,
     pub backoff: BackoffPolicy,
     /// Connected this long → the attempt counter resets.
     pub stable_connection: Duration,
@@ -50,6 +53,7 @@ impl From<&PeerConnectionSettings> for LifecycleConfig {
         LifecycleConfig {
             heartbeat_interval: s.heartbeat_interval,
             heartbeat_timeout: s.heartbeat_timeout,
+            heartbeat_write_interval: s.heartbeat_write_interval,
             backoff: BackoffPolicy {
                 initial: s.reconnect_initial_delay,
                 max: s.reconnect_max_delay,
@@ -217,6 +221,9 @@ pub enum Action {
     CloseSession,
     /// Write the record; `durable`: wait for the commit before going on.
     Persist { durable: bool },
+    /// Tell the supervisor the peer's new latency (a PONG between heartbeat writes); the
+    /// record is not written (yet).
+    ReportHeartbeat,
 }
 
 /// An event that does not apply in the peer's current state.
@@ -273,6 +280,9 @@ pub struct PeerLifecycle {
     /// The PING in flight: its nonce and when it was sent (its PONG is due at
     /// `Timer::PongDue`).
     ping_in_flight: Option<(u64, Timestamp)>,
+    /// When the record was last queued for writing: a PONG writes only once
+    /// `heartbeat_write_interval` has passed since (`None`: not yet in this run).
+    last_written: Option<Timestamp>,
     /// Source of backoff jitter and PING nonces; seeded by the driver.
     rng: fastrand::Rng,
 }
@@ -313,6 +323,7 @@ impl PeerLifecycle {
             refundable_loss: false,
             timers: TimerTable::default(),
             ping_in_flight: None,
+            last_written: None,
             rng: fastrand::Rng::with_seed(seed),
         };
         // The deadlines a record carries (next attempt, channel opening) hold from the start.
@@ -602,12 +613,23 @@ impl PeerLifecycle {
 
     fn persist(&mut self, now: Timestamp, durable: bool) {
         self.record.updated_at = now;
+        self.last_written = Some(now);
         // One write carries the whole record: a later one in the same batch supersedes.
-        if let Some(Action::Persist { durable: queued }) = self.actions.back_mut() {
-            *queued |= durable;
-            return;
+        match self.actions.back_mut() {
+            Some(Action::Persist { durable: queued }) => *queued |= durable,
+            Some(report @ Action::ReportHeartbeat) => *report = Action::Persist { durable },
+            _ => self.actions.push_back(Action::Persist { durable }),
         }
-        self.actions.push_back(Action::Persist { durable });
+    }
+
+    /// A heartbeat the supervisor should see but the database need not have yet.
+    fn report_heartbeat(&mut self) {
+        if !matches!(
+            self.actions.back(),
+            Some(Action::Persist { .. } | Action::ReportHeartbeat)
+        ) {
+            self.actions.push_back(Action::ReportHeartbeat);
+        }
     }
 
     fn reprioritise(&mut self) {
@@ -936,8 +958,18 @@ impl PeerLifecycle {
         };
         self.record.rtt_us = Some(smoothed.round() as u32);
         self.record.last_heartbeat = Some(now);
+        let priority = self.record.priority;
         self.reprioritise();
-        self.persist(now, false);
+        // Heartbeat time and latency are soft state, written every so often; a new
+        // priority decides eviction and the order of redials, so it is written at once.
+        let write_due = self
+            .last_written
+            .is_none_or(|at| now - at >= self.config.heartbeat_write_interval);
+        if write_due || self.record.priority != priority {
+            self.persist(now, false);
+        } else {
+            self.report_heartbeat();
+        }
         Ok(())
     }
 

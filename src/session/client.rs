@@ -279,9 +279,9 @@ impl BtpSession {
     }
 
     fn expiry(&self) -> Timestamp {
-        let millis = self.ctx.timings.request_timeout.as_millis() as u64;
-        Timestamp::now()
-            .checked_add_millis(millis)
+        std::time::SystemTime::now()
+            .checked_add(self.ctx.timings.request_timeout)
+            .and_then(Timestamp::from_system_time)
             .unwrap_or_else(Timestamp::now)
     }
 
