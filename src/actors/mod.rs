@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod dial_gate;
+pub mod dial_queue;
 pub mod directory;
 pub mod notification;
 pub mod outage;

@@ -25,6 +25,7 @@ use actix::prelude::*;
 
 use super::clock::NodeClock;
 use super::dial_gate::{DialGate, DialObserved, DialOutcome};
+use super::dial_queue::DialQueue;
 pub use super::notification::Heartbeat;
 use super::notification::{FollowChange, FollowSource, Notification};
 use super::outage::{OutageDetector, OutageRules, Verdict};
@@ -285,7 +286,7 @@ pub struct PeerSupervisor {
     /// The subset of `idle` that wants a slot, ordered best priority first.
     waiting: BTreeSet<(u8, String)>,
     /// Stored peers to bring back after a restart, best priority first.
-    recovery: VecDeque<PeerRecord>,
+    recovery: DialQueue,
     /// Paces `recovery`, `follow_queue` and `redial_queue` (the dial budget).
     recovery_timer: Option<SpawnHandle>,
     /// Peers the operator paused, by the end of their pause; retried when it passes.
@@ -295,7 +296,7 @@ pub struct PeerSupervisor {
     /// Counted by every peer actor when it restarts.
     actor_restarts: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// New peers waiting for the dial budget, best priority first.
-    follow_queue: VecDeque<PeerRecord>,
+    follow_queue: DialQueue,
     /// Running peers that waited out a network outage, to be redialled within the budget.
     redial_queue: VecDeque<String>,
     /// Peers let through the dial budget since the current interval began.
@@ -341,7 +342,6 @@ impl PeerSupervisor {
                 idle.insert(record.nostr_pubkey.clone(), record);
             }
         }
-        recovery.sort_by(|a, b| (a.priority, &a.nostr_pubkey).cmp(&(b.priority, &b.nostr_pubkey)));
         // Paused before a restart: the pause still ends when it was meant to.
         let pauses = idle
             .values()
@@ -369,12 +369,12 @@ impl PeerSupervisor {
             running: HashMap::new(),
             idle,
             waiting: BTreeSet::new(),
-            recovery: recovery.into(),
+            recovery: recovery.into_iter().collect(),
             recovery_timer: None,
             pauses,
             actor_restarts: Default::default(),
             generation: std::cell::Cell::new(0),
-            follow_queue: VecDeque::new(),
+            follow_queue: DialQueue::default(),
             redial_queue: VecDeque::new(),
             dialed_this_interval: 0,
             interval_began: Timestamp::default(),
@@ -458,7 +458,7 @@ impl PeerSupervisor {
             .get(pubkey)
             .map(|p| &p.record)
             .or_else(|| self.idle.get(pubkey))
-            .or_else(|| self.queued().find(|r| r.nostr_pubkey == pubkey))
+            .or_else(|| self.queued_record(pubkey))
             .is_some_and(|r| r.followed)
     }
 
@@ -648,7 +648,7 @@ impl PeerSupervisor {
     }
 
     fn running_or_unknown(&self, pubkey: &str) -> Result<(), SupervisorError> {
-        let queued = self.queued().any(|r| r.nostr_pubkey == pubkey);
+        let queued = self.recovery.contains(pubkey) || self.follow_queue.contains(pubkey);
         if self.running.contains_key(pubkey) || self.idle.contains_key(pubkey) || queued {
             Ok(())
         } else {
@@ -659,12 +659,16 @@ impl PeerSupervisor {
     /// Takes a stored peer out of the startup recovery queue (an operator or follow-list
     /// decision about it comes before its turn).
     fn take_recovering(&mut self, pubkey: &str) -> Option<PeerRecord> {
-        for queue in [&mut self.recovery, &mut self.follow_queue] {
-            if let Some(pos) = queue.iter().position(|r| r.nostr_pubkey == pubkey) {
-                return queue.remove(pos);
-            }
-        }
-        None
+        self.recovery
+            .remove(pubkey)
+            .or_else(|| self.follow_queue.remove(pubkey))
+    }
+
+    /// `pubkey`'s record if it waits for the dial budget.
+    fn queued_record(&self, pubkey: &str) -> Option<&PeerRecord> {
+        self.recovery
+            .get(pubkey)
+            .or_else(|| self.follow_queue.get(pubkey))
     }
 
     /// Every record queued for the dial budget (stored peers, then new follows).
@@ -975,7 +979,7 @@ impl Handler<AdmitInbound> for PeerSupervisor {
             .get(&pubkey)
             .map(|p| &p.record)
             .or_else(|| self.idle.get(&pubkey))
-            .or_else(|| self.queued().find(|r| r.nostr_pubkey == pubkey));
+            .or_else(|| self.queued_record(&pubkey));
         let admission = match known {
             // The operator's stop holds for both directions, followed or not.
             Some(record) if record.desired == PeerIntent::Disconnect => Admission::Refused {
@@ -1061,11 +1065,11 @@ impl Handler<PeerSnapshot> for PeerSupervisor {
                 Box::pin(async move { request.await.ok() })
             }
             None => {
-                let record = self.idle.get(&msg.nostr_pubkey).cloned().or_else(|| {
-                    self.queued()
-                        .find(|r| r.nostr_pubkey == msg.nostr_pubkey)
-                        .cloned()
-                });
+                let record = self
+                    .idle
+                    .get(&msg.nostr_pubkey)
+                    .or_else(|| self.queued_record(&msg.nostr_pubkey))
+                    .cloned();
                 Box::pin(async move { record })
             }
         }
@@ -1125,18 +1129,7 @@ impl PeerSupervisor {
     /// Queues a new peer for the dial budget (best priority first) and lets through what
     /// the budget allows now.
     fn queue_dial(&mut self, record: PeerRecord, ctx: &mut Context<Self>) {
-        let key = (record.priority, &record.nostr_pubkey);
-        let after = |r: &PeerRecord| (r.priority, &r.nostr_pubkey) > key;
-        // A follow list arrives sorted: most new peers go to the back.
-        let at = match self.follow_queue.back() {
-            Some(last) if after(last) => self
-                .follow_queue
-                .iter()
-                .position(after)
-                .unwrap_or(self.follow_queue.len()),
-            _ => self.follow_queue.len(),
-        };
-        self.follow_queue.insert(at, record);
+        self.follow_queue.push(record);
         self.pump_dials(ctx);
     }
 
@@ -1157,7 +1150,7 @@ impl PeerSupervisor {
                 }
                 continue;
             }
-            let from_follows = match (self.recovery.front(), self.follow_queue.front()) {
+            let from_follows = match (self.recovery.first(), self.follow_queue.first()) {
                 (Some(stored), Some(new)) => {
                     (new.priority, &new.nostr_pubkey) < (stored.priority, &stored.nostr_pubkey)
                 }
@@ -1166,9 +1159,9 @@ impl PeerSupervisor {
                 (None, None) => break,
             };
             let next = if from_follows {
-                self.follow_queue.pop_front()
+                self.follow_queue.pop_first()
             } else {
-                self.recovery.pop_front()
+                self.recovery.pop_first()
             };
             if let Some(record) = next {
                 self.dialed_this_interval += 1;
