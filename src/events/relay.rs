@@ -25,8 +25,8 @@
 //!   nostr-sdk cannot parse and drops, so such a refusal looks like silence
 //!   ([`OperatorRelayError::Unavailable`] after [`RelayTuning::query_timeout`]). It also
 //!   slows the whole connection down after every refused event (2 s per message,
-//!   doubling). That is why [`OperatorRelay::publish`] checks an event's id and signature
-//!   itself and never sends an invalid one.
+//!   doubling). That is why [`OperatorRelay::publish`] takes only a [`VerifiedEvent`]: an
+//!   invalid event cannot be given to it, and the check is not made twice.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -38,6 +38,7 @@ use nostr_sdk::prelude::{
 };
 use tokio::sync::broadcast::{self, error::RecvError};
 
+use super::VerifiedEvent;
 use crate::discovery::relays::{RelayError, RelaySet, RelayTuning};
 
 /// What went wrong with the operator's relay.
@@ -46,13 +47,6 @@ pub enum OperatorRelayError {
     /// The URL is not a relay URL.
     #[error("operator relay URL {url:?}: {reason}")]
     Url { url: String, reason: String },
-    /// The event's id or signature is wrong; it was not sent to the relay.
-    #[error("event {id} not published: {reason}")]
-    Invalid {
-        /// The id the event claims (hex).
-        id: String,
-        reason: String,
-    },
     /// The relay answered `OK false` (other than "duplicate:"): `reason` is its message.
     #[error("the operator relay refused the event: {reason}")]
     Refused { reason: String },
@@ -171,19 +165,14 @@ impl OperatorRelay {
 
     /// Publishes `event` and waits (up to `query_timeout`) for the relay's OK.
     ///
+    /// Only a [`VerifiedEvent`] is taken, so the relay never sees an invalid event.
+    ///
     /// `Ok(())` when the relay accepted it, or already had it ("duplicate:", whether the
-    /// relay says `OK true` or `OK false`); [`OperatorRelayError::Invalid`] when the
-    /// event's id or signature is wrong (checked here; the relay never sees it);
-    /// [`OperatorRelayError::Refused`] when the relay answered `OK false`;
+    /// relay says `OK true` or `OK false`); [`OperatorRelayError::Refused`] when the relay
+    /// answered `OK false`;
     /// [`OperatorRelayError::Unavailable`] when it is not connected (after waiting
     /// `connect_timeout`) or did not answer.
-    pub async fn publish(&self, event: &Event) -> Result<(), OperatorRelayError> {
-        if let Err(e) = event.verify() {
-            return Err(OperatorRelayError::Invalid {
-                id: event.id.to_hex(),
-                reason: e.to_string(),
-            });
-        }
+    pub async fn publish(&self, event: &VerifiedEvent) -> Result<(), OperatorRelayError> {
         self.ready().await?;
         let timeout = self.set.tuning().query_timeout;
         match tokio::time::timeout(timeout, self.relay.send_event(event)).await {
