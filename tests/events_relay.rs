@@ -36,6 +36,7 @@ on_both_relays!(
     a_burst_within_the_buffer_loses_nothing,
     a_live_listener_that_falls_behind_is_told,
     relay_down_is_unavailable_quickly_and_publish_works_after_a_restart,
+    a_stored_read_takes_no_room_from_a_live_subscription,
 );
 
 async fn connect_with(relay: &TestRelay, tuning: RelayTuning) -> OperatorRelay {
@@ -234,6 +235,38 @@ async fn an_invalid_event_is_never_sent(kind: Impl) {
     // … and has only the valid one.
     assert_eq!(ids(&stored.events), vec![good.id]);
     op.shutdown().await;
+}
+
+/// Stored reads are taken off the connection before nostr-sdk's broadcast: a read of many
+/// more events than the notification buffer holds succeeds, and a live subscription left
+/// waiting meanwhile (as a served subscription is while its stored events go out) loses
+/// nothing to it.
+async fn a_stored_read_takes_no_room_from_a_live_subscription(kind: Impl) {
+    let relay = TestRelay::start(kind).await;
+    let small = RelayTuning {
+        notification_capacity: 16,
+        ..tuning()
+    };
+    let op = connect_with(&relay, small).await;
+    let publisher = connect(&relay).await;
+    let keys = Keys::generate();
+    let t0 = now();
+    let stored: Vec<Event> = (0..60)
+        .map(|i| note(&keys, t0 - 1_000 + i, &format!("stored {i}")))
+        .collect();
+    publish_all(&publisher, &stored).await;
+
+    let mut live = op
+        .live(by_author(&keys).since(Timestamp::from(t0)))
+        .await
+        .unwrap();
+    let read = op.stored(by_author(&keys), 20, 1_000).await.unwrap();
+    assert_eq!(ids(&read.events), ids(&stored));
+    let sentinel = note(&keys, t0 + 1, "sentinel");
+    publish_all(&publisher, std::slice::from_ref(&sentinel)).await;
+    assert_eq!(next_event(&mut live).await.id, sentinel.id);
+    op.shutdown().await;
+    publisher.shutdown().await;
 }
 
 async fn live_yields_only_new_events_and_drop_closes_the_subscription(kind: Impl) {

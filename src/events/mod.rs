@@ -7,7 +7,7 @@
 //! - [`flow`] — [`flow::EventFlow`], the node's [`crate::ports::Subscriptions`] and its
 //!   [`crate::session::NostrMessages`]: ties the above to sessions and peer lifecycles.
 //! - [`relay`] — the operator's own Nostr relay; [`store`] makes it the real
-//!   [`OperatorStore`].
+//!   [`OperatorStore`]; [`reads`] takes its stored reads past nostr-sdk's event pipeline.
 //! - [`verified`] — [`VerifiedEvent`], the only kind of event the operator's relay is given:
 //!   an event is checked once, by whoever received it, and never published unchecked.
 //!
@@ -21,6 +21,7 @@ use nostr::{Event, EventId, Filter};
 pub mod flow;
 pub mod inbox;
 pub mod messages;
+pub mod reads;
 pub mod relay;
 pub mod serve;
 pub mod store;
