@@ -71,7 +71,7 @@ impl Refusal {
 pub enum Accepted {
     /// New: publish it (the event, checked here once for all), then hand the ticket to
     /// [`Inbox::received`].
-    New(Ticket, VerifiedEvent),
+    New(Ticket, Box<VerifiedEvent>),
     /// Already received (the cursor's second is asked again on resume): answer, do not
     /// publish twice.
     AlreadyReceived,
@@ -237,7 +237,7 @@ impl Inbox {
             id: event_id,
             published: false,
         });
-        Ok(Accepted::New(ticket, event))
+        Ok(Accepted::New(ticket, Box::new(event)))
     }
 
     /// The event of `ticket` is published (or will never be: the relay refused it for
