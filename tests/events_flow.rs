@@ -503,3 +503,78 @@ async fn subscriptions_are_limited_with_a_notice_and_oversize_events_are_never_c
     );
     assert!(b.flow.serve_stats().too_large.load(Ordering::Relaxed) >= 2);
 }
+
+/// Stored events are read in chunks smaller than a page (the next one read while the
+/// current one goes out, a window of EVENTs in flight): across all of them, the asker still
+/// gets every stored event exactly once, oldest first (ascending `created_at`, then id),
+/// and EOSE only after the last.
+#[actix_rt::test]
+async fn stored_events_go_out_oldest_first_exactly_once_across_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay_b = TestRelay::start(Impl::Builder).await;
+    let keys_b = Keys::generate();
+    let to_b = relay_client(&relay_b.url()).await;
+    let t0 = unix_now() - 1_000;
+    // 23 events (more than three pages of 7), four of them sharing one second.
+    let mut stored: Vec<Event> = (0..19)
+        .map(|i| note(&keys_b, &format!("single {i}"), t0 + 2 * i))
+        .collect();
+    stored.extend((0..4).map(|i| note(&keys_b, &format!("crowd {i}"), t0 + 11)));
+    for e in &stored {
+        publish(&to_b, e).await;
+    }
+    stored.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+    let b = RunningNode::start(
+        "beta",
+        keys_b.clone(),
+        format!("sqlite://{}", dir.path().join("b.db").display()),
+        &relay_b.url(),
+        2,
+    );
+
+    let keys_c = Keys::generate();
+    let received = Arc::new(Mutex::new(Received::default()));
+    let ctx = SessionContext::with_handler(
+        keys_c.clone(),
+        own_address("client", &keys_c.public_key()),
+        session_settings(""),
+        Arc::new(Recorder(received.clone())),
+    );
+    let session = BtpSession::connect(
+        ctx,
+        &b.endpoint(),
+        ClientAuth::Nostr {
+            server: keys_b.public_key(),
+        },
+    )
+    .await
+    .unwrap();
+    let req = NostrMessage::Req {
+        id: "s1".into(),
+        filters: vec![Filter::new().author(keys_b.public_key())],
+    }
+    .to_packet("g.x", 1);
+    assert_eq!(session.send(req).await.unwrap(), None, "REQ accepted");
+
+    let started = Instant::now();
+    let events_at_eose = loop {
+        {
+            let r = received.lock().unwrap();
+            if !r.eose.is_empty() {
+                break r.events.len();
+            }
+        }
+        assert!(started.elapsed() < SOON, "EOSE for s1");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let r = received.lock().unwrap();
+    assert_eq!(
+        events_at_eose,
+        stored.len(),
+        "EOSE after every stored event"
+    );
+    let got: Vec<_> = r.events.iter().map(|e| e.id).collect();
+    let expected: Vec<_> = stored.iter().map(|e| e.id).collect();
+    assert_eq!(got, expected, "each once, oldest first");
+    assert!(r.notices.is_empty(), "{:?}", r.notices);
+}

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use btp_nips_node::discovery::relays::RelayTuning;
 use btp_nips_node::events::relay::{LiveEvents, OperatorRelay, OperatorRelayError};
+use btp_nips_node::events::VerifiedEvent;
 use nostr_relay_builder::prelude::{LocalRelay, RelayBuilder, RelayBuilderMode};
 use nostr_sdk::prelude::{
     Event, EventBuilder, EventId, Filter, JsonUtil, Keys, Kind, RelayMessage, RelayNotification,
@@ -35,6 +36,7 @@ on_both_relays!(
     a_burst_within_the_buffer_loses_nothing,
     a_live_listener_that_falls_behind_is_told,
     relay_down_is_unavailable_quickly_and_publish_works_after_a_restart,
+    a_stored_read_takes_no_room_from_a_live_subscription,
 );
 
 async fn connect_with(relay: &TestRelay, tuning: RelayTuning) -> OperatorRelay {
@@ -62,6 +64,11 @@ fn note(keys: &Keys, created_at: u64, content: &str) -> Event {
         .unwrap()
 }
 
+/// `event` as the relay takes it: checked.
+fn checked(event: &Event) -> VerifiedEvent {
+    VerifiedEvent::verify(event.clone()).unwrap()
+}
+
 fn by_author(keys: &Keys) -> Filter {
     Filter::new().kind(Kind::TextNote).author(keys.public_key())
 }
@@ -78,7 +85,7 @@ fn ids(events: &[Event]) -> Vec<EventId> {
 
 async fn publish_all(op: &OperatorRelay, events: &[Event]) {
     for e in events {
-        op.publish(e).await.unwrap();
+        op.publish(&checked(e)).await.unwrap();
     }
 }
 
@@ -98,7 +105,7 @@ async fn publish_eventually(op: &OperatorRelay, event: &Event) {
         Duration::from_secs(30),
         Duration::from_millis(50),
         || async {
-            match op.publish(event).await {
+            match op.publish(&checked(event)).await {
                 Ok(()) => Ok(Ok(())),
                 Err(unavailable @ OperatorRelayError::Unavailable { .. }) => Err(unavailable),
                 Err(e) => Ok(Err(e)),
@@ -142,8 +149,8 @@ async fn publish_then_stored_returns_it_and_a_duplicate_is_accepted(kind: Impl) 
     let keys = Keys::generate();
     let other = Keys::generate();
     let event = note(&keys, now() - 5, "hello");
-    op.publish(&event).await.unwrap();
-    op.publish(&note(&other, now() - 5, "not asked for"))
+    op.publish(&checked(&event)).await.unwrap();
+    op.publish(&checked(&note(&other, now() - 5, "not asked for")))
         .await
         .unwrap();
 
@@ -153,7 +160,7 @@ async fn publish_then_stored_returns_it_and_a_duplicate_is_accepted(kind: Impl) 
     assert_eq!(stored.events[0], event);
 
     // The relay already has it: accepted (nostr-relay answers `OK false "duplicate: …"`).
-    op.publish(&event).await.unwrap();
+    op.publish(&checked(&event)).await.unwrap();
     let stored = op.stored(by_author(&keys), 10, 100).await.unwrap();
     assert_eq!(ids(&stored.events), vec![event.id]);
     op.shutdown().await;
@@ -211,18 +218,14 @@ async fn an_invalid_event_is_never_sent(kind: Impl) {
     let forged = Event::from_json(json.to_string()).unwrap();
     assert_eq!(forged.id, signed.id);
 
-    match op.publish(&forged).await {
-        Err(OperatorRelayError::Invalid { id, reason }) => {
-            assert_eq!(id, signed.id.to_hex());
-            assert!(!reason.is_empty());
-        }
-        other => panic!("{other:?}"),
-    }
+    // Only a verified event can be published, and this one cannot be verified.
+    let refused = VerifiedEvent::verify(forged).unwrap_err();
+    assert_eq!(refused.id, signed.id.to_hex());
     // The relay never saw it, so it did not slow the connection down (the Python relay
     // sleeps 2 s before and after every message once it refused one) …
     let started = Instant::now();
     let good = note(&keys, now() - 4, "a valid one");
-    op.publish(&good).await.unwrap();
+    op.publish(&checked(&good)).await.unwrap();
     let stored = op.stored(by_author(&keys), 10, 100).await.unwrap();
     assert!(
         started.elapsed() < Duration::from_millis(1500),
@@ -232,6 +235,38 @@ async fn an_invalid_event_is_never_sent(kind: Impl) {
     // … and has only the valid one.
     assert_eq!(ids(&stored.events), vec![good.id]);
     op.shutdown().await;
+}
+
+/// Stored reads are taken off the connection before nostr-sdk's broadcast: a read of many
+/// more events than the notification buffer holds succeeds, and a live subscription left
+/// waiting meanwhile (as a served subscription is while its stored events go out) loses
+/// nothing to it.
+async fn a_stored_read_takes_no_room_from_a_live_subscription(kind: Impl) {
+    let relay = TestRelay::start(kind).await;
+    let small = RelayTuning {
+        notification_capacity: 16,
+        ..tuning()
+    };
+    let op = connect_with(&relay, small).await;
+    let publisher = connect(&relay).await;
+    let keys = Keys::generate();
+    let t0 = now();
+    let stored: Vec<Event> = (0..60)
+        .map(|i| note(&keys, t0 - 1_000 + i, &format!("stored {i}")))
+        .collect();
+    publish_all(&publisher, &stored).await;
+
+    let mut live = op
+        .live(by_author(&keys).since(Timestamp::from(t0)))
+        .await
+        .unwrap();
+    let read = op.stored(by_author(&keys), 20, 1_000).await.unwrap();
+    assert_eq!(ids(&read.events), ids(&stored));
+    let sentinel = note(&keys, t0 + 1, "sentinel");
+    publish_all(&publisher, std::slice::from_ref(&sentinel)).await;
+    assert_eq!(next_event(&mut live).await.id, sentinel.id);
+    op.shutdown().await;
+    publisher.shutdown().await;
 }
 
 async fn live_yields_only_new_events_and_drop_closes_the_subscription(kind: Impl) {
@@ -266,9 +301,9 @@ async fn live_yields_only_new_events_and_drop_closes_the_subscription(kind: Impl
     assert_ne!(live2.subscription_id(), &dropped);
     let a3 = note(&keys, t0 + 2, "new 3");
     let a4 = note(&keys, t0 + 3, "new 4");
-    op.publish(&a3).await.unwrap();
+    op.publish(&checked(&a3)).await.unwrap();
     assert_eq!(next_event(&mut live2).await.id, a3.id);
-    op.publish(&a4).await.unwrap();
+    op.publish(&checked(&a4)).await.unwrap();
     assert_eq!(next_event(&mut live2).await.id, a4.id);
     // The relay sent nothing more for the dropped subscription.
     let mut seen_for_new = 0;
@@ -296,7 +331,8 @@ async fn live_yields_only_new_events_and_drop_closes_the_subscription(kind: Impl
     assert!(matches!(end, Ok(None)), "{end:?}");
     let started = Instant::now();
     assert!(matches!(
-        op.publish(&note(&keys, t0, "after shutdown")).await,
+        op.publish(&checked(&note(&keys, t0, "after shutdown")))
+            .await,
         Err(OperatorRelayError::Unavailable { .. })
     ));
     assert!(started.elapsed() < Duration::from_secs(1));
@@ -313,7 +349,7 @@ async fn live_survives_a_relay_restart_without_repeats(kind: Impl) {
         .await
         .unwrap();
     let e1 = note(&keys, t0, "before the restart");
-    op.publish(&e1).await.unwrap();
+    op.publish(&checked(&e1)).await.unwrap();
     assert_eq!(next_event(&mut live).await.id, e1.id);
     assert_eq!(live.resubscriptions(), 0);
 
@@ -326,7 +362,7 @@ async fn live_survives_a_relay_restart_without_repeats(kind: Impl) {
     assert!(live.resubscriptions() >= 1);
     // And it is live again.
     let e3 = note(&keys, t0 + 1, "later");
-    op.publish(&e3).await.unwrap();
+    op.publish(&checked(&e3)).await.unwrap();
     assert_eq!(next_event(&mut live).await.id, e3.id);
     op.shutdown().await;
 }
@@ -339,7 +375,7 @@ async fn a_new_events_only_subscription_keeps_its_meaning_after_a_restart(kind: 
     // `limit: 0`, no `since`: new events whatever their created_at.
     let mut live = op.live(by_author(&keys).limit(0)).await.unwrap();
     let e1 = note(&keys, t0, "new");
-    op.publish(&e1).await.unwrap();
+    op.publish(&checked(&e1)).await.unwrap();
     assert_eq!(next_event(&mut live).await.id, e1.id);
 
     relay.restart().await;
@@ -349,7 +385,7 @@ async fn a_new_events_only_subscription_keeps_its_meaning_after_a_restart(kind: 
     assert_eq!(next_event(&mut live).await.id, probe.id);
     // … an event dated long ago but published now still comes, as before the restart.
     let backdated = note(&keys, t0 - 1000, "backdated");
-    op.publish(&backdated).await.unwrap();
+    op.publish(&checked(&backdated)).await.unwrap();
     assert_eq!(next_event(&mut live).await.id, backdated.id);
     assert!(live.resubscriptions() >= 1);
     op.shutdown().await;
@@ -429,7 +465,7 @@ async fn a_live_listener_that_falls_behind_is_told(kind: Impl) {
     // It goes on: what is left, then new events (the buffer is still full, so the
     // sentinel's arrival may push out more: told again).
     let sentinel = note(&keys, t0 + 1, "sentinel");
-    publisher.publish(&sentinel).await.unwrap();
+    publisher.publish(&checked(&sentinel)).await.unwrap();
     let mut before = Vec::new();
     loop {
         match tokio::time::timeout(Duration::from_secs(10), live.next()).await {
@@ -457,12 +493,12 @@ async fn relay_down_is_unavailable_quickly_and_publish_works_after_a_restart(kin
     let op = connect_with(&relay, quick).await;
     let keys = Keys::generate();
     let e0 = note(&keys, now() - 10, "before");
-    op.publish(&e0).await.unwrap();
+    op.publish(&checked(&e0)).await.unwrap();
 
     relay.stop().await;
     let e1 = note(&keys, now() - 5, "while down");
     let started = Instant::now();
-    match op.publish(&e1).await {
+    match op.publish(&checked(&e1)).await {
         Err(OperatorRelayError::Unavailable { reason }) => assert!(!reason.is_empty()),
         other => panic!("{other:?}"),
     }
@@ -498,13 +534,18 @@ async fn a_refusal_carries_the_relays_reason() {
     assert!(op.wait_connected(Duration::from_secs(10)).await);
 
     let stranger = Keys::generate();
-    match op.publish(&note(&stranger, now(), "let me in")).await {
+    match op
+        .publish(&checked(&note(&stranger, now(), "let me in")))
+        .await
+    {
         Err(OperatorRelayError::Refused { reason }) => {
             assert_eq!(reason, "blocked: event not related to owner of this relay")
         }
         other => panic!("{other:?}"),
     }
-    op.publish(&note(&owner, now(), "mine")).await.unwrap();
+    op.publish(&checked(&note(&owner, now(), "mine")))
+        .await
+        .unwrap();
     op.shutdown().await;
     relay.shutdown();
 }
@@ -527,7 +568,7 @@ async fn python_relay_refusals_look_like_silence() {
     // Larger than its max_event_size (4096).
     let big = note(&keys, now(), &"x".repeat(5000));
     let started = Instant::now();
-    match op.publish(&big).await {
+    match op.publish(&checked(&big)).await {
         Err(OperatorRelayError::Unavailable { reason }) => {
             assert!(reason.contains("no OK"), "{reason}")
         }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use nostr_sdk::pool::transport::websocket::{DefaultWebsocketTransport, IntoWebSocketTransport};
 use nostr_sdk::prelude::{
     Client, ClientMessage, Event, Filter, Keys, Relay, RelayMessage, RelayNotification,
     RelayOptions, RelayStatus, RelayUrl, SubscriptionId,
@@ -82,7 +83,21 @@ impl RelaySet {
         urls: &[String],
         tuning: RelayTuning,
     ) -> Result<RelaySet, RelayError> {
-        let client = Client::builder().signer(keys).build();
+        Self::connect_with_transport(keys, urls, tuning, DefaultWebsocketTransport).await
+    }
+
+    /// [`RelaySet::connect`], the connections made by `transport` (nostr-sdk's
+    /// `WebSocketTransport` hook).
+    pub async fn connect_with_transport(
+        keys: Keys,
+        urls: &[String],
+        tuning: RelayTuning,
+        transport: impl IntoWebSocketTransport,
+    ) -> Result<RelaySet, RelayError> {
+        let client = Client::builder()
+            .signer(keys)
+            .websocket_transport(transport)
+            .build();
         let mut parsed = Vec::new();
         for url in urls {
             let relay_url = RelayUrl::parse(url).map_err(|e| RelayError::Url {

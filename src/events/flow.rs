@@ -196,7 +196,7 @@ impl EventFlow {
     }
 
     /// An EVENT from `from` for our subscription `sub`.
-    async fn on_event(&self, from: &PeerIdentity, sub: &str, event: &NostrEvent) -> ilp::Packet {
+    async fn on_event(&self, from: &PeerIdentity, sub: &str, event: NostrEvent) -> ilp::Packet {
         let PeerIdentity::Nostr(pk) = from else {
             return self.reject(
                 codes::F00_BAD_REQUEST,
@@ -204,13 +204,14 @@ impl EventFlow {
             );
         };
         let pubkey = pk.to_hex();
+        let event_id = event.id;
         match self.inbox.check(&pubkey, sub, event, self.now()) {
             Err(refusal @ Refusal::FutureDated { .. }) => {
                 // Answered, not published: the cursor stays, the flow goes on.
                 self.stats.future_dated.fetch_add(1, Ordering::Relaxed);
                 log::warn!("peer {pubkey}: {refusal}; not published");
                 let ok = ok_packet(
-                    &event.id,
+                    &event_id,
                     false,
                     &format!("invalid: {refusal}"),
                     self.own_address.as_str(),
@@ -229,7 +230,7 @@ impl EventFlow {
             Ok(Accepted::AlreadyReceived) => {
                 self.stats.already_received.fetch_add(1, Ordering::Relaxed);
                 let ok = ok_packet(
-                    &event.id,
+                    &event_id,
                     true,
                     "duplicate: already received",
                     self.own_address.as_str(),
@@ -237,22 +238,21 @@ impl EventFlow {
                 );
                 self.fulfill(Some(ok))
             }
-            Ok(Accepted::New(ticket)) => match self.store.publish(event).await {
+            Ok(Accepted::New(ticket, event)) => match self.store.publish(&event).await {
                 Ok(()) => {
                     self.stats.published.fetch_add(1, Ordering::Relaxed);
                     self.received(&pubkey, sub, ticket);
-                    let ok = ok_packet(&event.id, true, "", self.own_address.as_str(), self.now());
+                    let ok = ok_packet(&event_id, true, "", self.own_address.as_str(), self.now());
                     self.fulfill(Some(ok))
                 }
                 Err(StoreError::Refused(why)) => {
                     // The operator's relay will never take it: move on past it.
                     log::warn!(
-                        "peer {pubkey}: event {} refused by the operator's relay: {why}",
-                        event.id
+                        "peer {pubkey}: event {event_id} refused by the operator's relay: {why}"
                     );
                     self.received(&pubkey, sub, ticket);
                     let ok = ok_packet(
-                        &event.id,
+                        &event_id,
                         false,
                         &why,
                         self.own_address.as_str(),
@@ -368,7 +368,7 @@ impl NostrMessages for EventFlow {
                 self.serving.close(from, &id);
                 self.fulfill(None)
             }
-            NostrMessage::Event { id, event } => self.on_event(from, &id, &event).await,
+            NostrMessage::Event { id, event } => self.on_event(from, &id, *event).await,
             NostrMessage::Eose { id } => {
                 self.stats.eose.fetch_add(1, Ordering::Relaxed);
                 if let PeerIdentity::Nostr(pk) = from {

@@ -22,6 +22,7 @@ use std::sync::Mutex;
 use nostr::filter::MatchEventOptions;
 use nostr::{Event, Filter, PublicKey, Timestamp as NostrTime};
 
+use super::verified::VerifiedEvent;
 use crate::lifecycle::EventCursor;
 
 /// Why an EVENT was not taken.
@@ -66,10 +67,11 @@ impl Refusal {
 }
 
 /// What an accepted EVENT is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
-    /// New: publish it, then hand the ticket to [`Inbox::received`].
-    New(Ticket),
+    /// New: publish it (the event, checked here once for all), then hand the ticket to
+    /// [`Inbox::received`].
+    New(Ticket, Box<VerifiedEvent>),
     /// Already received (the cursor's second is asked again on resume): answer, do not
     /// publish twice.
     AlreadyReceived,
@@ -185,33 +187,20 @@ impl Inbox {
         }
     }
 
-    /// Checks an EVENT `peer` sent for subscription `id`, at `now` (Unix seconds).
-    pub fn check(
-        &self,
-        peer: &str,
-        id: &str,
-        event: &Event,
-        now: u64,
-    ) -> Result<Accepted, Refusal> {
+    /// Checks an EVENT `peer` sent for subscription `id`, at `now` (Unix seconds). A new
+    /// one comes back as a [`VerifiedEvent`]: its id and signature are checked here, once.
+    pub fn check(&self, peer: &str, id: &str, event: Event, now: u64) -> Result<Accepted, Refusal> {
         let mut open = self.lock();
         let sub = open
             .get_mut(peer)
             .filter(|o| o.id == id)
             .ok_or_else(|| Refusal::UnknownSubscription(id.to_owned()))?;
+        let event = VerifiedEvent::verify(event).map_err(|e| Refusal::Forged {
+            id: e.id,
+            problem: e.problem,
+        })?;
         let event_id = event.id.to_hex();
-        if !event.verify_id() {
-            return Err(Refusal::Forged {
-                id: event_id,
-                problem: "the id is not the hash of the event",
-            });
-        }
-        if !event.verify_signature() {
-            return Err(Refusal::Forged {
-                id: event_id,
-                problem: "the signature is not the author's",
-            });
-        }
-        if !sub.filter.match_event(event, MatchEventOptions::new()) {
+        if !sub.filter.match_event(&event, MatchEventOptions::new()) {
             let problem = match &sub.filter.authors {
                 Some(authors) if !authors.contains(&event.pubkey) => {
                     format!("author {} was not asked for", event.pubkey.to_hex())
@@ -248,7 +237,7 @@ impl Inbox {
             id: event_id,
             published: false,
         });
-        Ok(Accepted::New(ticket))
+        Ok(Accepted::New(ticket, Box::new(event)))
     }
 
     /// The event of `ticket` is published (or will never be: the relay refused it for
@@ -343,12 +332,12 @@ mod tests {
 
         let good = note(&peer, "hello", 1_000);
         assert!(matches!(
-            inbox.check(&pk, &id, &good, NOW),
-            Ok(Accepted::New(_))
+            inbox.check(&pk, &id, good.clone(), NOW),
+            Ok(Accepted::New(..))
         ));
 
         let e = inbox
-            .check(&pk, &id, &tampered(&good, "goodbye"), NOW)
+            .check(&pk, &id, tampered(&good, "goodbye"), NOW)
             .unwrap_err();
         assert!(matches!(e, Refusal::Forged { .. }), "{e}");
         assert!(e.is_misbehaviour());
@@ -357,18 +346,20 @@ mod tests {
         let mut json = serde_json::to_value(&good).unwrap();
         json["sig"] = serde_json::to_value(note(&peer, "other", 1_000).sig).unwrap();
         let e = inbox
-            .check(&pk, &id, &serde_json::from_value(json).unwrap(), NOW)
+            .check(&pk, &id, serde_json::from_value(json).unwrap(), NOW)
             .unwrap_err();
         assert!(e.to_string().contains("signature"), "{e}");
 
         let stranger = note(&Keys::generate(), "not asked", 2_000);
-        let e = inbox.check(&pk, &id, &stranger, NOW).unwrap_err();
+        let e = inbox.check(&pk, &id, stranger.clone(), NOW).unwrap_err();
         assert!(e.to_string().contains("was not asked for"), "{e}");
         let old = note(&peer, "before the cursor", 999);
-        let e = inbox.check(&pk, &id, &old, NOW).unwrap_err();
+        let e = inbox.check(&pk, &id, old.clone(), NOW).unwrap_err();
         assert!(e.to_string().contains("before since 1000"), "{e}");
 
-        let e = inbox.check(&pk, "other-sub", &good, NOW).unwrap_err();
+        let e = inbox
+            .check(&pk, "other-sub", good.clone(), NOW)
+            .unwrap_err();
         assert!(!e.is_misbehaviour(), "{e}");
     }
 
@@ -385,15 +376,15 @@ mod tests {
         let inbox = Inbox::default();
         let (id, _) = inbox.open(&peer.public_key(), Some(&cursor));
         assert_eq!(
-            inbox.check(&pk, &id, &first, NOW),
+            inbox.check(&pk, &id, first.clone(), NOW),
             Ok(Accepted::AlreadyReceived)
         );
-        let Ok(Accepted::New(ticket)) = inbox.check(&pk, &id, &second, NOW) else {
+        let Ok(Accepted::New(ticket, _)) = inbox.check(&pk, &id, second.clone(), NOW) else {
             panic!("new")
         };
         inbox.received(&pk, &id, ticket);
         assert_eq!(
-            inbox.check(&pk, &id, &second, NOW),
+            inbox.check(&pk, &id, second.clone(), NOW),
             Ok(Accepted::AlreadyReceived)
         );
         inbox.close(&pk, &id);
@@ -411,12 +402,12 @@ mod tests {
         let (id, _) = inbox.open(&peer.public_key(), None);
         let edge = note(&peer, "at the limit", NOW + 900);
         assert!(matches!(
-            inbox.check(&pk, &id, &edge, NOW),
-            Ok(Accepted::New(_))
+            inbox.check(&pk, &id, edge.clone(), NOW),
+            Ok(Accepted::New(..))
         ));
         for at in [NOW + 901, NOW + 86_400, 1 << 63, u64::MAX] {
             let e = inbox
-                .check(&pk, &id, &note(&peer, "ahead", at), NOW)
+                .check(&pk, &id, note(&peer, "ahead", at), NOW)
                 .unwrap_err();
             assert!(matches!(e, Refusal::FutureDated { .. }), "{e}");
             assert!(!e.is_misbehaviour());
@@ -444,10 +435,10 @@ mod tests {
         assert_eq!((cursor.created_at, cursor.ids.len()), (70, 3));
         // One remembered is already received; one past the bound is new (published again).
         assert_eq!(
-            inbox.check(&pk, &id, &events[0], NOW),
+            inbox.check(&pk, &id, events[0].clone(), NOW),
             Ok(Accepted::AlreadyReceived)
         );
-        let Ok(Accepted::New(again)) = inbox.check(&pk, &id, &events[5], NOW) else {
+        let Ok(Accepted::New(again, _)) = inbox.check(&pk, &id, events[5].clone(), NOW) else {
             panic!("new")
         };
         assert!(inbox.received(&pk, &id, again).is_empty());
@@ -459,8 +450,8 @@ mod tests {
 
     /// Checks `event` and, when new, marks it published; whether the cursor moved.
     fn publish(inbox: &Inbox, pk: &str, id: &str, event: &Event) -> bool {
-        match inbox.check(pk, id, event, 1 << 40) {
-            Ok(Accepted::New(ticket)) => !inbox.received(pk, id, ticket).is_empty(),
+        match inbox.check(pk, id, event.clone(), 1 << 40) {
+            Ok(Accepted::New(ticket, _)) => !inbox.received(pk, id, ticket).is_empty(),
             _ => false,
         }
     }
@@ -476,8 +467,8 @@ mod tests {
             .collect();
         let tickets: Vec<Ticket> = events
             .iter()
-            .map(|e| match inbox.check(&pk, &id, e, NOW) {
-                Ok(Accepted::New(t)) => t,
+            .map(|e| match inbox.check(&pk, &id, e.clone(), NOW) {
+                Ok(Accepted::New(t, _)) => t,
                 other => panic!("{other:?}"),
             })
             .collect();

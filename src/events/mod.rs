@@ -7,7 +7,9 @@
 //! - [`flow`] — [`flow::EventFlow`], the node's [`crate::ports::Subscriptions`] and its
 //!   [`crate::session::NostrMessages`]: ties the above to sessions and peer lifecycles.
 //! - [`relay`] — the operator's own Nostr relay; [`store`] makes it the real
-//!   [`OperatorStore`].
+//!   [`OperatorStore`]; [`reads`] takes its stored reads past nostr-sdk's event pipeline.
+//! - [`verified`] — [`VerifiedEvent`], the only kind of event the operator's relay is given:
+//!   an event is checked once, by whoever received it, and never published unchecked.
 //!
 //! The flow sees the operator's relay only as an [`OperatorStore`], so its logic is tested
 //! against an in-memory store as well as against real relays.
@@ -19,11 +21,14 @@ use nostr::{Event, EventId, Filter};
 pub mod flow;
 pub mod inbox;
 pub mod messages;
+pub mod reads;
 pub mod relay;
 pub mod serve;
 pub mod store;
+pub mod verified;
 
 pub use flow::EventFlow;
+pub use verified::VerifiedEvent;
 
 /// Why the operator's relay did not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,8 +44,9 @@ pub enum StoreError {
 /// The operator's relay, as the event flow uses it.
 #[async_trait]
 pub trait OperatorStore: Send + Sync {
-    /// Publishes `event`; Ok once the relay has it (a duplicate counts).
-    async fn publish(&self, event: &Event) -> Result<(), StoreError>;
+    /// Publishes `event` (checked already: see [`VerifiedEvent`]); Ok once the relay has it
+    /// (a duplicate counts).
+    async fn publish(&self, event: &VerifiedEvent) -> Result<(), StoreError>;
     /// The stored events matching `filter` as `(created_at, id)`, oldest first, read in
     /// pages of `page_size`; at most `max` (the newest), and whether more existed. Only
     /// ids are kept, so a large read holds no events in memory.

@@ -4,16 +4,19 @@
 //! ([`OperatorRelay::live`]).
 //!
 //! It is a [`RelaySet`] over exactly one URL: one nostr-sdk connection, redialled every
-//! [`RelayTuning::retry_interval`] while the relay is down. Stored events are read with
-//! [`RelaySet::query`] (its own REQ, which tells EOSE from silence), a page at a time.
+//! [`RelayTuning::retry_interval`] while the relay is down. Stored events are read a page
+//! at a time, each page its own REQ that tells EOSE from silence; their messages are taken
+//! off the connection before nostr-sdk sees them ([`super::reads`]): nostr-sdk would verify
+//! every event (the relay is the operator's own, and whoever receives an event from this
+//! node verifies it anyway), and broadcast it to every listener below.
 //!
-//! Everything on the connection shares one notification buffer of
+//! Everything else on the connection shares one notification buffer of
 //! [`RelayTuning::notification_capacity`] messages per listener: the OKs a publish waits
-//! for, the pages a read collects and every live subscription. Each event the connection
+//! for and every live subscription. Each event the connection
 //! receives for the first time takes two places in it (nostr-sdk sends an `Event` and a
 //! `Message` notification), a repeat one place. A listener that falls further behind
-//! loses messages: a read then fails as [`OperatorRelayError::Unavailable`], a publish
-//! too, and a live subscription yields [`OperatorRelayError::Lagged`].
+//! loses messages: a publish then fails as [`OperatorRelayError::Unavailable`], and a live
+//! subscription yields [`OperatorRelayError::Lagged`].
 //!
 //! What two real relays taught (nostr-relay-builder 0.44, the PyPI `nostr-relay` 1.14):
 //!
@@ -25,8 +28,8 @@
 //!   nostr-sdk cannot parse and drops, so such a refusal looks like silence
 //!   ([`OperatorRelayError::Unavailable`] after [`RelayTuning::query_timeout`]). It also
 //!   slows the whole connection down after every refused event (2 s per message,
-//!   doubling). That is why [`OperatorRelay::publish`] checks an event's id and signature
-//!   itself and never sends an invalid one.
+//!   doubling). That is why [`OperatorRelay::publish`] takes only a [`VerifiedEvent`]: an
+//!   invalid event cannot be given to it, and the check is not made twice.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -36,9 +39,14 @@ use nostr_sdk::prelude::{
     ClientMessage, Event, EventId, Filter, Keys, MachineReadablePrefix, Relay, RelayMessage,
     RelayNotification, RelayStatus, RelayUrl, SubscriptionId, Timestamp,
 };
+use serde::de::IgnoredAny;
 use tokio::sync::broadcast::{self, error::RecvError};
 
+use super::reads::{ReadMessage, ReadRoutes, ReadTransport, RouteEnd};
+use super::VerifiedEvent;
+use crate::discovery::bounds::mismatch;
 use crate::discovery::relays::{RelayError, RelaySet, RelayTuning};
+use crate::untrusted::untrusted;
 
 /// What went wrong with the operator's relay.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,13 +54,6 @@ pub enum OperatorRelayError {
     /// The URL is not a relay URL.
     #[error("operator relay URL {url:?}: {reason}")]
     Url { url: String, reason: String },
-    /// The event's id or signature is wrong; it was not sent to the relay.
-    #[error("event {id} not published: {reason}")]
-    Invalid {
-        /// The id the event claims (hex).
-        id: String,
-        reason: String,
-    },
     /// The relay answered `OK false` (other than "duplicate:"): `reason` is its message.
     #[error("the operator relay refused the event: {reason}")]
     Refused { reason: String },
@@ -100,6 +101,9 @@ pub struct OperatorRelay {
     relay: Relay,
     /// Its URL, as nostr-sdk parsed it.
     url: RelayUrl,
+    /// The stored reads waiting for their messages (taken off the connection by its
+    /// transport).
+    reads: ReadRoutes,
 }
 
 impl OperatorRelay {
@@ -108,11 +112,18 @@ impl OperatorRelay {
     /// connection signs with a key of its own, made here (used only if the relay asks for
     /// NIP-42 authentication).
     pub async fn connect(url: &str, tuning: RelayTuning) -> Result<Self, OperatorRelayError> {
-        let set = RelaySet::connect(Keys::generate(), &[url.to_string()], tuning)
-            .await
-            .map_err(|e| match e {
-                RelayError::Url { url, reason } => OperatorRelayError::Url { url, reason },
-            })?;
+        let reads = ReadRoutes::default();
+        let transport = ReadTransport::new(reads.clone());
+        let set = RelaySet::connect_with_transport(
+            Keys::generate(),
+            &[url.to_string()],
+            tuning,
+            transport,
+        )
+        .await
+        .map_err(|e| match e {
+            RelayError::Url { url, reason } => OperatorRelayError::Url { url, reason },
+        })?;
         let url = set.urls()[0].clone();
         let relay = set
             .client()
@@ -122,7 +133,12 @@ impl OperatorRelay {
                 url: url.to_string(),
                 reason: e.to_string(),
             })?;
-        Ok(OperatorRelay { set, relay, url })
+        Ok(OperatorRelay {
+            set,
+            relay,
+            url,
+            reads,
+        })
     }
 
     /// The relay's URL (as nostr-sdk normalised it).
@@ -171,19 +187,14 @@ impl OperatorRelay {
 
     /// Publishes `event` and waits (up to `query_timeout`) for the relay's OK.
     ///
+    /// Only a [`VerifiedEvent`] is taken, so the relay never sees an invalid event.
+    ///
     /// `Ok(())` when the relay accepted it, or already had it ("duplicate:", whether the
-    /// relay says `OK true` or `OK false`); [`OperatorRelayError::Invalid`] when the
-    /// event's id or signature is wrong (checked here; the relay never sees it);
-    /// [`OperatorRelayError::Refused`] when the relay answered `OK false`;
+    /// relay says `OK true` or `OK false`); [`OperatorRelayError::Refused`] when the relay
+    /// answered `OK false`;
     /// [`OperatorRelayError::Unavailable`] when it is not connected (after waiting
     /// `connect_timeout`) or did not answer.
-    pub async fn publish(&self, event: &Event) -> Result<(), OperatorRelayError> {
-        if let Err(e) = event.verify() {
-            return Err(OperatorRelayError::Invalid {
-                id: event.id.to_hex(),
-                reason: e.to_string(),
-            });
-        }
+    pub async fn publish(&self, event: &VerifiedEvent) -> Result<(), OperatorRelayError> {
         self.ready().await?;
         let timeout = self.set.tuning().query_timeout;
         match tokio::time::timeout(timeout, self.relay.send_event(event)).await {
@@ -336,17 +347,7 @@ impl OperatorRelay {
             return Ok(Vec::new());
         }
         let filter = Filter::new().ids(ids.iter().copied()).limit(ids.len());
-        let mut events = match self.set.query(filter).await.pop() {
-            Some(answer) if answer.answered => answer.events,
-            Some(answer) => {
-                return Err(OperatorRelayError::Unavailable {
-                    reason: answer
-                        .problem
-                        .unwrap_or_else(|| format!("{}: no answer", self.url)),
-                })
-            }
-            None => return Err(self.unavailable("no relay to ask".into())),
-        };
+        let mut events = self.read(filter).await?;
         // Only what was asked for, each once, however the relay answered.
         let asked: HashSet<EventId> = ids.iter().copied().collect();
         let mut kept = HashSet::with_capacity(ids.len());
@@ -367,28 +368,99 @@ impl OperatorRelay {
         let mut f = filter.clone().limit(limit);
         f.since = since.map(Timestamp::from);
         f.until = until.map(Timestamp::from);
-        match self.set.query(f).await.pop() {
-            Some(answer) if answer.answered => {
-                // Paging relies on `until` (read either way); a relay that ignores it
-                // could keep it paging forever.
-                if let Some(late) =
-                    until.and_then(|u| answer.events.iter().find(|e| e.created_at.as_secs() > u))
-                {
-                    return Err(self.unavailable(format!(
-                        "answered `until` {} with event {} of {}: cannot page",
-                        until.unwrap_or_default(),
-                        late.id,
-                        late.created_at.as_secs()
-                    )));
+        let events = self.read(f).await?;
+        // Paging relies on `until` (read either way); a relay that ignores it could keep it
+        // paging forever.
+        if let Some(late) = until.and_then(|u| events.iter().find(|e| e.created_at.as_secs() > u)) {
+            return Err(self.unavailable(format!(
+                "answered `until` {} with event {} of {}: cannot page",
+                until.unwrap_or_default(),
+                late.id,
+                late.created_at.as_secs()
+            )));
+        }
+        Ok(events)
+    }
+
+    /// One REQ for stored events, answered past nostr-sdk ([`super::reads`]): the events
+    /// matching `filter` (each once; not verified: see the module docs), in the relay's
+    /// order, once the relay says EOSE. Expired events (NIP-40) are left out, as nostr-sdk
+    /// does. [`OperatorRelayError::Unavailable`] when the relay is not connected within
+    /// `connect_timeout`, does not say EOSE within `query_timeout`, says CLOSED, the
+    /// connection is lost meanwhile, or it sends more than `nostr.max_events_per_req`
+    /// events or `nostr.max_bytes_per_req` bytes.
+    async fn read(&self, filter: Filter) -> Result<Vec<Event>, OperatorRelayError> {
+        self.ready().await?;
+        let bounds = self.set.bounds();
+        let mut route = self.reads.open(bounds.max_bytes);
+        let id = SubscriptionId::new(route.id());
+        self.relay
+            .send_msg(ClientMessage::req(id.clone(), vec![filter.clone()]))
+            .map_err(|e| self.unavailable(format!("REQ not sent: {e}")))?;
+        let mut events: Vec<Event> = Vec::new();
+        let mut kept = HashSet::new();
+        let mut received = 0usize;
+        let wait = async {
+            loop {
+                match route.next().await {
+                    Ok(ReadMessage::Event(text)) => {
+                        received += 1;
+                        if received > bounds.max_events {
+                            return Err(format!(
+                                "answer cut off: it sent more than {} events \
+                                 (nostr.max_events_per_req)",
+                                bounds.max_events
+                            ));
+                        }
+                        let event =
+                            match serde_json::from_str::<(IgnoredAny, IgnoredAny, Event)>(&text) {
+                                Ok((_, _, event)) => event,
+                                Err(e) => {
+                                    log::warn!(
+                                        "{}: unreadable stored event skipped: {e}",
+                                        self.url
+                                    );
+                                    continue;
+                                }
+                            };
+                        if let Some(why) = mismatch(&filter, &event) {
+                            self.set.stats().count_ignored(why);
+                        } else if event.is_expired() || !kept.insert(event.id) {
+                            continue;
+                        } else {
+                            events.push(event);
+                        }
+                    }
+                    Ok(ReadMessage::Eose) => return Ok(()),
+                    Ok(ReadMessage::Closed(text)) => {
+                        let message =
+                            serde_json::from_str::<(IgnoredAny, IgnoredAny, String)>(&text)
+                                .map(|(_, _, m)| m)
+                                .unwrap_or_default();
+                        return Err(format!("CLOSED: {}", untrusted(&message)));
+                    }
+                    Err(RouteEnd::Disconnected) => {
+                        return Err("disconnected during the read".to_owned())
+                    }
+                    Err(RouteEnd::Cut { max_bytes }) => {
+                        return Err(format!(
+                            "answer cut off: it sent more than {max_bytes} bytes \
+                             (nostr.max_bytes_per_req)"
+                        ))
+                    }
                 }
-                Ok(answer.events)
             }
-            Some(answer) => Err(OperatorRelayError::Unavailable {
-                reason: answer
-                    .problem
-                    .unwrap_or_else(|| format!("{}: no answer", self.url)),
-            }),
-            None => Err(self.unavailable("no relay to ask".into())),
+        };
+        let outcome = tokio::time::timeout(self.set.tuning().query_timeout, wait).await;
+        // Best effort: the route is closed either way, so nothing more of it is kept.
+        let _ = self.relay.send_msg(ClientMessage::close(id));
+        match outcome {
+            Ok(Ok(())) => Ok(events),
+            Ok(Err(problem)) => Err(self.unavailable(problem)),
+            Err(_) => Err(self.unavailable(format!(
+                "no EOSE within {}s",
+                self.set.tuning().query_timeout.as_secs_f64()
+            ))),
         }
     }
 

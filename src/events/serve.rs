@@ -23,8 +23,8 @@
 //!   node follows but has not yet subscribed to counts as not followed until then.
 //!
 //! Stored events are read as ids first (at most `max_stored` for the whole REQ, the
-//! newest), then fetched and sent a page at a time, so a REQ holds at most one page of
-//! events in memory.
+//! newest), then fetched in chunks of half a page, the next chunk read while the current
+//! one is sent, so a REQ holds at most one page of events in memory.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -397,27 +397,46 @@ impl Job {
         // `limit: 0` repeats them all).
         let index: Vec<EventId> = index.into_iter().map(|(_, id)| id).collect();
         let sent: HashSet<EventId> = index.iter().copied().collect();
-        // Oldest first, a page at a time: only one page of events is held (and the window's
-        // events in flight).
+        // Oldest first, in chunks of half a page, the next one read while the current one
+        // goes out (so the window does not wait for each read): at most one page of events
+        // is held (and the window's events in flight).
         let window = self.settings.window;
+        let mut chunks = index.chunks((self.settings.page_size / 2).max(1));
         let mut in_flight = FuturesOrdered::new();
-        for page in index.chunks(self.settings.page_size.max(1)) {
-            let events = match self.store.events(page).await {
-                Ok(events) => events,
-                Err(e) => return self.notice_and_end(&format!("operator relay: {e}")).await,
-            };
-            for event in events {
-                if in_flight.len() >= window {
-                    if let Some(Err(e)) = in_flight.next().await {
+        let mut current = Vec::new().into_iter();
+        let mut reading = chunks.next().map(|ids| self.store.events(ids));
+        let mut read: Option<Vec<Event>> = None;
+        loop {
+            if current.len() == 0 {
+                if let Some(events) = read.take() {
+                    current = events.into_iter();
+                    reading = chunks.next().map(|ids| self.store.events(ids));
+                }
+            }
+            while in_flight.len() < window {
+                let Some(event) = current.next() else { break };
+                in_flight.push_back(self.send_event(event));
+            }
+            if current.len() == 0 && read.is_none() && reading.is_none() && in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                events = async { reading.as_mut().expect("guarded").await },
+                    if reading.is_some() && read.is_none() =>
+                {
+                    reading = None;
+                    match events {
+                        Ok(events) => read = Some(events),
+                        Err(e) => {
+                            return self.notice_and_end(&format!("operator relay: {e}")).await
+                        }
+                    }
+                }
+                Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Err(e) = answer {
                         return e;
                     }
                 }
-                in_flight.push_back(self.send_event(event));
-            }
-        }
-        while let Some(answer) = in_flight.next().await {
-            if let Err(e) = answer {
-                return e;
             }
         }
         if let Err(e) = self

@@ -5,13 +5,12 @@ use futures::stream::{self, BoxStream, StreamExt};
 use nostr::{Event, EventId, Filter};
 
 use super::relay::{OperatorRelay, OperatorRelayError};
-use super::{OperatorStore, StoreError};
+use super::{OperatorStore, StoreError, VerifiedEvent};
 
 impl From<OperatorRelayError> for StoreError {
     fn from(e: OperatorRelayError) -> StoreError {
         match e {
             OperatorRelayError::Url { .. }
-            | OperatorRelayError::Invalid { .. }
             | OperatorRelayError::Refused { .. }
             | OperatorRelayError::Closed { .. } => StoreError::Refused(e.to_string()),
             OperatorRelayError::Unavailable { .. } | OperatorRelayError::Lagged { .. } => {
@@ -23,7 +22,7 @@ impl From<OperatorRelayError> for StoreError {
 
 #[async_trait]
 impl OperatorStore for OperatorRelay {
-    async fn publish(&self, event: &Event) -> Result<(), StoreError> {
+    async fn publish(&self, event: &VerifiedEvent) -> Result<(), StoreError> {
         Ok(OperatorRelay::publish(self, event).await?)
     }
 

@@ -1,0 +1,349 @@
+//! Stored reads of the operator's relay, taken past nostr-sdk's event pipeline.
+//!
+//! nostr-sdk (nostr-relay-pool 0.44) passes every EVENT a relay sends through one pipeline,
+//! with no switch to leave any step out: the message is parsed through a JSON value, the
+//! event's signature is verified (`SharedState::verify_and_cache`, cached by id only once
+//! verified), it is looked up in and saved to the client's database, and it is broadcast
+//! twice to every listener of the connection. For the stored events the node reads to serve
+//! a peer, all of that is cost without use: the relay is the operator's own (it checked
+//! each event when it took it), the peer checks every event it receives anyway (the
+//! node's inbox does), and the broadcast fills the buffer of every live subscription on
+//! the connection while they wait for their stored events to go out.
+//!
+//! So the connection's transport ([`ReadTransport`], nostr-relay-pool's public
+//! `WebSocketTransport` hook around its default transport) takes the messages of the
+//! node's own stored reads — subscription ids beginning with [`READ_PREFIX`] — off the
+//! stream before nostr-sdk sees them and hands them to the read waiting for them
+//! ([`ReadRoutes::open`]). The read's REQ is sent as a raw message, so nostr-sdk keeps no
+//! record of the subscription. Everything else — publishing, live subscriptions, NIP-42
+//! AUTH, reconnection — stays nostr-sdk's, on the same connection.
+//!
+//! What a read takes is still bounded: the bytes of its messages (`nostr.max_bytes_per_req`,
+//! counted here as they arrive: a read sent more is cut off and fails) and its events
+//! (`nostr.max_events_per_req`, counted by the reader). Events are parsed and matched
+//! against the read's filter by the reader, not verified.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_wsocket::Message;
+use futures::Stream;
+use nostr::util::BoxedFuture;
+use nostr::Url;
+use nostr_sdk::pool::transport::error::TransportError;
+use nostr_sdk::pool::transport::websocket::{
+    DefaultWebsocketTransport, WebSocketSink, WebSocketStream, WebSocketTransport,
+};
+use nostr_sdk::pool::ConnectionMode;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, SeqAccess, Visitor};
+use tokio::sync::mpsc;
+
+/// How the subscription ids of the node's stored reads begin (and no other's).
+pub const READ_PREFIX: &str = "btpn-read-";
+
+/// A message of a stored read, as the transport hands it on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadMessage {
+    /// `["EVENT", id, event]`: the whole message text.
+    Event(String),
+    /// `["EOSE", id]`.
+    Eose,
+    /// `["CLOSED", id, message]`: the whole message text.
+    Closed(String),
+}
+
+/// One read waiting for its messages.
+#[derive(Debug)]
+struct Route {
+    to: mpsc::UnboundedSender<ReadMessage>,
+    /// Bytes of messages handed on so far, and the most it may be sent.
+    bytes: usize,
+    max_bytes: usize,
+    /// Set when the read was cut off for being sent more than `max_bytes`.
+    cut: Arc<AtomicBool>,
+}
+
+/// The reads waiting for their messages, by subscription id; shared by the transport of
+/// the connection and the readers.
+#[derive(Debug, Clone, Default)]
+pub struct ReadRoutes(Arc<Mutex<HashMap<String, Route>>>);
+
+/// The receiving end of one read ([`ReadRoutes::open`]); closes the route when dropped.
+pub struct ReadRoute {
+    routes: ReadRoutes,
+    id: String,
+    messages: mpsc::UnboundedReceiver<ReadMessage>,
+    cut: Arc<AtomicBool>,
+    max_bytes: usize,
+}
+
+/// Why a read's messages stopped coming.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteEnd {
+    /// The connection ended (or was replaced) while the read waited.
+    Disconnected,
+    /// The relay sent more than `max_bytes` for the read.
+    Cut { max_bytes: usize },
+}
+
+impl ReadRoutes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Route>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new read, taking at most `max_bytes` of messages: its subscription id (to send
+    /// the REQ under) and where its messages come.
+    pub fn open(&self, max_bytes: usize) -> ReadRoute {
+        let id = format!("{READ_PREFIX}{:016x}", fastrand::u64(..));
+        let (to, messages) = mpsc::unbounded_channel();
+        let cut = Arc::new(AtomicBool::new(false));
+        self.lock().insert(
+            id.clone(),
+            Route {
+                to,
+                bytes: 0,
+                max_bytes,
+                cut: cut.clone(),
+            },
+        );
+        ReadRoute {
+            routes: self.clone(),
+            id,
+            messages,
+            cut,
+            max_bytes,
+        }
+    }
+
+    /// Every read waiting now ends ([`RouteEnd::Disconnected`]): the connection their REQs
+    /// went on is gone.
+    fn close_all(&self) {
+        self.lock().clear();
+    }
+
+    /// `text` if it is not a stored read's message (nostr-sdk gets it); `None` when it is
+    /// one, handed to its read (or dropped when that read is over).
+    fn divert(&self, text: String) -> Option<String> {
+        if !text.contains(READ_PREFIX) {
+            return Some(text);
+        }
+        let Ok(head) = serde_json::from_str::<Head>(&text) else {
+            return Some(text);
+        };
+        let Some(sub) = head.sub.filter(|s| s.starts_with(READ_PREFIX)) else {
+            return Some(text);
+        };
+        let message = match head.label.as_str() {
+            "EVENT" => ReadMessage::Event(text),
+            "EOSE" => ReadMessage::Eose,
+            "CLOSED" => ReadMessage::Closed(text),
+            _ => return Some(text),
+        };
+        let mut routes = self.lock();
+        if let Some(route) = routes.get_mut(&sub) {
+            let size = match &message {
+                ReadMessage::Event(t) | ReadMessage::Closed(t) => t.len(),
+                ReadMessage::Eose => 0,
+            };
+            route.bytes = route.bytes.saturating_add(size);
+            if route.bytes > route.max_bytes {
+                route.cut.store(true, Ordering::Relaxed);
+                routes.remove(&sub);
+            } else if route.to.send(message).is_err() {
+                routes.remove(&sub);
+            }
+        }
+        // A read's message after its end (it was closed meanwhile) is dropped too: nostr-sdk
+        // has no subscription of that id.
+        None
+    }
+}
+
+impl ReadRoute {
+    /// The subscription id to send the REQ under.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The next message of the read, or why none will come.
+    pub async fn next(&mut self) -> Result<ReadMessage, RouteEnd> {
+        match self.messages.recv().await {
+            Some(message) => Ok(message),
+            None => {
+                if self.cut.load(Ordering::Relaxed) {
+                    Err(RouteEnd::Cut {
+                        max_bytes: self.max_bytes,
+                    })
+                } else {
+                    Err(RouteEnd::Disconnected)
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ReadRoute {
+    fn drop(&mut self) {
+        self.routes.lock().remove(&self.id);
+    }
+}
+
+/// The first two items of a relay message: its label and, when it is a string, the second
+/// (a subscription id for EVENT, EOSE and CLOSED). The rest is skipped unparsed.
+struct Head {
+    label: String,
+    sub: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Head {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Head, D::Error> {
+        struct HeadVisitor;
+        impl<'de> Visitor<'de> for HeadVisitor {
+            type Value = Head;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a relay message array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Head, A::Error> {
+                let label: String = seq
+                    .next_element()?
+                    .ok_or_else(|| serde::de::Error::custom("no label"))?;
+                let sub = seq
+                    .next_element::<serde_json::Value>()?
+                    .and_then(|v| v.as_str().map(str::to_owned));
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Head { label, sub })
+            }
+        }
+        d.deserialize_seq(HeadVisitor)
+    }
+}
+
+/// nostr-relay-pool's default WebSocket transport, with the messages of the node's stored
+/// reads taken off the stream (see the module docs).
+#[derive(Debug, Clone)]
+pub struct ReadTransport {
+    routes: ReadRoutes,
+}
+
+impl ReadTransport {
+    /// A transport handing stored reads' messages to `routes`.
+    pub fn new(routes: ReadRoutes) -> ReadTransport {
+        ReadTransport { routes }
+    }
+}
+
+impl WebSocketTransport for ReadTransport {
+    fn support_ping(&self) -> bool {
+        DefaultWebsocketTransport.support_ping()
+    }
+
+    fn connect<'a>(
+        &'a self,
+        url: &'a Url,
+        mode: &'a ConnectionMode,
+        timeout: Duration,
+    ) -> BoxedFuture<'a, Result<(WebSocketSink, WebSocketStream), TransportError>> {
+        Box::pin(async move {
+            let (sink, stream) = DefaultWebsocketTransport
+                .connect(url, mode, timeout)
+                .await?;
+            // Reads waiting on an earlier connection will get nothing more.
+            self.routes.close_all();
+            let stream: WebSocketStream = Box::pin(Diverted {
+                inner: stream,
+                routes: self.routes.clone(),
+            });
+            Ok((sink, stream))
+        })
+    }
+}
+
+/// A connection's incoming messages, less those of stored reads.
+struct Diverted {
+    inner: WebSocketStream,
+    routes: ReadRoutes,
+}
+
+impl Stream for Diverted {
+    type Item = Result<Message, TransportError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            match self.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(Message::Text(text)))) => {
+                    if let Some(text) = self.routes.divert(text) {
+                        return Poll::Ready(Some(Ok(Message::Text(text))));
+                    }
+                }
+                Poll::Ready(None) => {
+                    self.routes.close_all();
+                    return Poll::Ready(None);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Drop for Diverted {
+    fn drop(&mut self) {
+        // The connection is gone: no read waiting on it will be answered.
+        self.routes.close_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_waiting_reads_messages_are_taken_and_within_its_bytes() {
+        let routes = ReadRoutes::default();
+        let mut read = routes.open(200);
+        let id = read.id().to_owned();
+        assert!(id.starts_with(READ_PREFIX));
+
+        // Other subscriptions' messages, and anything else, go on to nostr-sdk.
+        for other in [
+            r#"["EVENT","live-1",{"id":"x"}]"#.to_owned(),
+            r#"["EOSE","live-1"]"#.to_owned(),
+            format!(r#"["NOTICE","{id}"]"#),
+            format!(r#"["OK","{id}",true,""]"#),
+            "not json btpn-read-".to_owned(),
+        ] {
+            assert_eq!(routes.divert(other.clone()), Some(other));
+        }
+        // The read's own messages (spaces or not) are taken and handed on in order.
+        let event = format!(r#"[ "EVENT", "{id}", {{"id":"y"}} ]"#);
+        assert_eq!(routes.divert(event.clone()), None);
+        assert_eq!(routes.divert(format!(r#"["EOSE","{id}"]"#)), None);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            assert_eq!(read.next().await, Ok(ReadMessage::Event(event)));
+            assert_eq!(read.next().await, Ok(ReadMessage::Eose));
+        });
+
+        // More than its bytes: cut off, and later messages are dropped.
+        let big = format!(r#"["EVENT","{id}","{}"]"#, "z".repeat(200));
+        assert_eq!(routes.divert(big.clone()), None);
+        assert_eq!(routes.divert(big), None);
+        rt.block_on(async {
+            assert_eq!(read.next().await, Err(RouteEnd::Cut { max_bytes: 200 }));
+        });
+
+        // A connection's end ends every read waiting.
+        let mut waiting = routes.open(1000);
+        routes.close_all();
+        rt.block_on(async {
+            assert_eq!(waiting.next().await, Err(RouteEnd::Disconnected));
+        });
+        drop(read);
+        assert!(routes.lock().is_empty());
+    }
+}
