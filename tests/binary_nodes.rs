@@ -14,7 +14,8 @@ use support::binary::{NodeConfig, NodeProcess};
 use support::relays::{Impl, TestRelay};
 
 /// A node process on `relay` following `operator`'s list, with a short backoff and a
-/// heartbeat every 2 s.
+/// heartbeat every 2 s. Each looks for the other's announcement for up to 30 s: the other
+/// process publishes it only once it has started, which a loaded machine makes slow.
 fn start(
     dir: &std::path::Path,
     name: &str,
@@ -29,7 +30,7 @@ fn start(
             "btp_nips:\n  peer_connections:\n    heartbeat_interval_seconds: 2\n    \
              heartbeat_timeout_seconds: 1\n    max_reconnect_attempts: 10\n    \
              reconnect_initial_delay_ms: 20\n    reconnect_max_delay_ms: 50\n    \
-             discovery_retry_seconds: 1\n",
+             discovery_retry_seconds: 1\n    max_discovery_attempts: 30\n",
         )
         .write();
     (
