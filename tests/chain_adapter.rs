@@ -9,7 +9,7 @@ use btp_nips_node::chain::contract::PaymentChannels as PC;
 use btp_nips_node::chain::{ChainError, ChannelPolicy, EvmChannels};
 use btp_nips_node::config::Settings;
 use btp_nips_node::ports::{ChannelPort, ChannelRequest, ChannelStatus, Fault, PeerTarget};
-use support::chain::{ChainFixture, RpcProxy, CHAIN_ID, ETH};
+use support::chain::{ChainFixture, RpcProxy, SendGate, CHAIN_ID, ETH};
 
 const CONFIRMATIONS: u64 = 5;
 
@@ -407,6 +407,74 @@ async fn auto_open_covers_followed_peers_within_both_caps() {
             .await,
         Ok(ChannelRequest::AwaitingOperator)
     );
+}
+
+#[tokio::test]
+async fn opens_asked_together_are_priced_side_by_side_and_take_their_nonces_in_turn() {
+    let f = ChainFixture::new().await;
+    // Every gas estimate is held at the endpoint until all three opens have asked for
+    // one: only choosing the nonce and signing are one open at a time, so none of the
+    // three waits for another's estimate (on a remote endpoint, each such wait is a round
+    // trip more per open, for every open behind it).
+    let gate = SendGate::holding(&f.anvil.url, "eth_estimateGas").await;
+    gate.close();
+    let mut auto = policy();
+    auto.auto_open = Some((U256::from(ETH), U256::from(10 * ETH)));
+    // RPC calls wait longer than the test does: a held estimate cannot time out and let
+    // the next open through.
+    let adapter = std::sync::Arc::new(EvmChannels::new(
+        btp_nips_node::chain::adapter::http_provider(&gate.url).expect("url"),
+        f.key.clone(),
+        CHAIN_ID,
+        f.contract,
+        CONFIRMATIONS,
+        std::time::Duration::from_secs(120),
+        auto,
+    ));
+    let payees = [0xc1, 0xc2, 0xc3].map(Address::repeat_byte);
+    let opens: Vec<_> = payees
+        .iter()
+        .map(|payee| {
+            let (adapter, peer) = (adapter.clone(), peer(*payee, true));
+            tokio::spawn(async move { adapter.request_channel(&peer).await })
+        })
+        .collect();
+    let side_by_side = tokio::time::timeout(std::time::Duration::from_secs(20), gate.held(3))
+        .await
+        .is_ok();
+    gate.open();
+    assert!(
+        side_by_side,
+        "the three opens asked for their gas estimates at once (one at a time, each waits for the one before)"
+    );
+    let mut hashes = Vec::new();
+    for open in opens {
+        match open.await.expect("the open's task") {
+            Ok(ChannelRequest::Opened { tx_hash }) => hashes.push(tx_hash),
+            other => panic!("each followed peer within the caps gets an open: {other:?}"),
+        }
+    }
+    for tx in &hashes {
+        adapter.broadcast_open(tx).await.expect("broadcast");
+    }
+    let mut nonces: Vec<u64> = Vec::new();
+    for tx in &hashes {
+        let sent = f.chain_tx(tx).await.expect("in the pool");
+        nonces.push(alloy::consensus::Transaction::nonce(&sent));
+    }
+    nonces.sort_unstable();
+    assert_eq!(nonces, [0, 1, 2], "one nonce each, no gap");
+    f.anvil.mine(CONFIRMATIONS).await;
+    for tx in &hashes {
+        assert!(
+            matches!(
+                adapter.channel_status(tx).await,
+                Ok(ChannelStatus::Confirmed { .. })
+            ),
+            "every open lands"
+        );
+    }
+    assert_eq!(f.open_count().await, U256::from(3));
 }
 
 #[tokio::test]

@@ -247,16 +247,18 @@ async fn follow_and_approve(f: &Fixture, node: &Node) -> String {
         .channel_tx_hash
         .clone()
         .expect("the hash is recorded");
+    support::wait::eventually(SOON, "the broadcast", || async {
+        f.on_chain_or_pool(&tx).await.then_some(())
+    })
+    .await;
+    // Read once the transaction is out: the broadcast waits for the hash's write (the
+    // node's own view says channel_opening before the write is committed).
     let stored = f.db.load_all().unwrap();
     assert_eq!(
         peer(&stored).channel_tx_hash.as_deref(),
         Some(tx.as_str()),
         "the hash is in the database"
     );
-    support::wait::eventually(SOON, "the broadcast", || async {
-        f.on_chain_or_pool(&tx).await.then_some(())
-    })
-    .await;
     tx
 }
 

@@ -19,7 +19,9 @@
 //! - `network`: the whole node in its own process, following N peers announced on a local
 //!   relay and served by a peer farm (another process): time to the first and to all N
 //!   connected, CPU, RSS per peer, one heartbeat interval's CPU, then kill -9 and a restart
-//!   on the same database (see `bench/network.rs`).
+//!   on the same database (see `bench/network.rs`). `--chain anvil`: over a payment
+//!   channel to each peer, opened on a local anvil (see `bench/network_chain.rs`). `all`
+//!   runs it with `--chain` as given (off unless told).
 //!
 //! The floor the node must beat: 100 peers connected in under 10 s; a heartbeat check of
 //! 100 peers in under 50 ms. Each figure is reported with its ratio to that floor.
@@ -58,6 +60,9 @@ mod bench_farm;
 #[path = "bench/network.rs"]
 mod bench_network;
 
+#[path = "bench/network_chain.rs"]
+mod bench_network_chain;
+
 #[derive(Parser)]
 #[command(name = "btp-nips-bench")]
 struct Args {
@@ -79,6 +84,9 @@ struct Args {
     /// the node's own default).
     #[arg(long)]
     dial_batch: Option<usize>,
+    /// For `network` (and `all`): where the node under test keeps its payment channels.
+    #[arg(long, value_enum, default_value_t = bench_network::ChainChoice::Off)]
+    chain: bench_network::ChainChoice,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -155,6 +163,7 @@ fn main() {
         let result = bench_network::network(bench_network::NetworkOptions {
             peers: args.peers,
             dial_batch: args.dial_batch,
+            chain: args.chain,
         });
         let ok = result["ok"] == true;
         print(result);

@@ -123,6 +123,15 @@ pub struct OpenPlan {
     pub nonce: u64,
 }
 
+/// An open transaction before its nonce and signature (see [`EvmChannels::prepare_open`]).
+struct UnsignedOpen {
+    /// Everything but the nonce: sender, contract, deposit, input, chain id, gas, fees.
+    tx: TransactionRequest,
+    payee: Address,
+    deposit: U256,
+    expiry: u64,
+}
+
 /// Where a signed open stands in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -266,8 +275,8 @@ pub struct EvmChannels {
     confirmations: u64,
     rpc_timeout: Duration,
     policy: ChannelPolicy,
-    /// Serialises nonce choice and signing, so two opens never take the same nonce, and
-    /// an automatic open's cap check with its signing.
+    /// Serialises nonce choice and signing, so two opens never take the same nonce (and
+    /// nothing else: what does not depend on the nonce is read before it is taken).
     sign_lock: tokio::sync::Mutex<()>,
     held: Mutex<Held>,
     /// A sent open unknown to the endpoint for this long may be reported dropped.
@@ -696,36 +705,84 @@ impl EvmChannels {
         deposit: U256,
         auto: bool,
     ) -> Result<OpenPlan, Fault> {
+        let unsigned = self.prepare_open(payee, deposit).await?;
         let locked = self.sign_lock.lock().await;
-        self.sign_locked(&locked, payee, deposit, auto, None).await
+        let pending_nonce = self.pending_nonce().await?;
+        self.sign_locked(&locked, unsigned, pending_nonce, auto, None)
+            .await
     }
 
-    /// [`EvmChannels::sign_open`] with the signing lock held; `reservation` (an automatic
-    /// open's) is committed in the step that records the signed open, and released by
-    /// being dropped on every way out that signs nothing.
-    async fn sign_locked(
-        &self,
-        _locked: &tokio::sync::MutexGuard<'_, ()>,
-        payee: Address,
-        deposit: U256,
-        auto: bool,
-        reservation: Option<Reservation<'_>>,
-    ) -> Result<OpenPlan, Fault> {
+    /// An open to `payee` holding `deposit` as far as it does not depend on its nonce: its
+    /// expiry (from the chain's clock), gas and fees. Prepared before the signing lock is
+    /// taken, so opens asked together make these reads side by side; only the nonce and
+    /// the signature are one open at a time (on a remote endpoint every read under the
+    /// lock is a round trip more for each open queued behind it).
+    async fn prepare_open(&self, payee: Address, deposit: U256) -> Result<UnsignedOpen, Fault> {
         if payee == self.address() {
             return Err(Fault::Permanent(format!(
                 "the peer's base-address {payee} is our own address"
             )));
         }
-        let (_, now) = self.head().await?;
+        let (head, fees) = tokio::join!(
+            self.head(),
+            self.rpc("fee estimate", self.provider.estimate_eip1559_fees())
+        );
+        let (_, now) = head?;
+        let fees = fees?;
         let expiry = now + self.policy.duration.as_secs();
-        let pending_nonce = self
-            .rpc(
-                "eth_getTransactionCount",
-                self.provider
-                    .get_transaction_count(self.address())
-                    .pending(),
-            )
+        let input = PaymentChannels::openCall { payee, expiry }.abi_encode();
+        let mut tx = TransactionRequest::default()
+            .with_from(self.address())
+            .with_to(self.contract)
+            .with_value(deposit)
+            .with_input(input)
+            .with_chain_id(self.chain_id);
+        // The estimate does not depend on the nonce (the open's code path is the same).
+        let gas = self
+            .rpc("eth_estimateGas", self.provider.estimate_gas(tx.clone()))
             .await?;
+        // A margin over the estimate: the channel list of a busy payer may grow meanwhile.
+        tx.set_gas_limit(gas + gas / 5);
+        tx.set_max_fee_per_gas(fees.max_fee_per_gas);
+        tx.set_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+        Ok(UnsignedOpen {
+            tx,
+            payee,
+            deposit,
+            expiry,
+        })
+    }
+
+    /// The account's transaction count with its pending transactions: the lowest nonce the
+    /// chain has not seen used.
+    async fn pending_nonce(&self) -> Result<u64, Fault> {
+        self.rpc(
+            "eth_getTransactionCount",
+            self.provider
+                .get_transaction_count(self.address())
+                .pending(),
+        )
+        .await
+    }
+
+    /// Signs `open` with the signing lock held, taking its nonce from `pending_nonce` (read
+    /// under the lock) and what this process holds; `reservation` (an automatic open's) is
+    /// committed in the step that records the signed open, and released by being dropped
+    /// on every way out that signs nothing.
+    async fn sign_locked(
+        &self,
+        _locked: &tokio::sync::MutexGuard<'_, ()>,
+        open: UnsignedOpen,
+        pending_nonce: u64,
+        auto: bool,
+        reservation: Option<Reservation<'_>>,
+    ) -> Result<OpenPlan, Fault> {
+        let UnsignedOpen {
+            mut tx,
+            payee,
+            deposit,
+            expiry,
+        } = open;
         // A dropped open's nonce is reused only while the chain has not spent it.
         let reuse_from = if self.held.lock().expect("held lock").reuse.is_empty() {
             None
@@ -772,24 +829,7 @@ impl EvmChannels {
                 ),
             }
         };
-        let input = PaymentChannels::openCall { payee, expiry }.abi_encode();
-        let mut tx = TransactionRequest::default()
-            .with_from(self.address())
-            .with_to(self.contract)
-            .with_value(deposit)
-            .with_input(input)
-            .with_nonce(nonce)
-            .with_chain_id(self.chain_id);
-        let gas = self
-            .rpc("eth_estimateGas", self.provider.estimate_gas(tx.clone()))
-            .await?;
-        let fees = self
-            .rpc("fee estimate", self.provider.estimate_eip1559_fees())
-            .await?;
-        // A margin over the estimate: the channel list of a busy payer may grow meanwhile.
-        tx.set_gas_limit(gas + gas / 5);
-        tx.set_max_fee_per_gas(fees.max_fee_per_gas);
-        tx.set_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+        tx.set_nonce(nonce);
         let envelope = tx
             .build(&self.wallet)
             .await
@@ -1082,14 +1122,7 @@ impl EvmChannels {
             None => {
                 // Not signed by this process (it restarted): its nonce is unknown, so it
                 // may be any open of ours still pending.
-                let pending = self
-                    .rpc(
-                        "eth_getTransactionCount",
-                        self.provider
-                            .get_transaction_count(self.address())
-                            .pending(),
-                    )
-                    .await?;
+                let pending = self.pending_nonce().await?;
                 if pending > confirmed {
                     bump(&self.counters.receipts_missed);
                     log::debug!(
@@ -1127,10 +1160,13 @@ impl EvmChannels {
     }
 
     /// Opens a channel to `payee` with `deposit` if the auto-open policy allows it. The
-    /// total cap is checked and the deposit reserved under the signing lock before the
-    /// first RPC, and the open is signed under the same lock, so requests arriving together
-    /// can never all pass the check; the reservation is released on every way out that
-    /// signs nothing. An RPC fault in the check is returned; one in signing is `Failed`.
+    /// total cap is checked and the deposit reserved before the first RPC, and each
+    /// request's check counts every other request's reservation until that one is signed
+    /// (then its signed open counts instead), so requests arriving together can never all
+    /// pass the check; the reservation is released on every way out that signs nothing.
+    /// The cap's reading of the chain and the open's preparation run side by side, outside
+    /// the signing lock. An RPC fault in the check is returned; one in preparing or signing
+    /// is `Failed`.
     async fn auto_open(&self, payee: Address, deposit: U256) -> Result<AutoOpen, Fault> {
         let Some((per_channel, total)) = self.policy.auto_open else {
             return Ok(AutoOpen::Refused(
@@ -1143,7 +1179,6 @@ impl EvmChannels {
                 "{deposit} wei exceeds the per-channel cap {per_channel} (chain.auto_open.per_channel_cap_wei)"
             )));
         }
-        let signing = self.sign_lock.lock().await;
         let reservation = {
             let mut held = self.held.lock().expect("held lock");
             let committed = held.auto_committed();
@@ -1163,14 +1198,16 @@ impl EvmChannels {
                 committed: false,
             }
         };
-        let locked = self
-            .view(
+        let (locked, unsigned) = tokio::join!(
+            self.view(
                 PaymentChannels::lockedByCall {
                     payer: self.address(),
                 },
                 BlockId::latest(),
-            )
-            .await?;
+            ),
+            self.prepare_open(payee, deposit)
+        );
+        let locked = locked?;
         let others = self
             .held
             .lock()
@@ -1184,15 +1221,17 @@ impl EvmChannels {
                 "locked {locked} + opening {others} + {deposit} wei would exceed the total cap {total} (chain.auto_open.total_cap_wei)"
             )));
         }
-        Ok(
-            match self
-                .sign_locked(&signing, payee, deposit, true, Some(reservation))
+        let signed = async {
+            let unsigned = unsigned?;
+            let signing = self.sign_lock.lock().await;
+            let pending_nonce = self.pending_nonce().await?;
+            self.sign_locked(&signing, unsigned, pending_nonce, true, Some(reservation))
                 .await
-            {
-                Ok(plan) => AutoOpen::Signed(plan),
-                Err(fault) => AutoOpen::Failed(fault),
-            },
-        )
+        };
+        Ok(match signed.await {
+            Ok(plan) => AutoOpen::Signed(plan),
+            Err(fault) => AutoOpen::Failed(fault),
+        })
     }
 
     fn parse_hash(tx_hash: &str) -> Result<B256, Fault> {

@@ -13,8 +13,11 @@
 //!   lagging node behind a load balancer) and only when it can no longer land beside a new
 //!   open: its nonce is spent by another transaction, or the new open reuses its nonce (so
 //!   one replaces the other). Two opens can never both land.
-//! - The auto-open total cap is checked and the deposit reserved under the signing lock
-//!   before any RPC, so followed peers asking together cannot all pass it.
+//! - The auto-open total cap is checked and the deposit reserved before any RPC, each check
+//!   counting the others' reservations, so followed peers asking together cannot all pass
+//!   it.
+//! - Opens asked together read their expiry, gas and fees side by side; only the nonce and
+//!   the signature are taken under the signing lock, one open at a time.
 //! - Counts of refusals and tolerated misses: [`EvmChannels::stats`].
 //! - Nonces: an open keeps its nonce from signing until the chain's pending count covers
 //!   it (also while it is being sent and the pool does not have it yet); the lowest nonce

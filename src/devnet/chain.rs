@@ -1,6 +1,7 @@
 //! The devnet's chain: anvil as a child process (a block a second, its state kept in DIR),
 //! the PaymentChannels contract deployed once from anvil's first dev account, and each
-//! node's EVM key funded from that account by a plain transfer.
+//! node's EVM key funded from that account by a plain transfer. The network benchmark
+//! (`btp-nips-bench network --chain anvil`) runs its node under test on the same chain.
 
 use std::path::Path;
 use std::time::Duration;
@@ -40,20 +41,22 @@ pub struct DevChain {
 }
 
 impl DevChain {
-    /// Starts anvil from `bin` on `port` with the state file `state`, and makes sure the
-    /// contract is there: the one at `stored` if the state still holds it, else a new one
-    /// (said on stdout). Must be called on the thread that lives as long as the devnet:
-    /// anvil is told to end with the thread that started it.
+    /// Starts anvil from `bin` on `port` (0: any free one) with the state file `state`
+    /// (none: the chain lives as long as anvil), and makes sure the contract is there: the
+    /// one at `stored` if the state still holds it, else a new one. What it does is told
+    /// to `narrate` a line at a time. Must be called on the thread that lives as long as
+    /// the chain is used: anvil is told to end with the thread that started it.
     pub async fn start(
         bin: &Path,
         port: u16,
-        state: &Path,
+        state: Option<&Path>,
         stored: Option<&str>,
+        narrate: &dyn Fn(String),
     ) -> Result<DevChain, DevnetError> {
         let options = AnvilOptions {
             port,
             block_time: Some(BLOCK_TIME_SECONDS),
-            state: Some((state.to_path_buf(), STATE_INTERVAL_SECONDS)),
+            state: state.map(|s| (s.to_path_buf(), STATE_INTERVAL_SECONDS)),
             accounts: 1,
         };
         let anvil = AnvilChild::start(bin, &options).map_err(DevnetError::Chain)?;
@@ -74,10 +77,10 @@ impl DevChain {
                     .await
                     .map_err(|e| DevnetError::Chain(format!("anvil at {}: {e}", anvil.url)))?;
                 if code.is_empty() {
-                    println!(
-                        "chain: {} holds no contract at {address} (its state was lost); deploying a new one",
-                        state.display()
-                    );
+                    let holder = state.map_or("anvil".into(), |s| s.display().to_string());
+                    narrate(format!(
+                        "chain: {holder} holds no contract at {address} (its state was lost); deploying a new one"
+                    ));
                     None
                 } else {
                     Some(address)
@@ -88,7 +91,9 @@ impl DevChain {
         let contract = match kept {
             Some(address) => address,
             None => operator::deploy(&provider, &dev, WAIT, |hash| {
-                println!("chain: deploying PaymentChannels (transaction {hash:#x})")
+                narrate(format!(
+                    "chain: deploying PaymentChannels (transaction {hash:#x})"
+                ))
             })
             .await
             .map_err(boxed)?,

@@ -345,7 +345,14 @@ async fn start_chain(
         Some(c) => (c.anvil_port, c.contract.clone()),
         None => (layout::free_ports(1)?[0], None),
     };
-    let chain = DevChain::start(&bin, port, &layout.anvil_state(), stored.as_deref()).await?;
+    let chain = DevChain::start(
+        &bin,
+        port,
+        Some(&layout.anvil_state()),
+        stored.as_deref(),
+        &|line| println!("{line}"),
+    )
+    .await?;
     println!(
         "chain: anvil {} (pid {}, {}), PaymentChannels at {}, a block every {}s, {} confirmations",
         chain.url,

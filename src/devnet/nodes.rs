@@ -3,7 +3,7 @@
 //! `--config`), its follow list and seeded notes, and the node itself, built with
 //! [`NodeBuilder`] like any other.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use alloy::signers::local::PrivateKeySigner;
 use nostr::nips::nip19::ToBech32;
@@ -54,15 +54,7 @@ impl DevNode {
             identity::keygen(&key_file)
         }
         .map_err(|e| DevnetError::Keys(e.to_string()))?;
-        let evm_file = dir.join("evm.key");
-        if !evm_file.exists() {
-            let key = PrivateKeySigner::random();
-            write_private(&evm_file, &format!("0x{}\n", hex(&key.to_bytes()[..])))?;
-        }
-        let evm_text = crate::key_file::read_private(&evm_file)
-            .map_err(|e| DevnetError::Keys(e.to_string()))?;
-        let evm = parse_key("the devnet node's evm.key", &evm_text)
-            .map_err(|e| DevnetError::Keys(format!("{}: {e}", evm_file.display())))?;
+        let evm = evm_key(&dir.join("evm.key"))?;
         entry.pubkey = keys.public_key().to_hex();
         entry.npub = keys.public_key().to_bech32().unwrap_or_default();
         entry.evm_address = evm.address().to_string();
@@ -144,19 +136,30 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A devnet node's configuration: loopback everything, paths under its directory, short
-/// timings so a change shows within seconds, and with a chain, channels opened on their own
-/// to every followed peer (caps sized for `peers`).
-fn node_yaml(
-    entry: &NodeEntry,
-    dir: &std::path::Path,
-    discovery: &str,
+/// The EVM key held in `path` (hex, mode 0600), made there first if the file is absent.
+pub fn evm_key(path: &Path) -> Result<PrivateKeySigner, DevnetError> {
+    if !path.exists() {
+        let key = PrivateKeySigner::random();
+        write_private(path, &format!("0x{}\n", hex(&key.to_bytes()[..])))?;
+    }
+    let text = crate::key_file::read_private(path).map_err(|e| DevnetError::Keys(e.to_string()))?;
+    parse_key("an EVM key file", &text)
+        .map_err(|e| DevnetError::Keys(format!("{}: {e}", path.display())))
+}
+
+/// What a devnet channel deposits: 0.01 ETH.
+pub const DEPOSIT_WEI: u128 = 10_000_000_000_000_000;
+
+/// A node's `chain` section: off without a chain; with one, paying from the key in
+/// `key_file`, `chain::CONFIRMATIONS` confirmations, and channels of `deposit` wei opened
+/// on their own to every followed peer, the caps sized for `peers` of them.
+pub fn chain_yaml(
     chain: Option<&ChainConfig>,
+    key_file: &Path,
+    deposit: u128,
     peers: usize,
 ) -> String {
-    let path = |name: &str| dir.join(name).display().to_string();
-    let deposit: u128 = 10_000_000_000_000_000; // 0.01 ETH
-    let chain_yaml = match chain {
+    match chain {
         None => "chain:\n  enabled: false\n".to_string(),
         Some(c) => format!(
             "chain:\n  enabled: true\n  rpc_url: \"{rpc}\"\n  chain_id: {id}\n  \
@@ -166,13 +169,27 @@ fn node_yaml(
             rpc = c.rpc_url,
             id = crate::chain::anvil::ANVIL_CHAIN_ID,
             contract = c.contract,
-            key = path("evm.key"),
+            key = key_file.display(),
             conf = super::chain::CONFIRMATIONS,
             min = deposit / 10,
             // Room for a second channel to every peer (one may be replaced when spent).
             total = deposit * 2 * peers.max(1) as u128,
         ),
-    };
+    }
+}
+
+/// A devnet node's configuration: loopback everything, paths under its directory, short
+/// timings so a change shows within seconds, and with a chain, channels opened on their own
+/// to every followed peer (caps sized for `peers`).
+fn node_yaml(
+    entry: &NodeEntry,
+    dir: &Path,
+    discovery: &str,
+    chain: Option<&ChainConfig>,
+    peers: usize,
+) -> String {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let chain_yaml = chain_yaml(chain, &dir.join("evm.key"), DEPOSIT_WEI, peers);
     format!(
         r#"# Written by `btp-nips-node devnet` at each start (edits are overwritten).
 node:

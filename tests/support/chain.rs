@@ -282,10 +282,11 @@ impl RpcProxy {
     }
 }
 
-/// An HTTP proxy in front of the RPC endpoint that can hold every `eth_sendRawTransaction`
-/// (each is kept until [`SendGate::open`]) while all other calls pass: a transaction on
-/// its way to the pool, caught at the moment it is neither held by the sender nor known to
-/// the chain.
+/// An HTTP proxy in front of the RPC endpoint that can hold every call of one method,
+/// `eth_sendRawTransaction` unless told otherwise (each is kept until [`SendGate::open`]),
+/// while all other calls pass: a transaction on its way to the pool, caught at the moment
+/// it is neither held by the sender nor known to the chain; or calls that must be able to
+/// arrive side by side, counted while they are held.
 pub struct SendGate {
     pub url: String,
     closed: watch::Sender<bool>,
@@ -294,6 +295,11 @@ pub struct SendGate {
 
 impl SendGate {
     pub async fn start(upstream: &str) -> SendGate {
+        Self::holding(upstream, "eth_sendRawTransaction").await
+    }
+
+    /// A gate that holds the calls of `method` instead.
+    pub async fn holding(upstream: &str, method: &'static str) -> SendGate {
         let upstream = upstream
             .strip_prefix("http://")
             .expect("an http URL")
@@ -308,7 +314,7 @@ impl SendGate {
                 let (upstream, closed, held) =
                     (upstream.clone(), gate_closed.clone(), gate_held.clone());
                 tokio::spawn(async move {
-                    let _ = Self::serve(client, &upstream, closed, held).await;
+                    let _ = Self::serve(client, &upstream, method, closed, held).await;
                 });
             }
         });
@@ -316,10 +322,11 @@ impl SendGate {
     }
 
     /// One client connection: each request goes to the upstream connection in turn, a
-    /// send waiting first while the gate is closed.
+    /// call of `method` waiting first while the gate is closed.
     async fn serve(
         client: TcpStream,
         upstream: &str,
+        method: &str,
         closed: watch::Sender<bool>,
         held: watch::Sender<usize>,
     ) -> std::io::Result<()> {
@@ -330,7 +337,7 @@ impl SendGate {
             let Some(request) = read_http_message(&mut client).await? else {
                 return Ok(());
             };
-            if String::from_utf8_lossy(&request).contains("eth_sendRawTransaction") {
+            if String::from_utf8_lossy(&request).contains(method) {
                 let mut open = closed.subscribe();
                 if *open.borrow_and_update() {
                     held.send_modify(|n| *n += 1);
@@ -349,17 +356,17 @@ impl SendGate {
         }
     }
 
-    /// Holds every send from now on.
+    /// Holds every call of the method from now on.
     pub fn close(&self) {
         self.closed.send_replace(true);
     }
 
-    /// Lets the held sends (and all later ones) through.
+    /// Lets the held calls (and all later ones) through.
     pub fn open(&self) {
         self.closed.send_replace(false);
     }
 
-    /// Waits until `n` sends in all have been held.
+    /// Waits until `n` calls in all have been held.
     pub async fn held(&self, n: usize) {
         let mut held = self.held.subscribe();
         held.wait_for(|held| *held >= n).await.expect("gate alive");

@@ -5,14 +5,16 @@
 //! client's token is bound to ([`SessionServer::start_with_identities`]), so the node
 //! under test authenticates each peer for real, one session per peer. Peer `i` announces
 //! the endpoint of listener `i % listeners` in a kind 32001 announcement, signed with its
-//! own key and written to a file the benchmark puts on its relay.
+//! own key and written to a file the benchmark puts on its relay, with the base address
+//! `first + i + 1` (so no two peers of several farms pay to one address: on a chain, each
+//! is a channel of its own).
 //!
 //! What the peers answer: PING with PONG and `peer.config` with ILDCP (the node's own
 //! service), a REQ with an empty Fulfill and then, as a request of their own, the EOSE of
 //! that subscription (they hold no events), a CLOSE with an empty Fulfill.
 //!
 //! Protocol with the parent: the first line of stdin is the configuration (JSON: `peers`,
-//! `listeners`, `announcements`, the file to write); the farm answers one JSON line once it
+//! `listeners`, `first`, `announcements`, the file to write); the farm answers one JSON line once it
 //! listens and the file is written, then `stats` with its counters, until `quit` or the end
 //! of stdin.
 
@@ -99,6 +101,7 @@ pub fn network_farm() {
     let config = read_config("the farm");
     let peers = config["peers"].as_u64().expect("peers") as usize;
     let listeners = config["listeners"].as_u64().unwrap_or(1).max(1) as usize;
+    let first = config["first"].as_u64().unwrap_or(0) as usize;
     let file = config["announcements"]
         .as_str()
         .expect("announcements")
@@ -145,7 +148,7 @@ pub fn network_farm() {
             let fields = AnnouncementFields {
                 node_id: "farm".into(),
                 endpoint: format!("ws://127.0.0.1:{}/btp", ports[i % ports.len()]),
-                base_address: format!("0x{:040x}", i + 1),
+                base_address: format!("0x{:040x}", first + i + 1),
                 supported_tokens: vec!["eth".into()],
                 features: vec!["subscriptions".into()],
                 metadata: None,

@@ -1,5 +1,6 @@
-//! `btp-nips-bench network --peers N`: the whole node against N real peers, killed and
-//! restarted.
+//! `btp-nips-bench network --peers N [--chain off|anvil]`: the whole node against N real
+//! peers, killed and restarted; with `--chain anvil`, over payment channels opened on a
+//! local chain.
 //!
 //! Three processes, so each figure is the node's alone and the node can be killed:
 //! - this one: a local Nostr relay (nostr-relay-builder, on its own thread) holding the N
@@ -10,7 +11,12 @@
 //!   descriptors: its socket and the handle that can end it while a write is stuck);
 //! - the node under test (`network-node`): a node built with `NodeBuilder` from settings
 //!   (discovery and its operator relay on the local relay, SQLite, its BTP listener on
-//!   loopback, chain off), reporting over stdout lines what happened and what it cost.
+//!   loopback, chain off or on anvil), reporting over stdout lines what happened and what
+//!   it cost;
+//! - with `--chain anvil`, anvil (see `network_chain.rs`): the node pays from a funded key
+//!   of its own and opens a channel to each followed peer on its own (auto-open), so each
+//!   goes channel_needed → channel_opening → connected, connected only once its channel
+//!   has its confirmations.
 //!
 //! Times are taken in this process when the node's line arrives, from the moment the node
 //! process was spawned. Figures:
@@ -23,7 +29,11 @@
 //!   answered meanwhile (the first interval's CPU is shown too);
 //! - kill -9 of the node (after its changes are flushed), then a restart on the same
 //!   database: the rows read before the kill and after it (lost: must be 0), and from the
-//!   new start the first followed peer connected and all N connected.
+//!   new start the first followed peer connected and all N connected;
+//! - with the chain: the channels the node opened and its transactions (read on chain),
+//!   when the peers entered channel_needed, channel_opening and connected (read from the
+//!   node's history), which blocks the opens landed in; after the restart, the
+//!   transactions and channels that are new (must be 0: each channel is found on chain).
 //!
 //! Every wait has a deadline; a figure not reached in time is reported as such (and the
 //! run fails), never a hang.
@@ -43,6 +53,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::bench_farm::{read_config, say, stdin_commands};
+use crate::bench_network_chain::{channel_path, BenchChain, Onchain, DEPOSIT_WEI};
 use crate::bench_sessions::raise_fd_limit;
 
 /// BTP listeners of each farm process (one worker thread each).
@@ -55,21 +66,42 @@ const HEARTBEAT_SECONDS: u64 = 5;
 /// interval writes the share of peers a node in production writes.
 const HEARTBEATS_PER_WRITE: u64 = 5;
 
+/// Seconds the chain may add to a phase: the blocks the opens take and their
+/// confirmations, at a block a second.
+const CHAIN_PHASE_SECONDS: u64 = 60;
+
+/// Where the node under test keeps its payment channels.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChainChoice {
+    /// No chain: peers connect without channels.
+    Off,
+    /// A local anvil (`ANVIL_BIN`, or `contracts/node_modules/...`): a channel per peer.
+    Anvil,
+}
+
 /// How the node under test is configured, beyond the node's defaults.
 #[derive(Clone)]
 pub struct NetworkOptions {
     pub peers: usize,
     /// `btp_nips.peer_connections.startup_dial_batch` (None: the node's default).
     pub dial_batch: Option<usize>,
+    pub chain: ChainChoice,
 }
 
 /// The node's settings: discovery and operator relay on `relay`, following `operator`'s
-/// list, N connections allowed, the short heartbeat.
+/// list, N connections allowed, the short heartbeat; with a chain, its `chain_yaml` and
+/// the channel polled every second (a block a second).
 fn node_yaml(config: &Value) -> String {
     let text = |k: &str| config[k].as_str().unwrap_or_default().to_string();
     let peers = config["peers"].as_u64().unwrap_or(1).max(1);
     let dial = match config["dial_batch"].as_u64() {
         Some(b) => format!("    startup_dial_batch: {b}\n"),
+        None => String::new(),
+    };
+    let chain = match config["chain_yaml"].as_str() {
+        Some(chain) => {
+            format!("    channel_poll_interval_seconds: 1\n    channel_recheck_seconds: 5\n{chain}")
+        }
         None => String::new(),
     };
     format!(
@@ -80,7 +112,7 @@ fn node_yaml(config: &Value) -> String {
          btp_nips:\n  peer_connections:\n    max_active_connections: {peers}\n\
          \x20   heartbeat_interval_seconds: {HEARTBEAT_SECONDS}\n\
          \x20   heartbeat_timeout_seconds: {timeout}\n\
-         \x20   heartbeat_write_interval_seconds: {writes}\n{dial}",
+         \x20   heartbeat_write_interval_seconds: {writes}\n{dial}{chain}",
         db = text("db"),
         relay = text("relay"),
         operator = text("operator"),
@@ -186,6 +218,8 @@ struct Proc {
     name: &'static str,
     child: Child,
     spawned: Instant,
+    /// The spawn on the system clock, unix ms (the node's history is dated by it).
+    spawned_unix_ms: u64,
     lines: Receiver<(Instant, Value)>,
     /// Lines read while waiting for another one.
     seen: Vec<(Instant, Value)>,
@@ -195,6 +229,7 @@ impl Proc {
     /// Starts this binary as `scenario` and hands it `config` as its first line.
     fn spawn(name: &'static str, scenario: &str, config: &Value) -> Proc {
         let spawned = Instant::now();
+        let spawned_unix_ms = btp_nips_node::lifecycle::Timestamp::now_system().0;
         let mut child = Command::new(std::env::current_exe().expect("own path"))
             .arg(scenario)
             .stdin(Stdio::piped())
@@ -217,6 +252,7 @@ impl Proc {
             name,
             child,
             spawned,
+            spawned_unix_ms,
             lines,
             seen: Vec::new(),
         };
@@ -400,7 +436,22 @@ pub fn network(options: NetworkOptions) -> Value {
     let fd_limit = raise_fd_limit();
     let dir = tempfile::tempdir().expect("a scratch directory");
     // Seconds every phase may take at most: generous, growing with N, never unbounded.
-    let phase = Duration::from_secs(30) + Duration::from_millis(10 * n as u64);
+    let mut phase = Duration::from_secs(30) + Duration::from_millis(10 * n as u64);
+    let chain = match options.chain {
+        ChainChoice::Off => None,
+        ChainChoice::Anvil => match BenchChain::start(dir.path(), n) {
+            Ok(chain) => Some(chain),
+            Err(e) => {
+                return json!({
+                    "scenario": "network", "peers": n, "ok": false, "chain": "anvil",
+                    "error": format!("the chain did not start: {e}"),
+                })
+            }
+        },
+    };
+    if chain.is_some() {
+        phase += Duration::from_secs(CHAIN_PHASE_SECONDS) + Duration::from_millis(20 * n as u64);
+    }
 
     // Two descriptors per served session: as many farm processes as that takes.
     let per_farm = (fd_limit.saturating_sub(FARM_SPARE_FDS) / 2).max(1) as usize;
@@ -408,6 +459,7 @@ pub fn network(options: NetworkOptions) -> Value {
     let mut farms = Vec::new();
     let mut events: Vec<Event> = Vec::with_capacity(n + 1);
     let mut farm_ports = Vec::new();
+    let mut first = 0;
     for f in 0..farm_count {
         let peers = n / farm_count + usize::from(f < n % farm_count);
         let announcements = dir.path().join(format!("announcements{f}.jsonl"));
@@ -417,9 +469,11 @@ pub fn network(options: NetworkOptions) -> Value {
             &json!({
                 "peers": peers,
                 "listeners": FARM_LISTENERS,
+                "first": first,
                 "announcements": announcements.display().to_string(),
             }),
         );
+        first += peers;
         let Some((_, listening)) = farm.wait_for("listening", Instant::now() + phase) else {
             return json!({ "scenario": "network", "peers": n, "ok": false, "error": "a peer farm did not start" });
         };
@@ -449,6 +503,7 @@ pub fn network(options: NetworkOptions) -> Value {
         "operator": operator.public_key().to_hex(),
         "nsec": Keys::generate().secret_key().to_secret_hex(),
         "dial_batch": options.dial_batch,
+        "chain_yaml": chain.as_ref().map(|c| c.yaml.clone()),
     });
 
     // From start to all N connected.
@@ -492,6 +547,10 @@ pub fn network(options: NetworkOptions) -> Value {
     let flushed = node.ask("flush", "flushed", phase);
     let rows_before = stored_rows(&db_url);
     node.kill9();
+    let onchain_before = chain.as_ref().map(BenchChain::read);
+    let path_before = chain
+        .as_ref()
+        .map(|_| channel_path(&db_url, &followed, node.spawned_unix_ms));
     let rows_after = stored_rows(&db_url);
     let (rows_lost, rows_before_n, rows_after_n, connected_rows_before) =
         match (&rows_before, &rows_after) {
@@ -511,23 +570,40 @@ pub fn network(options: NetworkOptions) -> Value {
     let mut node = Proc::spawn("restarted node", "network-node", &config);
     let second_run = startup(&mut node, Instant::now() + phase);
     let farm_end = farm_stats(&mut farms);
+    let restarted_at = node.spawned_unix_ms;
     node.quit();
     for farm in farms {
         farm.quit();
     }
     drop(relay);
+    let channels = chain.map(|chain| {
+        let onchain_after = chain.read();
+        let path_after = channel_path(&db_url, &followed, restarted_at);
+        let figures = channel_figures(
+            &chain,
+            n,
+            onchain_before.expect("read when the chain is on"),
+            onchain_after,
+            path_before.expect("read when the chain is on"),
+            path_after,
+            stored_channels(&db_url, &followed),
+        );
+        chain.stop();
+        figures
+    });
 
     let ok = first_run.all_ms.is_some()
         && second_run.all_ms.is_some()
         && heartbeat.is_some()
         && rows_lost == Some(0)
-        && rows_before_n >= n;
+        && rows_before_n >= n
+        && channels.as_ref().is_none_or(|c| c["ok"] == true);
     let ms = |d: Option<f64>| d.map(|d| (d * 10.0).round() / 10.0);
     json!({
         "scenario": "network",
         "peers": n,
         "ok": ok,
-        "chain": "off",
+        "chain": if channels.is_some() { "anvil" } else { "off" },
         "farm_processes": farm_count,
         "farm_listeners": farm_ports,
         "fd_limit": fd_limit,
@@ -565,6 +641,7 @@ pub fn network(options: NetworkOptions) -> Value {
             "cpu_s_at_all_connected": cost(&second_run.all, "cpu_s"),
             "node_stats_if_not_all_connected": second_run.stats_if_incomplete,
         },
+        "channels": channels,
         "farm": farm_end,
         "targets": {
             "all_connected_ms": "1,000 peers <= 2000; 10,000 <= 15000",
@@ -572,6 +649,69 @@ pub fn network(options: NetworkOptions) -> Value {
             "rows_lost": 0,
             "rss_per_connected_peer_bytes": "<= 65536",
             "heartbeat_cpu_per_peer_us": "<= 20",
+        },
+    })
+}
+
+/// How many followed peers' stored records name a channel, and how many distinct ones.
+fn stored_channels(url: &str, followed: &HashSet<String>) -> Value {
+    let read = || -> Result<Value, String> {
+        let db = Database::open(url, 1).map_err(|e| e.to_string())?;
+        let rows = db.load_all().map_err(|e| e.to_string())?;
+        let ids: Vec<&String> = rows
+            .iter()
+            .filter(|r| followed.contains(&r.nostr_pubkey))
+            .filter_map(|r| r.channel_id.as_ref())
+            .collect();
+        let distinct: HashSet<&&String> = ids.iter().collect();
+        Ok(json!({ "with_channel": ids.len(), "distinct": distinct.len() }))
+    };
+    read().unwrap_or_else(|e| json!({ "error": e }))
+}
+
+/// The chain's figures (see the module documentation), `ok` when every peer went through
+/// channel_opening to a channel of its own, the node sent one transaction a channel, and
+/// the restart opened nothing.
+fn channel_figures(
+    chain: &BenchChain,
+    n: usize,
+    before: Result<Onchain, String>,
+    after: Result<Onchain, String>,
+    path_before: Value,
+    path_after: Value,
+    stored: Value,
+) -> Value {
+    let (before, after) = match (before, after) {
+        (Ok(before), Ok(after)) => (before, after),
+        (Err(e), _) | (_, Err(e)) => return json!({ "ok": false, "error": e }),
+    };
+    let payees: HashSet<_> = before.channels.iter().map(|(_, payee, _)| payee).collect();
+    let new_transactions = after.pending.saturating_sub(before.pending);
+    let new_channels = after.channels.len().saturating_sub(before.channels.len());
+    let through = path_before["through_channel_opening"].as_u64();
+    let ok = before.channels.len() == n
+        && payees.len() == n
+        && before.mined == n as u64
+        && before.pending == before.mined
+        && through == Some(n as u64)
+        && stored["with_channel"] == json!(n)
+        && stored["distinct"] == json!(n)
+        && new_transactions == 0
+        && new_channels == 0;
+    json!({
+        "ok": ok,
+        "deposit_wei": DEPOSIT_WEI.to_string(),
+        "opened": before.channels.len(),
+        "distinct_payees": payees.len(),
+        "transactions_sent": before.mined,
+        "transactions_pending": before.pending - before.mined,
+        "stored_channel_ids": stored,
+        "path_ms_after_start": path_before,
+        "chain": chain.blocks(&before),
+        "restart": {
+            "new_transactions": new_transactions,
+            "new_channels": new_channels,
+            "path_ms_after_restart": path_after,
         },
     })
 }
