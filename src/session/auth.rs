@@ -15,11 +15,17 @@
 //! a configured peer and the token must equal its secret (their SHA-256 digests compared in
 //! constant time, so neither the position of a difference nor the length shows). An unknown
 //! username and a wrong secret get the same refusal.
+//!
+//! Both events are signed and checked here directly (not through `EventBuilder` and
+//! `Event::verify`): the id is hashed from the event's fields as NIP-01 writes them, in one
+//! pass, and the tags naming keys and ids are compared as bytes. Each side so pays for its
+//! one signature and its one check, and little besides.
 
 use std::collections::{BTreeSet, HashMap};
 
 use nostr::hashes::{sha256, Hash};
-use nostr::{Event, EventBuilder, JsonUtil, Keys, Kind, PublicKey, Tag, Timestamp};
+use nostr::secp256k1::Message;
+use nostr::{Event, EventId, JsonUtil, Keys, Kind, PublicKey, Tag, Tags, Timestamp, SECP256K1};
 
 /// Kind of the client's session token (ephemeral range: relays do not store it).
 pub const TOKEN_KIND: u16 = 27301;
@@ -74,22 +80,95 @@ pub fn sign_token(
     now_secs: u64,
     nonce: u64,
 ) -> Result<Event, AuthRefusal> {
-    EventBuilder::new(Kind::Custom(TOKEN_KIND), TOKEN_CONTENT)
-        .tags(tags(&[
-            ("endpoint", endpoint),
-            ("p", &server.to_hex()),
-            ("nonce", &format!("{nonce:016x}")),
-        ])?)
-        .custom_created_at(Timestamp::from_secs(now_secs))
-        .sign_with_keys(keys)
-        .map_err(|e| AuthRefusal::Malformed(format!("cannot sign: {e}")))
+    Ok(sign_event(
+        keys,
+        TOKEN_KIND,
+        [
+            tag_pair("endpoint", endpoint.to_owned()),
+            tag_pair("p", server.to_hex()),
+            tag_pair("nonce", format!("{nonce:016x}")),
+        ],
+        now_secs,
+    ))
 }
 
-fn tags(pairs: &[(&str, &str)]) -> Result<Vec<Tag>, AuthRefusal> {
-    pairs
-        .iter()
-        .map(|(k, v)| Tag::parse([*k, *v]).map_err(|e| AuthRefusal::Malformed(e.to_string())))
-        .collect()
+/// A two-element tag (`[name, value]`).
+fn tag_pair(name: &str, value: String) -> Tag {
+    Tag::parse([name.to_owned(), value]).expect("a tag with a name is never empty")
+}
+
+/// The NIP-01 id of an event: the SHA-256 of `[0,<pubkey>,<created_at>,<kind>,<tags>,
+/// <content>]` as compact JSON. Serialized straight from the fields into one buffer, byte
+/// for byte what `nostr::EventId::new` hashes (it builds a `serde_json::Value` tree of
+/// copies first).
+pub fn event_id(
+    pubkey: &PublicKey,
+    created_at: Timestamp,
+    kind: Kind,
+    tags: &Tags,
+    content: &str,
+) -> EventId {
+    let mut json = Vec::with_capacity(256 + content.len());
+    serde_json::to_writer(&mut json, &(0u8, pubkey, created_at, kind, tags, content))
+        .expect("serializing into memory cannot fail");
+    EventId::from_byte_array(sha256::Hash::hash(&json).to_byte_array())
+}
+
+/// An event of `kind` with our content and `tags`, created at `now_secs` and signed by
+/// `keys`: its id hashed once, then signed.
+fn sign_event(keys: &Keys, kind: u16, tags: impl Into<Vec<Tag>>, now_secs: u64) -> Event {
+    let pubkey = keys.public_key();
+    let created_at = Timestamp::from_secs(now_secs);
+    let kind = Kind::Custom(kind);
+    let tags = Tags::from_list(tags.into());
+    let id = event_id(&pubkey, created_at, kind, &tags, TOKEN_CONTENT);
+    let sig = keys.sign_schnorr(&Message::from_digest(id.to_bytes()));
+    Event::new(id, pubkey, created_at, kind, tags, TOKEN_CONTENT, sig)
+}
+
+/// Whether `event`'s id is the hash of its fields and its signature is its author's over
+/// that id (what `Event::verify` checks, with the id hashed by [`event_id`]).
+fn verifies(event: &Event) -> bool {
+    let id = event_id(
+        &event.pubkey,
+        event.created_at,
+        event.kind,
+        &event.tags,
+        &event.content,
+    );
+    id == event.id
+        && event.pubkey.xonly().is_ok_and(|author| {
+            SECP256K1
+                .verify_schnorr(&event.sig, &Message::from_digest(id.to_bytes()), &author)
+                .is_ok()
+        })
+}
+
+/// Whether `text` is `bytes` in lowercase hex, as `to_hex` writes it (compared without
+/// building the hex string).
+fn is_hex_of(text: &str, bytes: &[u8]) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    text.len() == 2 * bytes.len()
+        && text.as_bytes().chunks_exact(2).zip(bytes).all(|(pair, b)| {
+            pair[0] == DIGITS[usize::from(b >> 4)] && pair[1] == DIGITS[usize::from(b & 0xf)]
+        })
+}
+
+/// Whether `text` is `bytes` in hex of either case (64 digits for a key).
+fn is_hex_of_any_case(text: &str, bytes: &[u8]) -> bool {
+    text.len() == 2 * bytes.len()
+        && text.as_bytes().chunks_exact(2).zip(bytes).all(|(pair, b)| {
+            hex_digit(pair[0]) == Some(b >> 4) && hex_digit(pair[1]) == Some(b & 0xf)
+        })
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
 }
 
 fn tag<'a>(event: &'a Event, name: &'static str) -> Result<&'a str, AuthRefusal> {
@@ -105,7 +184,7 @@ fn tag<'a>(event: &'a Event, name: &'static str) -> Result<&'a str, AuthRefusal>
 
 fn parse_event(json: &str, expected_kind: u16) -> Result<Event, AuthRefusal> {
     let event = Event::from_json(json).map_err(|e| AuthRefusal::Malformed(e.to_string()))?;
-    if event.verify().is_err() {
+    if !verifies(&event) {
         return Err(AuthRefusal::Forged);
     }
     let found = event.kind.as_u16();
@@ -249,14 +328,13 @@ pub fn check_token(
     policy: &TokenPolicy,
     now_secs: u64,
 ) -> Result<Event, AuthRefusal> {
-    let ours = server.to_hex();
     check_token_for(username, token, policy, now_secs, |bound| {
-        if bound.eq_ignore_ascii_case(&ours) {
+        if is_hex_of_any_case(bound, server.as_bytes()) {
             Ok(())
         } else {
             Err(AuthRefusal::WrongServer {
                 found: bound.to_string(),
-                expected: ours.clone(),
+                expected: server.to_hex(),
             })
         }
     })
@@ -274,12 +352,11 @@ pub fn check_token_for<T>(
     audience: impl FnOnce(&str) -> Result<T, AuthRefusal>,
 ) -> Result<(Event, T), AuthRefusal> {
     let event = parse_event(token, TOKEN_KIND)?;
-    let author = event.pubkey.to_hex();
     if let Some(username) = username {
-        if !username.eq_ignore_ascii_case(&author) {
+        if !is_hex_of_any_case(username, event.pubkey.as_bytes()) {
             return Err(AuthRefusal::WrongAuthor {
                 username: username.to_string(),
-                author,
+                author: event.pubkey.to_hex(),
             });
         }
     }
@@ -312,15 +389,16 @@ pub fn check_token_for<T>(
 /// The server's proof for an accepted `token`.
 pub fn sign_proof(keys: &Keys, token: &Event, now_secs: u64) -> Result<Event, AuthRefusal> {
     let endpoint = tag(token, "endpoint")?;
-    EventBuilder::new(Kind::Custom(PROOF_KIND), TOKEN_CONTENT)
-        .tags(tags(&[
-            ("e", &token.id.to_hex()),
-            ("p", &token.pubkey.to_hex()),
-            ("endpoint", endpoint),
-        ])?)
-        .custom_created_at(Timestamp::from_secs(now_secs))
-        .sign_with_keys(keys)
-        .map_err(|e| AuthRefusal::Malformed(format!("cannot sign: {e}")))
+    Ok(sign_event(
+        keys,
+        PROOF_KIND,
+        [
+            tag_pair("e", token.id.to_hex()),
+            tag_pair("p", token.pubkey.to_hex()),
+            tag_pair("endpoint", endpoint.to_owned()),
+        ],
+        now_secs,
+    ))
 }
 
 /// The client checks the server's proof: signed by `expected_server`, for our `token`.
@@ -338,8 +416,8 @@ pub fn verify_proof(
         )));
     }
     let bad = |e: AuthRefusal| AuthRefusal::BadProof(e.to_string());
-    if tag(&event, "e").map_err(bad)? != token.id.to_hex()
-        || tag(&event, "p").map_err(bad)? != token.pubkey.to_hex()
+    if !is_hex_of(tag(&event, "e").map_err(bad)?, token.id.as_bytes())
+        || !is_hex_of(tag(&event, "p").map_err(bad)?, token.pubkey.as_bytes())
     {
         return Err(AuthRefusal::BadProof(
             "does not answer our token (tags e/p)".into(),
@@ -503,6 +581,107 @@ mod tests {
                 &mut replay
             ),
             Err(AuthRefusal::Malformed(_))
+        ));
+    }
+
+    proptest::proptest! {
+        /// The id we hash is the one every Nostr implementation computes: nostr's own
+        /// (`EventId::new`), for any tags and content (escapes, unicode, empty).
+        #[test]
+        fn event_ids_are_nostrs(
+            tags in proptest::collection::vec(
+                proptest::collection::vec(proptest::prelude::any::<String>(), 1..4),
+                0..5,
+            ),
+            content in proptest::prelude::any::<String>(),
+            created_at in proptest::prelude::any::<u64>(),
+            kind in proptest::prelude::any::<u16>(),
+            key in proptest::prelude::any::<[u8; 32]>(),
+        ) {
+            let pubkey = PublicKey::from_byte_array(key);
+            let tags = Tags::from_list(tags.into_iter().map(|t| Tag::parse(t).unwrap()).collect());
+            let (created_at, kind) = (Timestamp::from_secs(created_at), Kind::from(kind));
+            proptest::prop_assert_eq!(
+                event_id(&pubkey, created_at, kind, &tags, &content),
+                EventId::new(&pubkey, &created_at, &kind, &tags, &content)
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_and_proofs_are_nostr_events_that_verify_anywhere() {
+        let (client, server, _) = setup();
+        let token = sign_token(&client, ENDPOINT, &server.public_key(), NOW, 9).unwrap();
+        let proof = sign_proof(&server, &token, NOW).unwrap();
+        for (event, kind, author) in [(&token, TOKEN_KIND, &client), (&proof, PROOF_KIND, &server)]
+        {
+            // What another implementation reads back from the JSON checks out with nostr's
+            // own verification, and says what we meant.
+            let read = Event::from_json(event.as_json()).unwrap();
+            read.verify().unwrap();
+            assert_eq!(read.kind.as_u16(), kind);
+            assert_eq!(read.pubkey, author.public_key());
+            assert_eq!(read.content, TOKEN_CONTENT);
+            assert_eq!(read.created_at.as_secs(), NOW);
+        }
+        assert_eq!(tag(&token, "p").unwrap(), server.public_key().to_hex());
+        assert_eq!(tag(&token, "nonce").unwrap(), "0000000000000009");
+        assert_eq!(tag(&proof, "e").unwrap(), token.id.to_hex());
+        assert_eq!(tag(&proof, "p").unwrap(), client.public_key().to_hex());
+        assert_eq!(tag(&proof, "endpoint").unwrap(), ENDPOINT);
+    }
+
+    #[test]
+    fn keys_in_usernames_and_p_tags_match_in_either_case_ids_in_proofs_only_as_written() {
+        let (client, server, mut replay) = setup();
+        // The username and the server key the token names: hex of either case.
+        let token = sign_token(&client, ENDPOINT, &server.public_key(), NOW, 1).unwrap();
+        let upper_name = client.public_key().to_hex().to_uppercase();
+        assert!(verify_token(
+            Some(&upper_name),
+            &token_text(&token),
+            &server.public_key(),
+            &policy(),
+            NOW,
+            &mut replay
+        )
+        .is_ok());
+        // A token naming the server's key in uppercase hex.
+        let shouted = sign_event(
+            &client,
+            TOKEN_KIND,
+            vec![
+                tag_pair("endpoint", ENDPOINT.into()),
+                tag_pair("p", server.public_key().to_hex().to_uppercase()),
+                tag_pair("nonce", "0000000000000002".into()),
+            ],
+            NOW,
+        );
+        let shouted = token_text(&shouted);
+        assert!(check_token(None, &shouted, &server.public_key(), &policy(), NOW).is_ok());
+        // A username one digit off is someone else.
+        let mut other = client.public_key().to_hex();
+        other.replace_range(63.., if other.ends_with('0') { "1" } else { "0" });
+        assert!(matches!(
+            check_token(Some(&other), &shouted, &server.public_key(), &policy(), NOW),
+            Err(AuthRefusal::WrongAuthor { .. })
+        ));
+        // The proof names our token and us exactly as `to_hex` writes them.
+        let proof = sign_proof(&server, &token, NOW).unwrap();
+        verify_proof(&proof.as_json(), &token, &server.public_key()).unwrap();
+        let shouting = sign_event(
+            &server,
+            PROOF_KIND,
+            vec![
+                tag_pair("e", token.id.to_hex().to_uppercase()),
+                tag_pair("p", token.pubkey.to_hex()),
+                tag_pair("endpoint", ENDPOINT.into()),
+            ],
+            NOW,
+        );
+        assert!(matches!(
+            verify_proof(&shouting.as_json(), &token, &server.public_key()),
+            Err(AuthRefusal::BadProof(_))
         ));
     }
 

@@ -181,10 +181,15 @@ impl BtpSession {
         ));
         let (reader_link, reader_ctx, reader_peer) = (link.clone(), ctx.clone(), peer.clone());
         tokio::spawn(async move {
-            let who = reader_peer.to_string();
-            let ended =
-                transport::read_loop(stream, &reader_link, &reader_ctx, &reader_peer, &who, None)
-                    .await;
+            let ended = transport::read_loop(
+                stream,
+                &reader_link,
+                &reader_ctx,
+                &reader_peer,
+                &reader_peer,
+                None,
+            )
+            .await;
             // The link's Close goes out through the writer; waiting requests fail now.
             if let Some(reason) = ended {
                 reader_link.shut(reason);

@@ -30,7 +30,7 @@ use nostr::{Keys, PublicKey};
 use super::auth::{self, TokenPolicy, PROTOCOL_AUTH_PROOF};
 use super::connection::{error_packet, Link, LinkLimits, MAX_MESSAGE_LEN};
 use super::stats::{SessionStats, SessionStatsSnapshot};
-use super::transport::{self, ActixSink, ActixSource, Frame, FrameSource};
+use super::transport::{self, ActixSink, ActixSource, Frame, FrameSource, SocketHandle};
 use super::{unix_now, PeerIdentity, SessionContext};
 use crate::ports::{Admission, PeerDirectory};
 use crate::untrusted::untrusted;
@@ -84,7 +84,7 @@ impl SessionServer {
             ctx,
             identities,
             admission,
-            endpoints: std::sync::OnceLock::new(),
+            policy: std::sync::OnceLock::new(),
             live: std::sync::Mutex::new(std::collections::HashMap::new()),
             unauthenticated: std::sync::Mutex::new(HashMap::new()),
         });
@@ -121,9 +121,13 @@ impl SessionServer {
             configured => vec![configured.to_string()],
         };
         state
-            .endpoints
-            .set(endpoints)
-            .expect("endpoints are set once, before serving");
+            .policy
+            .set(TokenPolicy {
+                endpoints,
+                max_age_secs: state.ctx.settings.token_max_age.as_secs(),
+                max_skew_secs: state.ctx.settings.token_max_skew.as_secs(),
+            })
+            .expect("the token policy is set once, before serving");
         let server = server.run();
         let handle = server.handle();
         actix_web::rt::spawn(server);
@@ -159,9 +163,10 @@ struct ServerState {
     /// The keys this server answers as, by pubkey (a node's: its one key).
     identities: HashMap<PublicKey, Keys>,
     admission: Option<Arc<dyn PeerDirectory>>,
-    /// The endpoints a token may be bound to: `node.public_endpoint`, or the loopback
-    /// forms of the bound address when none is configured (known once bound).
-    endpoints: std::sync::OnceLock<Vec<String>>,
+    /// What tokens are checked against, made once when bound: the endpoints a token may be
+    /// bound to (`node.public_endpoint`, or the loopback forms of the bound address when
+    /// none is configured) and the token lifetime.
+    policy: std::sync::OnceLock<TokenPolicy>,
     /// The live inbound session of each peer with each of our keys (a node has one): one
     /// per pair, the newest wins (a peer that reconnects after a network drop replaces its
     /// half-open session, as ilp-plugin-btp does, and no key holds more than one slot).
@@ -230,18 +235,19 @@ impl ServerState {
     }
 }
 
-/// A second handle on an accepted TCP socket, so a session whose peer stopped reading can
-/// be ended even while actix still tries to flush to it.
-#[derive(Clone)]
-struct ConnSocket(Arc<std::net::TcpStream>);
+/// A handle on an accepted TCP socket, so a session whose peer stopped reading can be ended
+/// even while actix still tries to flush to it (the connection and the session's tasks run
+/// on the same worker thread, as [`SocketHandle`] requires).
+#[derive(Clone, Copy)]
+struct ConnSocket(SocketHandle);
 
 fn keep_socket(connection: &dyn Any, extensions: &mut Extensions) {
     let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else {
         return;
     };
-    match tcp.as_fd().try_clone_to_owned() {
-        Ok(fd) => {
-            extensions.insert(ConnSocket(Arc::new(std::net::TcpStream::from(fd))));
+    match SocketHandle::of(tcp.as_fd()) {
+        Ok(handle) => {
+            extensions.insert(ConnSocket(handle));
         }
         Err(e) => log::warn!("cannot keep a handle on an accepted socket: {e}"),
     }
@@ -326,19 +332,43 @@ async fn upgrade(
             return Ok(HttpResponse::ServiceUnavailable().body(reason));
         }
     };
-    let socket = req.conn_data::<ConnSocket>().map(|s| s.0.clone());
+    let socket = req.conn_data::<ConnSocket>().map(|s| s.0);
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let stream = stream
         .max_frame_size(MAX_MESSAGE_LEN)
         .aggregate_continuations()
         .max_continuation_size(MAX_MESSAGE_LEN);
-    let from = req
-        .peer_addr()
-        .map_or_else(|| "?".to_string(), |a| a.to_string());
+    let from = PeerAddr(req.peer_addr());
     actix_web::rt::spawn(async move {
         serve(state, session, socket, stream, from, place).await;
     });
     Ok(response)
+}
+
+/// The remote address of a connection, in logs (`?` when unknown); formatted only when a
+/// log line is written.
+#[derive(Clone, Copy)]
+struct PeerAddr(Option<SocketAddr>);
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("?"),
+        }
+    }
+}
+
+/// An authenticated peer and where it connects from, in logs: `<peer> (<address>)`.
+struct Who<'a> {
+    peer: &'a PeerIdentity,
+    from: PeerAddr,
+}
+
+impl std::fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.peer, self.from)
+    }
 }
 
 /// What the first packet led to.
@@ -352,9 +382,9 @@ enum AuthOutcome {
 async fn serve(
     state: Arc<ServerState>,
     session: actix_ws::Session,
-    socket: Option<Arc<std::net::TcpStream>>,
+    socket: Option<SocketHandle>,
     stream: actix_ws::AggregatedMessageStream,
-    from: String,
+    from: PeerAddr,
     place: Unauthenticated,
 ) {
     let ctx = state.ctx.clone();
@@ -454,7 +484,7 @@ async fn serve(
     let peer = &reached.0;
     log::info!("{from}: session with {peer} authenticated");
 
-    let who = format!("{peer} ({from})");
+    let who = Who { peer, from };
     // A stranger holds its session only while it sends something.
     let idle_limit = unknown.then_some(ctx.settings.unknown_idle_timeout);
     let ended = transport::read_loop(source, &link, &ctx, peer, &who, idle_limit).await;
@@ -522,10 +552,8 @@ async fn authenticate(state: &ServerState, packet: &Packet) -> AuthOutcome {
             None => {}
         }
     }
-    let policy = TokenPolicy {
-        endpoints: state.endpoints.get().cloned().unwrap_or_default(),
-        max_age_secs: ctx.settings.token_max_age.as_secs(),
-        max_skew_secs: ctx.settings.token_max_skew.as_secs(),
+    let Some(policy) = state.policy.get() else {
+        return refuse("this server is not bound yet".to_string());
     };
     let now = unix_now();
     // The signature is checked without a lock; only the replay guard's O(log n) step is
@@ -533,13 +561,13 @@ async fn authenticate(state: &ServerState, packet: &Packet) -> AuthOutcome {
     let verified = auth::check_token_for(
         credentials.username.as_deref(),
         &credentials.token,
-        &policy,
+        policy,
         now,
         |bound| state.identity(bound),
     )
     .and_then(|(token, keys)| {
         let mut replay = ctx.replay.lock().expect("replay guard lock");
-        auth::spend_token(&token, &policy, now, &mut replay)?;
+        auth::spend_token(&token, policy, now, &mut replay)?;
         Ok((token, keys))
     });
     if matches!(verified, Err(auth::AuthRefusal::ReplayGuardFull)) {

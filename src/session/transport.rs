@@ -76,13 +76,75 @@ pub(super) trait FrameSink: Sized {
 }
 
 /// Shuts a socket down (both directions) even while writes to it are stuck.
-pub(super) struct Killer(Option<Arc<std::net::TcpStream>>);
+pub(super) struct Killer(Option<SocketHandle>);
 
 impl Killer {
     pub(super) fn kill(self) {
         if let Some(socket) = self.0 {
-            let _ = socket.shutdown(std::net::Shutdown::Both);
+            socket.shutdown();
         }
+    }
+}
+
+/// A handle on an accepted TCP socket that another part of the program owns (actix-web's
+/// connection), to shut it down while that owner is stuck flushing to a peer that does not
+/// read. It holds no descriptor of its own (a node with N sessions needs N descriptors, not
+/// 2N): it remembers the descriptor's number and the socket's cookie (`SO_COOKIE`, unique
+/// for the kernel's lifetime, never reused), and shuts the descriptor down only while that
+/// number still names that socket.
+///
+/// The socket's owner must run on the thread that calls [`SocketHandle::shutdown`] (an
+/// actix-web worker runs a connection and everything its handler spawns on one thread):
+/// then the owner cannot close the descriptor between the check and the shutdown, and a
+/// number that now names another socket (the owner closed ours, someone opened one) fails
+/// the check.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SocketHandle {
+    fd: std::os::fd::RawFd,
+    cookie: u64,
+}
+
+impl SocketHandle {
+    /// A handle on the socket `fd` names now.
+    pub(super) fn of(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<SocketHandle> {
+        use std::os::fd::AsRawFd;
+        let fd = fd.as_raw_fd();
+        Ok(SocketHandle {
+            fd,
+            cookie: socket_cookie(fd)?,
+        })
+    }
+
+    /// Shuts the socket down both ways, if the descriptor still names it; `false` if it
+    /// no longer does (nothing was touched).
+    pub(super) fn shutdown(&self) -> bool {
+        if socket_cookie(self.fd).ok() != Some(self.cookie) {
+            return false;
+        }
+        // SAFETY: a plain syscall on a descriptor number; it affects only the socket it
+        // names, which the cookie just showed is ours.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) == 0 }
+    }
+}
+
+/// The kernel's cookie of the socket `fd` names.
+fn socket_cookie(fd: std::os::fd::RawFd) -> std::io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` and `len` are valid for writes of the sizes given.
+    let done = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if done == 0 && len as usize == std::mem::size_of::<u64>() {
+        Ok(cookie)
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -168,7 +230,7 @@ pub(super) async fn read_loop<R: FrameSource>(
     link: &Arc<Link>,
     ctx: &SessionContext,
     peer: &PeerIdentity,
-    who: &str,
+    who: &(dyn std::fmt::Display + Sync),
     idle_limit: Option<Duration>,
 ) -> Option<String> {
     let idle = ctx.timings.idle_timeout;
@@ -326,7 +388,7 @@ impl FrameSource for ActixSource {
 /// peer stops reading (actix-ws alone would keep trying to flush to it).
 pub(super) struct ActixSink {
     pub session: actix_ws::Session,
-    pub socket: Option<Arc<std::net::TcpStream>>,
+    pub socket: Option<SocketHandle>,
 }
 
 impl FrameSink for ActixSink {
@@ -354,6 +416,51 @@ impl FrameSink for ActixSink {
     }
 
     fn killer(&self) -> Killer {
-        Killer(self.socket.clone())
+        Killer(self.socket)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::{AsFd, AsRawFd, IntoRawFd};
+
+    /// Both ends of one loopback TCP connection.
+    fn connection() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        (ours, accepted)
+    }
+
+    #[test]
+    fn a_socket_handle_shuts_down_its_socket_and_never_one_that_took_its_number() {
+        let mut byte = [0u8; 1];
+        // While its socket lives, the handle ends it: the peer reads the end.
+        let (mut peer, accepted) = connection();
+        let handle = SocketHandle::of(accepted.as_fd()).unwrap();
+        assert!(handle.shutdown());
+        assert_eq!(peer.read(&mut byte).unwrap(), 0, "the peer sees the end");
+
+        // Its socket closed and its number now naming another socket (dup2 closes the
+        // first and reuses the number at once): the handle touches nothing.
+        let (_peer, accepted) = connection();
+        let handle = SocketHandle::of(accepted.as_fd()).unwrap();
+        let (mut other_peer, other) = connection();
+        let number = accepted.into_raw_fd();
+        // SAFETY: `number` is ours (taken from `accepted`); dup2 closes it and makes it a
+        // second descriptor of `other`'s socket, closed below.
+        assert_eq!(unsafe { libc::dup2(other.as_raw_fd(), number) }, number);
+        assert!(!handle.shutdown(), "another socket's number is not ours");
+        // The other socket still works both ways.
+        other_peer.write_all(b"x").unwrap();
+        (&other).read_exact(&mut byte).unwrap();
+        (&other).write_all(b"y").unwrap();
+        other_peer.read_exact(&mut byte).unwrap();
+        assert_eq!(&byte, b"y");
+        // SAFETY: our duplicate, not used after.
+        unsafe { libc::close(number) };
     }
 }

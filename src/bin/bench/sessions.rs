@@ -11,6 +11,14 @@
 //!   connections to N sessions open).
 //!
 //! Both phases dial at most `CONCURRENCY` at once.
+//!
+//! Each phase also reports the CPU time both processes spent in it (all their threads), so a
+//! change is seen as work removed and not only as time.
+//!
+//! To profile one phase alone (both processes), start the benchmark under
+//! `perf record -D -1 --control fifo:CTL` and give it the same FIFO in
+//! `BTP_NIPS_BENCH_PERF_CTL=CTL`: it writes `enable` before the N sessions and `disable`
+//! after them (before and after the floor instead with `BTP_NIPS_BENCH_PERF_PHASE=floor`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -157,6 +165,14 @@ async fn open_session(
 
 pub fn sessions(n: usize) -> Value {
     let fd_limit = raise_fd_limit();
+    // Each process holds a descriptor per open session, besides the floor's dials and its
+    // own few: fail now, naming the limit, rather than at session N with a timeout.
+    let needed = n + 2 * CONCURRENCY + 64;
+    assert!(
+        fd_limit >= needed as u64,
+        "{n} sessions need about {needed} open files per process; the hard limit is \
+         {fd_limit} (ulimit -Hn)"
+    );
     let mut child = Command::new(std::env::current_exe().expect("own path"))
         .arg("session-server")
         .stdin(Stdio::piped())
@@ -205,6 +221,8 @@ pub fn sessions(n: usize) -> Value {
             (rss_of(std::process::id()), rss_of(server_pid));
 
         // Floor: bare WebSocket connect + one round trip, N times.
+        perf_control("floor", "enable");
+        let cpu = (cpu_ns(std::process::id()), cpu_ns(server_pid));
         let start = Instant::now();
         futures::stream::iter(0..n)
             .map(|_| floor_round_trip(url.clone()))
@@ -212,9 +230,16 @@ pub fn sessions(n: usize) -> Value {
             .collect::<Vec<()>>()
             .await;
         let floor = start.elapsed();
+        let floor_cpu = (
+            cpu_ns(std::process::id()) - cpu.0,
+            cpu_ns(server_pid) - cpu.1,
+        );
+        perf_control("floor", "disable");
         actix::clock::sleep(Duration::from_millis(500)).await;
 
         let client_keys: Vec<Keys> = (0..n).map(|_| Keys::generate()).collect();
+        perf_control("sessions", "enable");
+        let cpu = (cpu_ns(std::process::id()), cpu_ns(server_pid));
         let start = Instant::now();
         let sessions: Vec<Arc<BtpSession>> = futures::stream::iter(client_keys.into_iter().enumerate())
             .map(|(i, keys)| {
@@ -231,6 +256,11 @@ pub fn sessions(n: usize) -> Value {
             .collect()
             .await;
         let authed = start.elapsed();
+        let sessions_cpu = (
+            cpu_ns(std::process::id()) - cpu.0,
+            cpu_ns(server_pid) - cpu.1,
+        );
+        perf_control("sessions", "disable");
         let rss_client = rss_of(std::process::id()).saturating_sub(rss_client_before);
         let rss_server = rss_of(server_pid).saturating_sub(rss_server_before);
 
@@ -261,6 +291,14 @@ pub fn sessions(n: usize) -> Value {
             "sessions_ms": authed.as_secs_f64() * 1e3,
             "sessions": "N sessions: connect, mutual Nostr auth (sign + verify both ways), one PING/PONG",
             "ratio_to_floor": authed.as_secs_f64() / floor.as_secs_f64(),
+            "floor_cpu_us_per_connection": {
+                "client": floor_cpu.0 as f64 / 1e3 / n as f64,
+                "server": floor_cpu.1 as f64 / 1e3 / n as f64,
+            },
+            "sessions_cpu_us_per_session": {
+                "client": sessions_cpu.0 as f64 / 1e3 / n as f64,
+                "server": sessions_cpu.1 as f64 / 1e3 / n as f64,
+            },
             "auth_floor_ms": auth_floor.as_secs_f64() * 1e3,
             "auth_floor": "N × the four signature operations of a session (sign and check the token, sign and check the proof), one thread",
             "ratio_to_auth_floor": authed.as_secs_f64() / auth_floor.as_secs_f64(),
@@ -275,6 +313,38 @@ pub fn sessions(n: usize) -> Value {
     drop(child.stdin.take());
     let _ = child.wait();
     result
+}
+
+/// CPU time (nanoseconds, user and system) of every live thread of process `pid`, from
+/// `/proc/PID/task/*/schedstat`.
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Tells a `perf record --control` FIFO named in `BTP_NIPS_BENCH_PERF_CTL` to start or stop
+/// sampling, when `phase` is the one to profile (`BTP_NIPS_BENCH_PERF_PHASE`, `sessions`
+/// unless set); without the variable, nothing.
+fn perf_control(phase: &str, command: &str) {
+    let profiled = std::env::var("BTP_NIPS_BENCH_PERF_PHASE").unwrap_or_else(|_| "sessions".into());
+    if phase != profiled {
+        return;
+    }
+    if let Some(path) = std::env::var_os("BTP_NIPS_BENCH_PERF_CTL") {
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut fifo| fifo.write_all(format!("{command}\n").as_bytes()));
+        if let Err(e) = written {
+            eprintln!("perf control {path:?}: {e}");
+        }
+    }
 }
 
 /// N × what authentication must cost at least: the client signs its token, the server
