@@ -37,6 +37,12 @@
 //!
 //! Every wait has a deadline; a figure not reached in time is reported as such (and the
 //! run fails), never a hang.
+//!
+//! To profile the steady heartbeat interval alone: `mkfifo CTL; perf record -D -1
+//! --control fifo:CTL -g -- btp-nips-bench network --peers N` with
+//! `BTP_NIPS_BENCH_PERF_CTL=CTL BTP_NIPS_BENCH_PERF_PHASE=heartbeat` (or `first_heartbeat`):
+//! the node enables sampling for exactly that interval (the farm's samples are there too;
+//! keep the node's by its command, `network-node`).
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
@@ -54,7 +60,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::bench_farm::{read_config, say, stdin_commands};
 use crate::bench_network_chain::{channel_path, BenchChain, Onchain, DEPOSIT_WEI};
-use crate::bench_sessions::raise_fd_limit;
+use crate::bench_sessions::{perf_control, raise_fd_limit};
 
 /// BTP listeners of each farm process (one worker thread each).
 const FARM_LISTENERS: usize = 2;
@@ -180,12 +186,19 @@ pub fn network_node() {
         });
 
         let mut commands = stdin_commands();
+        let mut heartbeats = 0;
         while let Some(command) = commands.recv().await {
             match command.trim() {
                 "heartbeat" => {
+                    // The first interval writes every peer's first latency; the later
+                    // ones are the steady state a profile wants.
+                    heartbeats += 1;
+                    let phase = if heartbeats == 1 { "first_heartbeat" } else { "heartbeat" };
+                    perf_control(phase, "enable");
                     let before = crate::cpu_time();
                     actix::clock::sleep(interval).await;
                     let cpu = crate::cpu_time() - before;
+                    perf_control(phase, "disable");
                     let connected = node.stats().await.map_or(0, |s| s.connected);
                     say(json!({
                         "event": "heartbeat",

@@ -331,7 +331,7 @@ fn cpu_ns(pid: u32) -> u64 {
 /// Tells a `perf record --control` FIFO named in `BTP_NIPS_BENCH_PERF_CTL` to start or stop
 /// sampling, when `phase` is the one to profile (`BTP_NIPS_BENCH_PERF_PHASE`, `sessions`
 /// unless set); without the variable, nothing.
-fn perf_control(phase: &str, command: &str) {
+pub fn perf_control(phase: &str, command: &str) {
     let profiled = std::env::var("BTP_NIPS_BENCH_PERF_PHASE").unwrap_or_else(|_| "sessions".into());
     if phase != profiled {
         return;
