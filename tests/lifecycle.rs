@@ -199,6 +199,43 @@ fn pongs_keep_a_peer_connected_and_feed_its_latency() {
     assert_eq!(sim.count(|a| matches!(a, Action::SendPing { .. })), 30);
 }
 
+#[test]
+fn peers_connected_at_different_moments_ping_in_the_same_rounds() {
+    let config = config();
+    let (interval, round) = (config.heartbeat_interval, config.heartbeat_round());
+    assert_eq!(
+        round,
+        Duration::from_secs(1),
+        "1/60 of the default interval"
+    );
+    // Three peers connected within the same round (T0 is on a round boundary).
+    let mut pings = Vec::new();
+    for offset_ms in [1, 250, 1000] {
+        let mut sim = Sim::new(config.clone());
+        sim.now = sim.now + Duration::from_millis(offset_ms);
+        sim.connect();
+        let connected_at = sim.now;
+        let mut at = Vec::new();
+        for _ in 0..5 {
+            sim.step();
+            at.push(sim.now);
+            sim.answer_pings(Duration::from_millis(40));
+        }
+        // The first PING at most one round late, never early; then one every interval.
+        let late = at[0] - connected_at;
+        assert!(
+            late >= interval && late < interval + round,
+            "first PING after {late:?}"
+        );
+        assert!(at.windows(2).all(|w| w[1] - w[0] == interval), "{at:?}");
+        pings.push(at);
+    }
+    assert!(
+        pings.windows(2).all(|w| w[0] == w[1]),
+        "one round for all three: {pings:?}"
+    );
+}
+
 /// The records a run of PONGs writes, with the write interval set to `every`.
 fn heartbeat_writes(every: Duration, pongs: usize, rtt: Duration) -> (Sim, Vec<Timestamp>) {
     let mut config = config();

@@ -48,6 +48,21 @@ pub struct LifecycleConfig {
     pub channels_required: bool,
 }
 
+/// Heartbeat rounds per heartbeat interval (see [`LifecycleConfig::heartbeat_round`]).
+pub const HEARTBEAT_ROUNDS_PER_INTERVAL: u32 = 60;
+
+impl LifecycleConfig {
+    /// PINGs go out in rounds: a peer's next PING waits for the next multiple of this
+    /// (since the Unix epoch) at or after one interval, so every PING due within one round,
+    /// whichever peer it is for, leaves on one wake-up of the node's threads instead of one
+    /// each. 1/60 of the interval (1 s at the default 60 s): a peer's first PING comes at
+    /// most one round late, and every later one an interval after the last (exactly, when
+    /// the interval is a whole number of rounds in milliseconds, as the default is).
+    pub fn heartbeat_round(&self) -> Duration {
+        self.heartbeat_interval / HEARTBEAT_ROUNDS_PER_INTERVAL
+    }
+}
+
 impl From<&PeerConnectionSettings> for LifecycleConfig {
     fn from(s: &PeerConnectionSettings) -> Self {
         LifecycleConfig {
@@ -505,8 +520,8 @@ impl PeerLifecycle {
             Timer::Ping => {
                 // One PING at a time: while one is in flight, the next waits for its PONG
                 // (or the session is lost at `PongDue`).
-                self.timers
-                    .set(Timer::Ping, now + self.config.heartbeat_interval);
+                let next = self.next_ping_round(now);
+                self.timers.set(Timer::Ping, next);
                 if self.ping_in_flight.is_none() {
                     let nonce = self.rng.u64(..);
                     self.ping_in_flight = Some((nonce, now));
@@ -525,6 +540,14 @@ impl PeerLifecycle {
 
     /// Arms `timer` for `at` if it runs in the current state; elsewhere it could never
     /// expire (leaving the state would stop it), so it is not armed at all.
+    /// When the PING after one sent (or a connection made) at `now` goes out: one interval
+    /// later, on the next heartbeat round (see [`LifecycleConfig::heartbeat_round`]).
+    fn next_ping_round(&self, now: Timestamp) -> Timestamp {
+        let at = (now + self.config.heartbeat_interval).as_millis();
+        let round = (self.config.heartbeat_round().as_millis() as u64).max(1);
+        Timestamp::from_millis(at.div_ceil(round) * round)
+    }
+
     fn arm(&mut self, timer: Timer, at: Timestamp) {
         if timer.state() == self.record.state {
             self.timers.set(timer, at);
@@ -995,7 +1018,8 @@ impl PeerLifecycle {
         self.connect_when_session_up = false;
         self.ping_in_flight = None;
         self.timers.stop(Timer::PongDue);
-        self.arm(Timer::Ping, now + self.config.heartbeat_interval);
+        let next = self.next_ping_round(now);
+        self.arm(Timer::Ping, next);
         // Only a reconnect has attempts to forget once the connection proves stable.
         if self.record.reconnect_attempts > 0 {
             self.arm(Timer::StableConnection, now + self.config.stable_connection);
