@@ -115,13 +115,17 @@ pub struct PeerActor {
     clock: NodeClock,
     /// The open session, if any (not durable: a restart loses it).
     session: Option<Arc<dyn Session>>,
-    /// Futures bound to the session (close watcher, PING in flight), cancelled with it.
+    /// Futures bound to the session (its close watcher), cancelled with it.
     session_tasks: Vec<SpawnHandle>,
+    /// The PING in flight, cancelled with the session; one at a time (the lifecycle sends
+    /// the next only after the PONG), so a long-lived session holds one handle, not one
+    /// per PING it ever sent.
+    ping_task: Option<SpawnHandle>,
     /// The subscriptions opened on the session, closed with it (the record forgets them as
     /// soon as the lifecycle leaves connected, before the driver closes the session).
     session_subscriptions: Vec<String>,
-    /// Wakes the actor at the lifecycle's next deadline.
-    timer: Option<SpawnHandle>,
+    /// Wakes the actor at the lifecycle's next deadline (the one it was set for).
+    timer: Option<(Timestamp, SpawnHandle)>,
     restart_policy: RestartPolicy,
     /// When recent restarts happened; survives restarts because actix reuses the struct.
     restarts: VecDeque<Timestamp>,
@@ -168,6 +172,7 @@ impl PeerActor {
             clock,
             session: None,
             session_tasks: Vec::new(),
+            ping_task: None,
             session_subscriptions: Vec::new(),
             timer: None,
             restart_policy,
@@ -302,12 +307,20 @@ impl PeerActor {
     }
 
     fn rearm(&mut self, ctx: &mut Context<Self>) {
-        if let Some(timer) = self.timer.take() {
+        let deadline = self.lifecycle.poll_timeout();
+        if let Some((armed, _)) = self.timer {
+            if Some(armed) == deadline {
+                // Already set for it (most events change no deadline).
+                return;
+            }
+        }
+        if let Some((_, timer)) = self.timer.take() {
             ctx.cancel_future(timer);
         }
-        if let Some(deadline) = self.lifecycle.poll_timeout() {
+        if let Some(deadline) = deadline {
             let delay = deadline.saturating_since(self.clock.now());
-            self.timer = Some(ctx.run_later(delay, |act, ctx| act.on_deadline(ctx)));
+            let timer = ctx.run_later(delay, |act, ctx| act.on_deadline(ctx));
+            self.timer = Some((deadline, timer));
         }
     }
 
@@ -336,10 +349,12 @@ impl PeerActor {
 
     /// Returns false when the remaining actions must wait for a durable write.
     fn execute(&mut self, action: Action, ctx: &mut Context<Self>) -> bool {
-        let target = PeerTarget::from(self.lifecycle.record());
+        // Built only by the actions that hand the peer to a port (not per PING or report).
+        let target = || PeerTarget::from(self.lifecycle.record());
         match action {
             Action::Resolve => {
                 let resolver = self.ports.resolver.clone();
+                let target = target();
                 let fut = async move { resolver.resolve(&target.nostr_pubkey).await };
                 self.spawn_op(ctx, "resolver", fut, |act, resolution, ctx| {
                     let event = match resolution {
@@ -352,6 +367,7 @@ impl PeerActor {
             }
             Action::OpenSession => {
                 let sessions = self.ports.sessions.clone();
+                let target = target();
                 let fut = async move { sessions.open(&target).await };
                 self.spawn_op(
                     ctx,
@@ -367,6 +383,7 @@ impl PeerActor {
             }
             Action::CheckChannel => {
                 let channels = self.ports.channels.clone();
+                let target = target();
                 let fut = async move { channels.find_channel(&target).await };
                 self.spawn_op(ctx, "channel port", fut, |act, result, ctx| {
                     let event = match result {
@@ -379,6 +396,7 @@ impl PeerActor {
             }
             Action::RequestChannel => {
                 let channels = self.ports.channels.clone();
+                let target = target();
                 let fut = async move { channels.request_channel(&target).await };
                 self.spawn_op(ctx, "channel port", fut, |act, result, ctx| {
                     let event = match result {
@@ -395,6 +413,7 @@ impl PeerActor {
                 let channels = self.ports.channels.clone();
                 // The operator's deposit goes with the open it approved, and only that one.
                 let deposit = self.approved_deposit.take();
+                let target = target();
                 let fut = async move { channels.open_channel(&target, deposit).await };
                 self.spawn_op(ctx, "channel port", fut, |act, result, ctx| match result {
                     Ok(tx_hash) => act.signed(tx_hash, ctx),
@@ -443,6 +462,7 @@ impl PeerActor {
                 };
                 let subscriptions = self.ports.subscriptions.clone();
                 let on = session.clone();
+                let target = target();
                 let fut = async move { subscriptions.subscribe(&target, on).await };
                 self.spawn_op(ctx, "subscriptions", fut, move |act, result, ctx| {
                     let event = match result {
@@ -481,7 +501,9 @@ impl PeerActor {
                         };
                         act.feed(event, ctx);
                     });
-                    self.session_tasks.push(handle);
+                    if let Some(previous) = self.ping_task.replace(handle) {
+                        ctx.cancel_future(previous);
+                    }
                 }
             }
             Action::CloseSession => self.close_session(ctx),
@@ -610,7 +632,7 @@ impl PeerActor {
     }
 
     fn close_session(&mut self, ctx: &mut Context<Self>) {
-        for handle in self.session_tasks.drain(..) {
+        for handle in self.session_tasks.drain(..).chain(self.ping_task.take()) {
             ctx.cancel_future(handle);
         }
         let ids = std::mem::take(&mut self.session_subscriptions);
@@ -664,6 +686,7 @@ impl Supervised for PeerActor {
             count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         self.session_tasks.clear();
+        self.ping_task = None;
         self.close_session(ctx);
         let now = self.clock.now();
         let window = self.restart_policy.window;
