@@ -1,5 +1,8 @@
 //! `btp-nips-node`: the node process and its operator commands.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -29,6 +29,9 @@
 #[path = "bench_discovery/mod.rs"]
 mod bench_discovery;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
