@@ -397,3 +397,69 @@ async fn a_peer_holds_one_inbound_session_the_newest() {
         actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A dialled session reads through a small buffer (`DIAL_READ_BUFFER`): a message many
+/// times its size, up to the message limit, still arrives whole. Here the server's auth
+/// Response carries, besides its proof, an entry padding it to near the limit.
+#[actix_rt::test]
+async fn a_dialled_session_reads_messages_larger_than_its_read_buffer() {
+    use btp_nips_node::ports::Session as _;
+    use btp_nips_node::session::client::DIAL_READ_BUFFER;
+    use btp_nips_node::session::connection::MAX_MESSAGE_LEN;
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server_keys = Keys::generate();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("ws://{}/btp", listener.local_addr().unwrap());
+    let padding = MAX_MESSAGE_LEN - 2048;
+    assert!(padding > 4 * DIAL_READ_BUFFER);
+    let (keys, served) = (server_keys.clone(), endpoint.clone());
+    let server_task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let auth = loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => break Packet::decode(&b).unwrap(),
+                Some(Ok(_)) => {}
+                other => panic!("no auth packet: {other:?}"),
+            }
+        };
+        let token = auth
+            .entry("auth_token")
+            .and_then(|e| e.text_data())
+            .unwrap();
+        let policy = auth::TokenPolicy {
+            endpoints: vec![served],
+            max_age_secs: 60,
+            max_skew_secs: 60,
+        };
+        let token = auth::check_token(None, token, &keys.public_key(), &policy, unix_now())
+            .expect("our client's token");
+        let proof = auth::sign_proof(&keys, &token, unix_now()).unwrap();
+        let response = Packet::response(
+            auth.request_id,
+            vec![
+                btp::ProtocolEntry::json(auth::PROTOCOL_AUTH_PROOF, token_text(&proof).into()),
+                btp::ProtocolEntry::octet_stream("padding", vec![0x5a; padding]),
+            ],
+        )
+        .encode()
+        .unwrap();
+        assert!(response.len() <= MAX_MESSAGE_LEN);
+        ws.send(Message::Binary(response.into())).await.unwrap();
+        // Held open until the client is done.
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    let session = BtpSession::connect(
+        client_ctx(),
+        &endpoint,
+        ClientAuth::Nostr {
+            server: server_keys.public_key(),
+        },
+    )
+    .await
+    .expect("the padded Response was read whole and its proof checked");
+    session.close().await;
+    server_task.abort();
+}

@@ -100,9 +100,9 @@ pub fn session_server() {
         let keys = Keys::generate();
         let ctx = SessionContext::new(keys.clone(), "benchserver", settings());
         let server = SessionServer::start(ctx, "127.0.0.1:0", None).expect("bind");
-        // The same actix-web stack and accept queue as the session server.
+        // The same actix-web stack, worker threads and accept queue as the session server.
         let floor = HttpServer::new(|| App::new().default_service(web::to(echo)))
-            .workers(1)
+            .workers(settings().io_thread_count())
             .disable_signals()
             .backlog(2048)
             .bind("127.0.0.1:0")
@@ -128,7 +128,7 @@ pub fn session_server() {
 /// connection is closed at once, so the floor holds no memory the sessions could reuse.
 async fn floor_round_trip(url: String) {
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(16 * 1024);
+        .read_buffer_size(btp_nips_node::session::client::DIAL_READ_BUFFER);
     let (mut ws, _) =
         tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true)
             .await
