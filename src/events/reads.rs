@@ -36,7 +36,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_wsocket::{Message, WebSocket};
-use futures::stream::SplitSink;
+use futures::stream::{FuturesUnordered, SplitSink};
 use futures::{Sink, SinkExt, Stream, StreamExt, TryStreamExt};
 use nostr::util::BoxedFuture;
 use nostr::Url;
@@ -277,14 +277,18 @@ impl WebSocketTransport for ReadTransport {
     }
 }
 
-/// A WebSocket connection to `url` (as nostr-relay-pool's default transport makes it: the
-/// host's addresses tried in turn, TLS for `wss`, all within `timeout`), on a socket with
+/// A WebSocket connection to `url` (TLS for `wss`, all within `timeout`), on a socket with
 /// `TCP_NODELAY` set.
 ///
 /// Without it, Nagle's algorithm holds back a small message written while the previous one
 /// is unacknowledged, and the relay acknowledges a message it does not answer (a CLOSE)
 /// only after its delayed-ACK timer (40 ms on Linux): every stored read after a CLOSE, and
 /// every publish after another still unanswered, waited that long.
+///
+/// The host's addresses are tried in the resolver's order, each [`NEXT_ADDRESS_AFTER`]
+/// after the one before, the first connected kept (as the default transport, async-wsocket,
+/// does; RFC 8305): an address that never answers, such as an IPv6 route that
+/// drops packets, does not take the whole `timeout` from the others.
 async fn dial_nodelay(url: &Url, timeout: Duration) -> Result<WebSocket, TransportError> {
     let host = url
         .host_str()
@@ -293,31 +297,59 @@ async fn dial_nodelay(url: &Url, timeout: Duration) -> Result<WebSocket, Transpo
         .port_or_known_default()
         .ok_or_else(|| dial_error(format!("{url}: no port")))?;
     let dial = async {
-        let mut last = None;
-        for addr in tokio::net::lookup_host((host, port))
+        let addrs = tokio::net::lookup_host((host, port))
             .await
-            .map_err(TransportError::backend)?
-        {
-            match TcpStream::connect(addr).await {
-                Ok(tcp) => {
-                    tcp.set_nodelay(true).map_err(TransportError::backend)?;
-                    let (ws, _) = tokio_tungstenite_wsocket::client_async_tls(url.as_str(), tcp)
-                        .await
-                        .map_err(TransportError::backend)?;
-                    return Ok(WebSocket::Tokio(ws));
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(match last {
-            Some(e) => TransportError::backend(e),
-            None => dial_error(format!("{host}: no address")),
-        })
+            .map_err(TransportError::backend)?;
+        let tcp = first_connected(addrs, NEXT_ADDRESS_AFTER, TcpStream::connect)
+            .await
+            .map_err(|e| match e {
+                Some(e) => TransportError::backend(e),
+                None => dial_error(format!("{host}: no address")),
+            })?;
+        tcp.set_nodelay(true).map_err(TransportError::backend)?;
+        let (ws, _) = tokio_tungstenite_wsocket::client_async_tls(url.as_str(), tcp)
+            .await
+            .map_err(TransportError::backend)?;
+        Ok(WebSocket::Tokio(ws))
     };
     tokio::time::timeout(timeout, dial)
         .await
         .map_err(|_| dial_error(format!("{url}: not connected within {timeout:?}")))?
 }
+
+/// The first of `addrs` that `connect` connects to, the `i`th tried from `i × after` on;
+/// else the last error (`None`: no address).
+async fn first_connected<A, T, F, C>(
+    addrs: impl IntoIterator<Item = A>,
+    after: Duration,
+    connect: C,
+) -> Result<T, Option<std::io::Error>>
+where
+    C: Fn(A) -> F,
+    F: std::future::Future<Output = std::io::Result<T>>,
+{
+    let connect = &connect;
+    let mut attempts: FuturesUnordered<_> = addrs
+        .into_iter()
+        .enumerate()
+        .map(|(i, addr)| async move {
+            tokio::time::sleep(after * i as u32).await;
+            connect(addr).await
+        })
+        .collect();
+    let mut last = None;
+    while let Some(attempt) = attempts.next().await {
+        match attempt {
+            Ok(connected) => return Ok(connected),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last)
+}
+
+/// How long one address of the operator relay's host is tried alone before the next one
+/// is tried too.
+const NEXT_ADDRESS_AFTER: Duration = Duration::from_millis(250);
 
 fn dial_error(what: String) -> TransportError {
     TransportError::backend(std::io::Error::other(what))
@@ -465,6 +497,42 @@ mod tests {
                 Message::Text("ping".to_owned())
             );
             server.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn an_address_that_never_answers_does_not_hold_up_the_next() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let after = Duration::from_millis(250);
+            let start = tokio::time::Instant::now();
+            // The first never answers, the second refuses, the third connects.
+            let connected = first_connected([1, 2, 3], after, |addr| async move {
+                match addr {
+                    1 => std::future::pending().await,
+                    2 => Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+                    n => Ok(n),
+                }
+            })
+            .await;
+            assert_eq!(connected.unwrap(), 3);
+            assert_eq!(start.elapsed(), after * 2);
+
+            // None connects: the last error.
+            let refused = first_connected([1, 2], after, |_| async {
+                Err::<(), _>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+            })
+            .await;
+            assert_eq!(
+                refused.unwrap_err().map(|e| e.kind()),
+                Some(std::io::ErrorKind::ConnectionRefused)
+            );
+            let none = first_connected(std::iter::empty::<u8>(), after, |_| async { Ok(()) }).await;
+            assert!(none.unwrap_err().is_none());
         });
     }
 }
