@@ -18,6 +18,11 @@
 //! record of the subscription. Everything else — publishing, live subscriptions, NIP-42
 //! AUTH, reconnection — stays nostr-sdk's, on the same connection.
 //!
+//! The transport also dials the connection itself (when it is direct, not through a proxy),
+//! to set `TCP_NODELAY` on it: the node's messages to its relay are small and often follow
+//! one another unanswered (a CLOSE then the next page's REQ, a window of EVENTs), which
+//! Nagle's algorithm would hold back for the relay's delayed ACK.
+//!
 //! What a read takes is still bounded: the bytes of its messages (`nostr.max_bytes_per_req`,
 //! counted here as they arrive: a read sent more is cut off and fails) and its events
 //! (`nostr.max_events_per_req`, counted by the reader). Events are parsed and matched
@@ -30,8 +35,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_wsocket::Message;
-use futures::Stream;
+use async_wsocket::{Message, WebSocket};
+use futures::stream::{FuturesUnordered, SplitSink};
+use futures::{Sink, SinkExt, Stream, StreamExt, TryStreamExt};
 use nostr::util::BoxedFuture;
 use nostr::Url;
 use nostr_sdk::pool::transport::error::TransportError;
@@ -40,6 +46,7 @@ use nostr_sdk::pool::transport::websocket::{
 };
 use nostr_sdk::pool::ConnectionMode;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, SeqAccess, Visitor};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 /// How the subscription ids of the node's stored reads begin (and no other's).
@@ -223,7 +230,8 @@ impl<'de> Deserialize<'de> for Head {
 }
 
 /// nostr-relay-pool's default WebSocket transport, with the messages of the node's stored
-/// reads taken off the stream (see the module docs).
+/// reads taken off the stream (see the module docs), and a direct connection dialled with
+/// `TCP_NODELAY` ([`dial_nodelay`]).
 #[derive(Debug, Clone)]
 pub struct ReadTransport {
     routes: ReadRoutes,
@@ -248,9 +256,16 @@ impl WebSocketTransport for ReadTransport {
         timeout: Duration,
     ) -> BoxedFuture<'a, Result<(WebSocketSink, WebSocketStream), TransportError>> {
         Box::pin(async move {
-            let (sink, stream) = DefaultWebsocketTransport
-                .connect(url, mode, timeout)
-                .await?;
+            let (sink, stream) = if matches!(mode, ConnectionMode::Direct) {
+                let (tx, rx) = dial_nodelay(url, timeout).await?.split();
+                let sink: WebSocketSink = Box::new(ErrorsMapped(tx));
+                let stream: WebSocketStream = Box::pin(rx.map_err(TransportError::backend));
+                (sink, stream)
+            } else {
+                DefaultWebsocketTransport
+                    .connect(url, mode, timeout)
+                    .await?
+            };
             // Reads waiting on an earlier connection will get nothing more.
             self.routes.close_all();
             let stream: WebSocketStream = Box::pin(Diverted {
@@ -259,6 +274,109 @@ impl WebSocketTransport for ReadTransport {
             });
             Ok((sink, stream))
         })
+    }
+}
+
+/// A WebSocket connection to `url` (TLS for `wss`, all within `timeout`), on a socket with
+/// `TCP_NODELAY` set.
+///
+/// Without it, Nagle's algorithm holds back a small message written while the previous one
+/// is unacknowledged, and the relay acknowledges a message it does not answer (a CLOSE)
+/// only after its delayed-ACK timer (40 ms on Linux): every stored read after a CLOSE, and
+/// every publish after another still unanswered, waited that long.
+///
+/// The host's addresses are tried in the resolver's order, each [`NEXT_ADDRESS_AFTER`]
+/// after the one before, the first connected kept (as the default transport, async-wsocket,
+/// does; RFC 8305): an address that never answers, such as an IPv6 route that
+/// drops packets, does not take the whole `timeout` from the others.
+async fn dial_nodelay(url: &Url, timeout: Duration) -> Result<WebSocket, TransportError> {
+    let host = url
+        .host_str()
+        .ok_or_else(|| dial_error(format!("{url}: no host")))?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| dial_error(format!("{url}: no port")))?;
+    let dial = async {
+        let addrs = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(TransportError::backend)?;
+        let tcp = first_connected(addrs, NEXT_ADDRESS_AFTER, TcpStream::connect)
+            .await
+            .map_err(|e| match e {
+                Some(e) => TransportError::backend(e),
+                None => dial_error(format!("{host}: no address")),
+            })?;
+        tcp.set_nodelay(true).map_err(TransportError::backend)?;
+        let (ws, _) = tokio_tungstenite_wsocket::client_async_tls(url.as_str(), tcp)
+            .await
+            .map_err(TransportError::backend)?;
+        Ok(WebSocket::Tokio(ws))
+    };
+    tokio::time::timeout(timeout, dial)
+        .await
+        .map_err(|_| dial_error(format!("{url}: not connected within {timeout:?}")))?
+}
+
+/// The first of `addrs` that `connect` connects to, the `i`th tried from `i × after` on;
+/// else the last error (`None`: no address).
+async fn first_connected<A, T, F, C>(
+    addrs: impl IntoIterator<Item = A>,
+    after: Duration,
+    connect: C,
+) -> Result<T, Option<std::io::Error>>
+where
+    C: Fn(A) -> F,
+    F: std::future::Future<Output = std::io::Result<T>>,
+{
+    let connect = &connect;
+    let mut attempts: FuturesUnordered<_> = addrs
+        .into_iter()
+        .enumerate()
+        .map(|(i, addr)| async move {
+            tokio::time::sleep(after * i as u32).await;
+            connect(addr).await
+        })
+        .collect();
+    let mut last = None;
+    while let Some(attempt) = attempts.next().await {
+        match attempt {
+            Ok(connected) => return Ok(connected),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last)
+}
+
+/// How long one address of the operator relay's host is tried alone before the next one
+/// is tried too.
+const NEXT_ADDRESS_AFTER: Duration = Duration::from_millis(250);
+
+fn dial_error(what: String) -> TransportError {
+    TransportError::backend(std::io::Error::other(what))
+}
+
+/// The sending half of a dialled connection, its errors as the transport's.
+struct ErrorsMapped(SplitSink<WebSocket, Message>);
+
+impl Sink<Message> for ErrorsMapped {
+    type Error = TransportError;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready_unpin(cx).map_err(TransportError::backend)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+        self.0
+            .start_send_unpin(item)
+            .map_err(TransportError::backend)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_flush_unpin(cx).map_err(TransportError::backend)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_close_unpin(cx).map_err(TransportError::backend)
     }
 }
 
@@ -345,5 +463,76 @@ mod tests {
         });
         drop(read);
         assert!(routes.lock().is_empty());
+    }
+
+    #[test]
+    fn the_relay_connection_is_dialled_with_nodelay() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = Url::parse(&format!("ws://{}", listener.local_addr().unwrap())).unwrap();
+            let server = tokio::spawn(async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut ws = tokio_tungstenite_wsocket::accept_async(tcp).await.unwrap();
+                // Echo one message, so the connection is shown to carry messages.
+                let message = ws.next().await.unwrap().unwrap();
+                ws.send(message).await.unwrap();
+            });
+            let mut ws = dial_nodelay(&url, Duration::from_secs(30)).await.unwrap();
+            let tcp = match &ws {
+                WebSocket::Tokio(inner) => match inner.get_ref() {
+                    tokio_tungstenite_wsocket::MaybeTlsStream::Plain(tcp) => tcp,
+                    _ => panic!("a ws:// URL is dialled without TLS"),
+                },
+                #[allow(unreachable_patterns)]
+                _ => panic!("dialled over TCP"),
+            };
+            assert!(tcp.nodelay().unwrap(), "TCP_NODELAY is set");
+            ws.send(Message::Text("ping".to_owned())).await.unwrap();
+            assert_eq!(
+                ws.next().await.unwrap().unwrap(),
+                Message::Text("ping".to_owned())
+            );
+            server.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn an_address_that_never_answers_does_not_hold_up_the_next() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let after = Duration::from_millis(250);
+            let start = tokio::time::Instant::now();
+            // The first never answers, the second refuses, the third connects.
+            let connected = first_connected([1, 2, 3], after, |addr| async move {
+                match addr {
+                    1 => std::future::pending().await,
+                    2 => Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+                    n => Ok(n),
+                }
+            })
+            .await;
+            assert_eq!(connected.unwrap(), 3);
+            assert_eq!(start.elapsed(), after * 2);
+
+            // None connects: the last error.
+            let refused = first_connected([1, 2], after, |_| async {
+                Err::<(), _>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+            })
+            .await;
+            assert_eq!(
+                refused.unwrap_err().map(|e| e.kind()),
+                Some(std::io::ErrorKind::ConnectionRefused)
+            );
+            let none = first_connected(std::iter::empty::<u8>(), after, |_| async { Ok(()) }).await;
+            assert!(none.unwrap_err().is_none());
+        });
     }
 }

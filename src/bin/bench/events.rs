@@ -5,6 +5,14 @@
 //! their own, as they are processes of their own in a deployment; the direct publisher
 //! sends one event at a time with its OK awaited, so the ratio is the node path's rate over
 //! a plain client's.
+//!
+//! The CPU time of each phase (this whole process: relays, nodes and client) is reported
+//! per event too. The direct phase is one round trip at a time and leaves most of the
+//! machine idle; the path through the nodes keeps every thread busy and does more work per
+//! event (B reads it, both nodes pass it over BTP, A checks its signature before its relay
+//! checks it again). So on an idle machine the ratio measures latency against throughput,
+//! and on a machine whose cores are busy with other work it tends to the ratio of the two
+//! CPU costs.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -70,10 +78,12 @@ pub fn events(n: usize) -> Value {
         client.connect().await;
         client.wait_for_connection(Duration::from_secs(5)).await;
         let t = Instant::now();
+        let cpu = crate::cpu_time();
         for e in &events {
             client.send_event(e).await.expect("direct publish");
         }
         let direct = t.elapsed();
+        let direct_cpu = crate::cpu_time() - cpu;
         client.shutdown().await;
 
         // Through the nodes: B's relay holds the events, A follows B.
@@ -97,6 +107,7 @@ pub fn events(n: usize) -> Value {
         );
         a.world.add_channel(&pubkey);
         let t = Instant::now();
+        let cpu = crate::cpu_time();
         a.node.follow(&pubkey).await.expect("follow");
         let limit = Duration::from_secs(60) + direct * 50;
         let mut first = None;
@@ -112,11 +123,13 @@ pub fn events(n: usize) -> Value {
             actix_rt::time::sleep(Duration::from_millis(2)).await;
         }
         let through = t.elapsed();
+        let through_cpu = crate::cpu_time() - cpu;
         let sent = b.flow.serve_stats().events_sent.load(Ordering::Relaxed);
         for mut node in [a, b] {
             node.node.kill();
         }
         let rate = |d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+        let us_per_event = |d: Duration| (d.as_secs_f64() * 1e6 / n as f64 * 10.0).round() / 10.0;
         json!({
             "scenario": "events",
             "events": n,
@@ -128,6 +141,8 @@ pub fn events(n: usize) -> Value {
             "through_nodes_events_per_s_after_first":
                 ((n - 1) as f64 / (through - first.unwrap_or_default()).as_secs_f64().max(1e-9)).round(),
             "events_sent_by_b": sent,
+            "direct_cpu_us_per_event": us_per_event(direct_cpu),
+            "through_nodes_cpu_us_per_event": us_per_event(through_cpu),
         })
     })
 }
