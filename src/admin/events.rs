@@ -120,10 +120,13 @@ impl HeartbeatThrottle {
         if self.interval.is_zero() {
             return true;
         }
-        if let Some(shown) = self.last.get(pubkey) {
+        // A peer already remembered is updated in place: one lookup, no new key.
+        if let Some(shown) = self.last.get_mut(pubkey) {
             if at.saturating_since(*shown) < self.interval {
                 return false;
             }
+            *shown = at;
+            return true;
         }
         if self.last.len() >= self.prune_at {
             let interval = self.interval;
