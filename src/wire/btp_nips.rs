@@ -288,10 +288,13 @@ impl Packet {
     /// 32767 bytes, and a PING/PONG without nonce.
     pub fn encode(&self) -> Result<Vec<u8>, BtpNipsError> {
         self.check_nonce()?;
-        let json = serde_json::to_vec(&self.payload)
+        // The JSON is written after the header in one buffer; the length is filled in after.
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(&[VERSION, self.message_type.as_u8(), 0, 0]);
+        serde_json::to_writer(&mut out, &self.payload)
             .map_err(|e| BtpNipsError::InvalidJson(e.to_string()))?;
-        let size = HEADER_LEN + json.len();
-        let declared = match u16::try_from(json.len()) {
+        let size = out.len();
+        let declared = match u16::try_from(size - HEADER_LEN) {
             Ok(n) if size <= MAX_PACKET_LEN => n,
             _ => {
                 return Err(BtpNipsError::TooLarge {
@@ -300,11 +303,7 @@ impl Packet {
                 })
             }
         };
-        let mut out = Vec::with_capacity(size);
-        out.push(VERSION);
-        out.push(self.message_type.as_u8());
-        out.extend_from_slice(&declared.to_be_bytes());
-        out.extend_from_slice(&json);
+        out[2..HEADER_LEN].copy_from_slice(&declared.to_be_bytes());
         Ok(out)
     }
 
