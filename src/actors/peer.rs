@@ -308,11 +308,9 @@ impl PeerActor {
 
     fn rearm(&mut self, ctx: &mut Context<Self>) {
         let deadline = self.lifecycle.poll_timeout();
-        if let Some((armed, _)) = self.timer {
-            if Some(armed) == deadline {
-                // Already set for it (most events change no deadline).
-                return;
-            }
+        if self.timer.map(|(armed, _)| armed) == deadline {
+            // Already set for it, or nothing to set (most events change no deadline).
+            return;
         }
         if let Some((_, timer)) = self.timer.take() {
             ctx.cancel_future(timer);
