@@ -7,7 +7,7 @@
 //! (`transport`) around a [`Link`]; what a frame means is decided here, once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -94,6 +94,11 @@ pub struct Link {
     stats: Arc<SessionStats>,
     /// How long a request waits for its answer (ilp-plugin-btp uses 35 s).
     pub request_timeout: Duration,
+    /// When the link was made: the origin of `heard_at`.
+    opened: tokio::time::Instant,
+    /// Milliseconds after `opened` when the last frame of the peer arrived: the writer
+    /// pings only a peer silent for a whole interval.
+    heard_at: AtomicU64,
 }
 
 impl Link {
@@ -128,8 +133,23 @@ impl Link {
             limits,
             stats,
             request_timeout,
+            opened: tokio::time::Instant::now(),
+            heard_at: AtomicU64::new(0),
         };
         (Arc::new(link), rx)
+    }
+
+    /// A frame of the peer (any: a packet, a ping, a pong) arrived at `at`.
+    pub fn heard(&self, at: tokio::time::Instant) {
+        let ms = at.saturating_duration_since(self.opened).as_millis();
+        self.heard_at
+            .fetch_max(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// When the last frame of the peer arrived (the link's opening if none yet), to the
+    /// millisecond.
+    pub fn last_heard(&self) -> tokio::time::Instant {
+        self.opened + Duration::from_millis(self.heard_at.load(Ordering::Relaxed))
     }
 
     /// The counters this link adds to.
@@ -165,8 +185,10 @@ impl Link {
             .map_err(|e| LinkError::Encode(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending lock").insert(id, tx);
+        // However this request ends (answered, timed out, closed, or its future dropped
+        // while waiting), its entry goes with it.
+        let _entry = PendingEntry { link: self, id };
         if let Some(reason) = self.close_reason() {
-            self.forget(id);
             return Err(LinkError::Closed(reason));
         }
         let mut closed = self.closed.subscribe();
@@ -183,16 +205,10 @@ impl Link {
                 _ = closed.wait_for(Option::is_some) => Err(LinkError::Closed(self.close_reason().unwrap_or_default())),
             }
         };
-        let result = match tokio::time::timeout(self.request_timeout, answer).await {
+        match tokio::time::timeout(self.request_timeout, answer).await {
             Ok(result) => result,
             Err(_) => Err(LinkError::Timeout(self.request_timeout)),
-        };
-        self.forget(id);
-        result
-    }
-
-    fn forget(&self, id: u32) {
-        self.pending.lock().expect("pending lock").remove(&id);
+        }
     }
 
     /// Whether a request of ours still waits for its answer.
@@ -327,6 +343,22 @@ impl Link {
     }
 }
 
+/// A request of ours waiting for its answer: dropping it removes the request's entry.
+struct PendingEntry<'a> {
+    link: &'a Link,
+    id: u32,
+}
+
+impl Drop for PendingEntry<'_> {
+    fn drop(&mut self) {
+        self.link
+            .pending
+            .lock()
+            .expect("pending lock")
+            .remove(&self.id);
+    }
+}
+
 /// A BTP Error answering `request_id`, with `message` as its data (as ilp-plugin-btp does).
 pub fn error_packet(request_id: u32, code: [u8; 3], name: &str, message: &str) -> Packet {
     let mut packet = Packet::error(request_id, code, name, &ilp::Timestamp::now());
@@ -391,6 +423,24 @@ mod tests {
         assert_eq!(result, Err(LinkError::Timeout(Duration::from_secs(35))));
         assert_eq!(started.elapsed(), Duration::from_secs(35));
         assert!(link.pending.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_given_up_while_it_waits_leaves_no_entry() {
+        let (link, mut rx) = Link::new(Duration::from_secs(35));
+        let mut request = Box::pin(link.request(Packet::ilp_message(0, vec![1])));
+        tokio::select! {
+            _ = &mut request => panic!("answered without an answer"),
+            sent = rx.recv() => assert!(matches!(sent, Some(Outgoing::Packet(_)))),
+        }
+        assert_eq!(
+            link.pending.lock().unwrap().len(),
+            1,
+            "waiting for its answer"
+        );
+        drop(request);
+        assert!(link.pending.lock().unwrap().is_empty());
+        assert!(!link.awaits_answers());
     }
 
     #[tokio::test]

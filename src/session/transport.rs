@@ -5,9 +5,11 @@
 //! once against those two traits.
 //!
 //! - [`write_loop`] sends what the [`Link`] queues (packets, then its one close) and a
-//!   WebSocket ping every `ws_ping_interval` to keep the connection warm. A write the peer
-//!   does not take within `session.write_timeout_ms` (it stopped reading) closes the
-//!   session and the socket; the reader's pongs are bounded the same way.
+//!   WebSocket ping once the peer has been silent for `ws_ping_interval`: its answer shows
+//!   the peer alive and keeps the connection warm, which any frame of the peer already
+//!   does, so a busy session sends none. A write the peer does not take within
+//!   `session.write_timeout_ms` (it stopped reading) closes the session and the socket;
+//!   the reader's pongs are bounded the same way.
 //! - [`read_loop`] hands every binary message to [`dispatch_binary`] and ends the session
 //!   on garbage, on a text frame, on the peer's close, on a dead connection, when no
 //!   frame at all arrived within the idle timeout, or (a stranger's session) when no BTP
@@ -148,9 +150,10 @@ fn socket_cookie(fd: std::os::fd::RawFd) -> std::io::Result<u64> {
     }
 }
 
-/// Sends what the link queues, and a WebSocket ping every `ping_every`, until the link's
-/// close has gone out or the connection fails. A write the peer does not take within
-/// `write_timeout` closes the link and the socket (the reason says so).
+/// Sends what the link queues, and a WebSocket ping whenever nothing was heard from the
+/// peer for `ping_every` (see [`Link::heard`]), until the link's close has gone out or the
+/// connection fails. A write the peer does not take within `write_timeout` closes the link
+/// and the socket (the reason says so).
 pub(super) async fn write_loop<S: FrameSink>(
     mut sink: S,
     mut out: Receiver<Outgoing>,
@@ -173,7 +176,7 @@ pub(super) async fn write_loop<S: FrameSink>(
         link.shut(reason);
     };
     let mut ticker = tokio::time::interval(ping_every);
-    // The first tick is immediate; the first ping goes out one interval after opening.
+    // The first tick is immediate; the first check is one interval after opening.
     ticker.tick().await;
     let closed = link.closed();
     tokio::pin!(closed);
@@ -193,7 +196,17 @@ pub(super) async fn write_loop<S: FrameSink>(
             Step::Packet(bytes) => {
                 tokio::time::timeout(write_timeout, sink.send_binary(bytes)).await
             }
-            Step::Ping => tokio::time::timeout(write_timeout, sink.send_ping()).await,
+            Step::Ping => {
+                // A peer heard from within the interval is alive and the connection warm:
+                // no ping, and the next check is one interval after what was heard last.
+                // (Its frames answer a request or ping of ours, or are its own keepalive.)
+                let quiet_until = link.last_heard() + ping_every;
+                if quiet_until > tokio::time::Instant::now() {
+                    ticker.reset_at(quiet_until);
+                    continue;
+                }
+                tokio::time::timeout(write_timeout, sink.send_ping()).await
+            }
             Step::Close(reason) => {
                 let close = sink.close(close_reason_text(&reason));
                 if tokio::time::timeout(write_timeout, close).await.is_err() {
@@ -237,6 +250,9 @@ pub(super) async fn read_loop<R: FrameSource>(
     let closed = link.closed();
     tokio::pin!(closed);
     let mut last_packet = tokio::time::Instant::now();
+    // One timer for the whole session, pushed back by every frame (no timer per frame).
+    let silence = tokio::time::sleep(idle);
+    tokio::pin!(silence);
     loop {
         let stranger_idle = async {
             match idle_limit {
@@ -254,10 +270,16 @@ pub(super) async fn read_loop<R: FrameSource>(
                     "idle for {limit:?}: this node does not follow you (session.unknown_idle_timeout_ms)"
                 ));
             }
-            next = tokio::time::timeout(idle, stream.next_frame()) => next,
+            _ = &mut silence => Err(()),
+            next = stream.next_frame() => Ok(next),
         };
+        if let Ok(Some(Ok(_))) = &next {
+            let now = tokio::time::Instant::now();
+            link.heard(now);
+            silence.as_mut().reset(now + idle);
+        }
         let reason = match next {
-            Err(_) => format!("no frame for {idle:?}"),
+            Err(()) => format!("no frame for {idle:?}"),
             Ok(None) => "connection closed".into(),
             Ok(Some(Err(e))) => {
                 log::warn!("disconnecting {who}: WebSocket error: {}", untrusted(&e));
@@ -426,6 +448,67 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::{AsFd, AsRawFd, IntoRawFd};
+
+    /// A sink that counts what it is asked to send.
+    struct Counting {
+        pings: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl FrameSink for Counting {
+        async fn send_binary(&mut self, _bytes: Vec<u8>) -> Result<(), ()> {
+            Ok(())
+        }
+
+        async fn send_ping(&mut self) -> Result<(), ()> {
+            self.pings
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
+
+        async fn close(self, _reason: String) {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_peer_silent_for_an_interval_is_pinged() {
+        use std::sync::atomic::Ordering::Relaxed;
+        use tokio::time::{sleep, Instant};
+        let every = Duration::from_secs(20);
+        let (link, out) = Link::new(Duration::from_secs(35));
+        let pings = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let sink = Counting {
+            pings: pings.clone(),
+        };
+        tokio::spawn(write_loop(
+            sink,
+            out,
+            link.clone(),
+            every,
+            Duration::from_secs(5),
+        ));
+
+        // Two minutes of a peer heard from every 5 s (its PONGs, say): no ping at all.
+        for _ in 0..24 {
+            sleep(Duration::from_secs(5)).await;
+            link.heard(Instant::now());
+        }
+        assert_eq!(pings.load(Relaxed), 0);
+
+        // Then silence: the first ping one interval after its last frame, then one per
+        // interval while it stays silent.
+        sleep(every - Duration::from_secs(1)).await;
+        assert_eq!(pings.load(Relaxed), 0);
+        sleep(Duration::from_secs(2)).await;
+        assert_eq!(pings.load(Relaxed), 1);
+        sleep(every).await;
+        assert_eq!(pings.load(Relaxed), 2);
+
+        // Heard again (its pong): the next ping waits a whole interval from then.
+        link.heard(Instant::now());
+        sleep(every - Duration::from_secs(1)).await;
+        assert_eq!(pings.load(Relaxed), 2);
+        sleep(Duration::from_secs(2)).await;
+        assert_eq!(pings.load(Relaxed), 3);
+    }
 
     /// Both ends of one loopback TCP connection.
     fn connection() -> (TcpStream, TcpStream) {
