@@ -304,26 +304,21 @@ impl BtpSession {
 #[async_trait]
 impl Session for BtpSession {
     async fn ping(&self, nonce: u64) -> Result<u64, Fault> {
-        let ping = btp_nips::Packet::ping(
-            self.ctx.own_address.as_str(),
-            unix_now(),
-            format!("{nonce:016x}"),
-        );
-        let prepare = ping
-            .to_prepare(self.expiry())
+        // Written and read without building packets: every peer's PING, every interval.
+        let ping = btp_nips::encode_ping(self.ctx.own_address.as_str(), unix_now(), nonce)
             .map_err(|e| Fault::Transient(e.to_string()))?;
+        let prepare = btp_nips::control_prepare(ping, self.expiry());
         match self.send_prepare(&prepare).await {
             Ok(ilp::Packet::Fulfill(f)) => {
-                let pong = btp_nips::Packet::decode(&f.data)
+                let (message_type, echoed) = btp_nips::decode_nonce(&f.data)
                     .map_err(|e| Fault::Transient(format!("PONG unreadable: {e}")))?;
-                if pong.message_type != MessageType::Pong {
+                if message_type != MessageType::Pong {
                     return Err(Fault::Transient(format!(
-                        "PING answered with {}",
-                        pong.message_type
+                        "PING answered with {message_type}"
                     )));
                 }
-                pong.nonce()
-                    .and_then(|n| u64::from_str_radix(n, 16).ok())
+                echoed
+                    .and_then(|n| u64::from_str_radix(&n, 16).ok())
                     .ok_or_else(|| Fault::Transient("PONG nonce is not 16 hex digits".into()))
             }
             Ok(ilp::Packet::Reject(r)) => Err(Fault::Transient(format!(

@@ -25,6 +25,8 @@
 //! a whole packet is at most 32767 bytes (the ILP data limit): a larger one is refused
 //! when encoding, never cut.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
@@ -293,53 +295,13 @@ impl Packet {
         out.extend_from_slice(&[VERSION, self.message_type.as_u8(), 0, 0]);
         serde_json::to_writer(&mut out, &self.payload)
             .map_err(|e| BtpNipsError::InvalidJson(e.to_string()))?;
-        let size = out.len();
-        let declared = match u16::try_from(size - HEADER_LEN) {
-            Ok(n) if size <= MAX_PACKET_LEN => n,
-            _ => {
-                return Err(BtpNipsError::TooLarge {
-                    size,
-                    max: MAX_PACKET_LEN,
-                })
-            }
-        };
-        out[2..HEADER_LEN].copy_from_slice(&declared.to_be_bytes());
-        Ok(out)
+        seal(out)
     }
 
     /// Decode: checks version, type, that the length field equals the bytes after the
     /// header exactly, the size limit, UTF-8, the JSON shape, and the PING/PONG nonce.
     pub fn decode(bytes: &[u8]) -> Result<Self, BtpNipsError> {
-        let (header, payload) = match bytes.split_first_chunk::<HEADER_LEN>() {
-            Some(split) => split,
-            None => {
-                return Err(BtpNipsError::Truncated {
-                    length: bytes.len(),
-                })
-            }
-        };
-        let [version, message_type, len_hi, len_lo] = *header;
-        if version != VERSION {
-            return Err(BtpNipsError::UnsupportedVersion(version));
-        }
-        let message_type = MessageType::from_u8(message_type)
-            .ok_or(BtpNipsError::UnknownMessageType(message_type))?;
-        let declared = u16::from_be_bytes([len_hi, len_lo]);
-        if usize::from(declared) != payload.len() {
-            return Err(BtpNipsError::LengthMismatch {
-                declared,
-                actual: payload.len(),
-            });
-        }
-        if bytes.len() > MAX_PACKET_LEN {
-            return Err(BtpNipsError::TooLarge {
-                size: bytes.len(),
-                max: MAX_PACKET_LEN,
-            });
-        }
-        let text = std::str::from_utf8(payload).map_err(|e| BtpNipsError::InvalidUtf8 {
-            offset: e.valid_up_to(),
-        })?;
+        let (message_type, text) = split(bytes)?;
         let payload: Payload =
             serde_json::from_str(text).map_err(|e| BtpNipsError::InvalidJson(e.to_string()))?;
         let packet = Packet {
@@ -352,15 +314,163 @@ impl Packet {
 
     /// The zero-amount ILP Prepare to [`DESTINATION`] carrying this packet.
     pub fn to_prepare(&self, expires_at: ilp::Timestamp) -> Result<ilp::Prepare, BtpNipsError> {
-        let data = self.encode()?;
-        let destination = ilp::Address::new(DESTINATION).expect("DESTINATION is a valid address");
-        Ok(ilp::Prepare::peer_control(destination, expires_at, data))
+        Ok(control_prepare(self.encode()?, expires_at))
     }
 
     /// The ILP Fulfill carrying this packet as the answer to a control Prepare.
     pub fn to_fulfill(&self) -> Result<ilp::Fulfill, BtpNipsError> {
         Ok(ilp::Fulfill::peer_control(self.encode()?))
     }
+}
+
+/// The message type and the JSON text of a packet, after checking version, type, that the
+/// length field equals the bytes after the header exactly, the size limit and UTF-8.
+fn split(bytes: &[u8]) -> Result<(MessageType, &str), BtpNipsError> {
+    let (header, payload) = match bytes.split_first_chunk::<HEADER_LEN>() {
+        Some(split) => split,
+        None => {
+            return Err(BtpNipsError::Truncated {
+                length: bytes.len(),
+            })
+        }
+    };
+    let [version, message_type, len_hi, len_lo] = *header;
+    if version != VERSION {
+        return Err(BtpNipsError::UnsupportedVersion(version));
+    }
+    let message_type =
+        MessageType::from_u8(message_type).ok_or(BtpNipsError::UnknownMessageType(message_type))?;
+    let declared = u16::from_be_bytes([len_hi, len_lo]);
+    if usize::from(declared) != payload.len() {
+        return Err(BtpNipsError::LengthMismatch {
+            declared,
+            actual: payload.len(),
+        });
+    }
+    if bytes.len() > MAX_PACKET_LEN {
+        return Err(BtpNipsError::TooLarge {
+            size: bytes.len(),
+            max: MAX_PACKET_LEN,
+        });
+    }
+    let text = std::str::from_utf8(payload).map_err(|e| BtpNipsError::InvalidUtf8 {
+        offset: e.valid_up_to(),
+    })?;
+    Ok((message_type, text))
+}
+
+/// A heartbeat PING from `sender` at `timestamp` (Unix seconds) with `nonce` as 16
+/// hexadecimal digits: the bytes `Packet::ping(sender, timestamp, nonce).encode()` gives,
+/// written straight from the parts (a PING leaves every peer every interval).
+pub fn encode_ping(sender: &str, timestamp: u64, nonce: u64) -> Result<Vec<u8>, BtpNipsError> {
+    #[derive(Serialize)]
+    struct Ping<'a> {
+        payment: Free,
+        nostr: (),
+        metadata: PingMetadata<'a>,
+    }
+    #[derive(Serialize)]
+    struct Free {
+        amount: &'static str,
+        currency: &'static str,
+        purpose: &'static str,
+    }
+    #[derive(Serialize)]
+    struct PingMetadata<'a> {
+        timestamp: u64,
+        sender: &'a str,
+        nonce: &'a str,
+    }
+    let mut hex = [0u8; 16];
+    for (i, digit) in hex.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[((nonce >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    let ping = Ping {
+        payment: Free {
+            amount: "0",
+            currency: "",
+            purpose: "ping",
+        },
+        nostr: (),
+        metadata: PingMetadata {
+            timestamp,
+            sender,
+            nonce: std::str::from_utf8(&hex).expect("hexadecimal digits are ASCII"),
+        },
+    };
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(&[VERSION, MessageType::Ping.as_u8(), 0, 0]);
+    serde_json::to_writer(&mut out, &ping).map_err(|e| BtpNipsError::InvalidJson(e.to_string()))?;
+    seal(out)
+}
+
+/// The message type and heartbeat nonce of a packet, read without building it: `bytes`
+/// is accepted exactly when [`Packet::decode`] accepts it, and the nonce is the one it
+/// would hold (a PONG's answer is read this way).
+pub fn decode_nonce(bytes: &[u8]) -> Result<(MessageType, Option<Cow<'_, str>>), BtpNipsError> {
+    // The shape `Payload` requires, borrowed where the JSON allows it.
+    #[derive(Deserialize)]
+    struct View<'a> {
+        #[serde(borrow)]
+        #[allow(dead_code)]
+        payment: PaymentView<'a>,
+        // As parsed for `Payload` (numbers range-checked): `null` in a PONG.
+        #[allow(dead_code)]
+        nostr: Value,
+        #[serde(borrow)]
+        metadata: MetadataView<'a>,
+    }
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct PaymentView<'a> {
+        #[serde(borrow)]
+        amount: Cow<'a, str>,
+        #[serde(borrow)]
+        currency: Cow<'a, str>,
+        #[serde(default, borrow)]
+        purpose: Cow<'a, str>,
+    }
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct MetadataView<'a> {
+        timestamp: u64,
+        #[serde(borrow)]
+        sender: Cow<'a, str>,
+        #[serde(default)]
+        ttl: Option<u64>,
+        #[serde(default, borrow)]
+        nonce: Option<Cow<'a, str>>,
+    }
+    let (message_type, text) = split(bytes)?;
+    let view: View<'_> =
+        serde_json::from_str(text).map_err(|e| BtpNipsError::InvalidJson(e.to_string()))?;
+    let nonce = view.metadata.nonce;
+    if message_type.needs_nonce() && nonce.is_none() {
+        return Err(BtpNipsError::MissingNonce(message_type));
+    }
+    Ok((message_type, nonce))
+}
+
+/// Fills in the length of a packet written after its header, refusing one over the limit.
+fn seal(mut out: Vec<u8>) -> Result<Vec<u8>, BtpNipsError> {
+    let size = out.len();
+    let declared = match u16::try_from(size - HEADER_LEN) {
+        Ok(n) if size <= MAX_PACKET_LEN => n,
+        _ => {
+            return Err(BtpNipsError::TooLarge {
+                size,
+                max: MAX_PACKET_LEN,
+            })
+        }
+    };
+    out[2..HEADER_LEN].copy_from_slice(&declared.to_be_bytes());
+    Ok(out)
+}
+
+/// The zero-amount ILP Prepare to [`DESTINATION`] carrying the encoded packet `data`.
+pub fn control_prepare(data: Vec<u8>, expires_at: ilp::Timestamp) -> ilp::Prepare {
+    let destination = ilp::Address::new(DESTINATION).expect("DESTINATION is a valid address");
+    ilp::Prepare::peer_control(destination, expires_at, data)
 }
 
 #[cfg(test)]
@@ -646,8 +756,88 @@ mod tests {
         }
 
         #[test]
+        fn a_ping_written_from_its_parts_is_the_packets_encoding(
+            sender in any::<String>(),
+            timestamp in any::<u64>(),
+            nonce in any::<u64>(),
+        ) {
+            let packet = Packet::ping(&sender, timestamp, format!("{nonce:016x}"));
+            prop_assert_eq!(encode_ping(&sender, timestamp, nonce), packet.encode());
+        }
+
+        #[test]
+        fn the_nonce_reader_accepts_exactly_what_decode_accepts(
+            t in 0u8..11,
+            payment in prop_oneof![
+                Just(None),
+                Just(Some(r#"{"amount":"0","currency":""}"#)),
+                Just(Some(r#"{"amount":"5","currency":"msat","purpose":"pong"}"#)),
+                Just(Some(r#"{"amount":0,"currency":""}"#)),
+                Just(Some(r#"{"currency":""}"#)),
+                Just(Some(r#"{"amount":"0","currency":"","purpose":7}"#)),
+                Just(Some("[]")),
+            ],
+            nostr in prop_oneof![
+                Just(None),
+                Just(Some("null")),
+                Just(Some(r#"["EVENT",{"id":"ab"}]"#)),
+                Just(Some("[[[[[[[[1]]]]]]]]")),
+                Just(Some("1e400")),
+                Just(Some(r#""\ud800""#)),
+            ],
+            timestamp in prop_oneof![Just(None), Just(Some("1700000000")), Just(Some("-1")), Just(Some(r#""1""#))],
+            sender in prop_oneof![Just(None), Just(Some(r#""g.a.b""#)), Just(Some(r#""g.\u0061""#)), Just(Some("3"))],
+            ttl in prop_oneof![Just(None), Just(Some("60")), Just(Some("null")), Just(Some(r#""x""#))],
+            nonce in prop_oneof![
+                Just(None),
+                Just(Some(r#""00000000000000ff""#)),
+                Just(Some(r#""\u0030\u0031""#)),
+                Just(Some("null")),
+                Just(Some("255")),
+            ],
+            extra in any::<bool>(),
+        ) {
+            let field = |name: &str, value: Option<&str>| value.map(|v| format!(r#""{name}":{v}"#));
+            let metadata = [
+                field("timestamp", timestamp),
+                field("sender", sender),
+                field("ttl", ttl),
+                field("nonce", nonce),
+            ];
+            let metadata: Vec<_> = metadata.into_iter().flatten().collect();
+            let mut fields: Vec<_> = [
+                field("payment", payment),
+                field("nostr", nostr),
+                Some(format!(r#""metadata":{{{}}}"#, metadata.join(","))),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if extra {
+                fields.push(r#""extra":{"a":[1,2]}"#.to_string());
+            }
+            let json = format!("{{{}}}", fields.join(","));
+            let mut bytes = vec![1, t];
+            bytes.extend_from_slice(&(json.len() as u16).to_be_bytes());
+            bytes.extend_from_slice(json.as_bytes());
+            let full = Packet::decode(&bytes).map(|p| (p.message_type, p.payload.metadata.nonce));
+            let read = decode_nonce(&bytes).map(|(t, n)| (t, n.map(Cow::into_owned)));
+            prop_assert_eq!(full.is_ok(), read.is_ok(), "{} / {:?} / {:?}", json, full, read);
+            if let (Ok(full), Ok(read)) = (&full, &read) {
+                prop_assert_eq!(full, read);
+            }
+            if let Err(BtpNipsError::MissingNonce(t)) = full {
+                prop_assert_eq!(read.unwrap_err(), BtpNipsError::MissingNonce(t));
+            }
+            for cut in [0, 3, bytes.len() - 1] {
+                prop_assert!(decode_nonce(&bytes[..cut]).is_err());
+            }
+        }
+
+        #[test]
         fn decode_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
             let _ = Packet::decode(&bytes);
+            let _ = decode_nonce(&bytes);
         }
 
         #[test]
