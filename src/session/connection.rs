@@ -85,6 +85,10 @@ pub struct Link {
     next_id: AtomicU32,
     /// `Some(reason)` once closed; the first reason wins.
     closed: watch::Sender<Option<String>>,
+    /// Those waiting for the close ([`Link::closed`]), told once. A oneshot each rather
+    /// than the watch: the peer actor's watcher is polled whenever its actor wakes, and a
+    /// oneshot answers that poll without a lock.
+    close_waiters: Mutex<Vec<oneshot::Sender<String>>>,
     /// Whether the peer's requests are served yet: a client serves nothing before the
     /// server proved its key.
     serving: watch::Sender<bool>,
@@ -128,6 +132,7 @@ impl Link {
             // Random start, as ilp-plugin-btp does, so ids of two sessions do not line up.
             next_id: AtomicU32::new(fastrand::u32(..)),
             closed,
+            close_waiters: Mutex::new(Vec::new()),
             serving,
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
             limits,
@@ -160,6 +165,18 @@ impl Link {
     /// Queues one message for the writer, waiting while the queue is full; false if the
     /// link closed (or its writer is gone) first.
     async fn enqueue(&self, message: Outgoing) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        // Room in the queue (the usual case): no need to watch for the close meanwhile.
+        let message = match self.out.try_send(message) {
+            Ok(()) => {
+                self.note_queue_length();
+                return true;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(message)) => message,
+        };
         let mut closed = self.closed.subscribe();
         if closed.borrow().is_some() {
             return false;
@@ -169,10 +186,14 @@ impl Link {
             _ = closed.wait_for(Option::is_some) => false,
         };
         if sent {
-            let queued = self.limits.max_queued.saturating_sub(self.out.capacity());
-            SessionStats::high_water(&self.stats.queue_high_water, queued);
+            self.note_queue_length();
         }
         sent
+    }
+
+    fn note_queue_length(&self) {
+        let queued = self.limits.max_queued.saturating_sub(self.out.capacity());
+        SessionStats::high_water(&self.stats.queue_high_water, queued);
     }
 
     /// Sends a request (a Message or Transfer; its request id is set here) and waits for
@@ -191,19 +212,17 @@ impl Link {
         if let Some(reason) = self.close_reason() {
             return Err(LinkError::Closed(reason));
         }
-        let mut closed = self.closed.subscribe();
         let answer = async {
             if !self.enqueue(Outgoing::Packet(bytes)).await {
                 return Err(LinkError::Closed(
                     self.close_reason().unwrap_or_else(|| "writer gone".into()),
                 ));
             }
-            tokio::select! {
-                // An answer that arrived just before the close still counts.
-                biased;
-                answer = rx => answer.map_err(|_| LinkError::Closed(self.close_reason().unwrap_or_default())),
-                _ = closed.wait_for(Option::is_some) => Err(LinkError::Closed(self.close_reason().unwrap_or_default())),
-            }
+            // The close drops every waiting entry's sender (after the reason is set), so
+            // the answer's channel also tells of the close; an answer that arrived just
+            // before it still counts.
+            rx.await
+                .map_err(|_| LinkError::Closed(self.close_reason().unwrap_or_default()))
         };
         match tokio::time::timeout(self.request_timeout, answer).await {
             Ok(result) => result,
@@ -318,8 +337,12 @@ impl Link {
         if first {
             // A full queue (a peer that does not read) leaves no room: the writer then
             // learns of the close from the watch, once it has room to act.
-            let _ = self.out.try_send(Outgoing::Close(reason));
+            let _ = self.out.try_send(Outgoing::Close(reason.clone()));
             self.pending.lock().expect("pending lock").clear();
+            let waiters = std::mem::take(&mut *self.close_waiters.lock().expect("waiters lock"));
+            for waiter in waiters {
+                let _ = waiter.send(reason.clone());
+            }
         }
     }
 
@@ -333,13 +356,17 @@ impl Link {
 
     /// Resolves with the reason once the link is closed.
     pub fn closed(&self) -> BoxFuture<'static, String> {
-        let mut rx = self.closed.subscribe();
-        Box::pin(async move {
-            match rx.wait_for(Option::is_some).await {
-                Ok(reason) => reason.clone().unwrap_or_default(),
-                Err(_) => "connection dropped".into(),
+        let (tx, rx) = oneshot::channel();
+        {
+            // Checked under the waiters' lock: a close after this finds the new waiter.
+            let mut waiters = self.close_waiters.lock().expect("waiters lock");
+            if let Some(reason) = self.close_reason() {
+                return Box::pin(std::future::ready(reason));
             }
-        })
+            waiters.retain(|w| !w.is_closed());
+            waiters.push(tx);
+        }
+        Box::pin(async move { rx.await.unwrap_or_else(|_| "connection dropped".into()) })
     }
 }
 
@@ -441,6 +468,31 @@ mod tests {
         drop(request);
         assert!(link.pending.lock().unwrap().is_empty());
         assert!(!link.awaits_answers());
+    }
+
+    #[tokio::test]
+    async fn everyone_waiting_for_the_close_hears_its_first_reason_and_given_up_waits_go() {
+        let (link, _rx) = Link::new(Duration::from_secs(35));
+        // Waits given up before the close leave nothing behind.
+        for _ in 0..1000 {
+            drop(link.closed());
+        }
+        let early = link.closed();
+        assert_eq!(link.close_waiters.lock().unwrap().len(), 1);
+        link.shut("peer went away");
+        link.shut("second reason");
+        assert!(link.close_waiters.lock().unwrap().is_empty());
+        assert_eq!(early.await, "peer went away");
+        assert_eq!(
+            link.closed().await,
+            "peer went away",
+            "a wait begun after the close"
+        );
+        // A link dropped without a close ends the waits too.
+        let (link, _rx) = Link::new(Duration::from_secs(35));
+        let waiting = link.closed();
+        drop(link);
+        assert_eq!(waiting.await, "connection dropped");
     }
 
     #[tokio::test]
