@@ -236,6 +236,30 @@ fn peers_connected_at_different_moments_ping_in_the_same_rounds() {
     );
 }
 
+#[test]
+fn a_ping_handled_late_does_not_push_the_next_ones_back() {
+    let config = config();
+    let (interval, round) = (config.heartbeat_interval, config.heartbeat_round());
+    let mut sim = Sim::new(config);
+    sim.connect();
+    let mut at = Vec::new();
+    for _ in 0..5 {
+        // Each PING's timer handled 30 ms after it was due (a busy actor thread).
+        sim.step_late(Duration::from_millis(30));
+        at.push(sim.now);
+        sim.answer_pings(Duration::from_millis(5));
+    }
+    assert!(at.windows(2).all(|w| w[1] - w[0] == interval), "{at:?}");
+
+    // A stall of more than an interval: the next PING on the next round, not a burst of
+    // the ones missed.
+    sim.step_late(interval + interval / 2);
+    let stalled = sim.now;
+    sim.answer_pings(Duration::from_millis(5));
+    let next = sim.lc.poll_timeout().expect("the next PING is armed");
+    assert!(next > sim.now && next - stalled <= round, "{stalled:?} then {next:?}");
+}
+
 /// The records a run of PONGs writes, with the write interval set to `every`.
 fn heartbeat_writes(every: Duration, pongs: usize, rtt: Duration) -> (Sim, Vec<Timestamp>) {
     let mut config = config();

@@ -519,8 +519,15 @@ impl PeerLifecycle {
             }
             Timer::Ping => {
                 // One PING at a time: while one is in flight, the next waits for its PONG
-                // (or the session is lost at `PongDue`).
-                let next = self.next_ping_round(now);
+                // (or the session is lost at `PongDue`). The next is counted from when
+                // this one was due, not from now: a timer handled a little late would
+                // otherwise push every later PING back by a round. After a stall longer
+                // than an interval, the next round from now (no burst of missed ones).
+                let due = self.timers.get(Timer::Ping).unwrap_or(now);
+                let mut next = self.next_ping_round(due);
+                if next <= now {
+                    next = self.round_after(now);
+                }
                 self.timers.set(Timer::Ping, next);
                 if self.ping_in_flight.is_none() {
                     let nonce = self.rng.u64(..);
@@ -544,8 +551,18 @@ impl PeerLifecycle {
     /// later, on the next heartbeat round (see [`LifecycleConfig::heartbeat_round`]).
     fn next_ping_round(&self, now: Timestamp) -> Timestamp {
         let at = (now + self.config.heartbeat_interval).as_millis();
-        let round = (self.config.heartbeat_round().as_millis() as u64).max(1);
+        let round = self.round_millis();
         Timestamp::from_millis(at.div_ceil(round) * round)
+    }
+
+    /// The first heartbeat round boundary strictly after `now`.
+    fn round_after(&self, now: Timestamp) -> Timestamp {
+        let round = self.round_millis();
+        Timestamp::from_millis((now.as_millis() / round + 1) * round)
+    }
+
+    fn round_millis(&self) -> u64 {
+        (self.config.heartbeat_round().as_millis() as u64).max(1)
     }
 
     fn arm(&mut self, timer: Timer, at: Timestamp) {

@@ -79,6 +79,14 @@ impl Sim {
         moved
     }
 
+    /// Handles the next deadline `late` after it was due, as a busy thread would.
+    pub fn step_late(&mut self, late: Duration) {
+        let deadline = self.lc.poll_timeout().expect("a deadline is pending");
+        self.now = (deadline + late).max(self.now);
+        self.lc.handle_timeout(self.now);
+        self.drain();
+    }
+
     /// Moves the clock by `by`, handling every deadline on the way.
     pub fn advance(&mut self, by: Duration) {
         let until = self.now + by;
