@@ -240,7 +240,7 @@ fn peers_connected_at_different_moments_ping_in_the_same_rounds() {
 fn a_ping_handled_late_does_not_push_the_next_ones_back() {
     let config = config();
     let (interval, round) = (config.heartbeat_interval, config.heartbeat_round());
-    let mut sim = Sim::new(config);
+    let mut sim = Sim::new(config.clone());
     sim.connect();
     let mut at = Vec::new();
     for _ in 0..5 {
@@ -257,7 +257,27 @@ fn a_ping_handled_late_does_not_push_the_next_ones_back() {
     let stalled = sim.now;
     sim.answer_pings(Duration::from_millis(5));
     let next = sim.lc.poll_timeout().expect("the next PING is armed");
-    assert!(next > sim.now && next - stalled <= round, "{stalled:?} then {next:?}");
+    assert!(
+        next > sim.now && next - stalled <= round,
+        "{stalled:?} then {next:?}"
+    );
+
+    // An interval that is no whole number of rounds (5 s: rounds of 83 ms) keeps its
+    // cadence too.
+    let interval = Duration::from_secs(5);
+    let mut sim = Sim::new(LifecycleConfig {
+        heartbeat_interval: interval,
+        heartbeat_timeout: Duration::from_secs(4),
+        ..config
+    });
+    sim.connect();
+    let mut at = Vec::new();
+    for _ in 0..5 {
+        sim.step();
+        at.push(sim.now);
+        sim.answer_pings(Duration::from_millis(5));
+    }
+    assert!(at.windows(2).all(|w| w[1] - w[0] == interval), "{at:?}");
 }
 
 /// The records a run of PONGs writes, with the write interval set to `every`.

@@ -52,12 +52,12 @@ pub struct LifecycleConfig {
 pub const HEARTBEAT_ROUNDS_PER_INTERVAL: u32 = 60;
 
 impl LifecycleConfig {
-    /// PINGs go out in rounds: a peer's next PING waits for the next multiple of this
+    /// PINGs go out in rounds: a peer's first PING waits for the next multiple of this
     /// (since the Unix epoch) at or after one interval, so every PING due within one round,
     /// whichever peer it is for, leaves on one wake-up of the node's threads instead of one
     /// each. 1/60 of the interval (1 s at the default 60 s): a peer's first PING comes at
-    /// most one round late, and every later one an interval after the last (exactly, when
-    /// the interval is a whole number of rounds in milliseconds, as the default is).
+    /// most one round late, and every later one exactly an interval after the last was
+    /// due, so peers that share a round keep sharing it.
     pub fn heartbeat_round(&self) -> Duration {
         self.heartbeat_interval / HEARTBEAT_ROUNDS_PER_INTERVAL
     }
@@ -519,12 +519,13 @@ impl PeerLifecycle {
             }
             Timer::Ping => {
                 // One PING at a time: while one is in flight, the next waits for its PONG
-                // (or the session is lost at `PongDue`). The next is counted from when
-                // this one was due, not from now: a timer handled a little late would
-                // otherwise push every later PING back by a round. After a stall longer
-                // than an interval, the next round from now (no burst of missed ones).
+                // (or the session is lost at `PongDue`). The next is exactly one interval
+                // after this one was due, not after now: a timer handled a little late
+                // would otherwise push every later PING back. The first PING was put on a
+                // round, so every later one stays in that round. After a stall longer than
+                // an interval, the next round from now (no burst of missed ones).
                 let due = self.timers.get(Timer::Ping).unwrap_or(now);
-                let mut next = self.next_ping_round(due);
+                let mut next = due + self.config.heartbeat_interval;
                 if next <= now {
                     next = self.round_after(now);
                 }
@@ -547,8 +548,8 @@ impl PeerLifecycle {
 
     /// Arms `timer` for `at` if it runs in the current state; elsewhere it could never
     /// expire (leaving the state would stop it), so it is not armed at all.
-    /// When the PING after one sent (or a connection made) at `now` goes out: one interval
-    /// later, on the next heartbeat round (see [`LifecycleConfig::heartbeat_round`]).
+    /// When the first PING of a connection made at `now` goes out: one interval later, on
+    /// the next heartbeat round (see [`LifecycleConfig::heartbeat_round`]).
     fn next_ping_round(&self, now: Timestamp) -> Timestamp {
         let at = (now + self.config.heartbeat_interval).as_millis();
         let round = self.round_millis();
