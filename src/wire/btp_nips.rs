@@ -280,10 +280,7 @@ impl Packet {
     }
 
     fn check_nonce(&self) -> Result<(), BtpNipsError> {
-        if self.message_type.needs_nonce() && self.payload.metadata.nonce.is_none() {
-            return Err(BtpNipsError::MissingNonce(self.message_type));
-        }
-        Ok(())
+        check_nonce(self.message_type, self.payload.metadata.nonce.is_some())
     }
 
     /// Encode: header and compact JSON. Refuses (never truncates) a packet over
@@ -445,10 +442,16 @@ pub fn decode_nonce(bytes: &[u8]) -> Result<(MessageType, Option<Cow<'_, str>>),
     let view: View<'_> =
         serde_json::from_str(text).map_err(|e| BtpNipsError::InvalidJson(e.to_string()))?;
     let nonce = view.metadata.nonce;
-    if message_type.needs_nonce() && nonce.is_none() {
+    check_nonce(message_type, nonce.is_some())?;
+    Ok((message_type, nonce))
+}
+
+/// A PING or PONG must carry a nonce; other types may.
+fn check_nonce(message_type: MessageType, has_nonce: bool) -> Result<(), BtpNipsError> {
+    if message_type.needs_nonce() && !has_nonce {
         return Err(BtpNipsError::MissingNonce(message_type));
     }
-    Ok((message_type, nonce))
+    Ok(())
 }
 
 /// Fills in the length of a packet written after its header, refusing one over the limit.
