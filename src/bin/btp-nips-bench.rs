@@ -29,8 +29,11 @@
 #[path = "bench_discovery/mod.rs"]
 mod bench_discovery;
 
+#[path = "bench/allocations.rs"]
+mod allocations;
+
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocations::Counting = allocations::Counting(mimalloc::MiMalloc);
 
 use std::time::{Duration, Instant};
 

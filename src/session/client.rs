@@ -18,7 +18,7 @@ use super::connection::{
     error_text, is_temporary_error, Link, LinkError, LinkLimits, MAX_MESSAGE_LEN,
 };
 use super::ildcp::{self, IldcpInfo};
-use super::service::{send_btp_nips, send_prepare};
+use super::service::{self, send_btp_nips, send_prepare};
 use super::transport;
 use super::{unix_now, PeerIdentity, SessionContext};
 use crate::lifecycle::Fault;
@@ -305,10 +305,21 @@ impl BtpSession {
 impl Session for BtpSession {
     async fn ping(&self, nonce: u64) -> Result<u64, Fault> {
         // Written and read without building packets: every peer's PING, every interval.
-        let ping = btp_nips::encode_ping(self.ctx.own_address.as_str(), unix_now(), nonce)
-            .map_err(|e| Fault::Transient(e.to_string()))?;
-        let prepare = btp_nips::control_prepare(ping, self.expiry());
-        match self.send_prepare(&prepare).await {
+        // No request timeout: the lifecycle's PONG deadline drops this future when it
+        // passes (a timer per PING fewer).
+        let sender = self.ctx.own_address.as_str();
+        let (timestamp, expires_at) = (unix_now(), self.expiry());
+        let answer = self
+            .link
+            .request_written(
+                |id| {
+                    btp_nips::ping_message(id, sender, timestamp, nonce, expires_at)
+                        .map_err(|e| e.to_string())
+                },
+                None,
+            )
+            .await;
+        match service::ilp_answer(answer) {
             Ok(ilp::Packet::Fulfill(f)) => {
                 let (message_type, echoed) = btp_nips::decode_nonce(&f.data)
                     .map_err(|e| Fault::Transient(format!("PONG unreadable: {e}")))?;

@@ -197,13 +197,30 @@ impl Link {
     }
 
     /// Sends a request (a Message or Transfer; its request id is set here) and waits for
-    /// the answer.
+    /// the answer, at most the link's request timeout.
     pub async fn request(&self, mut packet: Packet) -> Result<Packet, LinkError> {
+        let timeout = Some(self.request_timeout);
+        self.request_written(
+            |id| {
+                packet.request_id = id;
+                packet.encode().map_err(|e| e.to_string())
+            },
+            timeout,
+        )
+        .await
+    }
+
+    /// Sends the request `write` encodes for the request id it is given, and waits for the
+    /// answer: at most `timeout`, or, with `None`, for as long as the caller waits (a
+    /// caller with a deadline of its own, which drops the future at it, leaving nothing
+    /// behind).
+    pub async fn request_written(
+        &self,
+        write: impl FnOnce(u32) -> Result<Vec<u8>, String>,
+        timeout: Option<Duration>,
+    ) -> Result<Packet, LinkError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        packet.request_id = id;
-        let bytes = packet
-            .encode()
-            .map_err(|e| LinkError::Encode(e.to_string()))?;
+        let bytes = write(id).map_err(LinkError::Encode)?;
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending lock").insert(id, tx);
         // However this request ends (answered, timed out, closed, or its future dropped
@@ -224,9 +241,12 @@ impl Link {
             rx.await
                 .map_err(|_| LinkError::Closed(self.close_reason().unwrap_or_default()))
         };
-        match tokio::time::timeout(self.request_timeout, answer).await {
+        let Some(timeout) = timeout else {
+            return answer.await;
+        };
+        match tokio::time::timeout(timeout, answer).await {
             Ok(result) => result,
-            Err(_) => Err(LinkError::Timeout(self.request_timeout)),
+            Err(_) => Err(LinkError::Timeout(timeout)),
         }
     }
 

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
-use super::ilp;
+use super::{btp, ilp, oer};
 
 /// The only version.
 pub const VERSION: u8 = 1;
@@ -470,6 +470,54 @@ fn seal(mut out: Vec<u8>) -> Result<Vec<u8>, BtpNipsError> {
     Ok(out)
 }
 
+/// The whole BTP Message that carries a heartbeat PING, as request `request_id`: one `ilp`
+/// entry holding the zero-amount Prepare to [`DESTINATION`], expiring at `expires_at`,
+/// whose data is [`encode_ping`]'s packet. The bytes
+/// `btp::Packet::ilp_message(request_id, control_prepare(ping, expires_at).encode()?).encode()?`
+/// give, written into one buffer sized up front instead of a buffer per layer (every
+/// peer's PING, every interval).
+pub fn ping_message(
+    request_id: u32,
+    sender: &str,
+    timestamp: u64,
+    nonce: u64,
+    expires_at: ilp::Timestamp,
+) -> Result<Vec<u8>, BtpNipsError> {
+    // At most MAX_PACKET_LEN (the ILP data limit) once sealed, so every layer fits.
+    let ping = encode_ping(sender, timestamp, nonce)?;
+    let destination = DESTINATION.as_bytes();
+    let prepare_len = 8
+        + ilp::TIMESTAMP_LEN
+        + ilp::PEER_PROTOCOL_CONDITION.len()
+        + oer::var_octets_size(destination.len())
+        + oer::var_octets_size(ping.len());
+    let ilp_len = 1 + oer::var_octets_size(prepare_len);
+    let contents_len = oer::var_uint_size(1)
+        + oer::var_octets_size(btp::PROTOCOL_ILP.len())
+        + 1
+        + oer::var_octets_size(ilp_len);
+    let total = 1 + 4 + oer::var_octets_size(contents_len);
+    let mut w = oer::Writer::with_capacity(total);
+    // BTP Message: type, request id, its contents (one protocol entry).
+    w.write_u8(btp::TYPE_MESSAGE);
+    w.write_u32(request_id);
+    w.write_length(contents_len);
+    w.write_var_uint(1);
+    w.write_var_octets(btp::PROTOCOL_ILP.as_bytes());
+    w.write_u8(btp::ContentType::OctetStream.as_u8());
+    // The entry's data: the enveloped ILP Prepare.
+    w.write_length(ilp_len);
+    w.write_u8(ilp::TYPE_PREPARE);
+    w.write_length(prepare_len);
+    w.write_u64(0);
+    w.write_bytes(expires_at.as_bytes());
+    w.write_bytes(&ilp::PEER_PROTOCOL_CONDITION);
+    w.write_var_octets(destination);
+    w.write_var_octets(&ping);
+    debug_assert_eq!(w.len(), total);
+    Ok(w.into_inner())
+}
+
 /// The zero-amount ILP Prepare to [`DESTINATION`] carrying the encoded packet `data`.
 pub fn control_prepare(data: Vec<u8>, expires_at: ilp::Timestamp) -> ilp::Prepare {
     let destination = ilp::Address::new(DESTINATION).expect("DESTINATION is a valid address");
@@ -766,6 +814,26 @@ mod tests {
         ) {
             let packet = Packet::ping(&sender, timestamp, format!("{nonce:016x}"));
             prop_assert_eq!(encode_ping(&sender, timestamp, nonce), packet.encode());
+        }
+
+        #[test]
+        fn a_ping_message_written_in_one_buffer_is_the_layers_encoding(
+            request_id in any::<u32>(),
+            sender in prop_oneof![any::<String>(), "[a-z.]{0,300}"],
+            timestamp in any::<u64>(),
+            nonce in any::<u64>(),
+            expiry_ms in any::<u64>(),
+        ) {
+            let expires_at =
+                ilp::Timestamp::from_unix_millis((expiry_ms % 253_402_300_799_999) as i64).unwrap();
+            let layered = encode_ping(&sender, timestamp, nonce).map(|ping| {
+                let prepare = control_prepare(ping, expires_at).encode().unwrap();
+                btp::Packet::ilp_message(request_id, prepare).encode().unwrap()
+            });
+            prop_assert_eq!(
+                ping_message(request_id, &sender, timestamp, nonce, expires_at),
+                layered
+            );
         }
 
         #[test]

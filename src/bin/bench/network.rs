@@ -200,14 +200,17 @@ pub fn network_node() {
                     let phase = if heartbeats == 1 { "first_heartbeat" } else { "heartbeat" };
                     perf_control(phase, "enable");
                     let before = crate::cpu_time();
+                    let allocations_before = crate::allocations::allocations();
                     actix::clock::sleep(interval).await;
                     let cpu = crate::cpu_time() - before;
+                    let allocations = crate::allocations::allocations() - allocations_before;
                     perf_control(phase, "disable");
                     let connected = node.stats().await.map_or(0, |s| s.connected);
                     say(json!({
                         "event": "heartbeat",
                         "interval_s": interval.as_secs_f64(),
                         "cpu_s": cpu.as_secs_f64(),
+                        "allocations": allocations,
                         "connected": connected,
                     }));
                 }
@@ -568,6 +571,11 @@ pub fn network(options: NetworkOptions) -> Value {
         .collect();
     let heartbeat = steady.iter().flatten().last().cloned();
     let heartbeat_cpu_s = median(&steady_cpu_s);
+    let steady_allocations: Vec<f64> = steady
+        .iter()
+        .filter_map(|v| v.as_ref()?["allocations"].as_f64())
+        .collect();
+    let heartbeat_allocations = median(&steady_allocations);
 
     // kill -9 once every change is committed; the rows before and after, read here.
     let flushed = node.ask("flush", "flushed", phase);
@@ -652,6 +660,8 @@ pub fn network(options: NetworkOptions) -> Value {
             "cpu_per_peer_us": heartbeat_cpu_s.map(|c| c * 1e6 / n as f64),
             "cpu_per_peer_us_each": steady_cpu_s.iter().map(|c| c * 1e6 / n as f64).collect::<Vec<_>>(),
             "first_interval_cpu_per_peer_us": first_heartbeat_cpu_s.map(|c| c * 1e6 / n as f64),
+            // Exact where CPU time is noisy: what a change to the PING path removed.
+            "allocations_per_peer": heartbeat_allocations.map(|a| a / n as f64),
             "pings_answered_by_the_farm_per_interval": pings_after
                 .zip(pings_before)
                 .map(|(a, b)| (a - b) / STEADY_INTERVALS as u64),
