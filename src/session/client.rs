@@ -18,13 +18,13 @@ use super::connection::{
     error_text, is_temporary_error, Link, LinkError, LinkLimits, MAX_MESSAGE_LEN,
 };
 use super::ildcp::{self, IldcpInfo};
-use super::service::{self, send_btp_nips, send_prepare};
+use super::service::{send_btp_nips, send_prepare};
 use super::transport;
 use super::{unix_now, PeerIdentity, SessionContext};
 use crate::lifecycle::Fault;
 use crate::ports::{PeerTarget, Session, SessionConnector};
 use crate::untrusted::untrusted;
-use crate::wire::btp::Packet;
+use crate::wire::btp::{self, Packet};
 use crate::wire::btp_nips::{self, MessageType};
 use crate::wire::ilp::{self, Timestamp};
 
@@ -309,29 +309,44 @@ impl Session for BtpSession {
         // passes (a timer per PING fewer).
         let sender = self.ctx.own_address.as_str();
         let (timestamp, expires_at) = (unix_now(), self.expiry());
-        let answer = self
+        // A closed link, an answer without a Fulfill or Reject, one unreadable: never an
+        // error the lifecycle would misread; its PONG deadline or the close watcher decides.
+        let unanswered = || futures::future::pending::<Result<u64, Fault>>();
+        let Ok(answer) = self
             .link
-            .request_written(
+            .request_raw(
                 |id| {
                     btp_nips::ping_message(id, sender, timestamp, nonce, expires_at)
                         .map_err(|e| e.to_string())
                 },
                 None,
             )
-            .await;
-        match service::ilp_answer(answer) {
-            Ok(ilp::Packet::Fulfill(f)) => {
-                let (message_type, echoed) = btp_nips::decode_nonce(&f.data)
-                    .map_err(|e| Fault::Transient(format!("PONG unreadable: {e}")))?;
-                if message_type != MessageType::Pong {
-                    return Err(Fault::Transient(format!(
-                        "PING answered with {message_type}"
-                    )));
-                }
-                echoed
-                    .and_then(|n| u64::from_str_radix(&n, 16).ok())
-                    .ok_or_else(|| Fault::Transient("PONG nonce is not 16 hex digits".into()))
+            .await
+        else {
+            return unanswered().await;
+        };
+        let ilp_packet = match btp::read_response_ilp(&answer) {
+            Ok(Some(ilp_packet)) => ilp_packet,
+            // A BTP Error, or a Response without an ILP packet.
+            Ok(None) => return unanswered().await,
+            Err(e) => {
+                self.link.unreadable_answer(e);
+                return unanswered().await;
             }
+        };
+        if let Ok((_, data)) = ilp::Fulfill::read(ilp_packet) {
+            let (message_type, echoed) = btp_nips::decode_nonce(data)
+                .map_err(|e| Fault::Transient(format!("PONG unreadable: {e}")))?;
+            if message_type != MessageType::Pong {
+                return Err(Fault::Transient(format!(
+                    "PING answered with {message_type}"
+                )));
+            }
+            return echoed
+                .and_then(|n| u64::from_str_radix(&n, 16).ok())
+                .ok_or_else(|| Fault::Transient("PONG nonce is not 16 hex digits".into()));
+        }
+        match ilp::Packet::decode(ilp_packet) {
             Ok(ilp::Packet::Reject(r)) => Err(Fault::Transient(format!(
                 "PING rejected: {} {}",
                 r.code_str(),
@@ -340,9 +355,8 @@ impl Session for BtpSession {
             Ok(ilp::Packet::Prepare(_)) => {
                 Err(Fault::Transient("PING answered by a Prepare".into()))
             }
-            // A timeout or a closed link: the lifecycle's PONG deadline, or the close watcher,
-            // decides; never resolve with an error the lifecycle would misread.
-            Err(_) => futures::future::pending().await,
+            // Not ILP (a Fulfill was read above).
+            Ok(ilp::Packet::Fulfill(_)) | Err(_) => unanswered().await,
         }
     }
 

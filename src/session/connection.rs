@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
@@ -81,7 +82,7 @@ pub struct Link {
     /// wait instead of growing memory.
     out: mpsc::Sender<Outgoing>,
     /// Requests waiting for a Response or Error, by request id.
-    pending: Mutex<HashMap<u32, oneshot::Sender<Packet>>>,
+    pending: Mutex<HashMap<u32, oneshot::Sender<Bytes>>>,
     next_id: AtomicU32,
     /// `Some(reason)` once closed; the first reason wins.
     closed: watch::Sender<Option<String>>,
@@ -199,26 +200,28 @@ impl Link {
     /// Sends a request (a Message or Transfer; its request id is set here) and waits for
     /// the answer, at most the link's request timeout.
     pub async fn request(&self, mut packet: Packet) -> Result<Packet, LinkError> {
-        let timeout = Some(self.request_timeout);
-        self.request_written(
-            |id| {
-                packet.request_id = id;
-                packet.encode().map_err(|e| e.to_string())
-            },
-            timeout,
-        )
-        .await
+        let answer = self
+            .request_raw(
+                |id| {
+                    packet.request_id = id;
+                    packet.encode().map_err(|e| e.to_string())
+                },
+                Some(self.request_timeout),
+            )
+            .await?;
+        Packet::decode(&answer).map_err(|e| self.unreadable_answer(e))
     }
 
     /// Sends the request `write` encodes for the request id it is given, and waits for the
-    /// answer: at most `timeout`, or, with `None`, for as long as the caller waits (a
-    /// caller with a deadline of its own, which drops the future at it, leaving nothing
-    /// behind).
-    pub async fn request_written(
+    /// answer, as it came (a Response or Error; read it in place, and give an unreadable
+    /// one to [`Link::unreadable_answer`]): at most `timeout`, or, with `None`, for as long
+    /// as the caller waits (a caller with a deadline of its own, which drops the future at
+    /// it, leaving nothing behind).
+    pub async fn request_raw(
         &self,
         write: impl FnOnce(u32) -> Result<Vec<u8>, String>,
         timeout: Option<Duration>,
-    ) -> Result<Packet, LinkError> {
+    ) -> Result<Bytes, LinkError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = write(id).map_err(LinkError::Encode)?;
         let (tx, rx) = oneshot::channel();
@@ -248,6 +251,14 @@ impl Link {
             Ok(result) => result,
             Err(_) => Err(LinkError::Timeout(timeout)),
         }
+    }
+
+    /// An answer to our request that is not a BTP packet: the peer is disconnected with
+    /// what was wrong, as for any unreadable frame.
+    pub fn unreadable_answer(&self, error: btp::BtpError) -> LinkError {
+        let reason = format!("peer sent an unreadable packet: {error}");
+        self.shut(reason.clone());
+        LinkError::Closed(reason)
     }
 
     /// Whether a request of ours still waits for its answer.
@@ -317,28 +328,28 @@ impl Link {
     }
 
     /// Classifies one binary frame. An unreadable one is an error whose text says what
-    /// was wrong; the caller disconnects the peer with it.
-    pub fn on_binary(&self, bytes: &[u8]) -> Result<Incoming, String> {
+    /// was wrong; the caller disconnects the peer with it. An answer goes to the request
+    /// waiting for it as it came (read there, in place for a PING's), so the reader
+    /// builds nothing for it.
+    pub fn on_binary(&self, bytes: Bytes) -> Result<Incoming, String> {
         if bytes.len() > MAX_MESSAGE_LEN {
             return Err(format!(
                 "message of {} bytes exceeds {MAX_MESSAGE_LEN}",
                 bytes.len()
             ));
         }
-        let packet = Packet::decode(bytes).map_err(|e| e.to_string())?;
+        if let [btp::TYPE_RESPONSE | btp::TYPE_ERROR, a, b, c, d, ..] = bytes[..] {
+            let id = u32::from_be_bytes([a, b, c, d]);
+            let waiter = self.pending.lock().expect("pending lock").remove(&id);
+            if let Some(tx) = waiter {
+                let _ = tx.send(bytes);
+                return Ok(Incoming::Answered);
+            }
+        }
+        let packet = Packet::decode(&bytes).map_err(|e| e.to_string())?;
         if packet.body.is_response() {
-            let waiter = self
-                .pending
-                .lock()
-                .expect("pending lock")
-                .remove(&packet.request_id);
-            return Ok(match waiter {
-                Some(tx) => {
-                    let _ = tx.send(packet);
-                    Incoming::Answered
-                }
-                None => Incoming::Unexpected(packet.request_id),
-            });
+            // Its request is gone (timed out, given up), or it never was ours.
+            return Ok(Incoming::Unexpected(packet.request_id));
         }
         Ok(Incoming::Request(packet))
     }
@@ -453,12 +464,12 @@ mod tests {
         // An answer to another id is unexpected and does not resolve the request.
         let other = Packet::ilp_response(sent.request_id.wrapping_add(1), vec![2]);
         assert!(matches!(
-            link.on_binary(&other.encode().unwrap()),
+            link.on_binary(other.encode().unwrap().into()),
             Ok(Incoming::Unexpected(_))
         ));
         let answer = Packet::ilp_response(sent.request_id, vec![3]);
         assert!(matches!(
-            link.on_binary(&answer.encode().unwrap()),
+            link.on_binary(answer.encode().unwrap().into()),
             Ok(Incoming::Answered)
         ));
         assert_eq!(task.await.unwrap().unwrap(), answer);
@@ -535,22 +546,50 @@ mod tests {
         ));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn an_unreadable_answer_to_a_waiting_request_disconnects_the_peer_with_why() {
+        let (link, mut rx) = Link::new(Duration::from_secs(35));
+        let l2 = link.clone();
+        let task = tokio::spawn(async move { l2.request(Packet::ilp_message(0, vec![1])).await });
+        let Some(Outgoing::Packet(sent)) = rx.recv().await else {
+            panic!("nothing sent")
+        };
+        let id = Packet::decode(&sent).unwrap().request_id.to_be_bytes();
+        // A Response to that id whose contents are cut short.
+        let garbage = Bytes::copy_from_slice(&[1, id[0], id[1], id[2], id[3], 5, 0]);
+        assert!(matches!(link.on_binary(garbage), Ok(Incoming::Answered)));
+        let Err(LinkError::Closed(reason)) = task.await.unwrap() else {
+            panic!("an unreadable answer was taken")
+        };
+        assert!(
+            reason.starts_with("peer sent an unreadable packet: "),
+            "{reason}"
+        );
+        assert_eq!(link.close_reason(), Some(reason));
+        // The same bytes with nobody waiting are refused by the reader itself.
+        let (link, _rx) = Link::new(Duration::from_secs(35));
+        let garbage = Bytes::copy_from_slice(&[1, id[0], id[1], id[2], id[3], 5, 0]);
+        assert!(link.on_binary(garbage).is_err());
+    }
+
     #[test]
     fn garbage_and_oversize_frames_are_errors_naming_the_problem() {
         let (link, _rx) = Link::new(Duration::from_secs(1));
-        assert!(link.on_binary(&[]).unwrap_err().contains("type"));
+        assert!(link.on_binary(Bytes::new()).unwrap_err().contains("type"));
         assert!(link
-            .on_binary(&[9, 0, 0, 0, 1, 0])
+            .on_binary(Bytes::from_static(&[9, 0, 0, 0, 1, 0]))
             .unwrap_err()
             .contains("unknown type 9"));
         // Truncated: declares 5 bytes of contents, has 1.
-        assert!(link.on_binary(&[6, 0, 0, 0, 1, 5, 0]).is_err());
+        assert!(link
+            .on_binary(Bytes::from_static(&[6, 0, 0, 0, 1, 5, 0]))
+            .is_err());
         // A length of length claiming 2^64 bytes.
         let huge = [
             6, 0, 0, 0, 1, 0x88, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
         ];
-        assert!(link.on_binary(&huge).is_err());
+        assert!(link.on_binary(Bytes::copy_from_slice(&huge)).is_err());
         let big = vec![6u8; MAX_MESSAGE_LEN + 1];
-        assert!(link.on_binary(&big).unwrap_err().contains("exceeds"));
+        assert!(link.on_binary(big.into()).unwrap_err().contains("exceeds"));
     }
 }

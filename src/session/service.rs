@@ -218,7 +218,7 @@ pub async fn dispatch_binary(
     link: &Arc<Link>,
     handler: &Arc<dyn IlpHandler>,
     peer: &PeerIdentity,
-    bytes: &[u8],
+    bytes: bytes::Bytes,
 ) -> Result<(), String> {
     match link.on_binary(bytes) {
         Ok(Incoming::Request(packet)) => {

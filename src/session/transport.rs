@@ -50,7 +50,7 @@ pub(super) enum Frame<B> {
 /// The incoming half of a WebSocket connection.
 pub(super) trait FrameSource {
     /// A binary message's bytes, as the library hands them over (not copied).
-    type Bytes: AsRef<[u8]>;
+    type Bytes: Into<bytes::Bytes>;
 
     /// The next frame; `None` once the connection is gone, `Err` with the library's
     /// description of a broken one.
@@ -287,7 +287,7 @@ pub(super) async fn read_loop<R: FrameSource>(
             }
             Ok(Some(Ok(Frame::Binary(bytes)))) => {
                 last_packet = tokio::time::Instant::now();
-                match dispatch_binary(link, &ctx.handler, peer, bytes.as_ref()).await {
+                match dispatch_binary(link, &ctx.handler, peer, bytes.into()).await {
                     Ok(()) => continue,
                     Err(reason) => {
                         log::warn!("disconnecting {who}: {}", untrusted(&reason));

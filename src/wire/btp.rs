@@ -110,10 +110,13 @@ fn check_ascii(context: &'static str, field: &'static str, bytes: &[u8]) -> Resu
     }
 }
 
-fn ascii(context: &'static str, field: &'static str, bytes: &[u8]) -> Result<String, BtpError> {
+fn ascii_str<'a>(
+    context: &'static str,
+    field: &'static str,
+    bytes: &'a [u8],
+) -> Result<&'a str, BtpError> {
     check_ascii(context, field, bytes)?;
-    // ASCII is UTF-8, so this is lossless.
-    Ok(String::from_utf8_lossy(bytes).into_owned())
+    Ok(std::str::from_utf8(bytes).expect("ASCII is UTF-8"))
 }
 
 /// Check an ASN.1 GeneralizedTime as BTP uses it: `YYYYMMDDHHMMSS[.f{1,3}]Z`, UTC,
@@ -259,29 +262,126 @@ fn encode_protocol_data(
     Ok(())
 }
 
-fn decode_protocol_data(
+/// Reads protocol data in place, handing each entry to `on_entry` (name, content type,
+/// data) as it is read.
+fn read_protocol_data<'a>(
     context: &'static str,
-    r: &mut Reader<'_>,
-) -> Result<ProtocolData, BtpError> {
+    r: &mut Reader<'a>,
+    on_entry: &mut impl FnMut(&'a str, ContentType, &'a [u8]),
+) -> Result<(), BtpError> {
     let e = oer(context);
-    // The count is checked against the remaining bytes; entries are still pushed one
-    // by one so memory follows what was actually read.
+    // The count is checked against the remaining bytes; entries are still read one by
+    // one so memory follows what was actually read.
     let count = r
         .read_count("protocol_data count", MIN_ENTRY_SIZE)
         .map_err(&e)?;
-    let mut entries = Vec::new();
     for _ in 0..count {
         let name = r.read_var_octets("protocol_name").map_err(&e)?;
-        let protocol_name = ascii(context, "protocol_name", name)?;
+        let protocol_name = ascii_str(context, "protocol_name", name)?;
         let content_type = ContentType::from_u8(r.read_u8("content_type").map_err(&e)?);
-        let data = r.read_var_octets("protocol data").map_err(&e)?.to_vec();
-        entries.push(ProtocolEntry {
-            protocol_name,
-            content_type,
-            data,
-        });
+        let data = r.read_var_octets("protocol data").map_err(&e)?;
+        on_entry(protocol_name, content_type, data);
     }
-    Ok(entries)
+    Ok(())
+}
+
+/// A body's fields other than its protocol data, read in place.
+enum Head<'a> {
+    Response,
+    Message,
+    Transfer {
+        amount: u64,
+    },
+    Error {
+        code: [u8; 3],
+        name: &'a str,
+        triggered_at: &'a str,
+        data: &'a [u8],
+    },
+}
+
+/// Reads one packet in place: its request id and body head, each protocol entry handed to
+/// `on_entry`. The one reader behind [`Packet::decode`] and [`read_response_ilp`], so both
+/// accept exactly the same bytes.
+fn read_packet<'a>(
+    bytes: &'a [u8],
+    mut on_entry: impl FnMut(&'a str, ContentType, &'a [u8]),
+) -> Result<(u32, Head<'a>), BtpError> {
+    let e = oer(CTX);
+    let mut r = Reader::new(bytes);
+    let packet_type = r.read_u8("type").map_err(&e)?;
+    match packet_type {
+        TYPE_RESPONSE | TYPE_ERROR | TYPE_MESSAGE | TYPE_TRANSFER => {}
+        3..=5 => return Err(BtpError::ObsoleteType(packet_type)),
+        other => return Err(BtpError::UnknownType(other)),
+    }
+    let request_id = r.read_u32("request_id").map_err(&e)?;
+    let contents = r.read_var_octets("contents").map_err(&e)?;
+    r.finish("contents").map_err(&e)?;
+
+    let mut r = Reader::new(contents);
+    let (context, head) = match packet_type {
+        TYPE_RESPONSE => {
+            read_protocol_data(CTX_RESPONSE, &mut r, &mut on_entry)?;
+            (CTX_RESPONSE, Head::Response)
+        }
+        TYPE_MESSAGE => {
+            read_protocol_data(CTX_MESSAGE, &mut r, &mut on_entry)?;
+            (CTX_MESSAGE, Head::Message)
+        }
+        TYPE_TRANSFER => {
+            let amount = r.read_u64("amount").map_err(oer(CTX_TRANSFER))?;
+            read_protocol_data(CTX_TRANSFER, &mut r, &mut on_entry)?;
+            (CTX_TRANSFER, Head::Transfer { amount })
+        }
+        _ => {
+            let e = oer(CTX_ERROR);
+            let code = r.read_array::<3>("code").map_err(&e)?;
+            if !code.is_ascii() {
+                return Err(BtpError::NotAscii {
+                    context: CTX_ERROR,
+                    field: "code",
+                    shown: shown(&code),
+                });
+            }
+            let name = r.read_var_octets("name").map_err(&e)?;
+            let name = ascii_str(CTX_ERROR, "name", name)?;
+            let at = r.read_var_octets("triggered_at").map_err(&e)?;
+            check_generalized_time(at)?;
+            let triggered_at = ascii_str(CTX_ERROR, "triggered_at", at)?;
+            let data = r
+                .read_var_octets_max("data", MAX_ERROR_DATA_LEN)
+                .map_err(&e)?;
+            read_protocol_data(CTX_ERROR, &mut r, &mut on_entry)?;
+            (
+                CTX_ERROR,
+                Head::Error {
+                    code,
+                    name,
+                    triggered_at,
+                    data,
+                },
+            )
+        }
+    };
+    r.finish("protocol_data").map_err(oer(context))?;
+    Ok((request_id, head))
+}
+
+/// The data of the first `ilp` entry of a Response, read in place: `Some` for a Response
+/// that has one, `None` for any other packet (an Error, a Response without `ilp`, a
+/// request). Accepts exactly what [`Packet::decode`] accepts, failing with its error.
+pub fn read_response_ilp(bytes: &[u8]) -> Result<Option<&[u8]>, BtpError> {
+    let mut ilp_data = None;
+    let (_, head) = read_packet(bytes, |name, _, data| {
+        if ilp_data.is_none() && name == PROTOCOL_ILP {
+            ilp_data = Some(data);
+        }
+    })?;
+    Ok(match head {
+        Head::Response => ilp_data,
+        _ => None,
+    })
 }
 
 /// What a BTP packet carries.
@@ -389,62 +489,6 @@ impl Body {
             }
         }
         Ok(w.into_inner())
-    }
-
-    fn decode_contents(packet_type: u8, contents: &[u8]) -> Result<Self, BtpError> {
-        let mut r = Reader::new(contents);
-        let (context, body) = match packet_type {
-            TYPE_RESPONSE => (
-                CTX_RESPONSE,
-                Body::Response(decode_protocol_data(CTX_RESPONSE, &mut r)?),
-            ),
-            TYPE_MESSAGE => (
-                CTX_MESSAGE,
-                Body::Message(decode_protocol_data(CTX_MESSAGE, &mut r)?),
-            ),
-            TYPE_TRANSFER => {
-                let amount = r.read_u64("amount").map_err(oer(CTX_TRANSFER))?;
-                let protocol_data = decode_protocol_data(CTX_TRANSFER, &mut r)?;
-                (
-                    CTX_TRANSFER,
-                    Body::Transfer {
-                        amount,
-                        protocol_data,
-                    },
-                )
-            }
-            _ => {
-                let e = oer(CTX_ERROR);
-                let code = r.read_array::<3>("code").map_err(&e)?;
-                if !code.is_ascii() {
-                    return Err(BtpError::NotAscii {
-                        context: CTX_ERROR,
-                        field: "code",
-                        shown: shown(&code),
-                    });
-                }
-                let name = r.read_var_octets("name").map_err(&e)?;
-                check_ascii(CTX_ERROR, "name", name)?;
-                let at = r.read_var_octets("triggered_at").map_err(&e)?;
-                check_generalized_time(at)?;
-                let data = r
-                    .read_var_octets_max("data", MAX_ERROR_DATA_LEN)
-                    .map_err(&e)?;
-                let protocol_data = decode_protocol_data(CTX_ERROR, &mut r)?;
-                (
-                    CTX_ERROR,
-                    Body::Error {
-                        code,
-                        name: ascii(CTX_ERROR, "name", name)?,
-                        triggered_at: ascii(CTX_ERROR, "triggered_at", at)?,
-                        data: data.to_vec(),
-                        protocol_data,
-                    },
-                )
-            }
-        };
-        r.finish("protocol_data").map_err(oer(context))?;
-        Ok(body)
     }
 }
 
@@ -559,18 +603,34 @@ impl Packet {
 
     /// Decode one packet (one WebSocket message).
     pub fn decode(bytes: &[u8]) -> Result<Self, BtpError> {
-        let e = oer(CTX);
-        let mut r = Reader::new(bytes);
-        let packet_type = r.read_u8("type").map_err(&e)?;
-        match packet_type {
-            TYPE_RESPONSE | TYPE_ERROR | TYPE_MESSAGE | TYPE_TRANSFER => {}
-            3..=5 => return Err(BtpError::ObsoleteType(packet_type)),
-            other => return Err(BtpError::UnknownType(other)),
-        }
-        let request_id = r.read_u32("request_id").map_err(&e)?;
-        let contents = r.read_var_octets("contents").map_err(&e)?;
-        r.finish("contents").map_err(&e)?;
-        let body = Body::decode_contents(packet_type, contents)?;
+        let mut entries = Vec::new();
+        let (request_id, head) = read_packet(bytes, |name, content_type, data| {
+            entries.push(ProtocolEntry {
+                protocol_name: name.to_owned(),
+                content_type,
+                data: data.to_vec(),
+            })
+        })?;
+        let body = match head {
+            Head::Response => Body::Response(entries),
+            Head::Message => Body::Message(entries),
+            Head::Transfer { amount } => Body::Transfer {
+                amount,
+                protocol_data: entries,
+            },
+            Head::Error {
+                code,
+                name,
+                triggered_at,
+                data,
+            } => Body::Error {
+                code,
+                name: name.to_owned(),
+                triggered_at: triggered_at.to_owned(),
+                data: data.to_vec(),
+                protocol_data: entries,
+            },
+        };
         Ok(Packet { request_id, body })
     }
 }
@@ -1024,6 +1084,38 @@ mod tests {
             let bytes = w.into_inner();
             if let Ok(p) = Packet::decode(&bytes) {
                 prop_assert_eq!(p.encode().unwrap(), bytes);
+            }
+        }
+
+        #[test]
+        fn the_response_reader_agrees_with_decode(
+            packet in packet_strategy(),
+            ilp_first in any::<bool>(),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            mutate in any::<bool>(),
+        ) {
+            let mut packet = packet;
+            if ilp_first {
+                if let Body::Response(pd) = &mut packet.body {
+                    pd.insert(0, ProtocolEntry::ilp(vec![byte; 3]));
+                }
+            }
+            let mut bytes = packet.encode().unwrap();
+            if mutate {
+                let i = at.index(bytes.len());
+                bytes[i] = byte;
+            }
+            match (Packet::decode(&bytes), read_response_ilp(&bytes)) {
+                (Ok(decoded), Ok(read)) => {
+                    let expected = match decoded.body {
+                        Body::Response(_) => decoded.ilp_data(),
+                        _ => None,
+                    };
+                    prop_assert_eq!(read, expected);
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                (a, b) => prop_assert!(false, "decode {:?}, reader {:?}", a, b),
             }
         }
 

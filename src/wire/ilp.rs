@@ -779,16 +779,27 @@ impl Fulfill {
         Ok(w.into_inner())
     }
 
-    fn decode_contents(contents: &[u8]) -> Result<Self, IlpError> {
+    fn read_contents(contents: &[u8]) -> Result<([u8; 32], &[u8]), IlpError> {
         let e = oer(CTX_FULFILL);
         let mut r = Reader::new(contents);
         let fulfillment = r.read_array("fulfillment").map_err(&e)?;
         let data = r.read_var_octets_max("data", MAX_DATA_LEN).map_err(&e)?;
         r.finish("data").map_err(&e)?;
+        Ok((fulfillment, data))
+    }
+
+    fn decode_contents(contents: &[u8]) -> Result<Self, IlpError> {
+        let (fulfillment, data) = Fulfill::read_contents(contents)?;
         Ok(Fulfill {
             fulfillment,
             data: data.to_vec(),
         })
+    }
+
+    /// The fulfillment and data of an enveloped Fulfill, read in place: what
+    /// [`Fulfill::decode`] accepts, nothing copied.
+    pub fn read(bytes: &[u8]) -> Result<([u8; 32], &[u8]), IlpError> {
+        Fulfill::read_contents(expect_type(bytes, TYPE_FULFILL, "fulfill")?)
     }
 
     /// Encode with the envelope. Fails only if `data` exceeds 32767 bytes.
