@@ -4,6 +4,8 @@
 //! learned them, so a listener (the admin event stream, the metrics) sees a peer's news in
 //! the order it happened.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use super::supervisor::PeerChange;
@@ -85,8 +87,9 @@ pub struct FollowChange {
 /// A PONG arrived: the peer's heartbeat round trip as the node tracks it (smoothed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Heartbeat {
+    /// Shared with the peer's actor, which reports every PONG: no copy per heartbeat.
     #[serde(rename = "pubkey")]
-    pub nostr_pubkey: String,
+    pub nostr_pubkey: Arc<str>,
     /// Microseconds.
     pub rtt_us: u32,
     /// When the PONG arrived, on the node's clock.

@@ -50,7 +50,8 @@ pub struct PeerReport(pub PeerRecord);
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct HeartbeatReport {
-    pub nostr_pubkey: String,
+    /// The actor's own copy, shared: a PONG copies no key.
+    pub nostr_pubkey: Arc<str>,
     pub rtt_us: u32,
     pub at: Timestamp,
 }
@@ -145,6 +146,8 @@ pub struct PeerActor {
     channel_reports: Option<Recipient<ChannelProgressed>>,
     /// Where a PONG between heartbeat writes is reported; without it, as a whole record.
     heartbeat_reports: Option<Recipient<HeartbeatReport>>,
+    /// The peer's key, shared with each heartbeat report.
+    shared_pubkey: Arc<str>,
     /// The last progress reported (transaction, confirmations): a poll that finds nothing
     /// new reports nothing.
     last_channel_report: Option<(String, u64)>,
@@ -162,6 +165,7 @@ impl PeerActor {
     ) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         record.nostr_pubkey.hash(&mut hasher);
+        let shared_pubkey = Arc::from(record.nostr_pubkey.as_str());
         let mut lifecycle = PeerLifecycle::new(record, config, hasher.finish());
         let _ = lifecycle.handle(Event::Resume, clock.now());
         PeerActor {
@@ -184,6 +188,7 @@ impl PeerActor {
             generation: 0,
             channel_reports: None,
             heartbeat_reports: None,
+            shared_pubkey,
             last_channel_report: None,
         }
     }
@@ -514,7 +519,7 @@ impl PeerActor {
                 ) {
                     (Some(recipient), Some(rtt_us), Some(at)) => {
                         recipient.do_send(HeartbeatReport {
-                            nostr_pubkey: record.nostr_pubkey.clone(),
+                            nostr_pubkey: self.shared_pubkey.clone(),
                             rtt_us,
                             at,
                         })

@@ -707,7 +707,7 @@ impl Handler<PeerReport> for PeerSupervisor {
                 if record.last_heartbeat != peer.record.last_heartbeat {
                     self.notify(|| {
                         Notification::Heartbeat(Heartbeat {
-                            nostr_pubkey: pubkey.clone(),
+                            nostr_pubkey: pubkey.as_str().into(),
                             rtt_us,
                             at,
                         })
@@ -740,7 +740,7 @@ impl Handler<PeerReport> for PeerSupervisor {
 impl Handler<HeartbeatReport> for PeerSupervisor {
     type Result = ();
     fn handle(&mut self, report: HeartbeatReport, _ctx: &mut Self::Context) {
-        let Some(peer) = self.running.get_mut(&report.nostr_pubkey) else {
+        let Some(peer) = self.running.get_mut(&*report.nostr_pubkey) else {
             return;
         };
         if peer.record.last_heartbeat == Some(report.at) {

@@ -298,7 +298,7 @@ mod tests {
 
     fn heartbeat(peer: u64, at_ms: u64) -> Notification {
         Notification::Heartbeat(Heartbeat {
-            nostr_pubkey: format!("{peer:064x}"),
+            nostr_pubkey: format!("{peer:064x}").into(),
             rtt_us: 1500,
             at: Timestamp(at_ms),
         })
