@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let (link, _out) = Link::new(std::time::Duration::from_secs(1));
-    let _ = link.on_binary(data);
+    let _ = link.on_binary(data.to_vec().into());
     let _ = ildcp::parse_response(data);
     let token = String::from_utf8_lossy(data);
     let server = nostr::Keys::generate().public_key();

@@ -26,8 +26,9 @@
 //! - steady heartbeat intervals (set short for the run, with heartbeat writes at the
 //!   defaults' ratio to it) with N real sessions, after a first one in which every peer's
 //!   latency became known: the node's CPU over exactly each interval (the figure is the
-//!   median of three), and the PINGs the farm answered meanwhile (the first interval's CPU
-//!   is shown too);
+//!   median of three), the allocations it made per peer (counted by the benchmark's
+//!   allocator: exact where CPU time is noisy), and the PINGs the farm answered meanwhile
+//!   (the first interval's CPU is shown too);
 //! - kill -9 of the node (after its changes are flushed), then a restart on the same
 //!   database: the rows read before the kill and after it (lost: must be 0), and from the
 //!   new start the first followed peer connected and all N connected;
