@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::connection::{error_packet, error_text, InFlight, Incoming, Link, LinkError};
+use super::connection::{error_packet, error_text, InFlight, Incoming, Link};
 use super::ildcp::{self, IldcpInfo};
 use super::{unix_now, PeerIdentity};
 use crate::wire::btp::{Body, Packet, PROTOCOL_AUTH};
@@ -146,13 +146,10 @@ impl IlpHandler for NodeService {
 /// or Reject, or why there was none.
 pub async fn send_prepare(link: &Link, prepare: &Prepare) -> Result<ilp::Packet, String> {
     let bytes = prepare.encode().map_err(|e| e.to_string())?;
-    let answer = link.request(Packet::ilp_message(0, bytes)).await;
-    ilp_answer(answer)
-}
-
-/// The Fulfill or Reject a BTP answer to our Prepare carries, or why there is none.
-pub fn ilp_answer(answer: Result<Packet, LinkError>) -> Result<ilp::Packet, String> {
-    let answer = answer.map_err(|e| e.to_string())?;
+    let answer = link
+        .request(Packet::ilp_message(0, bytes))
+        .await
+        .map_err(|e| e.to_string())?;
     if let Some(text) = error_text(&answer) {
         return Err(format!("BTP error: {text}"));
     }
