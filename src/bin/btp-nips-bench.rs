@@ -66,6 +66,9 @@ mod bench_farm;
 #[path = "bench/network.rs"]
 mod bench_network;
 
+#[path = "bench/heartbeat_floor.rs"]
+mod bench_heartbeat_floor;
+
 #[path = "bench/network_chain.rs"]
 mod bench_network_chain;
 

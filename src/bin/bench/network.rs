@@ -29,6 +29,10 @@
 //!   median of three), the allocations it made per peer (counted by the benchmark's
 //!   allocator: exact where CPU time is noisy), and the PINGs the farm answered meanwhile
 //!   (the first interval's CPU is shown too);
+//! - the heartbeat's floor in the same run, while no node runs (between the kill and the
+//!   restart, see `heartbeat_floor.rs`): N bare WebSocket round trips of a PING's bytes
+//!   per interval, in the node's rounds; the node's CPU per peer is given as a ratio to it
+//!   (the machine is shared: its speed changes from run to run, the ratio much less);
 //! - kill -9 of the node (after its changes are flushed), then a restart on the same
 //!   database: the rows read before the kill and after it (lost: must be 0), and from the
 //!   new start the first followed peer connected and all N connected;
@@ -61,6 +65,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::bench_farm::{read_config, say, stdin_commands};
+use crate::bench_heartbeat_floor::heartbeat_floor;
 use crate::bench_network_chain::{channel_path, BenchChain, Onchain, DEPOSIT_WEI};
 use crate::bench_sessions::{perf_control, raise_fd_limit};
 
@@ -601,6 +606,15 @@ pub fn network(options: NetworkOptions) -> Value {
             _ => (None, 0, 0, 0),
         };
 
+    // The heartbeat's floor, while no node runs: N bare round trips per interval.
+    let floor = heartbeat_floor(
+        n,
+        Duration::from_secs(HEARTBEAT_SECONDS),
+        STEADY_INTERVALS,
+        Settings::defaults().map_or(1, |s| s.session.io_thread_count()),
+    );
+    let floor_cpu_us = floor["cpu_per_connection_us"].as_f64();
+
     // The restart on the same database.
     let mut node = Proc::spawn("restarted node", "network-node", &config);
     let second_run = startup(&mut node, Instant::now() + phase);
@@ -667,6 +681,8 @@ pub fn network(options: NetworkOptions) -> Value {
                 .zip(pings_before)
                 .map(|(a, b)| (a - b) / STEADY_INTERVALS as u64),
             "connected": heartbeat.as_ref().map(|v| v["connected"].clone()),
+            "floor": floor,
+            "ratio_to_floor": heartbeat_cpu_s.zip(floor_cpu_us).map(|(node, floor)| node * 1e6 / n as f64 / floor),
         },
         "kill_9": {
             "flushed_before": flushed.as_ref().is_some_and(|v| v["error"].is_null()),
@@ -695,7 +711,7 @@ pub fn network(options: NetworkOptions) -> Value {
 }
 
 /// The median of `values` (`None` when empty).
-fn median(values: &[f64]) -> Option<f64> {
+pub fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted.get(sorted.len() / 2).copied()

@@ -6,6 +6,9 @@
 //!   stack, plus one binary round trip each;
 //! - N sessions opened with mutual Nostr-key authentication (N distinct client keys), each
 //!   answering one PING with its PONG — and the ratio to the floor;
+//! - the four-signature floor (N × the signature operations of a session, one thread), and
+//!   the lower bound it sets on the ratio: a session costing a bare connection plus those
+//!   four operations and nothing else;
 //! - PING/PONG round trips per second over the open sessions;
 //! - RSS per session, client and server process separately (growth from before the floor's
 //!   connections to N sessions open).
@@ -124,6 +127,54 @@ pub fn session_server() {
     });
 }
 
+/// The `session-server` child process: its bare echo port, its BTP port and key. It runs
+/// until its stdin closes.
+pub struct ServerChild {
+    pub child: std::process::Child,
+    pub floor_port: u16,
+    pub btp_port: u16,
+    pub server_pk: PublicKey,
+}
+
+impl ServerChild {
+    pub fn spawn() -> ServerChild {
+        let mut child = Command::new(std::env::current_exe().expect("own path"))
+            .arg("session-server")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the session server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("the session server's ports and key");
+        let mut parts = line.split_whitespace();
+        let mut port = || -> u16 {
+            parts
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("a port of the session server")
+        };
+        let (floor_port, btp_port) = (port(), port());
+        let server_pk = parts
+            .next()
+            .and_then(|pk| PublicKey::parse(pk).ok())
+            .expect("the session server's key");
+        ServerChild {
+            child,
+            floor_port,
+            btp_port,
+            server_pk,
+        }
+    }
+
+    /// Closes its stdin and waits for it to end.
+    pub fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
 /// One bare connect + round trip, with the same WebSocket settings as our client; the
 /// connection is closed at once, so the floor holds no memory the sessions could reuse.
 async fn floor_round_trip(url: String) {
@@ -173,21 +224,9 @@ pub fn sessions(n: usize) -> Value {
         "{n} sessions need about {needed} open files per process; the hard limit is \
          {fd_limit} (ulimit -Hn)"
     );
-    let mut child = Command::new(std::env::current_exe().expect("own path"))
-        .arg("session-server")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the session server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("server ready");
-    let mut parts = line.split_whitespace();
-    let floor_port: u16 = parts.next().unwrap().parse().unwrap();
-    let btp_port: u16 = parts.next().unwrap().parse().unwrap();
-    let server_pk = PublicKey::parse(parts.next().unwrap()).unwrap();
-    let server_pid = child.id();
+    let server = ServerChild::spawn();
+    let (floor_port, btp_port, server_pk) = (server.floor_port, server.btp_port, server.server_pk);
+    let server_pid = server.child.id();
 
     let result = actix::System::new().block_on(async move {
         // Warm both servers up (threads, allocators) so neither phase pays for it.
@@ -282,6 +321,11 @@ pub fn sessions(n: usize) -> Value {
             s.close().await;
         }
         let auth_floor = auth_floor(n);
+        // Both phases keep the cores about as busy (their CPU figures show it), so their
+        // times stand as their CPU does: a session that cost a bare connection plus its four
+        // signature operations, and nothing else, would still be this many times the floor.
+        let floor_cpu_s = (floor_cpu.0 + floor_cpu.1) as f64 / 1e9;
+        let ratio_lower_bound = (floor_cpu_s + auth_floor.as_secs_f64()) / floor_cpu_s;
         json!({
             "scenario": "sessions",
             "peers": n,
@@ -302,6 +346,8 @@ pub fn sessions(n: usize) -> Value {
             "auth_floor_ms": auth_floor.as_secs_f64() * 1e3,
             "auth_floor": "N × the four signature operations of a session (sign and check the token, sign and check the proof), one thread",
             "ratio_to_auth_floor": authed.as_secs_f64() / auth_floor.as_secs_f64(),
+            "ratio_lower_bound": ratio_lower_bound,
+            "ratio_lower_bound_is": "(floor CPU of both processes + the four-signature floor) / floor CPU",
             "per_session_us": authed.as_secs_f64() * 1e6 / n as f64,
             "ping_pong_round_trips": pings,
             "ping_pong_per_second": pings as f64 / ping_time.as_secs_f64(),
@@ -310,8 +356,7 @@ pub fn sessions(n: usize) -> Value {
             "fd_limit": fd_limit,
         })
     });
-    drop(child.stdin.take());
-    let _ = child.wait();
+    server.stop();
     result
 }
 
