@@ -33,6 +33,7 @@ use crate::config::EventSettings;
 use crate::lifecycle::{Event, Fault};
 use crate::ports::{PeerDirectory, PeerTarget, Session, Subscriptions};
 use crate::session::connection::Link;
+use crate::session::service::after_answer;
 use crate::session::{unix_now, NostrMessages, PeerIdentity};
 use crate::wire::btp_nips::{self, MessageType};
 use crate::wire::ilp::{self, codes, Address, Fulfill, Reject};
@@ -223,7 +224,10 @@ impl EventFlow {
                 if refusal.is_misbehaviour() {
                     self.stats.refused.fetch_add(1, Ordering::Relaxed);
                     log::warn!("peer {pubkey}: {refusal}; disconnecting it");
-                    self.observe(&pubkey, Event::Misbehaved(refusal.to_string()));
+                    // Once the refusal is on its way: the peer learns why before the close.
+                    let (directory, why) = (self.directory.clone(), refusal.to_string());
+                    let pubkey = pubkey.clone();
+                    after_answer(move || directory.observe(&pubkey, Event::Misbehaved(why)));
                 }
                 self.reject(codes::F00_BAD_REQUEST, &refusal.to_string())
             }
@@ -383,6 +387,129 @@ impl NostrMessages for EventFlow {
                 log::warn!("{from}: NOTICE: {message}");
                 self.fulfill(None)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use futures::stream::BoxStream;
+    use nostr::{EventBuilder, EventId, Filter, Keys};
+
+    use super::*;
+    use crate::events::VerifiedEvent;
+    use crate::ports::Admission;
+    use crate::session::connection::Outgoing;
+    use crate::session::service::{serve_request, IlpHandler, NodeService};
+    use crate::wire::btp;
+
+    /// An operator relay that is never reached: a refused event goes nowhere.
+    struct Unreached;
+
+    #[async_trait]
+    impl OperatorStore for Unreached {
+        async fn publish(&self, _: &VerifiedEvent) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("not in this test".into()))
+        }
+        async fn stored_ids(
+            &self,
+            _: Filter,
+            _: usize,
+            _: usize,
+        ) -> Result<(Vec<(u64, EventId)>, bool), StoreError> {
+            Err(StoreError::Unavailable("not in this test".into()))
+        }
+        async fn events(&self, _: &[EventId]) -> Result<Vec<NostrEvent>, StoreError> {
+            Err(StoreError::Unavailable("not in this test".into()))
+        }
+        async fn live(
+            &self,
+            _: Filter,
+        ) -> Result<BoxStream<'static, Result<NostrEvent, StoreError>>, StoreError> {
+            Err(StoreError::Unavailable("not in this test".into()))
+        }
+    }
+
+    /// Closes the peer's session as soon as it is told of misbehaviour: the fastest the
+    /// node's actors could.
+    #[derive(Default)]
+    struct ClosesAtOnce(OnceLock<Arc<Link>>);
+
+    #[async_trait]
+    impl PeerDirectory for ClosesAtOnce {
+        async fn admit(&self, _: &str) -> Admission {
+            Admission::Refused {
+                reason: "not in this test".into(),
+            }
+        }
+        fn observe(&self, _: &str, event: Event) {
+            if let (Event::Misbehaved(why), Some(link)) = (event, self.0.get()) {
+                link.shut(why);
+            }
+        }
+        fn follow(&self, _: &str) {}
+        fn unfollow(&self, _: &str) {}
+        fn reconcile(&self, _: Vec<String>) {}
+    }
+
+    #[tokio::test]
+    async fn a_refused_event_reaches_the_peer_before_the_close_it_sets_off() {
+        let peer = Keys::generate();
+        let address = Address::new("g.btp-nips.test.0011223344556677").unwrap();
+        let directory = Arc::new(ClosesAtOnce::default());
+        let flow = EventFlow::new(
+            Arc::new(Unreached),
+            &crate::config::Settings::defaults().unwrap().events,
+            address.clone(),
+            Duration::from_secs(5),
+            directory.clone(),
+        );
+        let (subscription, _) = flow.inbox.open(&peer.public_key(), None);
+        let (link, mut out) = Link::new(Duration::from_secs(5));
+        directory.0.set(link.clone()).ok().unwrap();
+        let service: Arc<dyn IlpHandler> =
+            Arc::new(NodeService::new(address, "msat".into(), 0).with_nostr(Arc::new(flow)));
+
+        // An EVENT for the peer's subscription by an author it was not asked for.
+        let stranger = EventBuilder::text_note("not the peer's")
+            .sign_with_keys(&Keys::generate())
+            .unwrap();
+        let message = NostrMessage::Event {
+            id: subscription,
+            event: Box::new(stranger),
+        };
+        let expires = ilp::Timestamp::from_unix_millis(unix_now() as i64 * 1000 + 30_000).unwrap();
+        let prepare = message
+            .to_packet("g.btp-nips.peer", unix_now())
+            .to_prepare(expires)
+            .unwrap();
+        let request = btp::Packet::ilp_message(7, ilp::Packet::Prepare(prepare).encode().unwrap());
+        let slot = link.begin_request().unwrap();
+        serve_request(
+            link.clone(),
+            service,
+            PeerIdentity::Nostr(peer.public_key()),
+            request,
+            slot,
+        )
+        .await;
+
+        let Some(Outgoing::Packet(bytes)) = out.recv().await else {
+            panic!("the answer goes out first");
+        };
+        let answer = btp::Packet::decode(&bytes).unwrap();
+        assert_eq!(answer.request_id, 7);
+        let Ok(Some(ilp::Packet::Reject(reject))) = answer.decode_ilp() else {
+            panic!("a Reject: {answer:?}");
+        };
+        let why = String::from_utf8_lossy(&reject.message).into_owned();
+        assert_eq!(reject.code_str(), "F00");
+        assert!(why.contains("was not asked for"), "{why}");
+        match out.recv().await {
+            Some(Outgoing::Close(reason)) => assert!(reason.contains("was not asked for")),
+            other => panic!("then the close: {other:?}"),
         }
     }
 }

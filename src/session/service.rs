@@ -252,8 +252,42 @@ pub async fn dispatch_binary(
     }
 }
 
+tokio::task_local! {
+    /// What is to happen once the answer to the request being served is queued.
+    static AFTER_ANSWER: std::cell::RefCell<Vec<Box<dyn FnOnce() + Send>>>;
+}
+
+/// Runs `then` once the answer to the request being served is queued, so that what it
+/// sets off (a disconnection of the peer) comes after the answer, which then still reaches
+/// the peer; outside a served request, at once.
+pub fn after_answer(then: impl FnOnce() + Send + 'static) {
+    let mut then: Option<Box<dyn FnOnce() + Send>> = Some(Box::new(then));
+    let _ = AFTER_ANSWER.try_with(|later| later.borrow_mut().extend(then.take()));
+    if let Some(now) = then {
+        now();
+    }
+}
+
 /// Serves one request of the peer (a Message or Transfer) and sends the answer.
 pub async fn serve_request(
+    link: Arc<Link>,
+    handler: Arc<dyn IlpHandler>,
+    from: PeerIdentity,
+    packet: Packet,
+    slot: InFlight,
+) {
+    let later = AFTER_ANSWER
+        .scope(Default::default(), async move {
+            answer_request(link, handler, from, packet, slot).await;
+            AFTER_ANSWER.with(|later| later.take())
+        })
+        .await;
+    for then in later {
+        then();
+    }
+}
+
+async fn answer_request(
     link: Arc<Link>,
     handler: Arc<dyn IlpHandler>,
     from: PeerIdentity,
@@ -301,6 +335,14 @@ pub async fn serve_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outside_a_served_request_what_follows_the_answer_runs_at_once() {
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = ran.clone();
+        after_answer(move || seen.store(true, std::sync::atomic::Ordering::SeqCst));
+        assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+    }
 
     fn service() -> NodeService {
         NodeService::new(
