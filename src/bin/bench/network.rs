@@ -23,8 +23,8 @@
 //! - from start: the first followed peer connected, all N connected, the node's CPU
 //!   seconds by then, its RSS growth per connected peer (from the node started to all N
 //!   connected);
-//! - steady heartbeat intervals (set short for the run, with heartbeat writes at the
-//!   defaults' ratio to it) with N real sessions, after a first one in which every peer's
+//! - steady heartbeat intervals (set short for the run, with heartbeat writes and the
+//!   event stream's heartbeat throttle at the defaults' ratios to it) with N real sessions, after a first one in which every peer's
 //!   latency became known: the node's CPU over exactly each interval (the figure is the
 //!   median of three), the allocations it made per peer (counted by the benchmark's
 //!   allocator: exact where CPU time is noisy), and the PINGs the farm answered meanwhile
@@ -81,6 +81,9 @@ const STEADY_INTERVALS: usize = 3;
 /// Heartbeat writes every this many intervals: the defaults' ratio (300 s to 60 s), so an
 /// interval writes the share of peers a node in production writes.
 const HEARTBEATS_PER_WRITE: u64 = 5;
+/// The admin event stream's heartbeat throttle at the defaults' ratio too (30 s to 60 s:
+/// a node in production shows every PONG as an event), so every PONG of the run is one.
+const HEARTBEAT_EVENT_SECONDS: u64 = HEARTBEAT_SECONDS / 2;
 
 /// Seconds the chain may add to a phase: the blocks the opens take and their
 /// confirmations, at a block a second.
@@ -125,6 +128,7 @@ fn node_yaml(config: &Value) -> String {
          database:\n  url: \"{db}\"\n\
          nostr:\n  relays: [\"{relay}\"]\n  operator_pubkey: \"{operator}\"\n  allow_ws_loopback: true\n\
          events:\n  operator_relay: \"{relay}\"\n\
+         admin:\n  heartbeat_event_interval_seconds: {HEARTBEAT_EVENT_SECONDS}\n\
          btp_nips:\n  peer_connections:\n    max_active_connections: {peers}\n\
          \x20   heartbeat_interval_seconds: {HEARTBEAT_SECONDS}\n\
          \x20   heartbeat_timeout_seconds: {timeout}\n\
