@@ -244,7 +244,7 @@ async fn heartbeat_events_are_throttled_per_peer_on_the_nodes_clock_and_every_po
     for p in &peers {
         let at: Vec<u64> = events
             .iter()
-            .filter(|e| e.kind == "heartbeat" && e.pubkey == *p)
+            .filter(|e| e.kind == "heartbeat" && *e.pubkey == **p)
             .map(|e| {
                 let data: Value = serde_json::from_str(&e.data).unwrap();
                 data["at"].as_u64().unwrap()

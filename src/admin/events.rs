@@ -38,8 +38,9 @@ pub struct NumberedEvent {
     pub id: u64,
     /// [`PEER_STATE`], [`CHANNEL`], [`FOLLOW`] or [`HEARTBEAT`].
     pub kind: &'static str,
-    /// The peer it is about (for the `?peer=` filter).
-    pub pubkey: String,
+    /// The peer it is about (for the `?peer=` filter); a heartbeat's shares the node's
+    /// copy (no new one per PONG).
+    pub pubkey: Arc<str>,
     /// The event's JSON.
     pub data: String,
 }
@@ -175,38 +176,41 @@ impl EventLog {
     pub fn record(&self, change: &PeerChange) {
         let data = serde_json::to_string(&PeerStateEvent::of(change))
             .expect("a peer state event is plain JSON");
-        self.push(PEER_STATE, &change.record.nostr_pubkey, data);
+        self.push(PEER_STATE, change.record.nostr_pubkey.as_str().into(), data);
     }
 
     /// Numbers `news`, keeps it and passes it on; a heartbeat inside its peer's throttle
     /// interval is dropped (returns whether it was kept).
     pub fn record_notification(&self, news: &Notification) -> bool {
         let pubkey = news.pubkey();
-        let (kind, data) = match news {
+        let (kind, pubkey, data) = match news {
             Notification::State(change) => {
                 self.record(change);
                 return true;
             }
-            Notification::Channel(progress) => (CHANNEL, serde_json::to_string(progress)),
-            Notification::Follow(follow) => (FOLLOW, serde_json::to_string(follow)),
+            Notification::Channel(progress) => {
+                (CHANNEL, pubkey.into(), serde_json::to_string(progress))
+            }
+            Notification::Follow(follow) => (FOLLOW, pubkey.into(), serde_json::to_string(follow)),
             Notification::Heartbeat(heartbeat) => {
                 let mut throttle = self.heartbeats.lock().expect("heartbeat throttle lock");
                 if !throttle.admit(pubkey, heartbeat.at) {
                     return false;
                 }
-                (HEARTBEAT, serde_json::to_string(heartbeat))
+                let shared = heartbeat.nostr_pubkey.clone();
+                (HEARTBEAT, shared, serde_json::to_string(heartbeat))
             }
         };
         self.push(kind, pubkey, data.expect("an event is plain JSON"));
         true
     }
 
-    fn push(&self, kind: &'static str, pubkey: &str, data: String) {
+    fn push(&self, kind: &'static str, pubkey: Arc<str>, data: String) {
         let mut ring = self.ring.lock().expect("event ring lock");
         let event = Arc::new(NumberedEvent {
             id: ring.next_id,
             kind,
-            pubkey: pubkey.to_owned(),
+            pubkey,
             data,
         });
         ring.next_id += 1;
