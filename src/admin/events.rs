@@ -99,13 +99,18 @@ pub struct HeartbeatThrottle {
     interval: Duration,
     /// When each peer's last heartbeat was let through.
     last: HashMap<String, Timestamp>,
-    /// The map is pruned of entries older than `interval` (as good as absent) when it
-    /// reaches this size, so peers long gone do not hold memory.
+    /// The map is pruned of entries older than [`THROTTLE_FORGET_AFTER`] (or `interval`)
+    /// when it reaches this size, so peers long gone do not hold memory.
     prune_at: usize,
 }
 
 /// The smallest size at which the throttle's map is pruned.
 const THROTTLE_PRUNE_MIN: usize = 1024;
+/// A peer whose last heartbeat is older than this (or than the throttle's interval, if
+/// longer) is forgotten when the map is pruned. Not the interval alone: a peer heartbeats
+/// less often than it is shown (60 s against 30 s by default), and forgetting it between
+/// two PONGs would make every PONG a new entry and every prune a sweep of all of them.
+const THROTTLE_FORGET_AFTER: Duration = Duration::from_secs(3600);
 
 impl HeartbeatThrottle {
     pub fn new(interval: Duration) -> Self {
@@ -130,9 +135,9 @@ impl HeartbeatThrottle {
             return true;
         }
         if self.last.len() >= self.prune_at {
-            let interval = self.interval;
+            let forget_after = self.interval.max(THROTTLE_FORGET_AFTER);
             self.last
-                .retain(|_, shown| at.saturating_since(*shown) < interval);
+                .retain(|_, shown| at.saturating_since(*shown) < forget_after);
             self.prune_at = (self.last.len() * 2).max(THROTTLE_PRUNE_MIN);
         }
         self.last.insert(pubkey.to_owned(), at);
@@ -392,18 +397,38 @@ mod tests {
     }
 
     #[test]
-    fn the_throttle_forgets_peers_it_has_not_seen_for_an_interval() {
+    fn the_throttle_forgets_peers_it_has_not_seen_for_an_hour() {
         let mut throttle = HeartbeatThrottle::new(Duration::from_secs(1));
         for i in 0..THROTTLE_PRUNE_MIN as u64 {
             assert!(throttle.admit(&format!("{i:064x}"), Timestamp(0)));
         }
         assert_eq!(throttle.remembered(), THROTTLE_PRUNE_MIN);
-        // Two seconds on, one more: the old entries are pruned, not kept forever.
-        assert!(throttle.admit("new", Timestamp(2_000)));
+        // An hour on, one more: the old entries are pruned, not kept forever.
+        let hour = THROTTLE_FORGET_AFTER.as_millis() as u64;
+        assert!(throttle.admit("new", Timestamp(hour)));
         assert_eq!(throttle.remembered(), 1);
         assert!(
-            !throttle.admit("new", Timestamp(2_500)),
+            !throttle.admit("new", Timestamp(hour + 500)),
             "still within its interval"
         );
+    }
+
+    #[test]
+    fn peers_heartbeating_less_often_than_the_throttle_are_remembered_not_churned() {
+        // 30 s throttle, 60 s heartbeats (the defaults): every PONG is shown.
+        let mut throttle = HeartbeatThrottle::new(Duration::from_secs(30));
+        let peers = THROTTLE_PRUNE_MIN as u64;
+        for i in 0..peers {
+            assert!(throttle.admit(&format!("{i:064x}"), Timestamp(i)));
+        }
+        // A minute on, a new peer fills the map to its pruning size: the peers heard a
+        // minute ago are still heartbeating and keep their entries (else each of their next
+        // PONGs is a new entry again, and the map is swept again and again).
+        assert!(throttle.admit("new", Timestamp(60_000)));
+        assert_eq!(throttle.remembered(), peers as usize + 1);
+        for i in 0..peers {
+            assert!(throttle.admit(&format!("{i:064x}"), Timestamp(60_000 + i)));
+        }
+        assert_eq!(throttle.remembered(), peers as usize + 1);
     }
 }
