@@ -187,19 +187,19 @@ impl EventLog {
     /// Numbers `news`, keeps it and passes it on; a heartbeat inside its peer's throttle
     /// interval is dropped (returns whether it was kept).
     pub fn record_notification(&self, news: &Notification) -> bool {
-        let pubkey = news.pubkey();
+        let about = news.pubkey();
         let (kind, pubkey, data) = match news {
             Notification::State(change) => {
                 self.record(change);
                 return true;
             }
             Notification::Channel(progress) => {
-                (CHANNEL, pubkey.into(), serde_json::to_string(progress))
+                (CHANNEL, about.into(), serde_json::to_string(progress))
             }
-            Notification::Follow(follow) => (FOLLOW, pubkey.into(), serde_json::to_string(follow)),
+            Notification::Follow(follow) => (FOLLOW, about.into(), serde_json::to_string(follow)),
             Notification::Heartbeat(heartbeat) => {
                 let mut throttle = self.heartbeats.lock().expect("heartbeat throttle lock");
-                if !throttle.admit(pubkey, heartbeat.at) {
+                if !throttle.admit(about, heartbeat.at) {
                     return false;
                 }
                 let shared = heartbeat.nostr_pubkey.clone();
